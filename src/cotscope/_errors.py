@@ -1,0 +1,28 @@
+"""Errors that cotscope raises on purpose, each naming the problem."""
+
+from __future__ import annotations
+
+
+class CotscopeError(Exception):
+    """An error a user can act on: bad input, a missing file or dependency, a dead server."""
+
+
+class MissingDependency(CotscopeError):
+    """An optional dependency is not installed; the message gives the exact install line."""
+
+
+def require(module: str, extra: str, pip_line: str | None = None):
+    """Import an optional dependency or raise `MissingDependency` with the install line.
+
+    Args:
+        module: Module to import, e.g. ``"transformers"``.
+        extra: The cotscope extra that provides it, e.g. ``"hf"``.
+        pip_line: Install command to show instead of the extra's.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        hint = pip_line or f"pip install 'cotscope[{extra}]'"
+        raise MissingDependency(f"{module!r} is needed here but not installed: {hint}") from exc

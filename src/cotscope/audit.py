@@ -1,0 +1,115 @@
+"""The audit loop: run the system and its baseline, run the experiments, store, summarize."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ._errors import CotscopeError
+from .backends import Backend, GenerationParams, get_backend
+from .config import EXPERIMENTS, AuditConfig
+from .interventions.truncate import run_truncation
+from .log import RunStore, SampleRecord
+from .metrics.summary import Summary, summarize
+from .systems import System, get_system
+from .tasks import Sample, Task, get_task
+
+
+@dataclass
+class AuditResult:
+    """What an audit returns: its summary and where everything was written."""
+
+    summary: Summary
+    run_dir: Path
+    records: list[SampleRecord]
+
+    @property
+    def summary_path(self) -> Path:
+        return self.run_dir / "summary.json"
+
+
+def default_run_dir(config: AuditConfig) -> Path:
+    name = config.model.replace("/", "_").replace(":", "_").replace("@", "_").split("?")[0][-40:]
+    return Path("runs") / f"{config.task.split(':')[0]}-{config.system}-{name}-s{config.seed}"
+
+
+def audit(
+    config: AuditConfig | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    backend: Backend | None = None,
+    progress: bool = True,
+    plots: bool = True,
+    **overrides,
+) -> AuditResult:
+    """Run an audit and write its run directory.
+
+    Args:
+        config: The configuration; keyword `overrides` replace its fields
+            (``audit(model="mock", n_samples=5)``).
+        run_dir: Where to write; an existing run directory with the same config is resumed.
+        backend: A backend object to use instead of building one from ``config.model``.
+        progress: Show progress bars.
+        plots: Write PNG plots.
+
+    Returns:
+        The summary, the run directory and every sample record.
+    """
+    config = (config or AuditConfig()).model_copy(update=overrides) if overrides else (config or AuditConfig())
+    config = AuditConfig.model_validate(config.model_dump())  # re-validate overrides
+    unknown = set(config.experiments) - set(EXPERIMENTS)
+    if unknown:
+        raise CotscopeError(f"unknown experiment(s) {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
+    task = get_task(config.task, config.task_args, limit=config.n_samples, seed=config.seed)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    store = RunStore(run_dir, config)
+    todo = [s for s in task.samples if s.id not in store.records]
+    if todo:
+        backend = backend or get_backend(config.model)
+        params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed)
+        subject = get_system(config.system, backend, task.kind, params)
+        baseline = get_system(config.baseline, backend, task.kind, params) if config.baseline else None
+        done = len(task.samples) - len(todo)
+        bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
+        for start in range(0, len(todo), config.samples_per_flush):
+            batch = todo[start : start + config.samples_per_flush]
+            for record in run_batch(config, task, batch, subject, baseline):
+                store.append(record)
+            bar.update(len(batch))
+        bar.close()
+    records = [store.records[s.id] for s in task.samples]
+    summary = summarize(records, config)
+    (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
+    if plots:
+        from .report.plots import plot_run
+
+        plot_run(summary, run_dir)
+    return AuditResult(summary=summary, run_dir=run_dir, records=records)
+
+
+def run_batch(
+    config: AuditConfig, task: Task, samples: Sequence[Sample], subject: System, baseline: System | None
+) -> list[SampleRecord]:
+    """Everything for a batch of samples, in a few batched backend calls."""
+    traces = {"subject": subject.run(samples)}
+    if baseline is not None:
+        traces["baseline"] = baseline.run(samples)
+    truncation = None
+    if "truncate" in config.experiments and subject.has_cot:
+        truncation = run_truncation(subject, task, samples, traces["subject"], config.continue_max_new_tokens)
+    records = []
+    for i, sample in enumerate(samples):
+        tr = {role: ts[i] for role, ts in traces.items()}
+        records.append(
+            SampleRecord(
+                sample=sample,
+                traces=tr,
+                correct={role: task.grade(t.answer, sample) for role, t in tr.items()},
+                truncation=truncation[i] if truncation is not None else None,
+            )
+        )
+    return records

@@ -1,0 +1,83 @@
+"""The one abstraction over model access: generate text, score continuations."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A chat conversation and, optionally, assistant text the model continues from.
+
+    The backend renders `messages` with the model's chat template, opens the assistant turn,
+    and appends `prefix` verbatim: generation and scoring both start right after it.
+    """
+
+    messages: tuple[Message, ...]
+    prefix: str = ""
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None, prefix: str = "") -> "Prompt":
+        msgs = ((Message("system", system),) if system else ()) + (Message("user", user),)
+        return cls(messages=msgs, prefix=prefix)
+
+    def with_prefix(self, prefix: str) -> "Prompt":
+        return Prompt(messages=self.messages, prefix=prefix)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding settings. `temperature=0` means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    n_prompt_tokens: int
+    n_generated_tokens: int
+    finish_reason: str = "stop"  # "stop" | "length"
+
+
+class Backend(ABC):
+    """Model access. Subclasses implement `generate`, `score` and `count_tokens`."""
+
+    spec: str = "?"
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
+        """Generate one completion per prompt, continuing after each prompt's prefix."""
+
+    @abstractmethod
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate continuation right after each prompt.
+
+        Returns:
+            One list per prompt, one float per candidate, in the order given.
+        """
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of `text` under the model's tokenizer (no special tokens)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (servers, memory). Safe to call twice."""
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string; return the kept text and whether a stop hit."""
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,119 @@
+"""A backend that replays canned outputs, so most tests need no weights.
+
+``mock`` answers every prompt with ``Answer: <last number in the prompt>``;
+``mock/<path.jsonl>`` replays rules from a file, one JSON object a line:
+``{"match": "<regex searched in the rendered prompt>", "output": "<text>"}``; the first rule
+whose pattern matches wins. In Python, pass ``respond=`` and ``scorer=`` callables.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .._errors import CotscopeError
+from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
+from .registry import register_backend
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+Responder = Callable[[Prompt, GenerationParams], str]
+Scorer = Callable[[Prompt, str], float]
+
+
+def render_plain(prompt: Prompt) -> str:
+    """A readable rendering of a prompt, used by the mock and in error messages."""
+    parts = [f"<{m.role}>\n{m.content}" for m in prompt.messages]
+    return "\n".join(parts) + "\n<assistant>\n" + prompt.prefix
+
+
+def last_number_answer(prompt: Prompt, params: GenerationParams) -> str:
+    found = _NUMBER.findall(render_plain(prompt))
+    return f"Answer: {found[-1] if found else 'unknown'}"
+
+
+class MockBackend(Backend):
+    """Deterministic canned backend; counts calls so tests can check nothing is recomputed.
+
+    Tokens are whitespace-separated words.
+    """
+
+    def __init__(
+        self,
+        respond: Responder | None = None,
+        scorer: Scorer | None = None,
+        rules: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.respond = respond or last_number_answer
+        self.scorer = scorer
+        self.rules = [(re.compile(p, re.S), out) for p, out in rules]
+        self.n_generate_calls = 0
+        self.n_generated_prompts = 0
+        self.n_scored_prompts = 0
+        self.spec = "mock"
+
+    def _reply(self, prompt: Prompt, params: GenerationParams) -> str:
+        text = render_plain(prompt)
+        for pattern, out in self.rules:
+            if pattern.search(text):
+                return out
+        return self.respond(prompt, params)
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
+        self.n_generate_calls += 1
+        self.n_generated_prompts += len(prompts)
+        out = []
+        for p in prompts:
+            raw = self._reply(p, params)
+            words = raw.split(" ")
+            finish = "stop"
+            if len(words) > params.max_new_tokens:
+                raw, finish = " ".join(words[: params.max_new_tokens]), "length"
+            raw, hit = cut_at_stop(raw, params.stop)
+            out.append(
+                Completion(
+                    text=raw,
+                    n_prompt_tokens=self.count_tokens(render_plain(p)),
+                    n_generated_tokens=self.count_tokens(raw),
+                    finish_reason="stop" if hit else finish,
+                )
+            )
+        return out
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        self.n_scored_prompts += len(prompts)
+        results = []
+        for p, conts in zip(prompts, continuations, strict=True):
+            if self.scorer is not None:
+                results.append([float(self.scorer(p, c)) for c in conts])
+                continue
+            # Default: the candidate that starts the mock's own reply is likely, others are not.
+            reply = self._reply(p, GenerationParams()).removeprefix("Answer:").strip()
+            results.append([0.0 if reply.startswith(c.strip()) and c.strip() else -10.0 for c in conts])
+        return results
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def load_rules(path: str) -> list[tuple[str, str]]:
+    file = Path(path)
+    if not file.is_file():
+        raise CotscopeError(f"mock rules file not found: {path}")
+    rules = []
+    for lineno, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            rules.append((str(obj["match"]), str(obj["output"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CotscopeError(f"{path}:{lineno}: bad mock rule ({exc}); want {{'match': ..., 'output': ...}}") from exc
+    return rules
+
+
+@register_backend("mock")
+def _make_mock(rest: str, opts: dict[str, str]) -> Backend:
+    return MockBackend(rules=load_rules(rest) if rest else ())

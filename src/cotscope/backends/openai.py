@@ -1,0 +1,247 @@
+"""Any OpenAI-compatible server: ``openai/<model>@<base-url>``.
+
+vLLM (``vllm serve``), llama.cpp's server, llama-cpp-python's server, Ollama and hosted APIs
+all speak this protocol, so a GPU cluster is one flag away from a laptop run.
+
+Prompts go to the completions endpoint with the chat template applied here, so that a
+reasoning prefix can be continued exactly as on a local model. Options (after ``?``):
+
+- ``tokenizer``: hub id or local path (or ``gguf:<file>``) whose chat template and tokenizer
+  are used; without it, the ChatML template (Qwen, SmolLM, ...) and the server's tokenize
+  endpoint (vLLM ``/tokenize``, llama-cpp-python ``/extras/tokenize``).
+- ``mode``: ``completions`` (default) or ``chat`` for servers with only chat completions (then
+  no reasoning prefix can be continued and no continuation can be scored).
+- ``logprobs``: how continuations are scored: ``top`` (default: walk the next-token top-k
+  lists, ``top_k`` default 20; works on any server that returns logprobs) or ``echo``
+  (prompt log-probabilities with ``echo=True``, exact for long continuations; vLLM. Not
+  llama-cpp-python 0.3, whose echoed log-probabilities are shifted by one position).
+- ``concurrency`` (default 4), ``timeout`` seconds (default 120), ``max_retries`` (default 3),
+  ``api_key`` (default: the ``OPENAI_API_KEY`` environment variable, else ``none``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .._errors import CotscopeError, require
+from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
+from .registry import register_backend
+
+CHATML_SYSTEM = "You are a helpful assistant."
+
+
+def render_chatml(prompt: Prompt) -> str:
+    msgs = list(prompt.messages)
+    text = ""
+    if not msgs or msgs[0].role != "system":
+        text += f"<|im_start|>system\n{CHATML_SYSTEM}<|im_end|>\n"
+    for m in msgs:
+        text += f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n"
+    return text + "<|im_start|>assistant\n" + prompt.prefix
+
+
+class OpenAIBackend(Backend):
+    def __init__(self, model: str, base_url: str, opts: dict[str, str] | None = None) -> None:
+        openai = require("openai", "openai")
+        opts = dict(opts or {})
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.mode = opts.pop("mode", "completions")
+        if self.mode not in ("completions", "chat"):
+            raise CotscopeError(f"mode must be 'completions' or 'chat', not {self.mode!r}")
+        self.concurrency = int(opts.pop("concurrency", "4"))
+        self.logprobs = opts.pop("logprobs", "top")
+        if self.logprobs not in ("top", "echo"):
+            raise CotscopeError(f"logprobs must be 'top' or 'echo', not {self.logprobs!r}")
+        self.top_k = int(opts.pop("top_k", "20"))
+        tokenizer = opts.pop("tokenizer", None)
+        api_key = opts.pop("api_key", None) or os.environ.get("OPENAI_API_KEY") or "none"
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key,
+            timeout=float(opts.pop("timeout", "120")),
+            max_retries=int(opts.pop("max_retries", "3")),
+        )
+        if opts:
+            raise CotscopeError(
+                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key"
+            )
+        self._tok = _load_tokenizer(tokenizer) if tokenizer else None
+        self._server_tokenize: Callable[[str], int] | None = None
+        self.n_generated_tokens = 0
+
+    # -- text ------------------------------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        if self._tok is not None and self._tok.chat_template:
+            msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            return self._tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + prompt.prefix
+        return render_chatml(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        if self._tok is not None:
+            return len(self._tok(text, add_special_tokens=False)["input_ids"])
+        if self._server_tokenize is None:
+            self._server_tokenize = self._find_tokenize_endpoint()
+        return self._server_tokenize(text)
+
+    def _find_tokenize_endpoint(self) -> Callable[[str], int]:
+        root = self.base_url.removesuffix("/v1")
+        candidates = [
+            (f"{root}/tokenize", lambda t: {"model": self.model, "prompt": t, "add_special_tokens": False}),
+            (f"{root}/extras/tokenize", lambda t: {"input": t}),
+        ]
+        for url, body in candidates:
+            try:
+                _post_json(url, body("probe"))
+            except (OSError, ValueError):
+                continue
+            return lambda t, url=url, body=body: len(_post_json(url, body(t))["tokens"])
+        raise CotscopeError(
+            f"the server at {self.base_url} has no tokenize endpoint; pass ?tokenizer=<hub id or path> so tokens can be counted"
+        )
+
+    # -- calls -----------------------------------------------------------------------------
+    def _map(self, fn, items: Sequence):
+        if self.concurrency <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(fn, items))
+
+    def _call(self, what: str, fn):
+        openai = require("openai", "openai")
+        try:
+            return fn()
+        except openai.APIConnectionError as exc:
+            raise CotscopeError(f"cannot reach the server at {self.base_url} ({what}): {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise CotscopeError(f"server at {self.base_url} refused {what}: HTTP {exc.status_code}: {exc.message}") from exc
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
+        return self._map(lambda p: self._generate_one(p, params), prompts)
+
+    def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Completion:
+        common = dict(
+            model=self.model,
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+        )
+        if params.stop:
+            common["stop"] = list(params.stop)[:4]  # the API allows at most 4
+        if self.mode == "chat":
+            if prompt.prefix:
+                raise CotscopeError("mode=chat cannot continue from a reasoning prefix; use mode=completions")
+            msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            resp = self._call("a chat completion", lambda: self.client.chat.completions.create(messages=msgs, **common))
+            text = resp.choices[0].message.content or ""
+        else:
+            rendered = self.render(prompt)
+            resp = self._call("a completion", lambda: self.client.completions.create(prompt=rendered, **common))
+            text = resp.choices[0].text or ""
+        finish = resp.choices[0].finish_reason or "stop"
+        text, hit = cut_at_stop(text, params.stop)
+        usage = resp.usage
+        n_gen = usage.completion_tokens if usage else self.count_tokens(text)
+        self.n_generated_tokens += n_gen
+        return Completion(
+            text=text,
+            n_prompt_tokens=usage.prompt_tokens if usage else 0,
+            n_generated_tokens=n_gen,
+            finish_reason="stop" if hit else ("length" if finish == "length" else "stop"),
+        )
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        if self.mode == "chat":
+            raise CotscopeError("mode=chat cannot score continuations; use mode=completions")
+        one = self._score_echo if self.logprobs == "echo" else self._score_top
+        cache: dict[str, dict[str, float]] = {}
+        jobs = [(self.render(p), c, cache) for p, conts in zip(prompts, continuations, strict=True) for c in conts]
+        flat = self._map(lambda job: one(*job), jobs)
+        out, i = [], 0
+        for conts in continuations:
+            out.append(flat[i : i + len(conts)])
+            i += len(conts)
+        return out
+
+    def _next_token_logprobs(self, context: str, cache: dict[str, dict[str, float]]) -> dict[str, float]:
+        if context not in cache:
+            resp = self._call(
+                "next-token log-probabilities",
+                lambda: self.client.completions.create(
+                    model=self.model, prompt=context, max_tokens=1, logprobs=self.top_k, temperature=0
+                ),
+            )
+            lp = resp.choices[0].logprobs
+            if lp is None or not lp.top_logprobs or not lp.top_logprobs[0]:
+                raise CotscopeError(f"the server at {self.base_url} returned no top log-probabilities")
+            cache[context] = dict(lp.top_logprobs[0])
+        return cache[context]
+
+    def _score_top(self, context: str, continuation: str, cache: dict[str, dict[str, float]]) -> float:
+        """Walk the continuation token by token through the next-token top-k lists.
+
+        Exact while every token of the continuation is in the top-k; past that, the lowest
+        top-k log-probability bounds the rest from above and the walk stops. Candidates that
+        share a context share its request.
+        """
+        total, rest, ctx = 0.0, continuation, context
+        while rest:
+            top = self._next_token_logprobs(ctx, cache)
+            match = max((t for t in top if t and rest.startswith(t)), key=len, default=None)
+            if match is None:
+                return total + min(top.values())
+            total += top[match]
+            rest, ctx = rest[len(match) :], ctx + match
+        return total
+
+    def _score_echo(self, context: str, continuation: str, cache: dict[str, dict[str, float]]) -> float:
+        # echo=True returns the prompt's own token log-probabilities (vLLM); the
+        # continuation's tokens are those starting at or after len(context).
+        resp = self._call(
+            "prompt log-probabilities",
+            lambda: self.client.completions.create(
+                model=self.model, prompt=context + continuation, max_tokens=1, echo=True, logprobs=1, temperature=0
+            ),
+        )
+        lp = resp.choices[0].logprobs
+        if lp is None or not lp.token_logprobs:
+            raise CotscopeError(f"the server at {self.base_url} returned no prompt log-probabilities (echo=True)")
+        end = len(context) + len(continuation)
+        total, seen = 0.0, False
+        for offset, value in zip(lp.text_offset, lp.token_logprobs, strict=False):
+            if offset >= end:
+                break  # the generated token after the echo
+            if offset >= len(context) and value is not None:
+                total += value
+                seen = True
+        if not seen and continuation:
+            raise CotscopeError(f"the server at {self.base_url} returned no log-probabilities for {continuation!r}")
+        return total
+
+
+def _post_json(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - user-given server URL
+        return json.loads(resp.read())
+
+
+def _load_tokenizer(source: str):
+    transformers = require("transformers", "hf")
+    if source.startswith("gguf:"):
+        path = Path(source.removeprefix("gguf:"))
+        return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return transformers.AutoTokenizer.from_pretrained(source)
+
+
+@register_backend("openai")
+def _make_openai(rest: str, opts: dict[str, str]) -> Backend:
+    model, sep, url = rest.partition("@")
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise CotscopeError(f"openai backend wants openai/<model>@<base-url>, e.g. openai/qwen@http://127.0.0.1:8000/v1; got {rest!r}")
+    return OpenAIBackend(model, url, opts)

@@ -1,0 +1,77 @@
+"""Interventions edit a trace's steps; `reask` puts the edited CoT back to the system.
+
+An intervention is a registered factory: the outer function takes the configuration and
+returns a callable that maps steps to steps. Its `InterventionSpec` (name + arguments) is
+stored beside every result so that each can be re-created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from .._errors import CotscopeError
+from ..log import InterventionSpec
+from ..systems import Answer, Continuation, System
+from ..tasks import Sample
+from ..trace import Step
+
+Edit = Callable[[list[Step]], list[Step]]
+_INTERVENTIONS: dict[str, Callable[..., Edit]] = {}
+
+
+def register_intervention(name: str) -> Callable[[Callable[..., Edit]], Callable[..., Edit]]:
+    def deco(factory: Callable[..., Edit]) -> Callable[..., Edit]:
+        _INTERVENTIONS[name] = factory
+        return factory
+
+    return deco
+
+
+def make_intervention(spec: InterventionSpec) -> Edit:
+    from . import truncate  # noqa: F401 - registration
+
+    if spec.name not in _INTERVENTIONS:
+        raise CotscopeError(f"unknown intervention {spec.name!r}; known: {', '.join(sorted(_INTERVENTIONS))}")
+    return _INTERVENTIONS[spec.name](**spec.args)
+
+
+def reask(
+    system: System,
+    samples: Sequence[Sample],
+    steps: Sequence[list[Step]],
+    specs: Sequence[Sequence[InterventionSpec]],
+    mode: Literal["answer", "continue"],
+    max_new_tokens: int | None = None,
+) -> list[list[Answer | Continuation]]:
+    """Apply each sample's interventions to its steps and re-ask the system, in one batch.
+
+    Args:
+        system: The system to re-ask.
+        samples: The questions.
+        steps: Each sample's original CoT steps.
+        specs: Per sample, the interventions to apply (one re-ask each).
+        mode: ``answer`` forces an answer right after the edited CoT; ``continue`` lets the
+            system reason on from it first.
+        max_new_tokens: Budget of a continuation.
+
+    Returns:
+        Per sample, one result per spec, in order.
+    """
+    flat_samples, flat_steps, shape = [], [], []
+    for sample, st, sp in zip(samples, steps, specs, strict=True):
+        shape.append(len(sp))
+        for spec in sp:
+            flat_samples.append(sample)
+            flat_steps.append(make_intervention(spec)(list(st)))
+    if not flat_samples:
+        return [[] for _ in samples]
+    if mode == "answer":
+        results: list = system.answer_from(flat_samples, flat_steps)
+    else:
+        results = system.continue_from(flat_samples, flat_steps, max_new_tokens=max_new_tokens)
+    out, i = [], 0
+    for n in shape:
+        out.append(results[i : i + n])
+        i += n
+    return out
