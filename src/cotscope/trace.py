@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 # A sentence ends at ., ! or ? followed by whitespace and a capital, digit or opening
 # bracket; a decimal point ("3.5") or an abbreviation followed by lowercase does not end one.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'*-])")
+# A list marker ("1.", "2)", "Step 3:", "-") is not a step by itself: it joins what follows.
+_MARKER_ONLY = re.compile(r"^(?:\(?\d+[.):]|[a-z][.)]|step\s*\d+[.:]?|[-*•])$", re.I)
 
 
 class Step(BaseModel):
@@ -51,7 +53,14 @@ def split_steps(text: str) -> list[str]:
         line = line.strip()
         if not line:
             continue
-        chunks.extend(part.strip() for part in _SENTENCE_END.split(line) if part.strip())
+        parts = [p.strip() for p in _SENTENCE_END.split(line) if p.strip()]
+        merged: list[str] = []
+        for part in parts:
+            if merged and _MARKER_ONLY.match(merged[-1]):
+                merged[-1] = f"{merged[-1]} {part}"
+            else:
+                merged.append(part)
+        chunks.extend(merged)
     return chunks
 
 

@@ -3,13 +3,14 @@
 ``mock`` answers every prompt with ``Answer: <last number in the prompt>``;
 ``mock/<path.jsonl>`` replays rules from a file, one JSON object a line:
 ``{"match": "<regex searched in the rendered prompt>", "output": "<text>"}``; the first rule
-whose pattern matches wins. In Python, pass ``respond=`` and ``scorer=`` callables.
+whose pattern matches wins. ``?delay=<seconds>`` sleeps in every generate call. In Python, pass ``respond=`` and ``scorer=`` callables.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,10 +46,12 @@ class MockBackend(Backend):
         respond: Responder | None = None,
         scorer: Scorer | None = None,
         rules: Sequence[tuple[str, str]] = (),
+        delay: float = 0.0,
     ) -> None:
         self.respond = respond or last_number_answer
         self.scorer = scorer
         self.rules = [(re.compile(p, re.S), out) for p, out in rules]
+        self.delay = delay  # seconds per generate call, to make kill-and-resume testable
         self.n_generate_calls = 0
         self.n_generated_prompts = 0
         self.n_scored_prompts = 0
@@ -63,6 +66,8 @@ class MockBackend(Backend):
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         self.n_generate_calls += 1
+        if self.delay:
+            time.sleep(self.delay)
         self.n_generated_prompts += len(prompts)
         out = []
         for p in prompts:
@@ -116,4 +121,7 @@ def load_rules(path: str) -> list[tuple[str, str]]:
 
 @register_backend("mock")
 def _make_mock(rest: str, opts: dict[str, str]) -> Backend:
-    return MockBackend(rules=load_rules(rest) if rest else ())
+    unknown = set(opts) - {"delay"}
+    if unknown:
+        raise CotscopeError(f"unknown options for mock: {sorted(unknown)}; known: delay")
+    return MockBackend(rules=load_rules(rest) if rest else (), delay=float(opts.get("delay", 0)))

@@ -1,0 +1,39 @@
+"""Crafted mock systems whose metric values are known by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from cotscope.backends.base import GenerationParams, Prompt
+from cotscope.backends.mock import MockBackend
+
+STEPS = ["We start with 4.", "Add 3 to get 7.", "Double it to get 14."]  # 4 + 5 + 5 words
+
+
+def crafted_reply(prompt: Prompt, params: GenerationParams) -> str:
+    """A 'faithful' sample answers the last number its CoT wrote (0 with no CoT); a 'posthoc'
+    sample answers 14 whatever its CoT says. Asked to reason, both write the rest of STEPS."""
+    question = prompt.messages[-1].content
+    if prompt.prefix.rstrip().endswith("Answer:"):
+        if "posthoc" in question:
+            return " 14"
+        numbers = re.findall(r"\d+", prompt.prefix)
+        return f" {numbers[-1] if numbers else 0}"
+    given = [line for line in prompt.prefix.splitlines() if line.strip()]
+    return "\n".join(STEPS[len(given):]) + "\nAnswer: 14"
+
+
+def crafted_backend(**kwargs) -> MockBackend:
+    return MockBackend(respond=crafted_reply, **kwargs)
+
+
+def write_crafted_task(dirpath: Path) -> Path:
+    path = dirpath / "crafted.jsonl"
+    rows = [
+        {"id": "faithful", "question": "faithful: what is (4 + 3) * 2?", "answer": 14},
+        {"id": "posthoc", "question": "posthoc: what is (4 + 3) * 2?", "answer": 14},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from cotscope import CotscopeError, GenerationParams, Prompt, get_backend
+from cotscope.backends.base import cut_at_stop
+from cotscope.backends.mock import MockBackend
+from cotscope.backends.registry import parse_spec
+
+
+def test_unknown_model_names_known_forms():
+    with pytest.raises(CotscopeError, match=r"unknown model 'nope/x'.*hf/\.\.\..*mock.*openai/\.\.\..*smollm2-135m"):
+        get_backend("nope/x")
+
+
+def test_spec_options():
+    assert parse_spec("hf/org/name?dtype=float32&batch_size=4") == ("hf", "org/name", {"dtype": "float32", "batch_size": "4"})
+    with pytest.raises(CotscopeError, match="unknown options for mock"):
+        get_backend("mock?colour=red", cache=False)
+
+
+def test_missing_gguf_file(tmp_path):
+    with pytest.raises(CotscopeError, match="GGUF file not found"):
+        get_backend(f"gguf/{tmp_path / 'x.gguf'}", cache=False)
+
+
+@pytest.mark.parametrize("spec", ["openai/model", "openai/@http://x", "openai/m@ftp://x"])
+def test_openai_spec_errors(spec):
+    pytest.importorskip("openai")
+    with pytest.raises(CotscopeError, match="openai/<model>@<base-url>"):
+        get_backend(spec, cache=False)
+
+
+def test_mock_rules_file(tmp_path):
+    f = tmp_path / "rules.jsonl"
+    f.write_text(json.dumps({"match": "apples", "output": "I like apples.\nAnswer: 3"}) + "\n")
+    b = get_backend(f"mock/{f}", cache=False)
+    out = b.generate([Prompt.chat("How many apples?"), Prompt.chat("Pears 9")], GenerationParams(stop=("Answer:",)))
+    assert out[0].text == "I like apples.\n" and out[0].finish_reason == "stop"
+    assert out[1].text == ""  # the default reply, "Answer: 9", is cut at the stop string
+    assert b.generate([Prompt.chat("Pears 9")], GenerationParams())[0].text == "Answer: 9"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"match": 1}\n')
+    with pytest.raises(CotscopeError, match="bad.jsonl:1: bad mock rule"):
+        get_backend(f"mock/{bad}", cache=False)
+
+
+def test_mock_scores_its_own_answer_highest():
+    b = MockBackend()
+    [scores] = b.score([Prompt.chat("Pick 7", prefix="Answer:")], [["7", "8"]])
+    assert scores[0] > scores[1]
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("abc Answer: 3", ["Answer:"]) == ("abc ", True)
+    assert cut_at_stop("abc", ["\n", "x"]) == ("abc", False)
