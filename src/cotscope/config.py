@@ -24,8 +24,8 @@ class AuditConfig(BaseModel):
         "arithmetic", description="Task: arithmetic, jsonl:<path>, gsm8k, arc-challenge, aqua-rat, mmlu."
     )
     task_args: dict[str, str] = Field(
-        default_factory=lambda: {"n_ops": "1", "max_value": "20"},
-        description="Task arguments as key=value (e.g. n_ops=2 max_value=50 for arithmetic; path=<file> for hub tasks offline).",
+        default_factory=dict,
+        description="Task arguments as key=value (arithmetic: n_ops=1 max_value=20 ops=+- choices=0; hub tasks: path=<local file> split=<split>).",
     )
     n_samples: int = Field(20, ge=1, description="Number of samples taken from the task.")
     seed: int = Field(0, description="Seed for task generation, sampling and bootstrap resampling.")

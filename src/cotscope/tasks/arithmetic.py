@@ -44,7 +44,7 @@ def make_problem(rng: random.Random, n_ops: int, max_value: int, ops: str) -> tu
 def arithmetic_task(
     limit: int | None = None,
     seed: int = 0,
-    n_ops: int | str = 2,
+    n_ops: int | str = 1,
     max_value: int | str = 20,
     ops: str = "+-",
     choices: int | str = 0,

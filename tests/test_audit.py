@@ -1,0 +1,147 @@
+"""The audit loop: Python API and CLI agree, runs resume, bad input gets a clear error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cotscope import AuditConfig, CotscopeError, audit
+from cotscope.cli.main import main
+from cotscope.log import RunStore
+
+from .helpers import crafted_backend, write_crafted_task
+
+MOCK_CFG = dict(model="mock", n_samples=6, n_bootstrap=200, samples_per_flush=2)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_cli_equals_python_api(tmp_path, capsys):
+    rc = main(["audit", "--model", "mock", "--n-samples", "6", "--n-bootstrap", "200", "--out", str(tmp_path / "cli"), "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "AOC, answer forced" in out and "run directory" in out
+    api = audit(AuditConfig(**{**MOCK_CFG, "samples_per_flush": 8}), tmp_path / "api", progress=False)
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert cli["accuracy"] == json.loads(api.summary.model_dump_json())["accuracy"]
+    assert (tmp_path / "cli" / "samples.jsonl").read_text() == (tmp_path / "api" / "samples.jsonl").read_text()
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path):
+    task = write_crafted_task(tmp_path)
+    rows = [json.loads(line) for line in task.read_text().splitlines()]
+    task.write_text("".join(json.dumps({**r, "id": f"{r['id']}-{i}"}) + "\n" for i in range(3) for r in rows))
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=6, samples_per_flush=2, n_bootstrap=200)
+    reference = audit(cfg, tmp_path / "ref", backend=crafted_backend(), progress=False, plots=False)
+
+    flaky = crafted_backend()
+    real_generate = flaky.generate
+
+    def dying_generate(prompts, params):
+        if flaky.n_generate_calls >= 8:  # 6 calls a batch: dies inside the second
+            raise Boom("killed")
+        return real_generate(prompts, params)
+
+    flaky.generate = dying_generate
+    with pytest.raises(Boom):
+        audit(cfg, tmp_path / "run", backend=flaky, progress=False, plots=False)
+    assert len(RunStore(tmp_path / "run", cfg).records) == 2
+
+    fresh = crafted_backend()
+    resumed = audit(cfg, tmp_path / "run", backend=fresh, progress=False, plots=False)
+    # Only the 4 unfinished samples were asked: per sample 1 trace + 1 direct answer.
+    assert fresh.n_generated_prompts == reference_prompts_per_sample(cfg, task) * 4
+    lines = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and len({json.loads(x)["sample"]["id"] for x in lines}) == 6
+    assert [r.model_dump() for r in resumed.records] == [r.model_dump() for r in reference.records]
+    assert resumed.summary == reference.summary
+
+
+def reference_prompts_per_sample(cfg, task):
+    counter = crafted_backend()
+    one = AuditConfig(**{**cfg.model_dump(), "n_samples": 1})
+    audit(one, task.parent / "one", backend=counter, progress=False, plots=False)
+    return counter.n_generated_prompts
+
+
+def test_killed_process_resumes(tmp_path):
+    """SIGKILL the CLI mid-run, restart it, and get exactly the uninterrupted result."""
+    args = ["--model", "mock?delay=0.15", "--n-samples", "10", "--samples-per-flush", "1", "--n-bootstrap", "200", "--no-progress"]
+    cmd = [sys.executable, "-m", "cotscope.cli.main", "audit", *args]
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    proc = subprocess.Popen([*cmd, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = run / "samples.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = samples.read_text().count("\n")
+    assert 3 <= done_before < 10
+    subprocess.run([*cmd, "--out", str(run)], check=True, capture_output=True)
+    subprocess.run([*cmd, "--out", str(ref)], check=True, capture_output=True)
+    got = sorted(samples.read_text().splitlines())
+    assert got == sorted((ref / "samples.jsonl").read_text().splitlines())
+    assert json.loads((run / "summary.json").read_text()) == json.loads((ref / "summary.json").read_text())
+
+
+def test_torn_last_line_is_repaired(tmp_path):
+    cfg = AuditConfig(**MOCK_CFG)
+    audit(cfg, tmp_path, progress=False, plots=False)
+    path = tmp_path / "samples.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+    with pytest.warns(UserWarning, match=r"samples.jsonl:4: torn last line"):
+        store = RunStore(tmp_path, cfg)
+    assert len(store.records) == 3 and path.read_text() == "".join(lines[:3])
+    again = audit(cfg, tmp_path, progress=False, plots=False)
+    assert path.read_text() == "".join(lines) and len(again.records) == 6
+
+
+def test_malformed_record_names_the_line(tmp_path):
+    cfg = AuditConfig(**MOCK_CFG)
+    audit(cfg, tmp_path, progress=False, plots=False)
+    path = tmp_path / "samples.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + '{"schema_version": 1}\n' + "".join(lines[2:]))
+    with pytest.raises(CotscopeError, match=r"samples.jsonl:2: not a valid sample record \(sample: Field required\)"):
+        audit(cfg, tmp_path, progress=False, plots=False)
+
+
+def test_other_config_in_run_dir_is_refused(tmp_path):
+    audit(AuditConfig(**MOCK_CFG), tmp_path, progress=False, plots=False)
+    with pytest.raises(CotscopeError, match=r"different config.*'seed': \(0, 1\)"):
+        audit(AuditConfig(**{**MOCK_CFG, "seed": 1}), tmp_path, progress=False, plots=False)
+
+
+def test_unparsable_answers_are_recorded_not_raised(tmp_path):
+    backend = crafted_backend()
+    backend.respond = lambda prompt, params: "I cannot say."
+    cfg = AuditConfig(**{**MOCK_CFG, "n_samples": 2})
+    result = audit(cfg, tmp_path, backend=backend, progress=False, plots=False)
+    trace = result.records[0].traces["subject"]
+    assert trace.answer is None and trace.answer_error == "no number found"
+    assert result.summary.answer_failures == {"baseline": 2, "subject": 2}
+    assert any("could not be parsed" in w for w in result.summary.warnings)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nope/x"], "unknown model 'nope/x'"),
+        (["--model", "mock", "--task", "jsonl:/does/not/exist.jsonl"], "task file not found: /does/not/exist.jsonl"),
+        (["--model", "mock", "--system", "magic"], "unknown system 'magic'"),
+        (["--model", "mock", "--experiments", "truncate,bogus"], "unknown experiment"),
+        (["--model", "mock", "--n-samples", "0"], "n_samples"),
+    ],
+)
+def test_cli_errors_are_clear(tmp_path, capsys, argv, message):
+    assert main(["audit", *argv, "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cotscope: error:") and message in err and "Traceback" not in err
