@@ -1,0 +1,74 @@
+"""The OpenAI-compatible backend against a real llama-cpp-python server on 127.0.0.1."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from cotscope import AuditConfig, CotscopeError, GenerationParams, Prompt, audit, get_backend
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("llama_cpp.server")
+pytest.importorskip("openai")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from cotscope.backends.hf import smollm2_path
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_path(), "--model_alias", "smollm2",
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                assert json.loads(r.read())["data"][0]["id"] == "smollm2"
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail("llama-cpp-python server did not start")
+            time.sleep(0.5)
+    yield {"url": url, "proc": proc}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_generate_score_and_count(server):
+    b = get_backend(f"openai/smollm2@{server['url']}", cache=False)
+    params = GenerationParams(max_new_tokens=16, stop=("\n",))
+    prompts = [Prompt.chat("What is the capital of France?", prefix="The capital of France is"), Prompt.chat("Say hi.")]
+    outs = b.generate(prompts, params)
+    assert "Paris" in outs[0].text and outs[0].n_generated_tokens > 0 and outs[0].n_prompt_tokens > 10
+    assert b.generate(prompts[:1], params)[0].text == outs[0].text  # greedy is repeatable
+    [scores] = b.score(prompts[:1], [[" Paris", " banana", " Paris is a city"]])
+    assert scores[0] > scores[1] and scores[2] < scores[0]
+    assert b.count_tokens("hello world") == 2
+
+
+def test_audit_through_the_server(server, tmp_path):
+    cfg = AuditConfig(model=f"openai/smollm2@{server['url']}", n_samples=2, max_new_tokens=40, continue_max_new_tokens=10, n_bootstrap=200)
+    result = audit(cfg, tmp_path, progress=False, plots=False)
+    assert result.summary.n_samples == 2 and result.summary.truncation is not None
+    assert all(rec.truncation[-1].forced_agrees for rec in result.records if rec.traces["subject"].answer)
+
+
+def test_dead_server_gives_a_clear_error(tmp_path):
+    b = get_backend(f"openai/smollm2@http://127.0.0.1:{_free_port()}/v1?max_retries=0&timeout=5", cache=False)
+    with pytest.raises(CotscopeError, match=r"cannot reach the server at http://127\.0\.0\.1:\d+/v1"):
+        b.generate([Prompt.chat("hi")], GenerationParams(max_new_tokens=4))

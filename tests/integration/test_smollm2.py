@@ -1,0 +1,62 @@
+"""The embedded SmolLM2-135M GGUF through transformers: real weights, small budgets."""
+
+import math
+
+import pytest
+
+from cotscope import AuditConfig, GenerationParams, Prompt, audit, get_backend
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend("smollm2-135m")
+
+
+def test_batched_generation_equals_one_by_one(backend):
+    prompts = [Prompt.chat("What is 2 + 3?"), Prompt.chat("Name a colour. Be brief, one word please.", prefix="Sure:")]
+    params = GenerationParams(max_new_tokens=12)
+    together = backend.generate(prompts, params)
+    alone = [backend.generate([p], params)[0] for p in prompts]
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert all(c.n_generated_tokens > 0 for c in together)
+    assert together[0].n_prompt_tokens == backend.count_tokens(backend.render(prompts[0]))
+
+
+def test_score_matches_a_plain_forward_pass(backend):
+    import torch
+
+    prompt = Prompt.chat("What is the capital of France?", prefix="The capital of France is")
+    [scores] = backend.score([prompt], [[" Paris", " banana"]])
+    assert scores[0] > scores[1]
+    ids = backend.encode(backend.render(prompt) + " Paris")
+    n = len(ids) - len(backend.encode(backend.render(prompt)))
+    with torch.inference_mode():
+        logp = torch.log_softmax(backend.model(torch.tensor([ids])).logits[0].float(), -1)
+    reference = sum(logp[i - 1, ids[i]].item() for i in range(len(ids) - n, len(ids)))
+    assert scores[0] == pytest.approx(reference, abs=1e-3)
+
+
+def test_tiny_audit_end_to_end(tmp_path):
+    cfg = AuditConfig(n_samples=2, max_new_tokens=48, continue_max_new_tokens=12, n_bootstrap=200)
+    result = audit(cfg, tmp_path, progress=False)
+    t = result.summary.truncation
+    assert result.summary.n_samples == 2 and t is not None
+    for rec in result.records:
+        steps = rec.traces["subject"].steps
+        assert [p.k for p in rec.truncation] == list(range(len(steps) + 1))
+        assert rec.truncation[-1].forced.answer == rec.traces["subject"].answer  # same cue, greedy
+    assert t.curve[-1].values["agreement"].value == 1.0
+    assert (tmp_path / "truncation.png").stat().st_size > 10_000
+
+
+def test_multiple_choice_forced_by_log_probability(tmp_path):
+    cfg = AuditConfig(task_args={"choices": "4"}, n_samples=1, max_new_tokens=32, continue_max_new_tokens=8, n_bootstrap=200)
+    rec = audit(cfg, tmp_path, progress=False, plots=False).records[0]
+    for p in rec.truncation:
+        probs = p.forced.choice_logprobs
+        assert set(probs) == set("ABCD")
+        assert sum(math.exp(v) for v in probs.values()) == pytest.approx(1.0)
+        assert p.forced.answer == max(probs, key=probs.get)
