@@ -60,3 +60,21 @@ def test_multiple_choice_forced_by_log_probability(tmp_path):
         assert set(probs) == set("ABCD")
         assert sum(math.exp(v) for v in probs.values()) == pytest.approx(1.0)
         assert p.forced.answer == max(probs, key=probs.get)
+
+
+def test_hf_backend_loads_a_local_directory(tmp_path, backend):
+    """hf/<path> loads what save_pretrained wrote: a tiny random Llama with SmolLM2's tokenizer."""
+    import transformers
+
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(backend.tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=backend.tok.bos_token_id, eos_token_id=backend.tok.eos_token_id,
+    )
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    backend.tok.save_pretrained(tmp_path)
+    tiny = get_backend(f"hf/{tmp_path}?batch_size=2", cache=False)
+    assert tiny.model.config.num_hidden_layers == 2 and tiny.batch_size == 2
+    out = tiny.generate([Prompt.chat("hi")], GenerationParams(max_new_tokens=5))
+    assert out[0].n_generated_tokens <= 5
+    assert len(tiny.score([Prompt.chat("hi")], [["a", "b"]])[0]) == 2
