@@ -37,14 +37,18 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     task = write_crafted_task(tmp_path)
     rows = [json.loads(line) for line in task.read_text().splitlines()]
     task.write_text("".join(json.dumps({**r, "id": f"{r['id']}-{i}"}) + "\n" for i in range(3) for r in rows))
-    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=6, samples_per_flush=2, n_bootstrap=200)
+    cfg = AuditConfig(
+        model="mock", task=f"jsonl:{task}", task_args={}, n_samples=6, samples_per_flush=2, n_bootstrap=200,
+        experiments=("truncate",),  # its backend calls grow linearly with the samples
+    )
     reference = audit(cfg, tmp_path / "ref", backend=crafted_backend(), progress=False, plots=False)
 
     flaky = crafted_backend()
     real_generate = flaky.generate
 
     def dying_generate(prompts, params):
-        if flaky.n_generate_calls >= 8:  # 6 calls a batch: dies inside the second
+        written = tmp_path / "run" / "samples.jsonl"
+        if written.exists() and written.read_text().count("\n") == 2:  # dies inside the second batch
             raise Boom("killed")
         return real_generate(prompts, params)
 
@@ -72,18 +76,18 @@ def reference_prompts_per_sample(cfg, task):
 
 def test_killed_process_resumes(tmp_path):
     """SIGKILL the CLI mid-run, restart it, and get exactly the uninterrupted result."""
-    args = ["--model", "mock?delay=0.15", "--n-samples", "10", "--samples-per-flush", "1", "--n-bootstrap", "200", "--no-progress"]
+    args = ["--model", "mock?delay=0.03", "--n-samples", "8", "--samples-per-flush", "1", "--n-bootstrap", "200", "--no-progress"]
     cmd = [sys.executable, "-m", "cotscope.cli.main", "audit", *args]
     run, ref = tmp_path / "run", tmp_path / "ref"
     proc = subprocess.Popen([*cmd, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = run / "samples.jsonl"
     deadline = time.time() + 60
-    while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 3):
+    while time.time() < deadline and (not samples.exists() or samples.read_text().count("\n") < 2):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = samples.read_text().count("\n")
-    assert 3 <= done_before < 10
+    assert 2 <= done_before < 8
     subprocess.run([*cmd, "--out", str(run)], check=True, capture_output=True)
     subprocess.run([*cmd, "--out", str(ref)], check=True, capture_output=True)
     got = sorted(samples.read_text().splitlines())

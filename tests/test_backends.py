@@ -37,8 +37,8 @@ def test_mock_rules_file(tmp_path):
     b = get_backend(f"mock/{f}", cache=False)
     out = b.generate([Prompt.chat("How many apples?"), Prompt.chat("Pears 9")], GenerationParams(stop=("Answer:",)))
     assert out[0].text == "I like apples.\n" and out[0].finish_reason == "stop"
-    assert out[1].text == ""  # the default reply, "Answer: 9", is cut at the stop string
-    assert b.generate([Prompt.chat("Pears 9")], GenerationParams())[0].text == "Answer: 9"
+    assert out[1].text == "The question mentions 9.\n"  # the default reply, cut at the stop string
+    assert b.generate([Prompt.chat("Pears 9", prefix="Answer:")], GenerationParams())[0].text == "Answer: 9"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"match": 1}\n')
     with pytest.raises(CotscopeError, match="bad.jsonl:1: bad mock rule"):

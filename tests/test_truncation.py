@@ -10,7 +10,7 @@ from .helpers import crafted_backend, write_crafted_task
 @pytest.fixture
 def result(tmp_path):
     task = write_crafted_task(tmp_path)
-    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=2, n_bootstrap=200)
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=2, n_bootstrap=200, experiments=("truncate",))
     return audit(cfg, tmp_path / "run", backend=crafted_backend(), progress=False)
 
 
@@ -38,7 +38,7 @@ def test_continuations_spend_the_remaining_tokens(result):
 
 def test_summary_values_by_hand(result):
     s = result.summary
-    t = s.truncation
+    t = s.truncation["original"]
     # AOC: faithful 1 (agrees only at 100%), post-hoc 0 (always agrees): mean 0.5.
     assert t.aoc.value == pytest.approx(0.5) and t.aoc.n == 2
     assert t.aoc_continued.value == pytest.approx(0.0)
@@ -56,5 +56,6 @@ def test_summary_values_by_hand(result):
 
 
 def test_outputs_written(result):
+    assert not (result.run_dir / "mistakes.png").exists()  # only the experiments asked for run
     for name in ("config.json", "samples.jsonl", "summary.json", "truncation.png", "accuracy.png"):
         assert (result.run_dir / name).stat().st_size > 0

@@ -11,12 +11,14 @@ from tqdm.auto import tqdm
 
 from ._errors import CotscopeError
 from .backends import Backend, GenerationParams, get_backend
-from .config import EXPERIMENTS, AuditConfig
-from .interventions.truncate import run_truncation
+from .config import EXPERIMENTS, HINT_KINDS, AuditConfig
+from .experiments import EXPERIMENTS as EXPERIMENT_FNS
+from .experiments import Context
+from .interventions import Rewriter
 from .log import RunStore, SampleRecord
 from .metrics.summary import Summary, summarize
 from .systems import System, get_system
-from .tasks import Sample, Task, get_task
+from .tasks import Sample, get_task
 
 
 @dataclass
@@ -64,6 +66,9 @@ def audit(
     unknown = set(config.experiments) - set(EXPERIMENTS)
     if unknown:
         raise CotscopeError(f"unknown experiment(s) {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
+    bad_hints = set(config.hint_kinds) - set(HINT_KINDS)
+    if bad_hints:
+        raise CotscopeError(f"unknown hint kind(s) {sorted(bad_hints)}; known: {', '.join(HINT_KINDS)}")
     task = get_task(config.task, config.task_args, limit=config.n_samples, seed=config.seed)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     store = RunStore(run_dir, config)
@@ -73,11 +78,14 @@ def audit(
         params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed)
         subject = get_system(config.system, backend, task.kind, params)
         baseline = get_system(config.baseline, backend, task.kind, params) if config.baseline else None
+        rewriter = Rewriter(get_backend(config.rewriter_model) if config.rewriter_model else backend, seed=config.seed)
+        judge = get_backend(config.judge_model) if config.judge_model else None
+        ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, judge=judge)
         done = len(task.samples) - len(todo)
         bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
         for start in range(0, len(todo), config.samples_per_flush):
             batch = todo[start : start + config.samples_per_flush]
-            for record in run_batch(config, task, batch, subject, baseline):
+            for record in run_batch(ctx, batch, baseline):
                 store.append(record)
             bar.update(len(batch))
         bar.close()
@@ -91,16 +99,17 @@ def audit(
     return AuditResult(summary=summary, run_dir=run_dir, records=records)
 
 
-def run_batch(
-    config: AuditConfig, task: Task, samples: Sequence[Sample], subject: System, baseline: System | None
-) -> list[SampleRecord]:
-    """Everything for a batch of samples, in a few batched backend calls."""
-    traces = {"subject": subject.run(samples)}
+def run_batch(ctx: Context, samples: Sequence[Sample], baseline: System | None) -> list[SampleRecord]:
+    """Everything for a batch of samples, in a few batched backend calls per experiment."""
+    traces = {"subject": ctx.subject.run(samples)}
     if baseline is not None:
         traces["baseline"] = baseline.run(samples)
-    truncation = None
-    if "truncate" in config.experiments and subject.has_cot:
-        truncation = run_truncation(subject, task, samples, traces["subject"], config.continue_max_new_tokens)
+    fields: list[dict[str, list]] = [{} for _ in samples]
+    if ctx.subject.has_cot:
+        for name in ctx.config.experiments:
+            for acc, new in zip(fields, EXPERIMENT_FNS[name](ctx, samples, traces["subject"]), strict=True):
+                for key, values in new.items():
+                    acc.setdefault(key, []).extend(values)
     records = []
     for i, sample in enumerate(samples):
         tr = {role: ts[i] for role, ts in traces.items()}
@@ -108,8 +117,8 @@ def run_batch(
             SampleRecord(
                 sample=sample,
                 traces=tr,
-                correct={role: task.grade(t.answer, sample) for role, t in tr.items()},
-                truncation=truncation[i] if truncation is not None else None,
+                correct={role: ctx.task.grade(t.answer, sample) for role, t in tr.items()},
+                **fields[i],
             )
         )
     return records

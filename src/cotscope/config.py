@@ -6,7 +6,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_MODEL = "smollm2-135m"
-EXPERIMENTS = ("truncate",)
+EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint")
+HINT_KINDS = ("authority", "metadata", "always-a")
 
 
 class AuditConfig(BaseModel):
@@ -35,6 +36,13 @@ class AuditConfig(BaseModel):
         96, ge=1, description="Token budget when the system continues from a truncated CoT."
     )
     experiments: tuple[str, ...] = Field(EXPERIMENTS, description=f"Experiments to run, from: {', '.join(EXPERIMENTS)}.")
+    rewriter_model: str = Field(
+        "", description="Backend spec of the model that summarizes, paraphrases and writes mistakes ('' = the subject's)."
+    )
+    judge_model: str = Field("", description="Backend spec of an LLM judge of hint verbalization ('' = rule-based only).")
+    hint_kinds: tuple[str, ...] = Field(
+        HINT_KINDS, description=f"Hints to try, from: {', '.join(HINT_KINDS)} (always-a only on multiple choice)."
+    )
     curve_bins: int = Field(10, ge=1, description="Points on the %-of-CoT axis of every curve, minus one.")
     n_bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples per confidence interval.")
     samples_per_flush: int = Field(

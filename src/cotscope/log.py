@@ -14,7 +14,7 @@ from ._errors import CotscopeError
 from .config import AuditConfig
 from .systems.base import Answer, Continuation
 from .tasks.base import Sample
-from .trace import Trace
+from .trace import Step, Trace
 
 SCHEMA_VERSION = 1
 
@@ -27,9 +27,11 @@ class InterventionSpec(BaseModel):
 
 
 class TruncationPoint(BaseModel):
-    """The system given its first `k` of `n` CoT chunks."""
+    """The system given its first `k` of `n` CoT chunks (or what a rewriter made of them)."""
 
     spec: InterventionSpec
+    source: str = Field("original", description="Whose chunks: 'original', 'summary' or 'paraphrase'.")
+    steps: list[Step] | None = Field(default=None, description="The CoT given, when it is not a prefix of the original.")
     k: int = Field(description="Chunks given.")
     n: int = Field(description="Chunks in the full CoT.")
     fraction: float = Field(description="k / n.")
@@ -42,6 +44,46 @@ class TruncationPoint(BaseModel):
     continued_agrees: bool | None = None
 
 
+class SubstitutionResult(BaseModel):
+    """The whole CoT replaced (by filler or by nothing), and the answer forced after it."""
+
+    spec: InterventionSpec
+    source: str = Field(description="'filler' or 'none'.")
+    steps: list[Step]
+    forced: Answer
+    correct: bool
+    agrees: bool = Field(description="Same answer as with the original CoT.")
+
+
+class MistakeResult(BaseModel):
+    """One step corrupted; the system continues from it (Lanham et al. 2023, adding mistakes)."""
+
+    spec: InterventionSpec
+    position: int = Field(description="Index of the corrupted step (0-based).")
+    n: int = Field(description="Steps in the original CoT.")
+    original_step: str
+    corrupted_step: str
+    method: str = Field(description="'number' (a number changed) or 'model' (a model-written mistake).")
+    continued: Continuation
+    changed: bool = Field(description="The final answer differs from the original one.")
+    correct: bool
+
+
+class HintResult(BaseModel):
+    """The subject asked again with a hint toward `hinted_answer` (Turpin et al. 2023)."""
+
+    spec: InterventionSpec
+    kind: str = Field(description="'authority', 'metadata' or 'always-a'.")
+    hinted_answer: str
+    unhinted_answer: str | None = Field(description="The subject's answer without the hint.")
+    trace: Trace = Field(description="The subject's trace with the hint in the prompt.")
+    eligible: bool = Field(description="The unhinted answer was not already the hinted one.")
+    switched: bool = Field(description="Eligible, and the hinted answer is the hinted one.")
+    verbalized_rule: bool = Field(description="The CoT mentions the hint, by the rule-based detector.")
+    verbalized_judge: bool | None = Field(default=None, description="The CoT mentions the hint, by the LLM judge (None: no judge).")
+    judge_text: str | None = None
+
+
 class SampleRecord(BaseModel):
     """Everything computed for one sample. One JSON line in samples.jsonl."""
 
@@ -49,7 +91,10 @@ class SampleRecord(BaseModel):
     sample: Sample
     traces: dict[str, Trace] = Field(description="Trace per role: 'subject' and 'baseline'.")
     correct: dict[str, bool] = Field(description="Correctness per role.")
-    truncation: list[TruncationPoint] | None = Field(default=None, description="Early-answering points, k = 0..n.")
+    truncation: list[TruncationPoint] | None = Field(default=None, description="Early-answering points, k = 0..n, per source.")
+    substitution: list[SubstitutionResult] | None = Field(default=None, description="Whole-CoT substitutions.")
+    mistakes: list[MistakeResult] | None = Field(default=None, description="One corrupted step at a time.")
+    hints: list[HintResult] | None = Field(default=None, description="Paired prompts with a hint.")
 
 
 class RunStore:

@@ -33,6 +33,7 @@ class Trace(BaseModel):
     raw_text: str = Field(description="The whole generated text, as the backend returned it.")
     answer: str | None = Field(description="Parsed answer; None when none could be parsed.")
     answer_error: str | None = Field(default=None, description="Why parsing failed, when it did.")
+    answer_logprobs: dict[str, float] | None = Field(default=None, description="Log-probability per choice, when the answer was scored.")
     n_prompt_tokens: int = Field(default=0, description="Tokens in the prompt.")
     n_generated_tokens: int = Field(default=0, description="Tokens the system generated.")
     roles: dict[str, str] = Field(default_factory=dict, description="Which backend played which role.")

@@ -64,8 +64,12 @@ def test_generate_score_and_count(server):
 def test_audit_through_the_server(server, tmp_path):
     cfg = AuditConfig(model=f"openai/smollm2@{server['url']}", n_samples=2, max_new_tokens=40, continue_max_new_tokens=10, n_bootstrap=200)
     result = audit(cfg, tmp_path, progress=False, plots=False)
-    assert result.summary.n_samples == 2 and result.summary.truncation is not None
-    assert all(rec.truncation[-1].forced_agrees for rec in result.records if rec.traces["subject"].answer)
+    assert result.summary.n_samples == 2 and "original" in result.summary.truncation
+    assert all(
+        [p for p in rec.truncation if p.source == "original"][-1].forced_agrees
+        for rec in result.records
+        if rec.traces["subject"].answer
+    )
 
 
 def test_dead_server_gives_a_clear_error(tmp_path):

@@ -42,12 +42,13 @@ def test_score_matches_a_plain_forward_pass(backend):
 def test_tiny_audit_end_to_end(tmp_path):
     cfg = AuditConfig(n_samples=2, max_new_tokens=48, continue_max_new_tokens=12, n_bootstrap=200)
     result = audit(cfg, tmp_path, progress=False)
-    t = result.summary.truncation
-    assert result.summary.n_samples == 2 and t is not None
+    t = result.summary.truncation["original"]
+    assert result.summary.n_samples == 2
     for rec in result.records:
         steps = rec.traces["subject"].steps
-        assert [p.k for p in rec.truncation] == list(range(len(steps) + 1))
-        assert rec.truncation[-1].forced.answer == rec.traces["subject"].answer  # same cue, greedy
+        original = [p for p in rec.truncation if p.source == "original"]
+        assert [p.k for p in original] == list(range(len(steps) + 1))
+        assert original[-1].forced.answer == rec.traces["subject"].answer  # same cue, greedy
     assert t.curve[-1].values["agreement"].value == 1.0
     assert (tmp_path / "truncation.png").stat().st_size > 10_000
 
@@ -55,7 +56,7 @@ def test_tiny_audit_end_to_end(tmp_path):
 def test_multiple_choice_forced_by_log_probability(tmp_path):
     cfg = AuditConfig(task_args={"choices": "4"}, n_samples=1, max_new_tokens=32, continue_max_new_tokens=8, n_bootstrap=200)
     rec = audit(cfg, tmp_path, progress=False, plots=False).records[0]
-    for p in rec.truncation:
+    for p in rec.truncation:  # every source, every k
         probs = p.forced.choice_logprobs
         assert set(probs) == set("ABCD")
         assert sum(math.exp(v) for v in probs.values()) == pytest.approx(1.0)

@@ -1,6 +1,7 @@
 """A backend that replays canned outputs, so most tests need no weights.
 
-``mock`` answers every prompt with ``Answer: <last number in the prompt>``;
+``mock`` reasons in one line per number of the question and answers with the last number
+seen (when the prompt ends in an answer cue, at once);
 ``mock/<path.jsonl>`` replays rules from a file, one JSON object a line:
 ``{"match": "<regex searched in the rendered prompt>", "output": "<text>"}``; the first rule
 whose pattern matches wins. ``?delay=<seconds>`` sleeps in every generate call. In Python, pass ``respond=`` and ``scorer=`` callables.
@@ -30,9 +31,14 @@ def render_plain(prompt: Prompt) -> str:
     return "\n".join(parts) + "\n<assistant>\n" + prompt.prefix
 
 
-def last_number_answer(prompt: Prompt, params: GenerationParams) -> str:
+def default_reply(prompt: Prompt, params: GenerationParams) -> str:
     found = _NUMBER.findall(render_plain(prompt))
-    return f"Answer: {found[-1] if found else 'unknown'}"
+    if prompt.prefix.rstrip().endswith(":") or "Do not explain" in prompt.messages[-1].content:
+        return f"Answer: {found[-1] if found else 'unknown'}"
+    question = _NUMBER.findall(prompt.messages[-1].content)
+    given = len([line for line in prompt.prefix.splitlines() if line.strip()])
+    steps = [f"The question mentions {n}." for n in question[given:]]
+    return "\n".join(steps + [f"Answer: {found[-1] if found else 'unknown'}"])
 
 
 class MockBackend(Backend):
@@ -48,7 +54,7 @@ class MockBackend(Backend):
         rules: Sequence[tuple[str, str]] = (),
         delay: float = 0.0,
     ) -> None:
-        self.respond = respond or last_number_answer
+        self.respond = respond or default_reply
         self.scorer = scorer
         self.rules = [(re.compile(p, re.S), out) for p, out in rules]
         self.delay = delay  # seconds per generate call, to make kill-and-resume testable

@@ -7,8 +7,9 @@ stored beside every result so that each can be re-created.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from .._errors import CotscopeError
 from ..log import InterventionSpec
@@ -28,12 +29,16 @@ def register_intervention(name: str) -> Callable[[Callable[..., Edit]], Callable
     return deco
 
 
-def make_intervention(spec: InterventionSpec) -> Edit:
-    from . import truncate  # noqa: F401 - registration
+def make_intervention(spec: InterventionSpec, **context: Any) -> Edit:
+    """Build the edit a spec names. `context` (e.g. ``rewriter=``) goes to the factories
+    that take it: model-based edits need their model, pure ones need nothing."""
+    from . import edits  # noqa: F401 - registration
 
     if spec.name not in _INTERVENTIONS:
         raise CotscopeError(f"unknown intervention {spec.name!r}; known: {', '.join(sorted(_INTERVENTIONS))}")
-    return _INTERVENTIONS[spec.name](**spec.args)
+    factory = _INTERVENTIONS[spec.name]
+    wanted = inspect.signature(factory).parameters
+    return factory(**spec.args, **{k: v for k, v in context.items() if k in wanted})
 
 
 def reask(
@@ -43,7 +48,8 @@ def reask(
     specs: Sequence[Sequence[InterventionSpec]],
     mode: Literal["answer", "continue"],
     max_new_tokens: int | None = None,
-) -> list[list[Answer | Continuation]]:
+    **context: Any,
+) -> tuple[list[list[list[Step]]], list[list[Answer | Continuation]]]:
     """Apply each sample's interventions to its steps and re-ask the system, in one batch.
 
     Args:
@@ -54,24 +60,29 @@ def reask(
         mode: ``answer`` forces an answer right after the edited CoT; ``continue`` lets the
             system reason on from it first.
         max_new_tokens: Budget of a continuation.
+        context: Passed to the intervention factories (e.g. ``rewriter=``).
 
     Returns:
-        Per sample, one result per spec, in order.
+        Per sample and spec, in order: the edited steps, and the system's answer or continuation.
     """
     flat_samples, flat_steps, shape = [], [], []
     for sample, st, sp in zip(samples, steps, specs, strict=True):
         shape.append(len(sp))
         for spec in sp:
             flat_samples.append(sample)
-            flat_steps.append(make_intervention(spec)(list(st)))
+            flat_steps.append(make_intervention(spec, **context)(list(st)))
     if not flat_samples:
-        return [[] for _ in samples]
+        return [[] for _ in samples], [[] for _ in samples]
     if mode == "answer":
         results: list = system.answer_from(flat_samples, flat_steps)
     else:
         results = system.continue_from(flat_samples, flat_steps, max_new_tokens=max_new_tokens)
+    return regroup(flat_steps, shape), regroup(results, shape)
+
+
+def regroup(flat: list, shape: Sequence[int]) -> list[list]:
     out, i = [], 0
     for n in shape:
-        out.append(results[i : i + n])
+        out.append(flat[i : i + n])
         i += n
     return out

@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
+from ..metrics.stats import Estimate
 from ..metrics.summary import Summary
 
 
 def render_table(summary: Summary) -> str:
     cfg = summary.config
-    rows: list[tuple[str, str]] = []
-    for role, est in summary.accuracy.items():
-        name = cfg.system if role == "subject" else cfg.baseline
-        rows.append((f"accuracy · {name}", f"{est.fmt(pct=True)} ({summary.n_correct[role]} correct)"))
-    if summary.cot_gain is not None:
-        rows.append((f"CoT gain ({cfg.system} − {cfg.baseline})", summary.cot_gain.fmt(pct=True)))
-    rows.append(("CoT chunks per sample", summary.cot_steps.fmt(1)))
-    rows.append(("tokens per CoT trace", summary.cot_tokens.fmt(0)))
-    t = summary.truncation
-    if t is not None:
-        rows.append(("AOC, answer forced (Lanham)", t.aoc.fmt(3)))
-        rows.append(("AOC, system continues", t.aoc_continued.fmt(3)))
-    width = max(len(r[0]) for r in rows)
     lines = [f"cotscope audit · {cfg.model} · {cfg.system} vs {cfg.baseline} · {cfg.task} · n={summary.n_samples}", ""]
-    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-    if t is not None and t.curve:
-        lines += ["", f"  early answering (mean [95% CI], n per point = {t.n_samples})"]
-        lines.append(f"  {'% CoT':>6}  {'accuracy':>18}  {'same answer':>18}  {'cont. same':>18}  {'further tok':>16}")
-        for p in t.curve:
-            v = p.values
-            lines.append(
-                f"  {p.x * 100:>5.0f}%  {_cell(v['accuracy'], 100)}  {_cell(v['agreement'], 100)}  "
-                f"{_cell(v['continued_agreement'], 100)}  {_cell(v['further_tokens'], 1, 16)}"
-            )
+    width = max((len(r.metric) for r in summary.table), default=10)
+    group = None
+    for row in summary.table:
+        if row.experiment != group:
+            group = row.experiment
+            lines.append(f"  {group}")
+        lines.append(f"    {row.metric.ljust(width)}  {_fmt(row.estimate, row.percent)}")
+    if (t := summary.truncation.get("original")) is not None and t.curve:
+        sources = list(summary.truncation)
+        lines += ["", f"  early answering: % same answer as the full CoT, answer forced (mean [95% CI]; n={t.n_samples})"]
+        lines.append("  " + f"{'% CoT':>6}" + "".join(f"{s:>18}" for s in sources) + f"{'further tokens':>18}")
+        for i, p in enumerate(t.curve):
+            cells = "".join(_cell(summary.truncation[s].curve[i].values["agreement"], 100) for s in sources)
+            lines.append(f"  {p.x * 100:>5.0f}%{cells}{_cell(p.values['further_tokens'], 1)}")
     if summary.warnings:
         lines += ["", "  caveats:"] + [f"  - {w}" for w in summary.warnings]
     return "\n".join(lines)
 
 
-def _cell(est, scale: float, width: int = 18) -> str:
+def _fmt(e: Estimate, percent: bool) -> str:
+    if e.value is None:
+        return "n/a (n=0)"
+    if percent:
+        return f"{e.value * 100:6.1f}%  [{e.lo * 100:.1f}, {e.hi * 100:.1f}]  n={e.n}"
+    return f"{e.value:7.3f}  [{e.lo:.3f}, {e.hi:.3f}]  n={e.n}"
+
+
+def _cell(est: Estimate, scale: float, width: int = 18) -> str:
     if est.value is None:
         return "n/a".rjust(width)
     return f"{est.value * scale:.0f} [{est.lo * scale:.0f}, {est.hi * scale:.0f}]".rjust(width)

@@ -165,6 +165,7 @@ def traces_from_reasoning(system: System, samples: Sequence[Sample], prompts: Se
             raw_text=c.text,
             answer=a.answer,
             answer_error=a.answer_error,
+            answer_logprobs=a.choice_logprobs,
             n_prompt_tokens=c.n_prompt_tokens,
             n_generated_tokens=c.n_generated_tokens + a.n_tokens,
             roles=system.roles,

@@ -30,6 +30,7 @@ class DirectSystem(System):
                 raw_text=a.text,
                 answer=a.answer,
                 answer_error=a.answer_error,
+                answer_logprobs=a.choice_logprobs,
                 n_generated_tokens=a.n_tokens,
                 roles=self.roles,
             )
