@@ -33,6 +33,10 @@ class AuditResult:
     def summary_path(self) -> Path:
         return self.run_dir / "summary.json"
 
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.html"
+
 
 def default_run_dir(config: AuditConfig) -> Path:
     name = config.model.replace("/", "_").replace(":", "_").replace("@", "_").split("?")[0][-40:]
@@ -56,7 +60,7 @@ def audit(
         run_dir: Where to write; an existing run directory with the same config is resumed.
         backend: A backend object to use instead of building one from ``config.model``.
         progress: Show progress bars.
-        plots: Write PNG plots.
+        plots: Write PNG plots and the HTML report.
 
     Returns:
         The summary, the run directory and every sample record.
@@ -93,9 +97,11 @@ def audit(
     summary = summarize(records, config)
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
     if plots:
+        from .report.html import write_report
         from .report.plots import plot_run
 
         plot_run(summary, run_dir)
+        write_report(run_dir, summary, records)
     return AuditResult(summary=summary, run_dir=run_dir, records=records)
 
 

