@@ -15,7 +15,9 @@ reasoning prefix can be continued exactly as on a local model. Options (after ``
   lists, ``top_k`` default 20; works on any server that returns logprobs) or ``echo``
   (prompt log-probabilities with ``echo=True``, exact for long continuations; vLLM. Not
   llama-cpp-python 0.3, whose echoed log-probabilities are shifted by one position).
-- ``concurrency`` (default 4), ``timeout`` seconds (default 120), ``max_retries`` (default 3),
+- ``concurrency`` (default 4), ``timeout`` seconds (default 120), ``max_retries`` (default 3:
+  connection errors, timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
+  jitter, honouring ``Retry-After``; then a clear error, and finished samples stay on disk),
   ``api_key`` (default: the ``OPENAI_API_KEY`` environment variable, else ``none``).
 """
 
@@ -97,8 +99,9 @@ class OpenAIBackend(Backend):
         ]
         for url, body in candidates:
             try:
-                _post_json(url, body("probe"))
-            except (OSError, ValueError):
+                if not isinstance(_post_json(url, body("probe")).get("tokens"), list):
+                    continue
+            except (OSError, ValueError, AttributeError):
                 continue
             return lambda t, url=url, body=body: len(_post_json(url, body(t))["tokens"])
         raise CotscopeError(
@@ -116,10 +119,19 @@ class OpenAIBackend(Backend):
         openai = require("openai", "openai")
         try:
             return fn()
+        except openai.APITimeoutError as exc:
+            raise CotscopeError(
+                f"the server at {self.base_url} did not answer {what} in time ({self.client.timeout} s, "
+                f"{self.client.max_retries} retries); raise ?timeout= or check the server"
+            ) from exc
         except openai.APIConnectionError as exc:
-            raise CotscopeError(f"cannot reach the server at {self.base_url} ({what}): {exc}") from exc
+            raise CotscopeError(
+                f"cannot reach the server at {self.base_url} ({what}, after {self.client.max_retries} retries): {exc}"
+            ) from exc
         except openai.APIStatusError as exc:
-            raise CotscopeError(f"server at {self.base_url} refused {what}: HTTP {exc.status_code}: {exc.message}") from exc
+            raise CotscopeError(
+                f"server at {self.base_url} refused {what}: HTTP {exc.status_code} (after {self.client.max_retries} retries): {exc.message}"
+            ) from exc
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         return self._map(lambda p: self._generate_one(p, params), prompts)

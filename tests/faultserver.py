@@ -1,0 +1,72 @@
+"""A local OpenAI-compatible server on 127.0.0.1 that fails on script: 500, 429, a dropped
+connection, a stall. Between failures it answers like a tiny model."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FaultServer:
+    def __init__(self) -> None:
+        self.script: deque[str] = deque()  # "500", "429", "drop", "stall"; empty -> ok
+        self.default = "ok"
+        self.requests = 0
+        self.stall_s = 5.0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.endswith("/extras/tokenize"):
+                    return self._json(200, {"tokens": list(range(len(body["input"].split())))})
+                if not self.path.endswith("/completions"):
+                    return self._json(404, {"detail": "Not Found"})
+                server.requests += 1
+                action = server.script.popleft() if server.script else server.default
+                if action == "drop":
+                    self.connection.close()
+                    return
+                if action == "stall":
+                    time.sleep(server.stall_s)
+                    return
+                if action in ("500", "429"):
+                    headers = {"Retry-After": "0"} if action == "429" else {}
+                    return self._json(int(action), {"error": {"message": f"scripted {action}", "type": "server_error"}}, headers)
+                prompt = body.get("prompt", "")
+                text = " 42" if prompt.rstrip().endswith("Answer:") else "We add the numbers.\nWe are done.\nAnswer: 42"
+                n = len(text.split())
+                return self._json(200, {
+                    "id": "cmpl-1", "object": "text_completion", "created": 0, "model": body.get("model", "m"),
+                    "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": n, "total_tokens": n},
+                })
+
+            def _json(self, code, obj, headers=None):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FaultServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
