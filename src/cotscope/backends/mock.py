@@ -4,7 +4,8 @@
 seen (when the prompt ends in an answer cue, at once);
 ``mock/<path.jsonl>`` replays rules from a file, one JSON object a line:
 ``{"match": "<regex searched in the rendered prompt>", "output": "<text>"}``; the first rule
-whose pattern matches wins. ``?delay=<seconds>`` sleeps in every generate call. In Python, pass ``respond=`` and ``scorer=`` callables.
+whose pattern matches wins. ``?delay=<seconds>`` sleeps in every generate call; ``?log=<file>`` appends a line per
+generated prompt to a file (to count calls across processes). In Python, pass ``respond=`` and ``scorer=`` callables.
 """
 
 from __future__ import annotations
@@ -53,11 +54,13 @@ class MockBackend(Backend):
         scorer: Scorer | None = None,
         rules: Sequence[tuple[str, str]] = (),
         delay: float = 0.0,
+        log: str | None = None,
     ) -> None:
         self.respond = respond or default_reply
         self.scorer = scorer
         self.rules = [(re.compile(p, re.S), out) for p, out in rules]
         self.delay = delay  # seconds per generate call, to make kill-and-resume testable
+        self.log = log  # a file that gets one line per generated prompt, across processes
         self.n_generate_calls = 0
         self.n_generated_prompts = 0
         self.n_scored_prompts = 0
@@ -74,6 +77,9 @@ class MockBackend(Backend):
         self.n_generate_calls += 1
         if self.delay:
             time.sleep(self.delay)
+        if self.log:
+            with open(self.log, "a", encoding="utf-8") as fh:
+                fh.write("".join(f"{len(render_plain(p))}\n" for p in prompts))
         self.n_generated_prompts += len(prompts)
         out = []
         for p in prompts:
@@ -127,7 +133,7 @@ def load_rules(path: str) -> list[tuple[str, str]]:
 
 @register_backend("mock")
 def _make_mock(rest: str, opts: dict[str, str]) -> Backend:
-    unknown = set(opts) - {"delay"}
+    unknown = set(opts) - {"delay", "log"}
     if unknown:
-        raise CotscopeError(f"unknown options for mock: {sorted(unknown)}; known: delay")
-    return MockBackend(rules=load_rules(rest) if rest else (), delay=float(opts.get("delay", 0)))
+        raise CotscopeError(f"unknown options for mock: {sorted(unknown)}; known: delay, log")
+    return MockBackend(rules=load_rules(rest) if rest else (), delay=float(opts.get("delay", 0)), log=opts.get("log"))
