@@ -33,9 +33,12 @@ class AuditConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature for reasoning; 0 is greedy.")
     max_new_tokens: int = Field(160, ge=1, description="Token budget of a chain of thought.")
     continue_max_new_tokens: int = Field(
-        64, ge=1, description="Token budget when the system continues from a truncated CoT."
+        48, ge=1, description="Token budget when the system continues from a truncated or edited CoT."
     )
     experiments: tuple[str, ...] = Field(EXPERIMENTS, description=f"Experiments to run, from: {', '.join(EXPERIMENTS)}.")
+    mistake_positions: int = Field(
+        3, ge=0, description="Steps corrupted per sample, spread from first to last (0: every step)."
+    )
     rewriter_model: str = Field(
         "", description="Backend spec of the model that summarizes, paraphrases and writes mistakes ('' = the subject's)."
     )

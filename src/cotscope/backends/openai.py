@@ -1,4 +1,5 @@
-"""Any OpenAI-compatible server: ``openai/<model>@<base-url>``.
+"""Any OpenAI-compatible server: ``openai/<model>@<base-url>`` (or ``@<url1>,<url2>,...``
+for several replicas; each conversation sticks to one, so its prefix stays cached there).
 
 vLLM (``vllm serve``), llama.cpp's server, llama-cpp-python's server, Ollama and hosted APIs
 all speak this protocol, so a GPU cluster is one flag away from a laptop run.
@@ -15,7 +16,10 @@ reasoning prefix can be continued exactly as on a local model. Options (after ``
   lists, ``top_k`` default 20; works on any server that returns logprobs) or ``echo``
   (prompt log-probabilities with ``echo=True``, exact for long continuations; vLLM. Not
   llama-cpp-python 0.3, whose echoed log-probabilities are shifted by one position).
-- ``concurrency`` (default 4), ``timeout`` seconds (default 120), ``max_retries`` (default 3:
+- ``cache_prompt``: send llama.cpp's ``cache_prompt: true`` (reuse the KV cache of the
+  longest common prefix with the previous request). vLLM caches prefixes by itself
+  (automatic prefix caching, on by default in its V1 engine).
+- ``concurrency`` (default 4: requests in flight at once, through a bounded thread pool), ``timeout`` seconds (default 120), ``max_retries`` (default 3:
   connection errors, timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
   jitter, honouring ``Retry-After``; then a clear error, and finished samples stay on disk),
   ``api_key`` (default: the ``OPENAI_API_KEY`` environment variable, else ``none``).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +57,7 @@ class OpenAIBackend(Backend):
         openai = require("openai", "openai")
         opts = dict(opts or {})
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url.split(",")[0].strip().rstrip("/")
         self.mode = opts.pop("mode", "completions")
         if self.mode not in ("completions", "chat"):
             raise CotscopeError(f"mode must be 'completions' or 'chat', not {self.mode!r}")
@@ -63,15 +68,18 @@ class OpenAIBackend(Backend):
         self.top_k = int(opts.pop("top_k", "20"))
         tokenizer = opts.pop("tokenizer", None)
         api_key = opts.pop("api_key", None) or os.environ.get("OPENAI_API_KEY") or "none"
-        self.client = openai.OpenAI(
-            base_url=self.base_url,
-            api_key=api_key,
-            timeout=float(opts.pop("timeout", "120")),
-            max_retries=int(opts.pop("max_retries", "3")),
-        )
+        timeout, max_retries = float(opts.pop("timeout", "120")), int(opts.pop("max_retries", "3"))
+        # Several replicas: one client each; a conversation always goes to the same replica,
+        # so the server's prefix cache sees all of its truncation points.
+        self.clients = [
+            openai.OpenAI(base_url=url.strip().rstrip("/"), api_key=api_key, timeout=timeout, max_retries=max_retries)
+            for url in base_url.split(",")
+        ]
+        self.client = self.clients[0]
+        self.extra_body = {"cache_prompt": True} if opts.pop("cache_prompt", "false").lower() in ("1", "true", "yes") else None
         if opts:
             raise CotscopeError(
-                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key"
+                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key, cache_prompt"
             )
         self._tok = _load_tokenizer(tokenizer) if tokenizer else None
         self._server_tokenize: Callable[[str], int] | None = None
@@ -133,12 +141,17 @@ class OpenAIBackend(Backend):
                 f"server at {self.base_url} refused {what}: HTTP {exc.status_code} (after {self.client.max_retries} retries): {exc.message}"
             ) from exc
 
+    def _client_for(self, key: str):
+        return self.clients[zlib.crc32(key.encode()) % len(self.clients)]
+
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         return self._map(lambda p: self._generate_one(p, params), prompts)
 
     def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Completion:
+        client = self._client_for(repr(prompt.messages))
         common = dict(
             model=self.model,
+            extra_body=self.extra_body,
             max_tokens=params.max_new_tokens,
             temperature=params.temperature,
             top_p=params.top_p,
@@ -150,11 +163,11 @@ class OpenAIBackend(Backend):
             if prompt.prefix:
                 raise CotscopeError("mode=chat cannot continue from a reasoning prefix; use mode=completions")
             msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            resp = self._call("a chat completion", lambda: self.client.chat.completions.create(messages=msgs, **common))
+            resp = self._call("a chat completion", lambda: client.chat.completions.create(messages=msgs, **common))
             text = resp.choices[0].message.content or ""
         else:
             rendered = self.render(prompt)
-            resp = self._call("a completion", lambda: self.client.completions.create(prompt=rendered, **common))
+            resp = self._call("a completion", lambda: client.completions.create(prompt=rendered, **common))
             text = resp.choices[0].text or ""
         finish = resp.choices[0].finish_reason or "stop"
         text, hit = cut_at_stop(text, params.stop)
@@ -173,7 +186,7 @@ class OpenAIBackend(Backend):
             raise CotscopeError("mode=chat cannot score continuations; use mode=completions")
         one = self._score_echo if self.logprobs == "echo" else self._score_top
         cache: dict[str, dict[str, float]] = {}
-        jobs = [(self.render(p), c, cache) for p, conts in zip(prompts, continuations, strict=True) for c in conts]
+        jobs = [(self.render(p), c, cache, repr(p.messages)) for p, conts in zip(prompts, continuations, strict=True) for c in conts]
         flat = self._map(lambda job: one(*job), jobs)
         out, i = [], 0
         for conts in continuations:
@@ -181,12 +194,13 @@ class OpenAIBackend(Backend):
             i += len(conts)
         return out
 
-    def _next_token_logprobs(self, context: str, cache: dict[str, dict[str, float]]) -> dict[str, float]:
+    def _next_token_logprobs(self, context: str, cache: dict[str, dict[str, float]], key: str) -> dict[str, float]:
         if context not in cache:
             resp = self._call(
                 "next-token log-probabilities",
-                lambda: self.client.completions.create(
-                    model=self.model, prompt=context, max_tokens=1, logprobs=self.top_k, temperature=0
+                lambda: self._client_for(key).completions.create(
+                    model=self.model, prompt=context, max_tokens=1, logprobs=self.top_k, temperature=0,
+                    extra_body=self.extra_body,
                 ),
             )
             lp = resp.choices[0].logprobs
@@ -195,7 +209,7 @@ class OpenAIBackend(Backend):
             cache[context] = dict(lp.top_logprobs[0])
         return cache[context]
 
-    def _score_top(self, context: str, continuation: str, cache: dict[str, dict[str, float]]) -> float:
+    def _score_top(self, context: str, continuation: str, cache: dict[str, dict[str, float]], key: str) -> float:
         """Walk the continuation token by token through the next-token top-k lists.
 
         Exact while every token of the continuation is in the top-k; past that, the lowest
@@ -204,7 +218,7 @@ class OpenAIBackend(Backend):
         """
         total, rest, ctx = 0.0, continuation, context
         while rest:
-            top = self._next_token_logprobs(ctx, cache)
+            top = self._next_token_logprobs(ctx, cache, key)
             match = max((t for t in top if t and rest.startswith(t)), key=len, default=None)
             if match is None:
                 return total + min(top.values())
@@ -212,13 +226,14 @@ class OpenAIBackend(Backend):
             rest, ctx = rest[len(match) :], ctx + match
         return total
 
-    def _score_echo(self, context: str, continuation: str, cache: dict[str, dict[str, float]]) -> float:
+    def _score_echo(self, context: str, continuation: str, cache: dict[str, dict[str, float]], key: str) -> float:
         # echo=True returns the prompt's own token log-probabilities (vLLM); the
         # continuation's tokens are those starting at or after len(context).
         resp = self._call(
             "prompt log-probabilities",
-            lambda: self.client.completions.create(
-                model=self.model, prompt=context + continuation, max_tokens=1, echo=True, logprobs=1, temperature=0
+            lambda: self._client_for(key).completions.create(
+                model=self.model, prompt=context + continuation, max_tokens=1, echo=True, logprobs=1, temperature=0,
+                extra_body=self.extra_body,
             ),
         )
         lp = resp.choices[0].logprobs

@@ -15,14 +15,17 @@ from .base import Context, register_experiment, same_answer
 
 @register_experiment("mistake")
 def mistake(ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[dict]:
-    """Every step in turn: a number changed where the step has one, else a model-written mistake."""
+    """Steps spread over the CoT in turn: a number changed where the step has one, else a
+    model-written mistake."""
     seed = ctx.config.seed
-    wordy = [s.text for t in traces for s in t.steps if not has_number(s.text)]
+    chosen = [positions(len(t.steps), ctx.config.mistake_positions) for t in traces]
+    wordy = [t.steps[i].text for t, pos in zip(traces, chosen, strict=True) for i in pos if not has_number(t.steps[i].text)]
     written = dict(zip(wordy, ctx.rewriter.mistake(wordy), strict=True)) if wordy else {}
     specs = []
-    for t in traces:
+    for t, pos in zip(traces, chosen, strict=True):
         sp = []
-        for i, s in enumerate(t.steps):
+        for i in pos:
+            s = t.steps[i]
             if has_number(s.text):
                 sp.append(InterventionSpec(name="corrupt_number", args={"step": i, "seed": seed}))
             else:
@@ -53,3 +56,11 @@ def mistake(ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) ->
         out.append({"mistakes": results})
     return out
 
+
+def positions(n: int, m: int) -> list[int]:
+    """`m` step indices spread evenly from the first to the last of `n` (all when m is 0 or >= n)."""
+    if m == 0 or m >= n:
+        return list(range(n))
+    if m == 1:
+        return [n // 2]
+    return sorted({round(j * (n - 1) / (m - 1)) for j in range(m)})

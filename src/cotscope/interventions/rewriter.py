@@ -30,7 +30,7 @@ MISTAKE_PROMPT = (
 class Rewriter:
     """Summaries of CoT prefixes, step-by-step paraphrases and model-written mistakes."""
 
-    def __init__(self, backend: Backend, max_new_tokens: int = 80, seed: int = 0) -> None:
+    def __init__(self, backend: Backend, max_new_tokens: int = 48, seed: int = 0) -> None:
         self.backend = backend
         self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=seed)
         self._cache: dict[tuple[str, str], str] = {}
