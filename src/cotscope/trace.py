@@ -37,6 +37,9 @@ class Trace(BaseModel):
     n_prompt_tokens: int = Field(default=0, description="Tokens in the prompt.")
     n_generated_tokens: int = Field(default=0, description="Tokens the system generated.")
     roles: dict[str, str] = Field(default_factory=dict, description="Which backend played which role.")
+    tokens_by_role: dict[str, int] = Field(default_factory=dict, description="Tokens generated per role.")
+    hidden_steps: list[Step] | None = Field(default=None, description="The reasoner's own wording, when a rewriter changed it (shoggoth-face).")
+    meta: dict[str, str | int | float] = Field(default_factory=dict, description="System-specific details (e.g. best-of-n votes).")
 
     @property
     def cot_text(self) -> str:

@@ -34,6 +34,7 @@ class Rewriter:
         self.backend = backend
         self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=seed)
         self._cache: dict[tuple[str, str], str] = {}
+        self.n_generated_tokens = 0
 
     @property
     def spec(self) -> str:
@@ -45,6 +46,7 @@ class Rewriter:
             prompts = [Prompt.chat(template.format(**{field: t})) for t in todo]
             for text, out in zip(todo, self.backend.generate(prompts, self.params), strict=True):
                 self._cache[(kind, text)] = _clean(out.text) or text
+                self.n_generated_tokens += out.n_generated_tokens
         return [self._cache[(kind, t)] for t in texts]
 
     def summarize(self, cots: Sequence[Sequence[Step]]) -> list[list[Step]]:

@@ -1,20 +1,29 @@
 """A system turns a question into a trace through one or more backends.
 
-The audit only uses this interface: `run` (question -> trace), `answer_from` (question and a
-given CoT -> forced answer) and `continue_from` (question and a CoT prefix -> the system
-reasons on and answers), so every experiment applies to every system unchanged.
+The audit only uses this interface, so every experiment applies to every system unchanged:
+
+- `run`: question -> trace (reason, then answer);
+- `answer_from`: question and a given CoT -> the answer the system gives right after it;
+- `continue_from`: question and a CoT prefix -> the system reasons on, then answers.
+
+A subclass says how it prompts (`prompt`, `answer_prompt`), which backend answers
+(`answer_backend`) and how it reasons from a prefix (`reason`); the defaults are a single
+model reasoning in one assistant turn.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
 from .._errors import CotscopeError
 from ..backends import Backend, GenerationParams, Prompt
+from ..backends.registry import parse_spec
 from ..tasks.base import LETTERS, Kind, Sample, extract_answer
 from ..trace import Step, Trace, join_steps, make_steps
 from .prompts import ANSWER_CUE, answer_prefix
@@ -38,8 +47,22 @@ class Continuation(BaseModel):
     answer: Answer
 
 
+@dataclass
+class Reasoning:
+    """Reasoning a system added after a prefix."""
+
+    steps: list[Step]
+    text: str
+    tokens_by_role: dict[str, int] = field(default_factory=dict)
+    hidden_steps: list[Step] | None = None  # what the reasoner wrote before any rewriting
+    meta: dict[str, str | int | float] = field(default_factory=dict)
+
+
+Cot = Sequence[Step] | Sequence[str]
+
+
 class System(ABC):
-    """A way of embodying models. Subclasses set `has_cot` and implement `run`."""
+    """A way of embodying models. Subclasses implement `prompt`, and may override the rest."""
 
     has_cot: bool = True
 
@@ -51,56 +74,113 @@ class System(ABC):
 
     @abstractmethod
     def prompt(self, sample: Sample) -> Prompt:
-        """The prompt that opens the system's answer to `sample`."""
-
-    @abstractmethod
-    def run(self, samples: Sequence[Sample]) -> list[Trace]:
-        """Answer each sample; return its trace."""
+        """The prompt the system reasons from."""
 
     @property
     def roles(self) -> dict[str, str]:
+        """Which backend plays which role."""
         return {"model": self.backend.spec}
 
+    @property
+    def answer_backend(self) -> Backend:
+        return self.backend
+
+    @property
+    def answer_role(self) -> str:
+        return next(iter(self.roles))
+
+    def answer_prompt(self, sample: Sample, cot: str) -> Prompt:
+        """The prompt whose continuation is the answer, right after `cot`."""
+        return self.prompt(sample).with_prefix(answer_prefix(cot, self.kind))
+
+    def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
+        """Reason on from each prefix up to the answer cue: one generation per sample."""
+        texts = [join_steps(p) for p in prefixes]
+        prompts = [self.prompt(s).with_prefix(t + "\n" if t else "") for s, t in zip(samples, texts, strict=True)]
+        completions = self.backend.generate(prompts, self._params(max_new_tokens, stop=(ANSWER_CUE,)))
+        role = next(iter(self.roles))
+        return [
+            Reasoning(steps=make_steps(c.text, self.backend.count_tokens), text=c.text.strip(), tokens_by_role={role: c.n_generated_tokens})
+            for c in completions
+        ]
+
     # -- shared machinery ------------------------------------------------------------------
-    def answer_from(self, samples: Sequence[Sample], cots: Sequence[Sequence[Step] | Sequence[str]]) -> list[Answer]:
+    def _params(self, max_new_tokens: int, stop: tuple[str, ...] = (), temperature: float | None = None) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=max_new_tokens,
+            temperature=self.params.temperature if temperature is None else temperature,
+            top_p=self.params.top_p,
+            seed=self.params.seed,
+            stop=stop,
+        )
+
+    def answer_from(self, samples: Sequence[Sample], cots: Sequence[Cot]) -> list[Answer]:
         """Force an answer right after each given CoT (empty for none).
 
         Multiple choice is decided by log-probability over the choice letters; other tasks by
         a short greedy answer.
         """
-        prompts = [self.prompt(s).with_prefix(answer_prefix(join_steps(c), self.kind)) for s, c in zip(samples, cots, strict=True)]
+        prompts = [self.answer_prompt(s, join_steps(c)) for s, c in zip(samples, cots, strict=True)]
+        backend = self.answer_backend
         if self.kind == "choice":
             letters = [list(LETTERS[: len(s.choices or [])]) for s in samples]
-            scores = self.backend.score(prompts, letters)
+            scores = backend.score(prompts, letters)
             out = []
             for ls, sc in zip(letters, scores, strict=True):
                 logps = dict(zip(ls, sc, strict=True))
                 best = max(logps, key=logps.__getitem__)
                 out.append(Answer(answer=best, text=best, choice_logprobs=_normalize(logps)))
             return out
-        params = GenerationParams(max_new_tokens=12, temperature=0.0, seed=self.params.seed, stop=("\n",))
-        completions = self.backend.generate(prompts, params)
+        completions = backend.generate(prompts, self._params(12, stop=("\n",), temperature=0.0))
         out = []
         for c in completions:
             ans, err = extract_answer(f"{ANSWER_CUE}{c.text}", self.kind)
             out.append(Answer(answer=ans, answer_error=err, text=c.text.strip(), n_tokens=c.n_generated_tokens))
         return out
 
-    def continue_from(self, samples: Sequence[Sample], cots: Sequence[Sequence[Step] | Sequence[str]], max_new_tokens: int | None = None) -> list[Continuation]:
+    def continue_from(self, samples: Sequence[Sample], cots: Sequence[Cot], max_new_tokens: int | None = None) -> list[Continuation]:
         """Hand the system each CoT prefix and let it reason on, then force its answer."""
-        prefixes = [join_steps(c) for c in cots]
-        prompts = [self.prompt(s).with_prefix(p + "\n" if p else "") for s, p in zip(samples, prefixes, strict=True)]
-        params = GenerationParams(
-            max_new_tokens=max_new_tokens or self.params.max_new_tokens,
-            temperature=self.params.temperature,
-            top_p=self.params.top_p,
-            seed=self.params.seed,
-            stop=(ANSWER_CUE,),
-        )
-        completions = self.backend.generate(prompts, params)
-        full = [[t for t in (p, c.text.strip()) if t] for p, c in zip(prefixes, completions, strict=True)]
+        added = self.reason(samples, cots, max_new_tokens or self.params.max_new_tokens)
+        full = [[*_as_steps(c), *r.steps] for c, r in zip(cots, added, strict=True)]
         answers = self.answer_from(samples, full)
-        return [Continuation(text=c.text.strip(), n_tokens=c.n_generated_tokens, answer=a) for c, a in zip(completions, answers, strict=True)]
+        return [
+            Continuation(text=r.text, n_tokens=sum(r.tokens_by_role.values()), answer=a)
+            for r, a in zip(added, answers, strict=True)
+        ]
+
+    def run(self, samples: Sequence[Sample]) -> list[Trace]:
+        """Reason from scratch, then answer after the reasoning.
+
+        The full-CoT answer is produced exactly as the forced answers of the truncation
+        experiment are, so at 100% of the CoT they agree by construction.
+        """
+        reasoning = self.reason(samples, [[] for _ in samples], self.params.max_new_tokens)
+        answers = self.answer_from(samples, [r.steps for r in reasoning])
+        traces = []
+        for r, a in zip(reasoning, answers, strict=True):
+            tokens = dict(r.tokens_by_role)
+            tokens[self.answer_role] = tokens.get(self.answer_role, 0) + a.n_tokens
+            traces.append(
+                Trace(
+                    system=self.spec,
+                    steps=r.steps,
+                    hidden_steps=r.hidden_steps,
+                    final_text=f"{ANSWER_CUE} {a.text}".strip(),
+                    raw_text=r.text,
+                    answer=a.answer,
+                    answer_error=a.answer_error,
+                    answer_logprobs=a.choice_logprobs,
+                    n_generated_tokens=sum(tokens.values()),
+                    tokens_by_role=tokens,
+                    roles=self.roles,
+                    meta=r.meta,
+                )
+            )
+        return traces
+
+
+def _as_steps(cot: Cot) -> list[Step]:
+    return [s if isinstance(s, Step) else Step(text=s, n_tokens=-1) for s in cot]
 
 
 def _normalize(logps: dict[str, float]) -> dict[str, float]:
@@ -123,52 +203,35 @@ def register_system(name: str) -> Callable[[SystemFactory], SystemFactory]:
 
 
 def get_system(spec: str, backend: Backend, kind: Kind, params: GenerationParams | None = None) -> System:
-    """Build a registered system by name.
+    """Build a system from its spec: a registered name or ``package.module:Class``, with
+    options after ``?`` (``shoggoth-face?paraphraser=smollm2-135m&max_steps=6``).
 
     Raises:
-        CotscopeError: for an unknown name.
+        CotscopeError: for an unknown name, a bad import path or a bad option.
     """
-    from . import builtin  # noqa: F401 - registration
+    from . import builtin, pipelines  # noqa: F401 - registration
 
-    if spec not in _SYSTEMS:
-        raise CotscopeError(f"unknown system {spec!r}; known: {', '.join(sorted(_SYSTEMS))}")
-    return _SYSTEMS[spec](backend=backend, kind=kind, spec=spec, params=params)
+    name, _, query = spec.partition("?")
+    _, _, opts = parse_spec("x/?" + query) if query else ("", "", {})
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise CotscopeError(f"cannot import system {name!r}: {exc}") from exc
+        if not (isinstance(factory, type) and issubclass(factory, System)):
+            raise CotscopeError(f"{name!r} is not a cotscope System subclass")
+    elif name in _SYSTEMS:
+        factory = _SYSTEMS[name]
+    else:
+        raise CotscopeError(f"unknown system {name!r}; known: {', '.join(sorted(_SYSTEMS))}, or package.module:Class")
+    try:
+        return factory(backend=backend, kind=kind, spec=spec, params=params, **opts)
+    except TypeError as exc:
+        raise CotscopeError(f"bad options for system {name!r}: {exc}") from exc
 
 
 def list_systems() -> list[str]:
-    from . import builtin  # noqa: F401
+    from . import builtin, pipelines  # noqa: F401
 
     return sorted(_SYSTEMS)
-
-
-def traces_from_reasoning(system: System, samples: Sequence[Sample], prompts: Sequence[Prompt]) -> list[Trace]:
-    """Generate reasoning up to the answer cue, chunk it, then force the answer after it.
-
-    The full-CoT answer is produced exactly as the forced answers of the truncation
-    experiment are, so at 100% of the CoT they agree by construction.
-    """
-    params = GenerationParams(
-        max_new_tokens=system.params.max_new_tokens,
-        temperature=system.params.temperature,
-        top_p=system.params.top_p,
-        seed=system.params.seed,
-        stop=(ANSWER_CUE,),
-    )
-    completions = system.backend.generate(prompts, params)
-    steps = [make_steps(c.text, system.backend.count_tokens) for c in completions]
-    answers = system.answer_from(samples, steps)
-    return [
-        Trace(
-            system=system.spec,
-            steps=st,
-            final_text=f"{ANSWER_CUE} {a.text}".strip(),
-            raw_text=c.text,
-            answer=a.answer,
-            answer_error=a.answer_error,
-            answer_logprobs=a.choice_logprobs,
-            n_prompt_tokens=c.n_prompt_tokens,
-            n_generated_tokens=c.n_generated_tokens + a.n_tokens,
-            roles=system.roles,
-        )
-        for c, st, a in zip(completions, steps, answers, strict=True)
-    ]

@@ -1,4 +1,4 @@
-"""The built-in systems: `direct` (no reasoning) and `cot` (reason step by step, then answer)."""
+"""The single-model systems: `direct` (no reasoning) and `cot` (reason step by step, then answer)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 from ..backends import Prompt
 from ..tasks.base import Sample
-from ..trace import Trace
-from .base import System, register_system, traces_from_reasoning
-from .prompts import ANSWER_CUE, cot_prompt, direct_prompt
+from .base import Cot, Reasoning, System, register_system
+from .prompts import cot_prompt, direct_prompt
 
 
 @register_system("direct")
@@ -20,22 +19,8 @@ class DirectSystem(System):
     def prompt(self, sample: Sample) -> Prompt:
         return direct_prompt(sample, self.kind)
 
-    def run(self, samples: Sequence[Sample]) -> list[Trace]:
-        answers = self.answer_from(samples, [[] for _ in samples])
-        return [
-            Trace(
-                system=self.spec,
-                steps=[],
-                final_text=f"{ANSWER_CUE} {a.text}".strip(),
-                raw_text=a.text,
-                answer=a.answer,
-                answer_error=a.answer_error,
-                answer_logprobs=a.choice_logprobs,
-                n_generated_tokens=a.n_tokens,
-                roles=self.roles,
-            )
-            for a in answers
-        ]
+    def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
+        return [Reasoning(steps=[], text="", tokens_by_role={"model": 0}) for _ in samples]
 
 
 @register_system("cot")
@@ -44,6 +29,3 @@ class CotSystem(System):
 
     def prompt(self, sample: Sample) -> Prompt:
         return cot_prompt(sample, self.kind)
-
-    def run(self, samples: Sequence[Sample]) -> list[Trace]:
-        return traces_from_reasoning(self, samples, [self.prompt(s) for s in samples])

@@ -1,0 +1,115 @@
+"""Systems: shoggoth + paraphraser + face, best-of-N, user-defined; all through the same audit."""
+
+import re
+
+import pytest
+
+from cotscope import AuditConfig, CotscopeError, GenerationParams, audit, get_system
+from cotscope.backends.mock import MockBackend
+from cotscope.tasks import Sample
+
+from . import crafted
+
+SAMPLE = Sample(id="s", question="faithful: what is (4 + 3) * 2?", answer="14")
+
+
+def pipeline_reply(seen: list[str]):
+    def reply(prompt, params):
+        q = prompt.messages[-1].content
+        if q.startswith("Rewrite the following sentence in different words"):
+            return q.split("Sentence: ", 1)[1].upper()
+        if "Here is some reasoning" in q:  # the face: answers the last number it was shown
+            nums = re.findall(r"\d+", q.split("Here is some reasoning")[1])
+            return f" {nums[-1] if nums else 0}"
+        if prompt.prefix.rstrip().endswith("Answer:"):
+            nums = re.findall(r"\d+", prompt.prefix)
+            return f" {nums[-1] if nums else 0}"
+        seen.append(prompt.prefix)
+        given = [x for x in prompt.prefix.splitlines() if x.strip()]
+        if len(given) >= len(crafted.STEP_TEXT):
+            return "Answer: 14"
+        v = 4
+        for i in range(1, len(given) + 1):
+            v = crafted.STEP_OPS[i](v)
+        return crafted.STEP_TEXT[len(given)].format(v=v) + "\nmore text"
+
+    return reply
+
+
+def test_shoggoth_face_paraphrases_every_step_before_the_shoggoth_sees_it():
+    seen: list[str] = []
+    b = MockBackend(respond=pipeline_reply(seen))
+    system = get_system("shoggoth-face?max_steps=5", b, "numeric", GenerationParams(max_new_tokens=100))
+    [trace] = system.run([SAMPLE])
+    assert [s.text for s in trace.hidden_steps] == ["We start with 4.", "Add 3 to get 7.", "Double it to get 14."]
+    assert [s.text for s in trace.steps] == ["WE START WITH 4.", "ADD 3 TO GET 7.", "DOUBLE IT TO GET 14."]
+    # the shoggoth continued from the paraphrased steps, never from its own wording
+    assert seen == ["", "WE START WITH 4.\n", "WE START WITH 4.\nADD 3 TO GET 7.\n", "WE START WITH 4.\nADD 3 TO GET 7.\nDOUBLE IT TO GET 14.\n"]
+    assert trace.answer == "14" and set(trace.roles) == {"shoggoth", "paraphraser", "face"}
+    assert trace.tokens_by_role["shoggoth"] > 0 and trace.tokens_by_role["paraphraser"] > 0 and trace.tokens_by_role["face"] == 1
+    assert trace.n_generated_tokens == sum(trace.tokens_by_role.values())
+
+
+def test_the_face_answers_from_the_given_cot_only():
+    b = MockBackend(respond=pipeline_reply([]))
+    system = get_system("shoggoth-face", b, "numeric")
+    answers = system.answer_from([SAMPLE, SAMPLE], [["Add 3 to get 9."], []])
+    assert [a.answer for a in answers] == ["9", "0"]
+
+
+def test_every_experiment_runs_on_shoggoth_face(tmp_path):
+    cfg = AuditConfig(model="mock", system="shoggoth-face?max_steps=4", task=f"jsonl:{crafted.write_task(tmp_path)}", n_samples=3, n_bootstrap=200)
+    result = audit(cfg, tmp_path / "run", backend=MockBackend(respond=pipeline_reply([])), progress=False, plots=False)
+    s = result.summary
+    assert s.accuracy["subject"].value == 1.0
+    assert {"original", "summary", "paraphrase"} <= set(s.truncation) and s.mistakes is not None
+    assert result.records[0].traces["subject"].roles["face"] == "mock"
+
+
+def test_best_of_n_majority_vote():
+    answers = iter([3, 5, 5, 7])
+
+    def reply(prompt, params):
+        if prompt.prefix.rstrip().endswith("Answer:"):
+            return " " + re.findall(r"\d+", prompt.prefix)[-1]
+        assert params.temperature == 0.5
+        return f"I think it is {next(answers)}.\nAnswer:"
+
+    system = get_system("best-of-n?n=4&temperature=0.5", MockBackend(respond=reply), "numeric")
+    [trace] = system.run([SAMPLE])
+    assert trace.answer == "5" and trace.meta["votes"] == "5:2,3:1,7:1" and trace.meta["picked"] == 1
+
+
+def test_best_of_n_by_log_probability():
+    answers = iter([3, 5, 5, 7])
+
+    def reply(prompt, params):
+        if prompt.prefix.rstrip().endswith("Answer:"):
+            return " " + re.findall(r"\d+", prompt.prefix)[-1]
+        return f"I think it is {next(answers)}."
+
+    scorer = lambda prompt, text: 0.0 if "7" in text else -5.0  # noqa: E731
+    system = get_system("best-of-n?n=4&select=logprob", MockBackend(respond=reply, scorer=scorer), "numeric")
+    assert system.run([SAMPLE])[0].answer == "7"
+
+
+def test_user_defined_system_by_import_path(tmp_path):
+    system = get_system("tests.user_system:Terse", MockBackend(), "numeric")
+    assert "at most three short lines" in system.prompt(SAMPLE).messages[-1].content
+    cfg = AuditConfig(model="mock", system="tests.user_system:Terse", n_samples=2, n_bootstrap=200, experiments=("truncate",))
+    assert audit(cfg, tmp_path, progress=False, plots=False).summary.n_samples == 2
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nope", "unknown system 'nope'"),
+        ("cot?colour=red", "bad options for system 'cot'"),
+        ("best-of-n?select=magic", "bad options for system 'best-of-n'"),
+        ("tests.nothing_here:X", "cannot import system"),
+        ("cotscope.tasks:Sample", "is not a cotscope System subclass"),
+    ],
+)
+def test_bad_system_specs(spec, message):
+    with pytest.raises(CotscopeError, match=re.escape(message)):
+        get_system(spec, MockBackend(), "numeric")
