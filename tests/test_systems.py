@@ -113,3 +113,26 @@ def test_user_defined_system_by_import_path(tmp_path):
 def test_bad_system_specs(spec, message):
     with pytest.raises(CotscopeError, match=re.escape(message)):
         get_system(spec, MockBackend(), "numeric")
+
+
+def test_compare_pairs_systems_on_the_same_samples(tmp_path, capsys):
+    from cotscope.cli.main import main
+    from cotscope.compare import Comparison
+
+    argv = ["compare", "cot", "shoggoth-face", "direct", "--model", "mock", "--task", f"jsonl:{crafted.write_task(tmp_path)}",
+            "--n-samples", "3", "--n-bootstrap", "200", "--experiments", "truncate,filler", "--out", str(tmp_path / "cmp"), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "safety tax (shoggoth-face vs cot)" in out
+    c = Comparison.model_validate_json((tmp_path / "cmp" / "compare.json").read_text())
+    cols = {col.system: col for col in c.columns}
+    assert c.reference == "cot" and c.n_samples == 3
+    assert "accuracy" not in cols["cot"].differences  # the reference has no difference with itself
+    d = cols["direct"].differences["accuracy"]
+    assert d.value == pytest.approx(cols["direct"].values["accuracy"].value - cols["cot"].values["accuracy"].value) and d.n == 3
+    assert set(cols["shoggoth-face"].tokens_by_role) == {"shoggoth", "paraphraser", "face"}
+    assert "aoc" not in cols["direct"].values  # no CoT, no early answering
+    tax = c.safety_tax
+    assert tax["tokens"].value == pytest.approx(cols["shoggoth-face"].values["tokens"].value - cols["cot"].values["tokens"].value)
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 5000
+    assert (tmp_path / "cmp" / "shoggoth-face" / "report.html").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,7 @@ def audit(
 
 def run_batch(ctx: Context, samples: Sequence[Sample], baseline: System | None) -> list[SampleRecord]:
     """Everything for a batch of samples, in a few batched backend calls per experiment."""
+    start = time.perf_counter()
     traces = {"subject": ctx.subject.run(samples)}
     if baseline is not None:
         traces["baseline"] = baseline.run(samples)
@@ -117,6 +119,7 @@ def run_batch(ctx: Context, samples: Sequence[Sample], baseline: System | None) 
                 for key, values in new.items():
                     acc.setdefault(key, []).extend(values)
     records = []
+    wall = (time.perf_counter() - start) / len(samples)
     for i, sample in enumerate(samples):
         tr = {role: ts[i] for role, ts in traces.items()}
         records.append(
@@ -124,6 +127,7 @@ def run_batch(ctx: Context, samples: Sequence[Sample], baseline: System | None) 
                 sample=sample,
                 traces=tr,
                 correct={role: ctx.task.grade(t.answer, sample) for role, t in tr.items()},
+                wall_s=wall,
                 **fields[i],
             )
         )

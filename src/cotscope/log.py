@@ -95,6 +95,7 @@ class SampleRecord(BaseModel):
     substitution: list[SubstitutionResult] | None = Field(default=None, description="Whole-CoT substitutions.")
     mistakes: list[MistakeResult] | None = Field(default=None, description="One corrupted step at a time.")
     hints: list[HintResult] | None = Field(default=None, description="Paired prompts with a hint.")
+    wall_s: float = Field(0.0, description="Wall time spent on this sample (its batch's time over the batch size).")
 
 
 class RunStore:

@@ -17,22 +17,39 @@ def _kv(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    for name, field in AuditConfig.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (default: {field.get_default(call_default_factory=True)})"
+        if name == "task_args":
+            parser.add_argument("--task-arg", dest="task_args", action="append", type=_kv, metavar="KEY=VALUE", help=help_text)
+        elif name in ("experiments", "hint_kinds"):
+            parser.add_argument(flag, type=lambda s: tuple(x for x in s.split(",") if x), help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=type(field.get_default()), help=help_text, metavar=name.upper())
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cotscope", description="Is a model's chain of thought how it reaches its answers?")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("audit", help="Run the system, its baseline and the faithfulness experiments on a task.")
-    fields = AuditConfig.model_fields
-    for name, field in fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (default: {field.get_default(call_default_factory=True)})"
-        if name == "task_args":
-            a.add_argument("--task-arg", dest="task_args", action="append", type=_kv, metavar="KEY=VALUE", help=help_text)
-        elif name == "experiments":
-            a.add_argument(flag, type=lambda s: tuple(x for x in s.split(",") if x), help=help_text)
-        else:
-            a.add_argument(flag, dest=name, type=type(field.get_default()), help=help_text, metavar=name.upper())
+    _add_config_options(a)
     a.add_argument("--out", help="Run directory (resumed if it exists with the same config).")
-    a.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    c = sub.add_parser("compare", help="The same samples through several systems; one table, paired CIs, the safety tax.")
+    c.add_argument("systems", nargs="+", metavar="SYSTEM", help="System specs; the first is the reference.")
+    _add_config_options(c, skip=("system", "baseline"))
+    c.add_argument("--out", default="runs/compare", help="Directory for one run per system and compare.json/png.")
+    v = sub.add_parser("serve", help="Serve a system as an OpenAI-compatible chat-completions endpoint.")
+    v.add_argument("system", help="System spec, e.g. cot or 'shoggoth-face?paraphraser=smollm2-135m'.")
+    v.add_argument("--model", default=AuditConfig().model, help="Backend spec of the system's main model.")
+    v.add_argument("--kind", default="exact", choices=["exact", "numeric", "choice"], help="How answers are parsed.")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--max-prompt-chars", type=int, default=8000, help="Longer prompts are refused with HTTP 400.")
+    v.add_argument("--max-tokens-limit", type=int, default=1024, help="Larger max_tokens requests are refused with HTTP 400.")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -51,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("systems: ", ", ".join(list_systems()))
             print("tasks:   ", ", ".join(list_tasks()))
             return 0
+        if args.command == "compare":
+            return _compare(args)
+        if args.command == "serve":
+            from ..serve import serve
+
+            serve(args.system, args.model, kind=args.kind, host=args.host, port=args.port,
+                  max_prompt_chars=args.max_prompt_chars, max_tokens_limit=args.max_tokens_limit)
+            return 0
         if args.command == "report":
             from ..report.html import write_report
 
@@ -65,19 +90,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _audit(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace) -> AuditConfig:
     from pydantic import ValidationError
-
-    from ..audit import audit
-    from ..report.table import render_table
 
     given = {k: v for k, v in vars(args).items() if k in AuditConfig.model_fields and v is not None}
     if "task_args" in given:
         given["task_args"] = dict(given["task_args"])
     try:
-        config = AuditConfig(**given)
+        return AuditConfig(**given)
     except ValidationError as exc:
         raise CotscopeError(f"bad option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ..compare import compare, render_comparison
+
+    comparison = compare(args.systems, _config(args), args.out, progress=not args.no_progress)
+    print(render_comparison(comparison))
+    print(f"\ncomparison: {args.out}/compare.json, {args.out}/compare.png; one run directory per system beside them")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from ..audit import audit
+    from ..report.table import render_table
+
+    config = _config(args)
     result = audit(config, args.out, progress=not args.no_progress)
     print(render_table(result.summary))
     print(f"\nrun directory: {result.run_dir}  (summary.json, samples.jsonl, *.png)")
