@@ -2,6 +2,7 @@
 
 from ._errors import CotscopeError, MissingDependency
 from .audit import AuditResult, audit
+from .compare import compare
 from .backends import Backend, GenerationParams, Prompt, get_backend, register_backend
 from .config import AuditConfig
 from .interventions import register_intervention
@@ -25,6 +26,7 @@ __all__ = [
     "Task",
     "Trace",
     "audit",
+    "compare",
     "get_backend",
     "get_system",
     "get_task",
