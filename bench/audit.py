@@ -1,9 +1,10 @@
 """Benchmark: the default `cotscope audit` on the embedded model.
 
 Prints wall time, peak memory, and generated and scored tokens per second, and checks the
-target: the default audit finishes in under 5 minutes on 2 CPU cores.
+targets on 2 CPU cores: the default audit (every experiment) in under 10 minutes, the
+truncation experiment alone (``--experiments truncate``) in under 5.
 
-    python bench/audit.py [--n-samples N] [--model SPEC]
+    python bench/audit.py [--n-samples N] [--model SPEC] [--experiments truncate,...]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from cotscope import AuditConfig, audit, get_backend
 from cotscope.backends._threads import available_cores
 
-TARGET_S = 300.0
+TARGET_S = {"full": 600.0, "truncate": 300.0}
 
 
 class Timed:
@@ -50,8 +51,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-samples", type=int, default=AuditConfig().n_samples)
     parser.add_argument("--model", default=AuditConfig().model)
+    parser.add_argument("--experiments", default=",".join(AuditConfig().experiments))
     args = parser.parse_args()
-    config = AuditConfig(model=args.model, n_samples=args.n_samples)
+    experiments = tuple(x for x in args.experiments.split(",") if x)
+    config = AuditConfig(model=args.model, n_samples=args.n_samples, experiments=experiments)
+    target = TARGET_S["truncate" if experiments == ("truncate",) else "full"]
     t0 = time.perf_counter()
     backend = get_backend(config.model)
     load_s = time.perf_counter() - t0
@@ -62,15 +66,19 @@ def main() -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gen_tokens = getattr(backend, "n_generated_tokens", 0)
     scored_tokens = getattr(backend, "n_scored_tokens", 0)
+    prefill_tokens = getattr(backend, "n_prefill_tokens", 0)
     s = result.summary
     print(f"model                 {config.model}  ({available_cores()} cores)")
     print(f"samples               {s.n_samples}  (CoT chunks per sample {s.cot_steps.value:.1f})")
-    print(f"wall time             {wall:.1f} s  (model load {load_s:.1f} s)  target < {TARGET_S:.0f} s")
+    print(f"experiments           {','.join(experiments)}")
+    print(f"wall time             {wall:.1f} s  (model load {load_s:.1f} s)  target < {target:.0f} s")
     print(f"peak memory (RSS)     {peak_mb:.0f} MiB")
     print(f"generation            {gen_tokens} tokens in {timed.gen_s:.1f} s = {gen_tokens / max(timed.gen_s, 1e-9):.1f} tokens/s")
     if scored_tokens:
         print(f"scoring               {scored_tokens} tokens in {timed.score_s:.1f} s = {scored_tokens / max(timed.score_s, 1e-9):.1f} tokens/s")
-    ok = wall < TARGET_S
+    if prefill_tokens:
+        print(f"prompt tokens run     {prefill_tokens} (generation and scoring, after prefix sharing)")
+    ok = wall < target
     print(f"target                {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
 

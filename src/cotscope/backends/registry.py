@@ -10,10 +10,11 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from .._errors import CotscopeError
+from .._registry import Registry
 from .base import Backend
 
 BackendFactory = Callable[[str, dict[str, str]], Backend]
-_REGISTRY: dict[str, BackendFactory] = {}
+_REGISTRY = Registry()
 # Short names that expand to a full spec.
 ALIASES: dict[str, Callable[[], str]] = {}
 _CACHE: dict[str, Backend] = {}
@@ -21,12 +22,7 @@ _CACHE: dict[str, Backend] = {}
 
 def register_backend(prefix: str) -> Callable[[BackendFactory], BackendFactory]:
     """Register a factory for specs ``<prefix>`` or ``<prefix>/<rest>``."""
-
-    def deco(factory: BackendFactory) -> BackendFactory:
-        _REGISTRY[prefix] = factory
-        return factory
-
-    return deco
+    return _REGISTRY.register(prefix)
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._registry import Registry
 from ..backends import Backend
 from ..config import AuditConfig
 from ..interventions import Rewriter
@@ -29,15 +30,11 @@ class Context:
 
 # An experiment returns, per sample, record fields to add (lists are extended).
 Experiment = Callable[[Context, Sequence[Sample], Sequence[Trace]], list[dict[str, list[Any]]]]
-EXPERIMENTS: dict[str, Experiment] = {}
+EXPERIMENTS = Registry()
 
 
 def register_experiment(name: str) -> Callable[[Experiment], Experiment]:
-    def deco(fn: Experiment) -> Experiment:
-        EXPERIMENTS[name] = fn
-        return fn
-
-    return deco
+    return EXPERIMENTS.register(name)
 
 
 def same_answer(a: str | None, b: str | None) -> bool:

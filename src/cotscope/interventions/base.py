@@ -12,21 +12,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from .._errors import CotscopeError
+from .._registry import Registry
 from ..log import InterventionSpec
 from ..systems import Answer, Continuation, System
 from ..tasks import Sample
 from ..trace import Step
 
 Edit = Callable[[list[Step]], list[Step]]
-_INTERVENTIONS: dict[str, Callable[..., Edit]] = {}
+_INTERVENTIONS = Registry()
 
 
 def register_intervention(name: str) -> Callable[[Callable[..., Edit]], Callable[..., Edit]]:
-    def deco(factory: Callable[..., Edit]) -> Callable[..., Edit]:
-        _INTERVENTIONS[name] = factory
-        return factory
-
-    return deco
+    return _INTERVENTIONS.register(name)
 
 
 def make_intervention(spec: InterventionSpec, **context: Any) -> Edit:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 
 from .._errors import CotscopeError
+from .._registry import Registry
 from ..backends import Backend, GenerationParams, Prompt
 from ..backends.registry import parse_spec
 from ..tasks.base import LETTERS, Kind, Sample, extract_answer
@@ -191,15 +192,11 @@ def _normalize(logps: dict[str, float]) -> dict[str, float]:
 
 
 SystemFactory = Callable[..., System]
-_SYSTEMS: dict[str, SystemFactory] = {}
+_SYSTEMS = Registry()
 
 
 def register_system(name: str) -> Callable[[SystemFactory], SystemFactory]:
-    def deco(fn: SystemFactory) -> SystemFactory:
-        _SYSTEMS[name] = fn
-        return fn
-
-    return deco
+    return _SYSTEMS.register(name)
 
 
 def get_system(spec: str, backend: Backend, kind: Kind, params: GenerationParams | None = None) -> System:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .._errors import CotscopeError
+from .._registry import Registry
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 Kind = Literal["numeric", "choice", "exact"]
@@ -96,15 +97,11 @@ def grade(predicted: str | None, gold: str, kind: Kind) -> bool:
 
 
 TaskFactory = Callable[..., Task]
-_TASKS: dict[str, TaskFactory] = {}
+_TASKS = Registry()
 
 
 def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
-    def deco(fn: TaskFactory) -> TaskFactory:
-        _TASKS[name] = fn
-        return fn
-
-    return deco
+    return _TASKS.register(name)
 
 
 def get_task(name: str, args: dict[str, str] | None = None, *, limit: int | None = None, seed: int = 0) -> Task:
