@@ -136,3 +136,6 @@ def test_compare_pairs_systems_on_the_same_samples(tmp_path, capsys):
     assert tax["tokens"].value == pytest.approx(cols["shoggoth-face"].values["tokens"].value - cols["cot"].values["tokens"].value)
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 5000
     assert (tmp_path / "cmp" / "shoggoth-face" / "report.html").exists()
+    html = (tmp_path / "cmp" / "compare.html").read_text()
+    assert 'id="safety-tax"' in html and 'href="shoggoth-face/report.html"' in html
+    assert html.count("<th>") == 4  # metric + 3 systems

@@ -82,7 +82,8 @@ def compare(
     Args:
         systems: System specs; the first is the reference for differences.
         config: Everything else; its `system` and `baseline` are ignored.
-        out_dir: One run directory per system goes under it, then compare.json and compare.png.
+        out_dir: One run directory per system goes under it, then compare.json, compare.png and
+            compare.html.
         backend: A backend object to use instead of building one from ``config.model``.
     """
     config = config or AuditConfig()
@@ -111,6 +112,9 @@ def compare(
     comparison.safety_tax = _safety_tax(systems, values, config)
     (out_dir / "compare.json").write_text(comparison.model_dump_json(indent=2))
     plot_comparison(comparison, out_dir / "compare.png")
+    from .report.html import write_comparison_report
+
+    write_comparison_report(comparison, out_dir)
     return comparison
 
 

@@ -107,7 +107,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     comparison = compare(args.systems, _config(args), args.out, progress=not args.no_progress)
     print(render_comparison(comparison))
-    print(f"\ncomparison: {args.out}/compare.json, {args.out}/compare.png; one run directory per system beside them")
+    print(f"\ncomparison: {args.out}/compare.html (and compare.json, compare.png); one run directory per system beside them")
     return 0
 
 

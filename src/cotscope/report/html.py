@@ -162,3 +162,50 @@ def _sources_of(rec: SampleRecord) -> list:
 def _last_step(point, trace) -> str:
     steps = point.steps if point.steps is not None else trace.steps[: point.k]
     return steps[-1].text if steps else "(nothing)"
+
+
+COMPARE_TEMPLATE = r"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cotscope compare</title>
+<style>
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:18px 32px}header h1{margin:0;font-size:21px}
+main{max-width:1300px;margin:0 auto;padding:8px 32px 48px}h2{border-bottom:2px solid #dde2ea}
+table{border-collapse:collapse;background:#fff;width:100%}th,td{text-align:left;padding:5px 10px;border-bottom:1px solid #e6e9ef}
+th{background:#eef1f6}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}.ci{color:#6b7588;font-size:13px}
+img{max-width:100%;background:#fff;border:1px solid #e6e9ef}.tax{background:#eef6ff;border-left:4px solid #4C72B0;padding:8px 14px}
+</style></head><body>
+<header><h1>Systems side by side · n={{ c.n_samples }} · differences paired against {{ c.reference }}</h1></header><main>
+{% if c.safety_tax %}<p class="tax" id="safety-tax"><b>Safety tax</b> (shoggoth-face vs cot): accuracy
+{{ pct(c.safety_tax.accuracy) }}; tokens {{ num(c.safety_tax.tokens) }}, ×{{ "%.2f" | format(c.safety_tax.token_ratio.value) }}</p>{% endif %}
+<table id="comparison"><thead><tr><th>metric</th>{% for col in c.columns %}<th>{{ col.system }}</th>{% endfor %}</tr></thead><tbody>
+{% for metric, (label, is_pct) in metrics.items() %}{% if c.columns | selectattr("values", "contains", metric) | list %}
+<tr><td>{{ label }}</td>{% for col in c.columns %}<td class="num">{% if metric in col.values %}{{ pct(col.values[metric]) if is_pct else num(col.values[metric]) }}
+{% if metric in col.differences %}<br><span class="ci">Δ {{ pct(col.differences[metric]) if is_pct else num(col.differences[metric]) }}</span>{% endif %}{% else %}n/a{% endif %}</td>{% endfor %}</tr>
+{% endif %}{% endfor %}
+<tr><td>tokens by role</td>{% for col in c.columns %}<td class="num">{% for role, e in col.tokens_by_role.items() %}{{ role }} {{ "%.0f" | format(e.value) }}<br>{% endfor %}</td>{% endfor %}</tr>
+<tr><td>report</td>{% for col in c.columns %}<td><a href="{{ links[loop.index0] }}">{{ col.system }}</a></td>{% endfor %}</tr>
+</tbody></table>
+<h2>Plots</h2><img alt="comparison plot" src="data:image/png;base64,{{ plot }}">
+</main></body></html>
+"""
+
+
+def write_comparison_report(comparison, out_dir: str | Path) -> Path:
+    """Write ``compare.html`` beside ``compare.json``: one table, the plot, links to each run's report."""
+    import jinja2
+
+    from ..compare import METRICS
+
+    out_dir = Path(out_dir)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.tests["contains"] = lambda values, key: key in values
+    est = lambda e, p: f"{_fmt(e.value, p)} {_ci(e, p)} n={e.n}"  # noqa: E731
+    links = [Path(col.run_dir).resolve().relative_to(out_dir.resolve()).as_posix() + "/report.html" for col in comparison.columns]
+    html = env.from_string(COMPARE_TEMPLATE).render(
+        c=comparison, metrics=METRICS, links=links,
+        pct=lambda e: est(e, True), num=lambda e: est(e, False),
+        plot=base64.b64encode((out_dir / "compare.png").read_bytes()).decode(),
+    )
+    path = out_dir / "compare.html"
+    path.write_text(html, encoding="utf-8")
+    return path
