@@ -34,7 +34,8 @@ def main() -> int:
         print("this benchmark measures the transformers backend", file=sys.stderr)
         return 2
     plain = HFBackend(fast.model, fast.tok, batch_size=fast.batch_size, prefix_cache=False)
-    task = get_task("arithmetic", {"n_ops": "3"}, limit=args.n_traces)
+    # Multiple choice: the forced answer is the choice letter with the highest log-probability.
+    task = get_task("arithmetic", {"n_ops": "3", "choices": "4"}, limit=args.n_traces)
     system = get_system("cot", fast, task.kind, GenerationParams(max_new_tokens=160))
     t0 = time.perf_counter()
     fast.n_generated_tokens = 0
@@ -50,7 +51,7 @@ def main() -> int:
         full.append(base.with_prefix(answer_prefix(trace.cot_text, task.kind)))
         for j in range(1, args.k + 1):
             prompts.append(base.with_prefix(answer_prefix(" ".join(words[: round(j * len(words) / args.k)]), task.kind)))
-    cands = [[" 1", " 2", " 3"]] * len(prompts)
+    cands = [list("ABCD")] * len(prompts)
 
     def timed(backend, fn):
         backend.n_prefill_tokens = 0
@@ -58,7 +59,7 @@ def main() -> int:
         fn(backend)
         return backend.n_prefill_tokens, time.perf_counter() - t
 
-    one_tokens, one_s = timed(plain, lambda b: b.score(full, [[" 1"]] * len(full)))
+    one_tokens, one_s = timed(plain, lambda b: b.score(full, [["A"]] * len(full)))
     naive_tokens, naive_s = timed(plain, lambda b: b.score(prompts, cands))
     fast_tokens, fast_s = timed(fast, lambda b: b.score(prompts, cands))
     params = GenerationParams(max_new_tokens=8, stop=("\n",))

@@ -104,33 +104,40 @@ class HFBackend(Backend):
     def _batches(self, rows: Sequence[_Row]) -> list[list[int]]:
         """Row indices in batches of at most `batch_size`; a group's rows sit together, and
         groups of similar length share a batch, so little compute goes to padding."""
-        order = sorted(range(len(rows)), key=lambda i: (len(rows[i].ids) // 16, str(rows[i].group), len(rows[i].ids)))
+        longest: dict = {}
+        for r in rows:
+            longest[r.group] = max(longest.get(r.group, 0), len(r.ids))
+        order = sorted(range(len(rows)), key=lambda i: (longest[rows[i].group] // 32, str(rows[i].group), len(rows[i].ids)))
         return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
 
     def _layout(self, rows: Sequence[_Row], idx: Sequence[int]):
         """Tensors for one batch: (cache or None, input ids, attention mask, prefix width).
 
-        With the prefix cache on, each group's longest common token prefix goes through the
-        model once (one row per group); its KV cache is copied along the batch to the group's
-        rows, and only the suffixes are fed. Padding sits left of each part; position ids
-        follow the attention mask, so the numbers equal those of the plain path.
+        With the prefix cache on, the longest row of each group goes through the model once,
+        up to the longest prefix any row of the group shares with it; every row then gets
+        the KV of its own shared prefix (its first L tokens, the same tokens as the longest
+        row's) and only its remaining tokens are fed. For the truncation points of one trace
+        that is one pass over the trace plus a short suffix per point. Padding sits left of
+        each part; position ids follow the attention mask, so the numbers equal the plain path's.
         """
         import torch
 
         pad = self.tok.pad_token_id
         dev = self.model.device
-        shared: dict = {}
-        if self.prefix_cache:
-            for i in idx:
-                g = rows[i].group
-                shared[g] = min(shared.get(g, rows[i].limit), rows[i].limit, _lcp(rows[i].ids, rows[_first(idx, rows, g)].ids))
-        if not shared or min(shared.values()) < 1:
+        ref: dict = {}
+        for i in idx:
+            g = rows[i].group
+            if g not in ref or len(rows[i].ids) > len(rows[ref[g]].ids):
+                ref[g] = i
+        shared = {i: min(_lcp(rows[i].ids, rows[ref[rows[i].group]].ids), rows[i].limit) for i in idx} if self.prefix_cache else {}
+        group_len = {g: max(shared[i] for i in idx if rows[i].group == g) for g in ref} if shared else {}
+        if not shared or min(group_len.values()) < 1:
             width = max(len(rows[i].ids) for i in idx)
             ids, mask = _left_pad([rows[i].ids for i in idx], width, pad)
             self.n_prefill_tokens += sum(len(rows[i].ids) for i in idx)
             return None, ids.to(dev), mask.to(dev), 0
-        groups = list(shared)
-        prefixes = [rows[_first(idx, rows, g)].ids[: shared[g]] for g in groups]
+        groups = list(ref)
+        prefixes = [rows[ref[g]].ids[: group_len[g]] for g in groups]
         lp = max(len(x) for x in prefixes)
         p_ids, p_mask = _left_pad(prefixes, lp, pad)
         with torch.inference_mode():
@@ -138,14 +145,25 @@ class HFBackend(Backend):
                 input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=_positions(p_mask).to(dev), use_cache=True
             )
         self.n_prefill_tokens += sum(len(x) for x in prefixes)
-        cache = out.past_key_values
-        which = [groups.index(rows[i].group) for i in idx]
-        cache.batch_select_indices(torch.tensor(which, device=dev))
-        suffixes = [rows[i].ids[shared[rows[i].group] :] for i in idx]
+        # Each row's KV: its group's first L tokens, right-aligned in lp columns.
+        cache = type(out.past_key_values)()
+        for layer_idx, layer in enumerate(out.past_key_values.layers):
+            keys = layer.keys.new_zeros((len(idx), *layer.keys.shape[1:]))
+            values = layer.values.new_zeros((len(idx), *layer.values.shape[1:]))
+            for r, i in enumerate(idx):
+                g = groups.index(rows[i].group)
+                start, n = lp - group_len[groups[g]], shared[i]
+                if n:
+                    keys[r, :, lp - n :] = layer.keys[g, :, start : start + n]
+                    values[r, :, lp - n :] = layer.values[g, :, start : start + n]
+            cache.update(keys, values, layer_idx)
+        row_prefix = [rows[i].ids[: shared[i]] for i in idx]
+        suffixes = [rows[i].ids[shared[i] :] for i in idx]
         self.n_prefill_tokens += sum(len(x) for x in suffixes)
+        pr_ids, pr_mask = _left_pad(row_prefix, lp, pad)
         s_ids, s_mask = _left_pad(suffixes, max(len(x) for x in suffixes), pad)
-        ids = torch.cat([p_ids[which], s_ids], dim=1)
-        mask = torch.cat([p_mask[which], s_mask], dim=1)
+        ids = torch.cat([pr_ids, s_ids], dim=1)
+        mask = torch.cat([pr_mask, s_mask], dim=1)
         return cache, ids.to(dev), mask.to(dev), lp
 
     # -- generation ------------------------------------------------------------------------
@@ -190,20 +208,35 @@ class HFBackend(Backend):
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         import torch
 
+        # A row is a token sequence and what to read off it: the summed log-probability of its
+        # last n tokens, or, when every candidate of a prompt is one token (answer letters,
+        # digits), the next-token log-probabilities of all of them from a single row.
         rows: list[_Row] = []
-        n_conts: list[int] = []
+        reads: list[tuple[str, int | list[int]]] = []
+        owners: list[list[tuple[int, int | None]]] = []  # per prompt, per candidate: (row, index in the row's list)
         for p, conts in zip(prompts, continuations, strict=True):
             ctx_text = self.render(p)
             ctx = self.encode(ctx_text)
+            fulls = []
             for c in conts:
                 full = self.encode(ctx_text + c)
                 if full[: len(ctx)] != ctx:  # the join merged tokens: score the parts separately
                     full = ctx + self.encode(c)
+                fulls.append(full)
+            if conts and all(len(f) == len(ctx) + 1 for f in fulls):
+                rows.append(_Row(ctx, p.messages, len(ctx) - 1))
+                reads.append(("next", [f[-1] for f in fulls]))
+                owners.append([(len(rows) - 1, j) for j in range(len(conts))])
+                continue
+            mine = []
+            for full in fulls:
                 n = len(full) - len(ctx)
                 # The logit that predicts the first continuation token must be computed here.
                 rows.append(_Row(full, p.messages, len(full) - n - 1))
-                n_conts.append(n)
-        scores: list[float] = [0.0] * len(rows)
+                reads.append(("tail", n))
+                mine.append((len(rows) - 1, None))
+            owners.append(mine)
+        values: list[float | list[float]] = [0.0] * len(rows)
         before = self.n_prefill_tokens
         for idx in self._batches(rows):
             cache, ids, mask, lp = self._layout(rows, idx)
@@ -215,15 +248,13 @@ class HFBackend(Backend):
             logp = torch.log_softmax(logits.float(), dim=-1)
             width = logp.shape[1]  # suffix columns; each row is right-aligned in them
             for r, i in enumerate(idx):
-                toks, n = rows[i].ids, n_conts[i]
-                # token t of the row sits at column width - (len - t); its logit one column left
-                scores[i] = sum(logp[r, width - (len(toks) - t) - 1, toks[t]].item() for t in range(len(toks) - n, len(toks)))
+                toks, (how, arg) = rows[i].ids, reads[i]
+                if how == "next":
+                    values[i] = [logp[r, width - 1, t].item() for t in arg]  # type: ignore[union-attr]
+                else:  # token t of the row sits at column width - (len - t); its logit one column left
+                    values[i] = sum(logp[r, width - (len(toks) - t) - 1, toks[t]].item() for t in range(len(toks) - arg, len(toks)))  # type: ignore[operator]
         self.n_scored_tokens += self.n_prefill_tokens - before
-        out, k = [], 0
-        for conts in continuations:
-            out.append(scores[k : k + len(conts)])
-            k += len(conts)
-        return out
+        return [[values[r][j] if j is not None else values[r] for r, j in mine] for mine in owners]  # type: ignore[index]
 
 
 @dataclass(frozen=True)
@@ -231,10 +262,6 @@ class _Row:
     ids: list[int]
     group: Hashable  # rows of one group may share a KV prefix
     limit: int  # at most this many leading tokens may come from the shared prefix
-
-
-def _first(idx: Sequence[int], rows: Sequence[_Row], group: Hashable) -> int:
-    return next(i for i in idx if rows[i].group == group)
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
