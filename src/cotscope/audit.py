@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +90,8 @@ def audit(
         bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
         for start in range(0, len(todo), config.samples_per_flush):
             batch = todo[start : start + config.samples_per_flush]
-            for record in run_batch(ctx, batch, baseline):
+            stage = lambda name, n=len(batch): bar.set_postfix_str(f"{name} ×{n}")  # noqa: E731
+            for record in run_batch(ctx, batch, baseline, on_stage=stage):
                 store.append(record)
             bar.update(len(batch))
         bar.close()
@@ -106,15 +107,22 @@ def audit(
     return AuditResult(summary=summary, run_dir=run_dir, records=records)
 
 
-def run_batch(ctx: Context, samples: Sequence[Sample], baseline: System | None) -> list[SampleRecord]:
-    """Everything for a batch of samples, in a few batched backend calls per experiment."""
+def run_batch(
+    ctx: Context, samples: Sequence[Sample], baseline: System | None, on_stage: Callable[[str], object] | None = None
+) -> list[SampleRecord]:
+    """Everything for a batch of samples, in a few batched backend calls per experiment.
+    `on_stage` hears the name of each stage as it starts (for the progress bar)."""
+    stage = on_stage or (lambda name: None)
     start = time.perf_counter()
+    stage(ctx.config.system)
     traces = {"subject": ctx.subject.run(samples)}
     if baseline is not None:
+        stage(ctx.config.baseline)
         traces["baseline"] = baseline.run(samples)
     fields: list[dict[str, list]] = [{} for _ in samples]
     if ctx.subject.has_cot:
         for name in ctx.config.experiments:
+            stage(name)
             for acc, new in zip(fields, EXPERIMENT_FNS[name](ctx, samples, traces["subject"]), strict=True):
                 for key, values in new.items():
                     acc.setdefault(key, []).extend(values)

@@ -146,8 +146,8 @@ class HFBackend(Backend):
             )
         self.n_prefill_tokens += sum(len(x) for x in prefixes)
         # Each row's KV: its group's first L tokens, right-aligned in lp columns.
-        cache = type(out.past_key_values)()
-        for layer_idx, layer in enumerate(out.past_key_values.layers):
+        cache = type(out.cache)()
+        for layer_idx, layer in enumerate(out.cache.layers):
             keys = layer.keys.new_zeros((len(idx), *layer.keys.shape[1:]))
             values = layer.values.new_zeros((len(idx), *layer.values.shape[1:]))
             for r, i in enumerate(idx):
