@@ -75,7 +75,6 @@ class OpenAIBackend(Backend):
             openai.OpenAI(base_url=url.strip().rstrip("/"), api_key=api_key, timeout=timeout, max_retries=max_retries)
             for url in base_url.split(",")
         ]
-        self.client = self.clients[0]
         self.extra_body = {"cache_prompt": True} if opts.pop("cache_prompt", "false").lower() in ("1", "true", "yes") else None
         if opts:
             raise CotscopeError(
@@ -123,22 +122,24 @@ class OpenAIBackend(Backend):
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(fn, items))
 
-    def _call(self, what: str, fn):
+    def _call(self, what: str, client, fn):
+        """Run `fn(client)`; turn the client's errors into ones that name that replica."""
         openai = require("openai", "openai")
+        url = str(client.base_url).rstrip("/")
         try:
-            return fn()
+            return fn(client)
         except openai.APITimeoutError as exc:
             raise CotscopeError(
-                f"the server at {self.base_url} did not answer {what} in time ({self.client.timeout} s, "
-                f"{self.client.max_retries} retries); raise ?timeout= or check the server"
+                f"the server at {url} did not answer {what} in time ({client.timeout} s, "
+                f"{client.max_retries} retries); raise ?timeout= or check the server"
             ) from exc
         except openai.APIConnectionError as exc:
             raise CotscopeError(
-                f"cannot reach the server at {self.base_url} ({what}, after {self.client.max_retries} retries): {exc}"
+                f"cannot reach the server at {url} ({what}, after {client.max_retries} retries): {exc}"
             ) from exc
         except openai.APIStatusError as exc:
             raise CotscopeError(
-                f"server at {self.base_url} refused {what}: HTTP {exc.status_code} (after {self.client.max_retries} retries): {exc.message}"
+                f"server at {url} refused {what}: HTTP {exc.status_code} (after {client.max_retries} retries): {exc.message}"
             ) from exc
 
     def _client_for(self, key: str):
@@ -163,11 +164,11 @@ class OpenAIBackend(Backend):
             if prompt.prefix:
                 raise CotscopeError("mode=chat cannot continue from a reasoning prefix; use mode=completions")
             msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            resp = self._call("a chat completion", lambda: client.chat.completions.create(messages=msgs, **common))
+            resp = self._call("a chat completion", client, lambda c: c.chat.completions.create(messages=msgs, **common))
             text = resp.choices[0].message.content or ""
         else:
             rendered = self.render(prompt)
-            resp = self._call("a completion", lambda: client.completions.create(prompt=rendered, **common))
+            resp = self._call("a completion", client, lambda c: c.completions.create(prompt=rendered, **common))
             text = resp.choices[0].text or ""
         finish = resp.choices[0].finish_reason or "stop"
         text, hit = cut_at_stop(text, params.stop)
@@ -198,7 +199,8 @@ class OpenAIBackend(Backend):
         if context not in cache:
             resp = self._call(
                 "next-token log-probabilities",
-                lambda: self._client_for(key).completions.create(
+                self._client_for(key),
+                lambda c: c.completions.create(
                     model=self.model, prompt=context, max_tokens=1, logprobs=self.top_k, temperature=0,
                     extra_body=self.extra_body,
                 ),
@@ -231,7 +233,8 @@ class OpenAIBackend(Backend):
         # continuation's tokens are those starting at or after len(context).
         resp = self._call(
             "prompt log-probabilities",
-            lambda: self._client_for(key).completions.create(
+            self._client_for(key),
+            lambda c: c.completions.create(
                 model=self.model, prompt=context + continuation, max_tokens=1, echo=True, logprobs=1, temperature=0,
                 extra_body=self.extra_body,
             ),
