@@ -66,8 +66,7 @@ def audit(
     Returns:
         The summary, the run directory and every sample record.
     """
-    config = (config or AuditConfig()).model_copy(update=overrides) if overrides else (config or AuditConfig())
-    config = AuditConfig.model_validate(config.model_dump())  # re-validate overrides
+    config = AuditConfig.model_validate({**(config or AuditConfig()).model_dump(), **overrides})
     unknown = set(config.experiments) - set(EXPERIMENTS)
     if unknown:
         raise CotscopeError(f"unknown experiment(s) {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")

@@ -17,13 +17,6 @@ class Estimate(BaseModel):
     n: int = Field(description="Number of samples the estimate rests on.")
     level: float = Field(default=0.95, description="Confidence level of [lo, hi].")
 
-    def fmt(self, digits: int = 2, pct: bool = False) -> str:
-        if self.value is None:
-            return "n/a (n=0)"
-        scale, unit = (100.0, "%") if pct else (1.0, "")
-        f = f"{{:.{0 if pct and digits <= 2 else digits}f}}"
-        return f"{f.format(self.value * scale)}{unit} [{f.format(self.lo * scale)}, {f.format(self.hi * scale)}] n={self.n}"
-
 
 def bootstrap_mean(values: Sequence[float], *, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> Estimate:
     """Mean of `values` with a percentile-bootstrap CI, resampling with a seeded generator."""
