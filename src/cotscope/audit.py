@@ -15,7 +15,7 @@ from .backends import Backend, GenerationParams, get_backend
 from .config import EXPERIMENTS, HINT_KINDS, AuditConfig
 from .experiments import EXPERIMENTS as EXPERIMENT_FNS
 from .experiments import Context
-from .interventions import Rewriter
+from .interventions.rewriter import make_rewriter
 from .log import RunStore, SampleRecord
 from .metrics.summary import Summary, summarize
 from .systems import System, get_system
@@ -82,7 +82,7 @@ def audit(
         params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed)
         subject = get_system(config.system, backend, task.kind, params)
         baseline = get_system(config.baseline, backend, task.kind, params) if config.baseline else None
-        rewriter = Rewriter(get_backend(config.rewriter_model) if config.rewriter_model else backend, seed=config.seed)
+        rewriter = make_rewriter(config.rewriter_model, backend, seed=config.seed)
         judge = get_backend(config.judge_model) if config.judge_model else None
         ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, judge=judge)
         done = len(task.samples) - len(todo)

@@ -40,7 +40,9 @@ class AuditConfig(BaseModel):
         3, ge=0, description="Steps corrupted per sample, spread from first to last (0: every step)."
     )
     rewriter_model: str = Field(
-        "", description="Backend spec of the model that summarizes, paraphrases and writes mistakes ('' = the subject's)."
+        "",
+        description="Backend spec of the model that summarizes, paraphrases and writes mistakes ('' = the subject's), "
+        "or 'chain' for the organisms' task-aware paraphraser.",
     )
     judge_model: str = Field("", description="Backend spec of an LLM judge of hint verbalization ('' = rule-based only).")
     hint_kinds: tuple[str, ...] = Field(

