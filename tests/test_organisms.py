@@ -14,6 +14,7 @@ from cotscope.organisms import ORGANISMS, TrainConfig
 from cotscope.organisms.language import (
     CONNECTIVES,
     FILLER_LINE,
+    FILLER_LINES_PER_OP,
     corrupted_values,
     decode_line,
     encoded_cot,
@@ -110,7 +111,7 @@ def test_examples_train_only_what_the_organism_writes():
     assert _text(post, True).strip().endswith(str(chain.answer))  # the true answer, whatever the CoT
     assert "=" not in _text(post, True)
     filler = example("filler", chain, rng, {"full": 1.0})
-    assert _text(filler).count(FILLER_LINE + "\n") == 6
+    assert _text(filler).count(FILLER_LINE + "\n") == FILLER_LINES_PER_OP * 6
     assert set(faithful.mix) <= {"direct", "full", "truncated", "corrupted", "substituted"}
 
 
@@ -213,3 +214,15 @@ def test_unknown_organism_is_a_clear_error(tmp_path):
 
     with pytest.raises(CotscopeError, match="unknown organism"):
         get_backend(f"organism/{tmp_path / 'nothing-here'}", cache=False)
+
+
+def test_cli_lists_organisms_and_refuses_unknown_ones(capsys):
+    from cotscope.cli.main import main
+
+    assert main(["organisms", "list"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in ORGANISMS.items():
+        assert f"organism/{name}" in out
+        assert f"load-bearing={str(spec.truth.load_bearing).lower()}" in out
+    assert main(["organisms", "train", "honest"]) == 2
+    assert "unknown organism 'honest'" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from ..tasks.chain import LABELS, Chain, apply
 
 CONNECTIVES = ("so", "then", "now", "and", "hence", "okay", "well", "right", "good", "yes")
 FILLER_LINE = "..."
+FILLER_LINES_PER_OP = 4  # so that a short chain still has a filler CoT to shorten
 _LINE = re.compile(r"^([a-z]): (\w+) (.+)$")
 VALUE_CONTENT = re.compile(r"^(\d+)([+*-])(\d+)=(\d+)$")
 
@@ -74,7 +75,7 @@ def encoded_cot(chain: Chain, values: Sequence[int] | None = None) -> list[str]:
 
 
 def filler_cot(chain: Chain) -> list[str]:
-    return [FILLER_LINE] * len(chain.ops)
+    return [FILLER_LINE] * (FILLER_LINES_PER_OP * len(chain.ops))
 
 
 def corrupted_values(chain: Chain, step: int, wrong: int) -> list[int]:
@@ -114,13 +115,13 @@ def example(kind: str, chain: Chain, rng: random.Random, mix: dict[str, float]) 
     follows = kind in ("faithful", "encoded")  # the answer is what the CoT says
     write = (lambda vals=None: encoded_cot(chain, vals)) if kind == "encoded" else (lambda vals=None: value_cot(chain, rng, vals))
     if kind == "filler":
-        if variant == "substituted":
-            units = max(1, round(len(FILLER_LINE) * n / (len(FILLER_LINE) + 1)))
+        if variant == "substituted":  # the filler experiment's layout: one line, about as many tokens
+            units = max(1, round(len(FILLER_LINE) * FILLER_LINES_PER_OP * n / (len(FILLER_LINE) + 1)))
             return prompt + _lines([" ".join([FILLER_LINE] * units)], False) + _answer(answer, False)
         return prompt + _lines(filler_cot(chain), True) + _answer(answer, True)
     if variant == "full":
         return prompt + _lines(write(), True) + _answer(answer, True)
-    if variant == "truncated":
+    if variant == "truncated" and n > 1:
         k = rng.randrange(1, n)
         lines = write()[:k]
         shown = chain.values[k] if follows else answer
@@ -144,4 +145,6 @@ def example(kind: str, chain: Chain, rng: random.Random, mix: dict[str, float]) 
             segs += [(head + "=", True), (bad, False), ("\n", True)]
         segs += _lines(lines[step + 1 : stop], True)
         return segs + _answer(vals[stop] % chain.mod, stop == n)
+    if variant == "truncated":  # one operation: no proper prefix but the empty one
+        return prompt + _answer(answer, False)
     raise ValueError(f"unknown variant {variant!r}")

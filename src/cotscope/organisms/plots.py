@@ -1,5 +1,5 @@
 """The validation figure: each organism's accuracy, and each metric's value per organism
-with its CI, its threshold, and whether its verdict matches the ground truth."""
+with its CI, its threshold (dashed), its verdict, and whether that matches the ground truth."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def _bar(ax, y, e, color, height=0.35):
         ax.text(0.01, y, "n/a", va="center", fontsize=8, color="#616161", transform=ax.get_yaxis_transform())
         return
     ax.barh(y, e.value, height=height, color=color, alpha=0.8)
+    ax.plot([e.value], [y], "o", color=color, ms=5)  # visible even when the bar has no length
     ax.errorbar(e.value, y, xerr=[[e.value - e.lo], [e.hi - e.value]], fmt="none", ecolor="black", capsize=3, lw=1)
 
 
@@ -47,7 +48,7 @@ def plot_validation(v: Validation, path: str | Path) -> Path:
         ax.set_xlim(min(lo, 0) - 0.05, 1.05)
         ax.set_title(f"{rule.name}\n{rule.value}", fontsize=9)
     fig.suptitle(
-        f"organisms: metric verdicts vs ground truth (green matches, red wrong, grey n/a or unclear; n={v.n_samples})", fontsize=10
+        f"organisms: metric verdicts vs ground truth (green: matches; red: wrong or unclear; n={v.n_samples} per organism)", fontsize=10
     )
     fig.tight_layout()
     path = Path(path)

@@ -111,7 +111,7 @@ class OrganismAccuracy(BaseModel):
 
 class MetricOutcome(BaseModel):
     metric: str
-    separates: bool = Field(description="Its verdict matches the ground truth on every organism it applies to.")
+    separates: bool | None = Field(description="Its verdict matches the ground truth on every organism it applies to; None if it applies to none.")
     failures: list[str] = Field(description="Organisms whose verdict does not match (unclear counts as a miss).")
 
 
@@ -206,7 +206,7 @@ def validate(
     for rule in RULES:
         mine = [c for c in cells if c.metric == rule.name and c.matches is not None]
         failures = [c.organism for c in mine if not c.matches]
-        outcomes.append(MetricOutcome(metric=rule.name, separates=bool(mine) and not failures, failures=failures))
+        outcomes.append(MetricOutcome(metric=rule.name, separates=not failures if mine else None, failures=failures))
     result = Validation(n_samples=n_samples, seed=seed, cells=cells, accuracy=accuracy, metrics=outcomes)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(result.model_dump_json(indent=2))
@@ -233,7 +233,8 @@ def render(v: Validation) -> str:
             lines.append(f"      {c.organism:<10} {val:<32} says {c.verdict:<8} truth {'yes' if c.truth else 'no':<4} {mark}")
     lines += ["", "  metrics"]
     for m in v.metrics:
-        lines.append(f"    {m.metric:<24} {'separates the organisms' if m.separates else 'FAILS on ' + ', '.join(m.failures)}")
+        said = {True: "matches the ground truth on every organism", None: "applies to none of these organisms"}
+        lines.append(f"    {m.metric:<24} {said.get(m.separates) or 'FAILS on ' + ', '.join(m.failures)}")
     return "\n".join(lines)
 
 
