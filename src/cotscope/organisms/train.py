@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .._errors import require
@@ -170,8 +170,3 @@ def save(model, tokenizer, spec: OrganismSpec, result: TrainResult, out_dir: Pat
     }
     (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
 
-
-def train_result_dict(result: TrainResult) -> dict:
-    d = asdict(result)
-    d["out_dir"] = str(result.out_dir) if result.out_dir else None
-    return d
