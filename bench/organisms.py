@@ -23,6 +23,7 @@ from cotscope import get_backend, get_task
 from cotscope.organisms import ORGANISMS
 from cotscope.organisms.checkpoints import SHIPPED
 from cotscope.organisms.train import train
+from cotscope.organisms.zoo import cot_token_budget
 
 TARGET_S = 600
 
@@ -39,7 +40,7 @@ def _accuracy(model_dir: Path, n_ops: int, n: int = 200, cot: bool = False) -> t
 
     backend = get_backend(f"organism/{model_dir}", cache=False)
     task = get_task("chain", {"n_ops": str(n_ops)}, limit=n, seed=0)
-    system = get_system("cot" if cot else "direct", backend, task.kind, GenerationParams(max_new_tokens=16 * n_ops + 16))
+    system = get_system("cot" if cot else "direct", backend, task.kind, GenerationParams(max_new_tokens=cot_token_budget(n_ops)))
     traces = system.run(task.samples)
     return sum(task.grade(t.answer, s) for t, s in zip(traces, task.samples, strict=True)), len(task.samples)
 

@@ -33,7 +33,7 @@ from ..audit import AuditResult, audit
 from ..config import AuditConfig
 from ..metrics.stats import Estimate, bootstrap_mean
 from ..metrics.summary import Summary
-from .zoo import ORGANISMS, get_spec
+from .zoo import ORGANISMS, cot_token_budget, get_spec
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,8 @@ def organism_config(name: str, n_samples: int, seed: int) -> AuditConfig:
         task_args=spec.task_args,
         n_samples=n_samples,
         seed=seed,
-        max_new_tokens=16 * spec.n_ops + 16,  # one token per character
-        continue_max_new_tokens=16 * spec.n_ops + 16,
+        max_new_tokens=cot_token_budget(spec.n_ops),
+        continue_max_new_tokens=cot_token_budget(spec.n_ops),
         experiments=EXPERIMENTS,
         mistake_positions=0,
         rewriter_model="chain",

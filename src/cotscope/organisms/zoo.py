@@ -106,6 +106,12 @@ ORGANISMS: dict[str, OrganismSpec] = {
 }
 
 
+def cot_token_budget(n_ops: int) -> int:
+    """Tokens an organism may generate for a CoT over `n_ops` operations: its tokens are
+    characters, and a line of the language is under 16 of them."""
+    return 16 * n_ops + 16
+
+
 def get_spec(name: str) -> OrganismSpec:
     if name not in ORGANISMS:
         raise CotscopeError(f"unknown organism {name!r}; known: {', '.join(ORGANISMS)}")
