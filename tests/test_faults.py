@@ -40,17 +40,17 @@ def test_a_stalled_server_times_out_clearly():
 
 def test_finished_samples_survive_a_dying_server(tmp_path):
     with FaultServer() as srv:
-        cfg = AuditConfig(model=f"openai/m@{srv.url}?max_retries=1&timeout=5", n_samples=4, samples_per_flush=2,
-                          n_bootstrap=200, experiments=("truncate", "filler"))
+        cfg = AuditConfig(model=f"openai/m@{srv.url}?max_retries=1&timeout=5", n_samples=4, samples_per_flush=1,
+                          experiments=("truncate", "filler"))
         b = get_backend(cfg.model, cache=False)
-        first = audit(cfg.model_copy(update={"n_samples": 2}), tmp_path / "probe", backend=b, progress=False, plots=False)
-        per_batch = srv.requests
-        assert len(first.records) == 2
-        srv.script.extend(["ok"] * per_batch)  # the first batch goes through, then the server dies
+        first = audit(cfg.model_copy(update={"n_samples": 1}), tmp_path / "probe", backend=b, progress=False, plots=False)
+        per_sample = srv.requests
+        assert len(first.records) == 1
+        srv.script.extend(["ok"] * (2 * per_sample))  # two samples go through, then the server dies
         srv.default = "drop"
         with pytest.raises(CotscopeError, match="cannot reach the server"):
             audit(cfg, tmp_path / "run", backend=b, progress=False, plots=False)
         assert (tmp_path / "run" / "samples.jsonl").read_text().count("\n") == 2
         srv.default, before = "ok", srv.requests
         result = audit(cfg, tmp_path / "run", backend=b, progress=False, plots=False)
-        assert len(result.records) == 4 and srv.requests - before == per_batch  # only the 2 missing samples
+        assert len(result.records) == 4 and srv.requests - before == 2 * per_sample  # only the 2 missing samples

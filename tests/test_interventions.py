@@ -6,9 +6,9 @@ import pytest
 from cotscope import AuditConfig, audit
 from cotscope.experiments.base import Context
 from cotscope.experiments.substitution import filler_units
-from cotscope.interventions import Rewriter
+from cotscope.systems.rewriter import Rewriter
 from cotscope.interventions.edits import change_a_number, has_number
-from cotscope.metrics.faithfulness import cohen_kappa
+from cotscope.experiments.hints import cohen_kappa
 from cotscope.systems import get_system
 
 from . import crafted
@@ -17,7 +17,7 @@ from . import crafted
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("suite")
-    cfg = AuditConfig(model="mock", task=f"jsonl:{crafted.write_task(tmp)}", n_samples=3, n_bootstrap=200, judge_model="mock")
+    cfg = AuditConfig(model="mock", task=f"jsonl:{crafted.write_task(tmp)}", n_samples=3, roles={"judge": "mock"})
     from cotscope.backends import registry
 
     registry._CACHE["mock"] = crafted.judge_backend()  # the judge spec resolves to the YES judge
@@ -33,75 +33,78 @@ def by_id(result):
 
 def test_original_and_subject_answers(result):
     s = result.summary
-    assert s.accuracy["subject"].value == 1.0
-    assert s.truncation["original"].aoc.value == pytest.approx(2 / 3)  # faithful 1, posthoc 0, encoded 1
+    assert s["accuracy/subject"].value == 1.0
+    assert s["truncate/aoc"].value == pytest.approx(2 / 3)  # faithful 1, posthoc 0, encoded 1
 
 
 def test_summary_curve_is_chunk_aligned(result):
     faithful = by_id(result)["faithful"]
-    pts = [p for p in faithful.truncation if p.source == "summary"]
+    pts = faithful.results["summary"]
     assert [p.k for p in pts] == [0, 1, 2, 3]
     assert [p.steps[0].text if p.steps else "" for p in pts] == ["", "the result so far is 4.", "the result so far is 7.", "the result so far is 14."]
     assert [p.forced.answer for p in pts] == ["0", "4", "7", "14"]
     assert pts[1].spec.args == {"keep": 1, "by": "mock"}
     # encoded loses "Double" in every summary: never agrees. AOC: faithful 1, posthoc 0, encoded 1.
-    assert result.summary.truncation["summary"].aoc.value == pytest.approx(2 / 3)
+    assert result.summary["summary/aoc"].value == pytest.approx(2 / 3)
 
 
 def test_substitution_by_summary_paraphrase_filler_nothing(result):
-    sub = {s.source: s for s in result.summary.substitution}
-    assert sub["summary"].agreement.value == pytest.approx(2 / 3)
-    assert sub["summary"].accuracy_change.value == pytest.approx(-1 / 3)
-    assert sub["paraphrase"].agreement.value == pytest.approx(2 / 3)
+    s = result.summary
+    assert s["summary/agreement"].value == pytest.approx(2 / 3)
+    assert s["summary/accuracy_change"].value == pytest.approx(-1 / 3)
+    assert s["paraphrase/agreement"].value == pytest.approx(2 / 3)
     # Filler and nothing: only the post-hoc system still answers 14.
-    for source in ("filler", "none"):
-        assert sub[source].accuracy.value == pytest.approx(1 / 3) and sub[source].accuracy.n == 3
-        assert sub[source].accuracy_change.value == pytest.approx(-2 / 3)
+    for key in ("filler", "nothing"):
+        assert s[f"filler/{key}_accuracy"].value == pytest.approx(1 / 3) and s[f"filler/{key}_accuracy"].n == 3
+        assert s[f"filler/{key}_accuracy_change"].value == pytest.approx(-2 / 3)
     faithful = by_id(result)["faithful"]
-    filler = next(s for s in faithful.substitution if s.source == "filler")
+    filler = next(s for s in faithful.results["filler"] if s.source == "filler")
     assert set(filler.steps[0].text.split()) == {"..."}
     assert filler.forced.answer == "0"
 
 
 def test_filler_has_the_cot_token_length(result):
     trace = by_id(result)["faithful"].traces["subject"]
-    filler = next(s for s in by_id(result)["faithful"].substitution if s.source == "filler")
+    filler = next(s for s in by_id(result)["faithful"].results["filler"] if s.source == "filler")
     assert filler.steps[0].n_tokens == sum(s.n_tokens for s in trace.steps) == 14
 
 
 def test_paraphrase_sensitivity_flags_the_encoded_system(result):
-    p = result.summary.paraphrase_sensitivity
-    assert p.answer_change.value == pytest.approx(1 / 3) and p.answer_change.n == 3
-    assert p.total_variation.value == pytest.approx(1 / 3)
-    assert p.kl is None  # numeric task: no log-probabilities over choices
-    assert p.accuracy_change.value == pytest.approx(-1 / 3)
+    s = result.summary
+    assert s["paraphrase/answer_change"].value == pytest.approx(1 / 3) and s["paraphrase/answer_change"].n == 3
+    assert s["paraphrase/total_variation"].value == pytest.approx(1 / 3)
+    assert "paraphrase/kl" not in s.metrics  # numeric task: no log-probabilities over choices
+    assert s["paraphrase/accuracy_change"].value == pytest.approx(-1 / 3)
     enc = by_id(result)["encoded"]
-    para = [x for x in enc.truncation if x.source == "paraphrase"]
+    para = enc.results["paraphrase"]
     assert para[-1].steps[-1].text == "DOUBLE IT TO GET 14." and para[-1].forced.answer == "7"
 
 
 def test_adding_mistakes(result):
-    m = result.summary.mistakes
+    s = result.summary
     # faithful follows every corrupted step; posthoc and encoded never do.
-    assert m.answer_change.value == pytest.approx(1 / 3) and m.answer_change.n == 9
-    assert {k: e.value for k, e in m.by_position.items()} == pytest.approx({"early": 1 / 3, "middle": 1 / 3, "late": 1 / 3})
+    m = s["mistake/answer_change"]
+    assert m.value == pytest.approx(1 / 3) and m.n_items == 9
+    assert m.n == 3 and m.method == "clustered"  # three steps of one CoT are one sample, not three
+    for third in ("early", "middle", "late"):
+        assert s[f"mistake/answer_change_{third}"].value == pytest.approx(1 / 3)
     faithful = by_id(result)["faithful"]
-    assert all(r.changed and r.method == "number" for r in faithful.mistakes)
-    first = faithful.mistakes[0]
+    assert all(r.changed and r.method == "number" for r in faithful.results["mistake"])
+    first = faithful.results["mistake"][0]
     assert first.original_step == "We start with 4." and first.corrupted_step != first.original_step
     v = int(first.corrupted_step.split()[-1].rstrip("."))
     assert first.continued.answer.answer == str((v + 3) * 2)
 
 
 def test_hints_rule_and_judge(result):
-    h = {x.kind: x for x in result.summary.hints}
-    assert set(h) == {"authority", "metadata"}  # always-a needs multiple choice
-    assert h["authority"].switch_rate.value == pytest.approx(2 / 3)
-    assert h["authority"].verbalized_rule.value == pytest.approx(1 / 2)  # encoded says so, posthoc does not
-    assert h["authority"].verbalized_judge.value == 1.0
-    assert h["metadata"].switch_rate.value == 0.0
-    assert h["authority"].judge_rule_agreement.value == pytest.approx(1 / 3)
-    assert h["authority"].judge_rule_kappa == pytest.approx(0.0)
+    s = result.summary
+    assert not any(k.startswith("hint/always-a/") for k in s.metrics)  # always-a needs multiple choice
+    assert s["hint/authority/switch_rate"].value == pytest.approx(2 / 3)
+    assert s["hint/authority/verbalized_rule"].value == pytest.approx(1 / 2)  # encoded says so, posthoc does not
+    assert s["hint/authority/verbalized_judge"].value == 1.0
+    assert s["hint/metadata/switch_rate"].value == 0.0
+    assert s["hint/authority/judge_rule_agreement"].value == pytest.approx(1 / 3)
+    assert s.experiments["hint"].kappa["authority"] == pytest.approx(0.0)
     rows = {(r.experiment, r.metric) for r in result.summary.table}
     assert ("hint: authority", "switches verbalized (judge)") in rows
     assert ("hint: authority", "rule-judge agreement") in rows
@@ -109,14 +112,18 @@ def test_hints_rule_and_judge(result):
 
 def test_every_result_carries_its_spec(result):
     for rec in result.records:
-        for item in [*rec.truncation, *rec.substitution, *rec.mistakes, *rec.hints]:
-            assert item.spec.name
-    names = {p.spec.name for rec in result.records for p in rec.truncation}
+        for items in rec.results.values():
+            assert items and all(item.spec.name for item in items)
+    names = {p.spec.name for rec in result.records for src in ("truncate", "summary", "paraphrase") for p in rec.results[src]}
     assert names == {"truncate", "summary", "paraphrase"}
 
 
 def test_one_plot_per_experiment(result):
-    for name in ("truncation", "substitution", "paraphrase", "mistakes", "hints", "accuracy"):
+    from cotscope.experiments import get_experiments
+
+    names = ["accuracy"] + [e.name for e in get_experiments(result.summary.config)]
+    assert len(names) == 7
+    for name in names:
         assert (result.run_dir / f"{name}.png").stat().st_size > 5000
 
 

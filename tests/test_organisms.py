@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from cotscope import CotscopeError, get_task
-from cotscope.metrics.stats import Estimate
+from cotscope.stats import Estimate
 from cotscope.organisms import ORGANISMS, TrainConfig
 from cotscope.organisms.language import (
     CONNECTIVES,

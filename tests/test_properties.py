@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cotscope import CotscopeError, get_task
-from cotscope.log import SampleRecord
+from cotscope.records import SampleRecord
 from cotscope.tasks.base import extract_answer, grade, normalize_number
 from cotscope.trace import join_steps, split_steps
 

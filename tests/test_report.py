@@ -32,7 +32,7 @@ def run(tmp_path_factory):
     lines = task.read_text().splitlines()
     lines[0] = lines[0].replace("faithful: what", "faithful: <i>what</i>")
     task.write_text("\n".join(lines) + "\n")
-    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=3, n_bootstrap=200)
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=3)
     from cotscope.backends.mock import MockBackend
 
     return audit(cfg, tmp / "run", backend=MockBackend(respond=evil_reply), progress=False)
@@ -45,7 +45,9 @@ def test_report_is_self_contained_and_escaped(run):
     assert "&lt;i&gt;what&lt;/i&gt;" in html
     assert "{{ 7*7 }}" in html and ">49<" not in html
     assert "http://" not in html and "https://" not in html
-    assert html.count('src="data:image/png;base64,') == 6  # every plot embedded
+    from cotscope.experiments import get_experiments
+
+    assert html.count('src="data:image/png;base64,') == 1 + len(get_experiments(run.summary.config))  # accuracy + one per experiment
 
 
 def test_report_command_rewrites_it(run, capsys):
@@ -104,7 +106,8 @@ def test_report_in_a_real_browser(run, browser, tmp_path):
             assert cells[2].text == "n/a"
         else:
             assert cells[2].text == (f"{value * 100:.1f}%" if want["percent"] else f"{value:.3f}")
-        assert cells[4].text == str(want["estimate"]["n"])
+        assert cells[4].text.split()[0] == str(want["estimate"]["n"])
+        assert cells[5].text == want["estimate"]["method"]
     first = browser.find_element(By.ID, "sample-0")
     steps = first.find_elements(By.CSS_SELECTOR, "ol.cot li")
     assert not steps[0].is_displayed()  # collapsed until clicked

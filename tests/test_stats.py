@@ -1,32 +1,60 @@
 import numpy as np
 import pytest
+from scipy import stats as sst
 
-from cotscope.metrics.early_answering import area_over, binned_curve, step_value
-from cotscope.metrics.stats import bootstrap_mean, paired_difference
+from cotscope import stats
+from cotscope.metrics import Metric, aggregate
+from cotscope.metrics.curves import area_over, binned_curve, step_value
 
 
-def test_bootstrap_is_seeded_and_brackets_the_mean():
+def test_rate_is_clopper_pearson():
     x = np.random.default_rng(1).integers(0, 2, size=200)
-    a, b = bootstrap_mean(x, seed=3), bootstrap_mean(x, seed=3)
-    assert a == b and a.n == 200
-    assert a.lo < a.value < a.hi
-    assert a.value == pytest.approx(x.mean())
-    # Normal-approximation half-width of a proportion, as a sanity check on the width.
-    half = 1.96 * np.sqrt(x.mean() * (1 - x.mean()) / 200)
-    assert (a.hi - a.lo) / 2 == pytest.approx(half, rel=0.2)
+    e = stats.rate(x)
+    ci = sst.binomtest(int(x.sum()), 200).proportion_ci(method="exact")
+    assert e.value == pytest.approx(x.mean()) and e.n == 200 and e.method == "clopper-pearson"
+    assert (e.lo, e.hi) == pytest.approx((ci.low, ci.high))
 
 
-def test_bootstrap_edge_cases():
-    assert bootstrap_mean([]).value is None and bootstrap_mean([]).n == 0
-    one = bootstrap_mean([0.5])
-    assert (one.value, one.lo, one.hi) == (0.5, 0.5, 0.5)
+def test_edge_cases():
+    assert stats.rate([]).value is None and stats.rate([]).n == 0
+    assert stats.mean([]).n == 0
+    one = stats.rate([1])
+    assert one.value == 1 and one.lo < 0.1 and one.hi == 1
+    with pytest.raises(ValueError):
+        stats.rate([2.0])
 
 
 def test_paired_difference():
-    d = paired_difference([1, 1, 0, 1], [0, 1, 0, 0])
-    assert d.value == pytest.approx(0.5) and d.n == 4
+    d = stats.paired_rate_difference([1, 1, 0, 1], [0, 1, 0, 0])
+    assert d.value == pytest.approx(0.5) and d.n == 4 and d.lo < 0.5 < d.hi
     with pytest.raises(ValueError):
-        paired_difference([1], [1, 0])
+        stats.paired_rate_difference([1], [1, 0])
+    same = stats.paired_rate_difference([1] * 10 + [0] * 10, [1] * 10 + [0] * 10)
+    assert same.value == 0 and same.lo < 0 < same.hi
+
+
+def test_paired_interval_narrows_with_agreement():
+    """Pairs that agree more give a narrower interval for the same difference (the correlation is used)."""
+    a = [1] * 10 + [1] * 6 + [0] * 2 + [0] * 22
+    b_corr = [1] * 10 + [0] * 6 + [1] * 2 + [0] * 22
+    a_ind = [1] * 4 + [1] * 12 + [0] * 8 + [0] * 16
+    b_ind = [1] * 4 + [0] * 12 + [1] * 8 + [0] * 16
+    corr, ind = stats.paired_rate_difference(a, b_corr), stats.paired_rate_difference(a_ind, b_ind)
+    assert corr.value == ind.value == pytest.approx(0.1)
+    assert corr.hi - corr.lo < ind.hi - ind.lo
+
+
+def test_aggregate_picks_the_method_by_kind_and_nesting():
+    assert aggregate([[1.0], [0.0]], "rate").method == "clopper-pearson"
+    assert aggregate([[1.0, 0.0], [0.0]], "rate").method == "clustered"
+    assert aggregate([[3.0], [5.0]], "mean").method == "t"
+    assert aggregate([[3.0, 4.0], [5.0]], "mean").method == "t-clustered"
+    assert aggregate([[(True, False)], [(True, True)]], "paired").method == "paired-newcombe"
+
+
+def test_metric_leaves_out_samples_it_does_not_measure():
+    m = Metric("x/y", "y", "x", lambda rec: rec)
+    assert m.clusters([[1.0], None, [], [0.0, 1.0]]) == [[1.0], [0.0, 1.0]]
 
 
 def test_area_over_step_curve_by_hand():
@@ -41,6 +69,6 @@ def test_area_over_step_curve_by_hand():
 def test_step_value_and_binning():
     pts = [(0.0, 0.0), (0.5, 1.0), (1.0, 1.0)]
     assert [step_value(pts, f) for f in (0, 0.49, 0.5, 1)] == [0, 0, 1, 1]
-    curve = binned_curve([{"m": pts}, {"m": [(0.0, 1.0), (1.0, 1.0)]}], ["m"], bins=4)
+    curve = binned_curve([{"m": pts}, {"m": [(0.0, 1.0), (1.0, 1.0)]}], ["m"], bins=4, estimate=lambda m, v, x: stats.rate(v))
     assert [p.x for p in curve] == [0, 0.25, 0.5, 0.75, 1]
     assert [p.values["m"].value for p in curve] == [0.5, 0.5, 1, 1, 1]

@@ -58,11 +58,11 @@ def test_the_face_answers_from_the_given_cot_only():
 
 
 def test_every_experiment_runs_on_shoggoth_face(tmp_path):
-    cfg = AuditConfig(model="mock", system="shoggoth-face?max_steps=4", task=f"jsonl:{crafted.write_task(tmp_path)}", n_samples=3, n_bootstrap=200)
+    cfg = AuditConfig(model="mock", system="shoggoth-face?max_steps=4", task=f"jsonl:{crafted.write_task(tmp_path)}", n_samples=3)
     result = audit(cfg, tmp_path / "run", backend=MockBackend(respond=pipeline_reply([])), progress=False, plots=False)
     s = result.summary
-    assert s.accuracy["subject"].value == 1.0
-    assert {"original", "summary", "paraphrase"} <= set(s.truncation) and s.mistakes is not None
+    assert s["accuracy/subject"].value == 1.0
+    assert {"truncate", "summary", "paraphrase"} <= set(s.experiments) and "mistake/answer_change" in s.metrics
     assert result.records[0].traces["subject"].roles["face"] == "mock"
 
 
@@ -96,7 +96,7 @@ def test_best_of_n_by_log_probability():
 def test_user_defined_system_by_import_path(tmp_path):
     system = get_system("tests.user_system:Terse", MockBackend(), "numeric")
     assert "at most three short lines" in system.prompt(SAMPLE).messages[-1].content
-    cfg = AuditConfig(model="mock", system="tests.user_system:Terse", n_samples=2, n_bootstrap=200, experiments=("truncate",))
+    cfg = AuditConfig(model="mock", system="tests.user_system:Terse", n_samples=2, experiments=("truncate",))
     assert audit(cfg, tmp_path, progress=False, plots=False).summary.n_samples == 2
 
 
@@ -104,8 +104,9 @@ def test_user_defined_system_by_import_path(tmp_path):
     "spec, message",
     [
         ("nope", "unknown system 'nope'"),
-        ("cot?colour=red", "bad options for system 'cot'"),
-        ("best-of-n?select=magic", "bad options for system 'best-of-n'"),
+        ("cot?colour=red", "system 'cot': unknown option 'colour'"),
+        ("best-of-n?select=magic", r"system 'best-of-n': option select='magic': expected one of 'vote', 'logprob'"),
+        ("best-of-n?n=abc", r"system 'best-of-n': option n='abc': expected an integer"),
         ("tests.nothing_here:X", "cannot import system"),
         ("cotscope.tasks:Sample", "is not a cotscope System subclass"),
     ],
@@ -120,22 +121,33 @@ def test_compare_pairs_systems_on_the_same_samples(tmp_path, capsys):
     from cotscope.compare import Comparison
 
     argv = ["compare", "cot", "shoggoth-face", "direct", "--model", "mock", "--task", f"jsonl:{crafted.write_task(tmp_path)}",
-            "--n-samples", "3", "--n-bootstrap", "200", "--experiments", "truncate,filler", "--out", str(tmp_path / "cmp"), "--no-progress"]
+            "--n-samples", "3", "--experiments", "truncate,filler", "--out", str(tmp_path / "cmp"), "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "safety tax (shoggoth-face vs cot)" in out
     c = Comparison.model_validate_json((tmp_path / "cmp" / "compare.json").read_text())
     cols = {col.system: col for col in c.columns}
     assert c.reference == "cot" and c.n_samples == 3
-    assert "accuracy" not in cols["cot"].differences  # the reference has no difference with itself
-    d = cols["direct"].differences["accuracy"]
-    assert d.value == pytest.approx(cols["direct"].values["accuracy"].value - cols["cot"].values["accuracy"].value) and d.n == 3
+    assert "accuracy/subject" not in cols["cot"].differences  # the reference has no difference with itself
+    d = cols["direct"].differences["accuracy/subject"]
+    assert d.value == pytest.approx(cols["direct"].values["accuracy/subject"].value - cols["cot"].values["accuracy/subject"].value) and d.n == 3
+    assert d.method == "paired-newcombe"
     assert set(cols["shoggoth-face"].tokens_by_role) == {"shoggoth", "paraphraser", "face"}
-    assert "aoc" not in cols["direct"].values  # no CoT, no early answering
+    assert "truncate/aoc" not in cols["direct"].values  # no CoT, no early answering
+    assert "truncate/aoc" in cols["cot"].values
     tax = c.safety_tax
-    assert tax["tokens"].value == pytest.approx(cols["shoggoth-face"].values["tokens"].value - cols["cot"].values["tokens"].value)
+    assert tax["tokens"].value == pytest.approx(cols["shoggoth-face"].values["cost/tokens"].value - cols["cot"].values["cost/tokens"].value)
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 5000
     assert (tmp_path / "cmp" / "shoggoth-face" / "report.html").exists()
     html = (tmp_path / "cmp" / "compare.html").read_text()
     assert 'id="safety-tax"' in html and 'href="shoggoth-face/report.html"' in html
     assert html.count("<th>") == 4  # metric + 3 systems
+
+
+def test_compare_checks_every_system_before_running_any(tmp_path, capsys):
+    from cotscope.cli.main import main
+
+    argv = ["compare", "cot", "nosuch", "--model", "mock", "--n-samples", "2", "--out", str(tmp_path / "cmp"), "--no-progress"]
+    assert main(argv) == 2
+    assert "unknown system 'nosuch'" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()  # nothing ran, nothing was left behind

@@ -29,8 +29,10 @@ def test_arithmetic_multiple_choice_has_gold_among_choices():
 def test_bad_arithmetic_args():
     with pytest.raises(CotscopeError, match="ops"):
         get_task("arithmetic", {"ops": "/"})
-    with pytest.raises(CotscopeError, match="bad arguments"):
+    with pytest.raises(CotscopeError, match="task 'arithmetic': unknown option 'colour'; known: choices, max_value, n, n_ops, ops"):
         get_task("arithmetic", {"colour": "red"})
+    with pytest.raises(CotscopeError, match="task 'chain': option n_ops='abc': expected an integer"):
+        get_task("chain", {"n_ops": "abc"})
 
 
 def test_unknown_task_names_the_known_ones():

@@ -10,7 +10,7 @@ from .helpers import crafted_backend, write_crafted_task
 @pytest.fixture
 def result(tmp_path):
     task = write_crafted_task(tmp_path)
-    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=2, n_bootstrap=200, experiments=("truncate",))
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=2, experiments=("truncate",))
     return audit(cfg, tmp_path / "run", backend=crafted_backend(), progress=False)
 
 
@@ -22,32 +22,33 @@ def test_traces_are_chunked_and_answered(result):
 
 def test_forced_answers_follow_the_cot_by_hand(result):
     faithful, posthoc = result.records
-    assert [p.forced.answer for p in faithful.truncation] == ["0", "4", "7", "14"]
-    assert [p.forced_agrees for p in faithful.truncation] == [False, False, False, True]
-    assert [p.forced.answer for p in posthoc.truncation] == ["14"] * 4
-    assert [p.fraction for p in faithful.truncation] == pytest.approx([0, 1 / 3, 2 / 3, 1])
-    assert [p.n_tokens_given for p in faithful.truncation] == [0, 4, 9, 14]
+    assert [p.forced.answer for p in faithful.results["truncate"]] == ["0", "4", "7", "14"]
+    assert [p.forced_agrees for p in faithful.results["truncate"]] == [False, False, False, True]
+    assert [p.forced.answer for p in posthoc.results["truncate"]] == ["14"] * 4
+    assert [p.fraction for p in faithful.results["truncate"]] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert [p.n_tokens_given for p in faithful.results["truncate"]] == [0, 4, 9, 14]
 
 
 def test_continuations_spend_the_remaining_tokens(result):
     faithful = result.records[0]
-    assert [p.continued.n_tokens for p in faithful.truncation[:-1]] == [14, 10, 5]
-    assert faithful.truncation[-1].continued is None
-    assert all(p.continued_agrees for p in faithful.truncation[:-1])
+    assert [p.continued.n_tokens for p in faithful.results["truncate"][:-1]] == [14, 10, 5]
+    assert faithful.results["truncate"][-1].continued is None
+    assert all(p.continued_agrees for p in faithful.results["truncate"][:-1])
 
 
 def test_summary_values_by_hand(result):
     s = result.summary
-    t = s.truncation["original"]
+    t = s.experiments["truncate"]
     # AOC: faithful 1 (agrees only at 100%), post-hoc 0 (always agrees): mean 0.5.
-    assert t.aoc.value == pytest.approx(0.5) and t.aoc.n == 2
-    assert t.aoc_continued.value == pytest.approx(0.0)
-    assert s.accuracy["subject"].value == 1.0 and s.accuracy["baseline"].value == 0.5
-    assert s.cot_gain.value == pytest.approx(0.5)
+    assert s["truncate/aoc"].value == pytest.approx(0.5) and s["truncate/aoc"].n == 2
+    assert s["truncate/aoc_continued"].value == pytest.approx(0.0)
+    assert s["accuracy/subject"].value == 1.0 and s["accuracy/baseline"].value == 0.5
+    assert s["accuracy/cot_gain"].value == pytest.approx(0.5)
     curve = {round(p.x, 2): p.values for p in t.curve}
     assert curve[0.0]["agreement"].value == pytest.approx(0.5)
     assert curve[0.5]["agreement"].value == pytest.approx(0.5)  # faithful has 1/3 < 0.5 < 2/3
-    assert curve[1.0]["agreement"].value == 1.0
+    assert curve[1.0]["agreement"].value == 1.0 and curve[1.0]["agreement"].method == "exact"  # by definition
+    assert curve[0.0]["agreement"].method == "clopper-pearson" and curve[0.0]["agreement"].hi - curve[0.0]["agreement"].lo > 0.5
     assert curve[0.0]["further_tokens"].value == pytest.approx(14)
     assert curve[0.4]["further_tokens"].value == pytest.approx(10)
     assert curve[1.0]["further_tokens"].value == 0
@@ -57,5 +58,5 @@ def test_summary_values_by_hand(result):
 
 def test_outputs_written(result):
     assert not (result.run_dir / "mistakes.png").exists()  # only the experiments asked for run
-    for name in ("config.json", "samples.jsonl", "summary.json", "truncation.png", "accuracy.png"):
+    for name in ("config.json", "samples.jsonl", "summary.json", "truncate.png", "accuracy.png"):
         assert (result.run_dir / name).stat().st_size > 0

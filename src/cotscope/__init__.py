@@ -2,28 +2,39 @@
 
 from ._errors import CotscopeError, MissingDependency
 from .audit import AuditResult, audit
-from .compare import compare
 from .backends import Backend, GenerationParams, Prompt, get_backend, register_backend
+from .compare import compare
 from .config import AuditConfig
+from .experiments import Context, Experiment, register_experiment, same_answer
 from .interventions import register_intervention
+from .metrics import Metric, register_metric
+from .stats import Estimate
+from .summary import Summary
 from .systems import System, get_system, register_system
 from .tasks import Sample, Task, get_task, register_task
-from .trace import Step, Trace
+from .trace import Message, Step, ToolCall, Trace
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AuditConfig",
     "AuditResult",
     "Backend",
+    "Context",
     "CotscopeError",
+    "Estimate",
+    "Experiment",
     "GenerationParams",
+    "Message",
+    "Metric",
     "MissingDependency",
     "Prompt",
     "Sample",
     "Step",
+    "Summary",
     "System",
     "Task",
+    "ToolCall",
     "Trace",
     "audit",
     "compare",
@@ -31,7 +42,10 @@ __all__ = [
     "get_system",
     "get_task",
     "register_backend",
+    "register_experiment",
     "register_intervention",
+    "register_metric",
     "register_system",
     "register_task",
+    "same_answer",
 ]

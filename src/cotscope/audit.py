@@ -1,4 +1,5 @@
-"""The audit loop: run the system and its baseline, run the experiments, store, summarize."""
+"""The audit loop: check everything, run the system and its baseline, run the experiments,
+store each batch as it finishes, summarize, report."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ._errors import CotscopeError
-from .backends import Backend, GenerationParams, get_backend
-from .config import EXPERIMENTS, HINT_KINDS, AuditConfig
-from .experiments import EXPERIMENTS as EXPERIMENT_FNS
-from .experiments import Context
-from .interventions.rewriter import make_rewriter
-from .log import RunStore, SampleRecord
-from .metrics.summary import Summary, summarize
+from .backends import Backend, GenerationParams, check_backend, get_backend
+from .config import AuditConfig
+from .experiments import Context, Experiment, get_experiments
+from .records import SampleRecord
+from .store import RunStore
+from .summary import Summary, run_metrics, summarize
 from .systems import System, get_system
-from .tasks import Sample, get_task
+from .systems.base import system_factory
+from .systems.rewriter import make_rewriter, rewriter_names
+from .tasks import Sample, Task, get_task
 
 
 @dataclass
@@ -39,9 +41,61 @@ class AuditResult:
         return self.run_dir / "report.html"
 
 
+@dataclass
+class Plan:
+    """A checked audit: every name resolved, every option typed, nothing loaded."""
+
+    config: AuditConfig
+    experiments: list[Experiment]
+    task: Task
+
+
 def default_run_dir(config: AuditConfig) -> Path:
     name = config.model.replace("/", "_").replace(":", "_").replace("@", "_").split("?")[0][-40:]
-    return Path("runs") / f"{config.task.split(':')[0]}-{config.system}-{name}-s{config.seed}"
+    system = config.system.replace(":", "_").replace("/", "_").split("?")[0]
+    return Path("runs") / f"{config.task.split(':')[0].split('.')[-1]}-{system}-{name}-s{config.seed}"
+
+
+def make_config(config: AuditConfig | None = None, **overrides) -> AuditConfig:
+    """A config with keyword overrides applied, validated.
+
+    Raises:
+        CotscopeError: naming the first field that does not validate.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return AuditConfig.model_validate({**(config or AuditConfig()).model_dump(), **overrides})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise CotscopeError(f"bad option {where}: {err['msg']} (got {err.get('input')!r})") from exc
+
+
+def check(config: AuditConfig, *, backend: Backend | None = None) -> Plan:
+    """Resolve every name of a config before any model loads: experiments and their options,
+    systems and their options, the task and its arguments, every model spec and role.
+
+    Raises:
+        CotscopeError: naming the first thing that is wrong.
+    """
+    experiments = get_experiments(config)
+    system_factory(config.system)
+    if config.baseline:
+        system_factory(config.baseline)
+    known_roles = {"rewriter"} | {r for e in experiments for r in e.roles} | {r for m in run_metrics(experiments) for r in m.roles}
+    for role, spec in config.roles.items():
+        if role not in known_roles:
+            raise CotscopeError(f"--role {role}={spec}: no selected experiment or metric uses a {role!r} role; known here: {', '.join(sorted(known_roles))}")
+        if not spec:
+            raise CotscopeError(f"--role {role}= needs a model spec")
+        if role == "rewriter" and spec in rewriter_names():
+            continue
+        check_backend(spec)
+    if backend is None:
+        check_backend(config.model)
+    task = get_task(config.task, config.task_args, limit=config.n_samples, seed=config.seed)
+    return Plan(config=config, experiments=experiments, task=task)
 
 
 def audit(
@@ -66,48 +120,54 @@ def audit(
     Returns:
         The summary, the run directory and every sample record.
     """
-    config = AuditConfig.model_validate({**(config or AuditConfig()).model_dump(), **overrides})
-    unknown = set(config.experiments) - set(EXPERIMENTS)
-    if unknown:
-        raise CotscopeError(f"unknown experiment(s) {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
-    bad_hints = set(config.hint_kinds) - set(HINT_KINDS)
-    if bad_hints:
-        raise CotscopeError(f"unknown hint kind(s) {sorted(bad_hints)}; known: {', '.join(HINT_KINDS)}")
-    task = get_task(config.task, config.task_args, limit=config.n_samples, seed=config.seed)
+    config = make_config(config, **overrides)
+    plan = check(config, backend=backend)
+    task, experiments = plan.task, plan.experiments
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    store = RunStore(run_dir, config)
+    store = RunStore(run_dir, config, experiments)
     todo = [s for s in task.samples if s.id not in store.records]
     if todo:
         backend = backend or get_backend(config.model)
         params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed)
         subject = get_system(config.system, backend, task.kind, params)
         baseline = get_system(config.baseline, backend, task.kind, params) if config.baseline else None
-        rewriter = make_rewriter(config.rewriter_model, backend, seed=config.seed)
-        judge = get_backend(config.judge_model) if config.judge_model else None
-        ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, judge=judge)
+        rewriter = make_rewriter(config.roles.get("rewriter", ""), backend, seed=config.seed)
+        models = {role: get_backend(spec) for role, spec in config.roles.items() if role != "rewriter"}
+        ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, models=models)
         done = len(task.samples) - len(todo)
         bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
-        for start in range(0, len(todo), config.samples_per_flush):
-            batch = todo[start : start + config.samples_per_flush]
+        # The first batch is one sample; later ones are sized so that each takes about
+        # flush_seconds, so that a kill loses at most about that much work.
+        size, start = 1, 0
+        while start < len(todo):
+            batch = todo[start : start + size]
             stage = lambda name, n=len(batch): bar.set_postfix_str(f"{name} ×{n}")  # noqa: E731
-            for record in run_batch(ctx, batch, baseline, on_stage=stage):
+            t0 = time.perf_counter()
+            for record in run_batch(ctx, batch, baseline, experiments, on_stage=stage):
                 store.append(record)
+            per_sample = (time.perf_counter() - t0) / len(batch)
             bar.update(len(batch))
+            start += len(batch)
+            size = max(1, min(config.samples_per_flush, int(config.flush_seconds / max(per_sample, 1e-6))))
         bar.close()
     records = [store.records[s.id] for s in task.samples]
-    summary = summarize(records, config)
+    summary = summarize(records, config, experiments)
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
     if plots:
         from .report.html import write_report
         from .report.plots import plot_run
 
-        plot_run(summary, run_dir)
-        write_report(run_dir, summary, records)
+        plot_run(summary, run_dir, experiments)
+        write_report(run_dir, summary, records, experiments)
     return AuditResult(summary=summary, run_dir=run_dir, records=records)
 
 
 def run_batch(
-    ctx: Context, samples: Sequence[Sample], baseline: System | None, on_stage: Callable[[str], object] | None = None
+    ctx: Context,
+    samples: Sequence[Sample],
+    baseline: System | None,
+    experiments: Sequence[Experiment],
+    on_stage: Callable[[str], object] | None = None,
 ) -> list[SampleRecord]:
     """Everything for a batch of samples, in a few batched backend calls per experiment.
     `on_stage` hears the name of each stage as it starts (for the progress bar)."""
@@ -118,13 +178,19 @@ def run_batch(
     if baseline is not None:
         stage(ctx.config.baseline)
         traces["baseline"] = baseline.run(samples)
-    fields: list[dict[str, list]] = [{} for _ in samples]
-    if ctx.subject.has_cot:
-        for name in ctx.config.experiments:
-            stage(name)
-            for acc, new in zip(fields, EXPERIMENT_FNS[name](ctx, samples, traces["subject"]), strict=True):
-                for key, values in new.items():
-                    acc.setdefault(key, []).extend(values)
+    results: list[dict[str, list]] = [{} for _ in samples]
+    for exp in experiments:
+        if exp.needs_cot and not ctx.subject.has_cot:
+            continue
+        stage(exp.name)
+        per_sample = exp.run(ctx, samples, traces["subject"])
+        if len(per_sample) != len(samples):
+            raise CotscopeError(f"experiment {exp.name!r} returned results for {len(per_sample)} of {len(samples)} samples")
+        for acc, got in zip(results, per_sample, strict=True):
+            bad = [type(r).__name__ for r in got if not isinstance(r, exp.Result)]
+            if bad:
+                raise CotscopeError(f"experiment {exp.name!r} returned {bad[0]}, not its result type {exp.Result.__name__}")
+            acc[exp.name] = list(got)
     records = []
     wall = (time.perf_counter() - start) / len(samples)
     for i, sample in enumerate(samples):
@@ -134,8 +200,8 @@ def run_batch(
                 sample=sample,
                 traces=tr,
                 correct={role: ctx.task.grade(t.answer, sample) for role, t in tr.items()},
+                results=results[i],
                 wall_s=wall,
-                **fields[i],
             )
         )
     return records

@@ -9,24 +9,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .audit import AuditResult, audit
+from . import stats
+from ._errors import CotscopeError
+from .audit import AuditResult, audit, check, make_config
 from .backends import Backend
 from .config import AuditConfig
-from .log import SampleRecord
-from .metrics.early_answering import area_over
-from .metrics.stats import Estimate, bootstrap_mean, paired_difference
-
-# metric -> (label, is a rate shown in percent)
-METRICS = {
-    "accuracy": ("accuracy", True),
-    "tokens": ("tokens generated per question", False),
-    "wall_s": ("wall time per question (s)", False),
-    "aoc": ("AOC, answer forced (early answering)", False),
-    "paraphrase_change": ("answer changes under paraphrase", True),
-    "filler_change": ("accuracy change, CoT -> filler", True),
-    "mistake_change": ("answer changes after a corrupted step", True),
-    "hint_switch": ("answer moves to a hint", True),
-}
+from .metrics import Metric
+from .stats import Estimate
+from .summary import run_metrics
 
 
 class SystemColumn(BaseModel):
@@ -41,32 +31,12 @@ class Comparison(BaseModel):
     """`compare.json`: every system on the same samples."""
 
     reference: str = Field(description="The system differences are taken against (the first given).")
+    labels: dict[str, tuple[str, bool]] = Field(default_factory=dict, description="Metric -> (label, shown in percent), in table order.")
     n_samples: int
     columns: list[SystemColumn]
     safety_tax: dict[str, Estimate] | None = Field(
         default=None, description="shoggoth-face minus cot: accuracy and tokens (when both ran)."
     )
-
-
-def per_sample(rec: SampleRecord) -> dict[str, float]:
-    """The per-sample values whose means the comparison reports (absent when not measured)."""
-    t = rec.traces["subject"]
-    out: dict[str, float] = {"accuracy": float(rec.correct["subject"]), "tokens": float(t.n_generated_tokens), "wall_s": rec.wall_s}
-    original = [p for p in rec.truncation or [] if p.source == "original"]
-    if original and original[-1].n > 0:
-        out["aoc"] = area_over([(p.fraction, float(p.forced_agrees)) for p in original])
-    para = [p for p in rec.truncation or [] if p.source == "paraphrase" and p.k == p.n and p.n > 0]
-    if para:
-        out["paraphrase_change"] = float(not para[0].forced_agrees)
-    filler = [s for s in rec.substitution or [] if s.source == "filler"]
-    if filler:
-        out["filler_change"] = float(filler[0].correct) - float(rec.correct["subject"])
-    if rec.mistakes:
-        out["mistake_change"] = sum(m.changed for m in rec.mistakes) / len(rec.mistakes)
-    eligible = [h for h in rec.hints or [] if h.eligible]
-    if eligible:
-        out["hint_switch"] = sum(h.switched for h in eligible) / len(eligible)
-    return out
 
 
 def compare(
@@ -88,28 +58,32 @@ def compare(
     """
     config = config or AuditConfig()
     out_dir = Path(out_dir)
+    if not systems:
+        raise CotscopeError("compare needs at least one system")
+    # Every system is checked before any runs: a bad last one fails in a second, not after the first audit.
+    configs = [make_config(config, system=spec, baseline="") for spec in systems]
+    plans = [check(cfg, backend=backend) for cfg in configs]
     results: list[AuditResult] = []
-    for spec in systems:
-        cfg = config.model_copy(update={"system": spec, "baseline": ""})
+    for spec, cfg in zip(systems, configs, strict=True):
         results.append(audit(cfg, out_dir / _dirname(spec), backend=backend, progress=progress))
-    est = lambda xs: bootstrap_mean(xs, seed=config.seed, n_boot=config.n_bootstrap)  # noqa: E731
-    values = [{r.sample.id: per_sample(r) for r in res.records} for res in results]
-    ref = values[0]
+    metrics = [m for m in run_metrics(plans[0].experiments) if m.compare]
+    ref = {r.sample.id: r for r in results[0].records}
     columns = []
-    for spec, res, vals in zip(systems, results, values, strict=True):
+    for spec, res in zip(systems, results, strict=True):
         col = SystemColumn(system=spec, run_dir=str(res.run_dir), values={})
-        for metric in METRICS:
-            xs = [v[metric] for v in vals.values() if metric in v]
-            if xs:
-                col.values[metric] = est(xs)
-            pairs = [(vals[i][metric], ref[i][metric]) for i in vals if metric in vals[i] and i in ref and metric in ref[i]]
-            if pairs and spec != systems[0]:
-                col.differences[metric] = paired_difference([a for a, _ in pairs], [b for _, b in pairs], seed=config.seed, n_boot=config.n_bootstrap)
+        for m in metrics:
+            if m.name in res.summary.metrics:
+                col.values[m.name] = res.summary.metrics[m.name]
+            if spec != systems[0]:
+                d = paired_difference(m, res.records, ref)
+                if d is not None:
+                    col.differences[m.name] = d
         roles = sorted({role for r in res.records for role in r.traces["subject"].tokens_by_role})
-        col.tokens_by_role = {role: est([r.traces["subject"].tokens_by_role.get(role, 0) for r in res.records]) for role in roles}
+        col.tokens_by_role = {role: stats.mean([r.traces["subject"].tokens_by_role.get(role, 0) for r in res.records]) for role in roles}
         columns.append(col)
-    comparison = Comparison(reference=systems[0], n_samples=len(results[0].records), columns=columns)
-    comparison.safety_tax = _safety_tax(systems, values, config)
+    labels = {m.name: (m.label.format(system="system", baseline="baseline"), m.percent) for m in metrics}
+    comparison = Comparison(reference=systems[0], labels=labels, n_samples=len(results[0].records), columns=columns)
+    comparison.safety_tax = _safety_tax(systems, results, metrics)
     (out_dir / "compare.json").write_text(comparison.model_dump_json(indent=2))
     plot_comparison(comparison, out_dir / "compare.png")
     from .report.html import write_comparison_report
@@ -118,17 +92,36 @@ def compare(
     return comparison
 
 
-def _safety_tax(systems: Sequence[str], values: list[dict], config: AuditConfig) -> dict[str, Estimate] | None:
+def paired_difference(metric: Metric, records, reference: dict) -> Estimate | None:
+    """This system minus the reference on one metric, paired over the samples both measured:
+    Newcombe's paired interval for 0/1 outcomes, t on the per-sample differences otherwise."""
+    pairs = []
+    for rec in records:
+        other = reference.get(rec.sample.id)
+        a = metric.per_sample(rec)
+        b = metric.per_sample(other) if other is not None else None
+        if a is not None and b is not None:
+            pairs.append((a, b))
+    if not pairs:
+        return None
+    if metric.kind == "rate" and all(v in (0.0, 1.0) for p in pairs for v in p):
+        return stats.paired_rate_difference([a for a, _ in pairs], [b for _, b in pairs])
+    return stats.mean([a - b for a, b in pairs])
+
+
+def _safety_tax(systems: Sequence[str], results: list[AuditResult], metrics: list[Metric]) -> dict[str, Estimate] | None:
     names = [s.split("?")[0] for s in systems]
     if "cot" not in names or "shoggoth-face" not in names:
         return None
-    cot, sf = values[names.index("cot")], values[names.index("shoggoth-face")]
-    ids = [i for i in sf if i in cot]
-    kw = dict(seed=config.seed, n_boot=config.n_bootstrap)
+    cot = {r.sample.id: r for r in results[names.index("cot")].records}
+    sf = results[names.index("shoggoth-face")].records
+    by = {m.name: m for m in metrics}
+    pairs = [(r, cot[r.sample.id]) for r in sf if r.sample.id in cot]
+    tokens = lambda r: float(r.traces["subject"].n_generated_tokens)  # noqa: E731
     return {
-        "accuracy": paired_difference([sf[i]["accuracy"] for i in ids], [cot[i]["accuracy"] for i in ids], **kw),
-        "tokens": paired_difference([sf[i]["tokens"] for i in ids], [cot[i]["tokens"] for i in ids], **kw),
-        "token_ratio": bootstrap_mean([sf[i]["tokens"] / max(cot[i]["tokens"], 1.0) for i in ids], **kw),
+        "accuracy": paired_difference(by["accuracy/subject"], [a for a, _ in pairs], cot),
+        "tokens": stats.mean([tokens(a) - tokens(b) for a, b in pairs]),
+        "token_ratio": stats.mean([tokens(a) / max(tokens(b), 1.0) for a, b in pairs]),
     }
 
 
@@ -136,7 +129,7 @@ def render_comparison(c: Comparison) -> str:
     names = [col.system for col in c.columns]
     width = max(len(n) for n in names) + 2
     lines = [f"cotscope compare · n={c.n_samples} · differences are paired, against {c.reference}", ""]
-    for metric, (label, pct) in METRICS.items():
+    for metric, (label, pct) in c.labels.items():
         if not any(metric in col.values for col in c.columns):
             continue
         lines.append(f"  {label}")
@@ -171,10 +164,10 @@ def plot_comparison(c: Comparison, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [m for m in METRICS if any(m in col.values for col in c.columns)]
+    shown = [m for m in c.labels if any(m in col.values for col in c.columns)]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4), squeeze=False)
     for ax, metric in zip(axes[0], shown, strict=True):
-        label, pct = METRICS[metric]
+        label, pct = c.labels[metric]
         scale = 100 if pct else 1
         cols = [col for col in c.columns if metric in col.values]
         vals = [col.values[metric].value * scale for col in cols]
@@ -184,7 +177,7 @@ def plot_comparison(c: Comparison, path: Path) -> Path:
         ax.set_xticks(range(len(cols)), [col.system.split("?")[0] for col in cols], rotation=30, ha="right", fontsize=8)
         ax.set_title(label + (" (%)" if pct else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Systems side by side (n={c.n_samples}, 95% bootstrap CI)", fontsize=10)
+    fig.suptitle(f"Systems side by side (n={c.n_samples}, 95% CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

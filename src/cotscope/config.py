@@ -3,11 +3,14 @@ the whole config is written into every run directory."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MODEL = "smollm2-135m"
-EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint")
-HINT_KINDS = ("authority", "metadata", "always-a")
+DEFAULT_EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint")
+ROLES = ("rewriter", "judge", "reference", "paraphraser")
+CONFIG_VERSION = 2
 
 
 class AuditConfig(BaseModel):
@@ -17,43 +20,72 @@ class AuditConfig(BaseModel):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description="Backend spec: smollm2-135m (embedded), hf/<id-or-path>, gguf/<file>, openai/<model>@<url>, mock.",
+        description="Backend spec: smollm2-135m (embedded), hf/<id-or-path>, gguf/<file>, openai/<model>@<url>, organism/<name>, mock.",
     )
-    system: str = Field("cot", description="System under audit (a registered system name).")
+    system: str = Field("cot", description="System under audit: a registered name with ?options, or package.module:Class.")
     baseline: str = Field("direct", description="System compared against on the same samples ('' for none).")
     task: str = Field(
-        "arithmetic", description="Task: arithmetic, jsonl:<path>, gsm8k, arc-challenge, aqua-rat, mmlu."
+        "arithmetic", description="Task: arithmetic, chain, jsonl:<path>, gsm8k, arc-challenge, aqua-rat, mmlu, or package.module:function."
     )
     task_args: dict[str, str] = Field(
         default_factory=dict,
         description="Task arguments as key=value (arithmetic: n_ops=1 max_value=20 ops=+- choices=0; hub tasks: path=<local file> split=<split>).",
     )
-    n_samples: int = Field(20, ge=1, description="Number of samples taken from the task.")
-    seed: int = Field(0, description="Seed for task generation, sampling and bootstrap resampling.")
+    n_samples: int = Field(
+        20, ge=1,
+        description="Samples taken from the task. A rate from n samples has a 95 percent CI about 2/sqrt(n) wide at 50 percent "
+        "(n=20: about +-20 points; n=100: +-10); the report gives the effect each number could detect and the n a smaller one needs.",
+    )
+    seed: int = Field(0, description="Seed for task generation and sampling.")
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature for reasoning; 0 is greedy.")
     max_new_tokens: int = Field(160, ge=1, description="Token budget of a chain of thought.")
     continue_max_new_tokens: int = Field(
         48, ge=1, description="Token budget when the system continues from a truncated or edited CoT."
     )
-    experiments: tuple[str, ...] = Field(EXPERIMENTS, description=f"Experiments to run, from: {', '.join(EXPERIMENTS)}.")
-    mistake_positions: int = Field(
-        3, ge=0, description="Steps corrupted per sample, spread from first to last (0: every step)."
+    experiments: tuple[str, ...] = Field(
+        DEFAULT_EXPERIMENTS,
+        description="Experiments to run: registered names or package.module:Class, comma-separated.",
     )
-    rewriter_model: str = Field(
-        "",
-        description="Backend spec of the model that summarizes, paraphrases and writes mistakes ('' = the subject's), "
-        "or 'chain' for the organisms' task-aware paraphraser.",
+    experiment_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Options per experiment, as experiment.option=value."
     )
-    judge_model: str = Field("", description="Backend spec of an LLM judge of hint verbalization ('' = rule-based only).")
-    hint_kinds: tuple[str, ...] = Field(
-        HINT_KINDS, description=f"Hints to try, from: {', '.join(HINT_KINDS)} (always-a only on multiple choice)."
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description="Model per role, as role=spec: rewriter (summaries, paraphrases, mistakes; 'chain' for the "
+        "organisms' paraphraser), judge (LLM judge of hint verbalization), reference, paraphraser. Default: the subject's model, no judge.",
     )
-    curve_bins: int = Field(10, ge=1, description="Points on the %-of-CoT axis of every curve, minus one.")
-    n_bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples per confidence interval.")
+    curve_bins: int = Field(10, ge=1, description="Points on the percent-of-CoT axis of every curve, minus one.")
     samples_per_flush: int = Field(
-        8, ge=1, description="Samples processed together (one batched call each) before being written to disk."
+        8, ge=1, description="Most samples processed together (one batched call each) before being written to disk."
     )
+    flush_seconds: float = Field(
+        60.0, gt=0, description="Batches shrink so that one takes about this long: a kill loses at most about this much work."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Read configs of version 1 (rewriter_model, judge_model, mistake_positions, hint_kinds, n_bootstrap)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        roles = dict(data.get("roles") or {})
+        options = {k: dict(v) for k, v in (data.get("experiment_options") or {}).items()}
+        if rm := data.pop("rewriter_model", ""):
+            roles["rewriter"] = rm
+        if jm := data.pop("judge_model", ""):
+            roles["judge"] = jm
+        if (mp := data.pop("mistake_positions", 3)) != 3:
+            options.setdefault("mistake", {})["positions"] = mp
+        if (hk := tuple(data.pop("hint_kinds", ("authority", "metadata", "always-a")))) != ("authority", "metadata", "always-a"):
+            options.setdefault("hint", {})["kinds"] = list(hk)
+        data.pop("n_bootstrap", None)
+        if roles:
+            data["roles"] = roles
+        if options:
+            data["experiment_options"] = options
+        return data
 
     def identity(self) -> dict:
         """The fields that decide results; a run directory may be resumed only under the same."""
-        return self.model_dump(exclude={"samples_per_flush", "n_bootstrap", "curve_bins"})
+        return self.model_dump(exclude={"samples_per_flush", "flush_seconds", "curve_bins"})

@@ -1,4 +1,5 @@
-"""Reasoning as structured data: a trace is a question, a list of steps and an answer.
+"""Reasoning as structured data: a trace is a question, a list of steps and an answer, and
+the conversation that produced them (messages, including tool calls and their results).
 
 Interventions edit `Trace.steps`; they never regex-mangle the raw text.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # A sentence ends at ., ! or ? followed by whitespace and a capital, digit or opening
 # bracket; a decimal point ("3.5") or an abbreviation followed by lowercase does not end one.
@@ -22,6 +23,61 @@ class Step(BaseModel):
 
     text: str = Field(description="The chunk's text, without the separator that followed it.")
     n_tokens: int = Field(description="Number of tokens of `text` under the subject's tokenizer.")
+
+
+class Sample(BaseModel):
+    """One question of a task."""
+
+    id: str = Field(description="Stable identifier, unique within the task.")
+    question: str = Field(description="The question text, without choices.")
+    answer: str = Field(description="Gold answer: a number for numeric tasks, a letter for multiple choice.")
+    choices: list[str] | None = Field(default=None, description="Answer options, lettered A, B, ... in order.")
+    meta: dict[str, str | int | float] = Field(default_factory=dict, description="Task-specific extras.")
+
+
+class ToolCall(BaseModel):
+    """A call an assistant message makes to a tool. Its arguments are data: never executed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="Identifier that the tool's result message refers to.")
+    name: str = Field(description="The tool called.")
+    arguments: str = Field(default="", description="The arguments as the model wrote them (JSON text, usually).")
+
+
+class Message(BaseModel):
+    """One turn of a conversation: system, user, assistant (maybe with tool calls) or tool."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str = Field(description="'system', 'user', 'assistant' or 'tool'.")
+    content: str = Field(default="", description="The text of the turn.")
+    tool_calls: tuple[ToolCall, ...] = Field(default=(), description="Calls an assistant turn makes.")
+    tool_call_id: str | None = Field(default=None, description="For a tool turn: the call it answers.")
+    error: str | None = Field(default=None, description="For a tool turn: why the call failed, when it did.")
+
+    def __init__(self, role: str | None = None, content: str = "", /, **data) -> None:
+        if role is not None:
+            data["role"] = role
+        super().__init__(content=data.pop("content", content), **data)
+
+
+class Answer(BaseModel):
+    """A forced answer given a CoT."""
+
+    answer: str | None = Field(description="Parsed answer, None if none parsed.")
+    answer_error: str | None = Field(default=None, description="Why parsing failed.")
+    text: str = Field(default="", description="Raw answer text, or the top choice when scored.")
+    n_tokens: int = Field(default=0, description="Tokens generated for the answer (0 when scored).")
+    choice_logprobs: dict[str, float] | None = Field(default=None, description="Log-probability per choice letter, when scored.")
+
+
+class Continuation(BaseModel):
+    """What a system did when handed a CoT prefix and left to go on."""
+
+    text: str = Field(description="The reasoning it added.")
+    n_tokens: int = Field(description="Tokens it spent before answering.")
+    answer: Answer
 
 
 class Trace(BaseModel):
@@ -40,6 +96,9 @@ class Trace(BaseModel):
     tokens_by_role: dict[str, int] = Field(default_factory=dict, description="Tokens generated per role.")
     hidden_steps: list[Step] | None = Field(default=None, description="The reasoner's own wording, when a rewriter changed it (shoggoth-face).")
     meta: dict[str, str | int | float] = Field(default_factory=dict, description="System-specific details (e.g. best-of-n votes).")
+    messages: list[Message] = Field(
+        default_factory=list, description="The conversation beside the steps: tool calls and tool results included (agents)."
+    )
 
     @property
     def cot_text(self) -> str:

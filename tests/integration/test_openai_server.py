@@ -62,11 +62,11 @@ def test_generate_score_and_count(server):
 
 
 def test_audit_through_the_server(server, tmp_path):
-    cfg = AuditConfig(model=f"openai/smollm2@{server['url']}", n_samples=2, max_new_tokens=40, continue_max_new_tokens=10, n_bootstrap=200)
+    cfg = AuditConfig(model=f"openai/smollm2@{server['url']}", n_samples=2, max_new_tokens=40, continue_max_new_tokens=10)
     result = audit(cfg, tmp_path, progress=False, plots=False)
-    assert result.summary.n_samples == 2 and "original" in result.summary.truncation
+    assert result.summary.n_samples == 2 and "truncate" in result.summary.experiments
     assert all(
-        [p for p in rec.truncation if p.source == "original"][-1].forced_agrees
+        rec.results["truncate"][-1].forced_agrees
         for rec in result.records
         if rec.traces["subject"].answer
     )

@@ -40,23 +40,23 @@ def test_score_matches_a_plain_forward_pass(backend):
 
 
 def test_tiny_audit_end_to_end(tmp_path):
-    cfg = AuditConfig(n_samples=2, max_new_tokens=48, continue_max_new_tokens=12, n_bootstrap=200)
+    cfg = AuditConfig(n_samples=2, max_new_tokens=48, continue_max_new_tokens=12)
     result = audit(cfg, tmp_path, progress=False)
-    t = result.summary.truncation["original"]
+    t = result.summary.experiments["truncate"]
     assert result.summary.n_samples == 2
     for rec in result.records:
         steps = rec.traces["subject"].steps
-        original = [p for p in rec.truncation if p.source == "original"]
+        original = rec.results["truncate"]
         assert [p.k for p in original] == list(range(len(steps) + 1))
         assert original[-1].forced.answer == rec.traces["subject"].answer  # same cue, greedy
     assert t.curve[-1].values["agreement"].value == 1.0
-    assert (tmp_path / "truncation.png").stat().st_size > 10_000
+    assert (tmp_path / "truncate.png").stat().st_size > 10_000
 
 
 def test_multiple_choice_forced_by_log_probability(tmp_path):
-    cfg = AuditConfig(task_args={"choices": "4"}, n_samples=1, max_new_tokens=32, continue_max_new_tokens=8, n_bootstrap=200)
+    cfg = AuditConfig(task_args={"choices": "4"}, n_samples=1, max_new_tokens=32, continue_max_new_tokens=8)
     rec = audit(cfg, tmp_path, progress=False, plots=False).records[0]
-    for p in rec.truncation:  # every source, every k
+    for p in [p for src in ("truncate", "summary", "paraphrase") for p in rec.results[src]]:  # every source, every k
         probs = p.forced.choice_logprobs
         assert set(probs) == set("ABCD")
         assert sum(math.exp(v) for v in probs.values()) == pytest.approx(1.0)

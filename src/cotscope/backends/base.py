@@ -6,11 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
+from ..trace import Message
 
 
 @dataclass(frozen=True)

@@ -298,23 +298,51 @@ def _eos_ids(model, tok) -> set[int]:
     return ids
 
 
-@register_backend("hf")
+def _check_hf(rest: str, opts: dict[str, str]) -> None:
+    """A local directory, or a hub id: offline, one that is already in the local cache."""
+    _check_opts(rest, opts)
+    if not rest:
+        raise CotscopeError("hf/ needs a hub id or a local path, e.g. hf/HuggingFaceTB/SmolLM2-135M-Instruct")
+    if Path(rest).exists():
+        if not (Path(rest) / "config.json").is_file():
+            raise CotscopeError(f"hf/{rest}: {rest} is not a model directory (no config.json)")
+        return
+    if rest.count("/") > 1 or rest.startswith((".", "/", "~")):
+        raise CotscopeError(f"hf/{rest}: no such directory, and not a hub id (<org>/<name>)")
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        hub = require("huggingface_hub", "hf")
+        if not isinstance(hub.try_to_load_from_cache(rest, "config.json"), str):
+            raise CotscopeError(f"hf/{rest}: not in the local hub cache and HF_HUB_OFFLINE is set; download it first or give a local path")
+
+
+def _check_gguf(rest: str, opts: dict[str, str]) -> None:
+    _check_opts(rest, opts)
+    if not Path(rest).is_file():
+        raise CotscopeError(f"GGUF file not found: {rest!r}")
+
+
+def _check_opts(rest: str, opts: dict[str, str]) -> None:
+    unknown = set(opts) - {"dtype", "device", "batch_size", "prefix_cache"}
+    if unknown:
+        raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: dtype, device, batch_size, prefix_cache")
+    if "batch_size" in opts and not opts["batch_size"].isdigit():
+        raise CotscopeError(f"option batch_size={opts['batch_size']!r} for {rest!r}: expected a positive integer")
+    if opts.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
+        raise CotscopeError(f"option dtype={opts['dtype']!r} for {rest!r}: expected float32, float16 or bfloat16")
+
+
+@register_backend("hf", check=_check_hf)
 def _make_hf(rest: str, opts: dict[str, str]) -> Backend:
     if not rest:
         raise CotscopeError("hf/ needs a hub id or a local path, e.g. hf/HuggingFaceTB/SmolLM2-135M-Instruct")
     return HFBackend.load(rest, opts=opts)
 
 
-@register_backend("gguf")
+@register_backend("gguf", check=_check_gguf)
 def _make_gguf(rest: str, opts: dict[str, str]) -> Backend:
     path = Path(rest)
     if not path.is_file():
         raise CotscopeError(f"GGUF file not found: {rest!r}")
     return HFBackend.load(str(path.parent), gguf_file=path.name, opts=opts)
-
-
-@register_backend("organism")
-def _make_organism(rest: str, opts: dict[str, str]) -> Backend:
-    from ..organisms.checkpoints import checkpoint_dir
-
-    return HFBackend.load(str(checkpoint_dir(rest)), opts=opts)

@@ -131,9 +131,19 @@ def load_rules(path: str) -> list[tuple[str, str]]:
     return rules
 
 
-@register_backend("mock")
-def _make_mock(rest: str, opts: dict[str, str]) -> Backend:
+def _check_mock(rest: str, opts: dict[str, str]) -> None:
     unknown = set(opts) - {"delay", "log"}
     if unknown:
         raise CotscopeError(f"unknown options for mock: {sorted(unknown)}; known: delay, log")
+    try:
+        float(opts.get("delay", 0))
+    except ValueError:
+        raise CotscopeError(f"mock: option delay={opts['delay']!r}: expected a number of seconds") from None
+    if rest and not Path(rest).is_file():
+        raise CotscopeError(f"mock rules file not found: {rest}")
+
+
+@register_backend("mock", check=_check_mock)
+def _make_mock(rest: str, opts: dict[str, str]) -> Backend:
+    _check_mock(rest, opts)
     return MockBackend(rules=load_rules(rest) if rest else (), delay=float(opts.get("delay", 0)), log=opts.get("log"))

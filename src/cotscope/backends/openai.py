@@ -269,9 +269,14 @@ def _load_tokenizer(source: str):
     return transformers.AutoTokenizer.from_pretrained(source)
 
 
-@register_backend("openai")
-def _make_openai(rest: str, opts: dict[str, str]) -> Backend:
+def _check_openai(rest: str, opts: dict[str, str]) -> None:
     model, sep, url = rest.partition("@")
-    if not sep or not model or not url.startswith(("http://", "https://")):
+    if not sep or not model or not all(u.startswith(("http://", "https://")) for u in url.split(",")):
         raise CotscopeError(f"openai backend wants openai/<model>@<base-url>, e.g. openai/qwen@http://127.0.0.1:8000/v1; got {rest!r}")
+
+
+@register_backend("openai", check=_check_openai)
+def _make_openai(rest: str, opts: dict[str, str]) -> Backend:
+    _check_openai(rest, opts)
+    model, _, url = rest.partition("@")
     return OpenAIBackend(model, url, opts)

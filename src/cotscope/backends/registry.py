@@ -1,27 +1,47 @@
 """Backends chosen by string: ``mock``, ``hf/<id-or-path>``, ``gguf/<path>``,
-``openai/<model>@<base-url>`` and short names such as ``smollm2-135m``.
+``openai/<model>@<base-url>``, ``organism/<name>``, short names such as ``smollm2-135m``, and
+a user's provider by import path (``mypkg.mod:factory/<rest>``).
 
 Options follow a ``?``: ``hf/HuggingFaceTB/SmolLM2-135M-Instruct?dtype=float32&batch_size=8``.
+A provider module registers its factory when imported; the built-in ones are imported only
+when one of their specs is used, so naming a backend loads no heavy library.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from .._errors import CotscopeError
-from .._registry import Registry
+from .._registry import Registry, is_import_path
 from .base import Backend
 
 BackendFactory = Callable[[str, dict[str, str]], Backend]
-_REGISTRY = Registry()
-# Short names that expand to a full spec.
+# What a spec must satisfy before any weights load: raises CotscopeError, returns nothing.
+BackendCheck = Callable[[str, dict[str, str]], None]
+_REGISTRY = Registry(
+    "model",
+    builtins={
+        "mock": "cotscope.backends.mock",
+        "hf": "cotscope.backends.hf",
+        "gguf": "cotscope.backends.hf",
+        "openai": "cotscope.backends.openai",
+        "organism": "cotscope.organisms.backend",
+    },
+)
+_CHECKS: dict[str, BackendCheck] = {}
+# Short names that expand to a full spec, and the module that defines each.
 ALIASES: dict[str, Callable[[], str]] = {}
+_ALIAS_MODULES = {"smollm2-135m": "cotscope.backends.hf"}
 _CACHE: dict[str, Backend] = {}
 
 
-def register_backend(prefix: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a factory for specs ``<prefix>`` or ``<prefix>/<rest>``."""
+def register_backend(prefix: str, check: BackendCheck | None = None) -> Callable[[BackendFactory], BackendFactory]:
+    """Register a factory for specs ``<prefix>`` or ``<prefix>/<rest>``, and optionally a
+    cheap check of a spec (a file exists, a URL is well formed) that runs before any loading."""
+    if check is not None:
+        _CHECKS[prefix] = check
     return _REGISTRY.register(prefix)
 
 
@@ -38,9 +58,40 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 def resolve_alias(spec: str) -> str:
     body, sep, query = spec.partition("?")
+    if body in _ALIAS_MODULES and body not in ALIASES:
+        importlib.import_module(_ALIAS_MODULES[body])
     if body in ALIASES:
         return ALIASES[body]() + (sep + query if sep else "")
     return spec
+
+
+def _factory(spec: str) -> tuple[BackendFactory, str, str, dict[str, str]]:
+    if not spec or not spec.strip():
+        raise CotscopeError("empty model spec; known forms are " + _known())
+    full = resolve_alias(spec)
+    prefix, rest, opts = parse_spec(full)
+    if prefix in _REGISTRY.names():
+        return _REGISTRY.lookup(prefix), full, rest, opts
+    if is_import_path(prefix):
+        factory = _REGISTRY.lookup(prefix)
+        if not callable(factory):
+            raise CotscopeError(f"model provider {prefix!r} is not callable")
+        return factory, full, rest, opts
+    raise CotscopeError(f"unknown model {spec!r}: known forms are {_known()}")
+
+
+def check_backend(spec: str) -> str:
+    """Check a spec without loading a model: its provider exists, its file or checkpoint is
+    there, its options parse. Returns the spec with aliases resolved.
+
+    Raises:
+        CotscopeError: naming the spec and what is wrong with it.
+    """
+    _, full, rest, opts = _factory(spec)
+    prefix = parse_spec(full)[0]
+    if prefix in _CHECKS:
+        _CHECKS[prefix](rest, opts)
+    return full
 
 
 def get_backend(spec: str, *, cache: bool = True) -> Backend:
@@ -49,26 +100,21 @@ def get_backend(spec: str, *, cache: bool = True) -> Backend:
     Raises:
         CotscopeError: for an unknown prefix, listing the known ones.
     """
-    _ensure_builtins()
-    full = resolve_alias(spec)
+    factory, full, rest, opts = _factory(spec)
     if cache and full in _CACHE:
         return _CACHE[full]
-    prefix, rest, opts = parse_spec(full)
-    if prefix not in _REGISTRY:
-        known = ", ".join(sorted([f"{p}/..." if p != "mock" else p for p in _REGISTRY] + list(ALIASES)))
-        raise CotscopeError(f"unknown model {spec!r}: known forms are {known}")
-    backend = _REGISTRY[prefix](rest, opts)
+    backend = factory(rest, opts)
+    if not isinstance(backend, Backend):
+        raise CotscopeError(f"model provider for {spec!r} returned {type(backend).__name__}, not a cotscope Backend")
     backend.spec = full
     if cache:
         _CACHE[full] = backend
     return backend
 
 
+def _known() -> str:
+    return ", ".join(sorted([f"{p}/..." if p != "mock" else p for p in _REGISTRY.names()] + list(_ALIAS_MODULES)))
+
+
 def list_backends() -> list[str]:
-    _ensure_builtins()
-    return sorted(_REGISTRY) + sorted(ALIASES)
-
-
-def _ensure_builtins() -> None:
-    # Importing the modules registers them; heavy libraries load only when a backend is built.
-    from . import hf, mock, openai  # noqa: F401
+    return _REGISTRY.names() + sorted(_ALIAS_MODULES)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .._errors import CotscopeError
 from ..config import AuditConfig
@@ -17,18 +19,56 @@ def _kv(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _option(text: str) -> tuple[str, str, str]:
+    key, sep, value = text.partition("=")
+    exp, dot, field = key.partition(".")
+    if not sep or not dot or not exp or not field:
+        raise argparse.ArgumentTypeError(f"want experiment.option=value, got {text!r}")
+    return exp, field, value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("want at least one name")
+    return names
+
+
+def _help(text: str) -> str:
+    """Help text safe for argparse, which formats it with %."""
+    return text.replace("%", "%%")
+
+
 def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per config field, typed by the field; experiment options as --option, and as
+    --<experiment>-<option> for the built-in experiments; model roles as --role."""
     for name, field in AuditConfig.model_fields.items():
         if name in skip:
             continue
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (default: {field.get_default(call_default_factory=True)})"
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_text = _help(f"{field.description} (default: {shown if shown not in ({}, '') else 'none'})")
         if name == "task_args":
             parser.add_argument("--task-arg", dest="task_args", action="append", type=_kv, metavar="KEY=VALUE", help=help_text)
-        elif name in ("experiments", "hint_kinds"):
-            parser.add_argument(flag, type=lambda s: tuple(x for x in s.split(",") if x), help=help_text)
+        elif name == "roles":
+            parser.add_argument("--role", dest="roles", action="append", type=_kv, metavar="ROLE=MODEL", help=help_text)
+        elif name == "experiment_options":
+            parser.add_argument("--option", dest="experiment_options", action="append", type=_option, metavar="EXPERIMENT.OPTION=VALUE", help=help_text)
+        elif name == "experiments":
+            parser.add_argument(flag, type=_names, metavar="NAMES", help=help_text)
         else:
-            parser.add_argument(flag, dest=name, type=type(field.get_default()), help=help_text, metavar=name.upper())
+            parser.add_argument(flag, dest=name, type=type(default), help=help_text, metavar=name.upper())
+    from ..experiments import EXPERIMENTS
+
+    for exp_name, cls in EXPERIMENTS.load_all():
+        for opt, f in cls.Options.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            shown = ",".join(default) if isinstance(default, tuple) else default
+            parser.add_argument(
+                f"--{exp_name}-{opt}".replace("_", "-"), dest=f"opt__{exp_name}__{opt}", metavar="VALUE",
+                help=_help(f"{f.description} (experiment {exp_name}; default: {shown}; same as --option {exp_name}.{opt}=VALUE)"),
+            )
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
@@ -74,49 +114,71 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "list":
-            from ..backends import list_backends
-            from ..systems import list_systems
-            from ..tasks import list_tasks
-
-            print("backends:", ", ".join(list_backends()))
-            print("systems: ", ", ".join(list_systems()))
-            print("tasks:   ", ", ".join(list_tasks()))
-            return 0
-        if args.command == "compare":
-            return _compare(args)
-        if args.command == "serve":
-            from ..serve import serve
-
-            serve(args.system, args.model, kind=args.kind, host=args.host, port=args.port,
-                  max_prompt_chars=args.max_prompt_chars, max_tokens_limit=args.max_tokens_limit)
-            return 0
-        if args.command == "organisms":
-            return _organisms(args)
-        if args.command == "report":
-            from ..report.html import write_report
-
-            print(write_report(args.run_dir))
-            return 0
-        return _audit(args)
+        return _run(args)
     except CotscopeError as exc:
         print(f"cotscope: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cotscope: interrupted; finished samples are saved, run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cotscope ... | head`): nothing more to say to it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Dispatch one subcommand."""
+    if args.command == "list":
+        from ..backends import list_backends
+        from ..experiments import EXPERIMENTS
+        from ..metrics import METRICS
+        from ..systems import list_systems
+        from ..tasks import list_tasks
+
+        print("backends:   ", ", ".join(list_backends()))
+        print("systems:    ", ", ".join(list_systems()))
+        print("tasks:      ", ", ".join(list_tasks()))
+        print("experiments:", ", ".join(EXPERIMENTS.names()))
+        print("metrics:    ", ", ".join(sorted(METRICS)), "(and each experiment's own)")
+        return 0
+    if args.command == "compare":
+        return _compare(args)
+    if args.command == "serve":
+        from ..serve import serve
+
+        serve(args.system, args.model, kind=args.kind, host=args.host, port=args.port,
+              max_prompt_chars=args.max_prompt_chars, max_tokens_limit=args.max_tokens_limit)
+        return 0
+    if args.command == "organisms":
+        return _organisms(args)
+    if args.command == "report":
+        from ..report.html import write_report
+
+        print(write_report(args.run_dir))
+        return 0
+    return _audit(args)
 
 
 def _config(args: argparse.Namespace) -> AuditConfig:
-    from pydantic import ValidationError
+    from ..audit import make_config
 
     given = {k: v for k, v in vars(args).items() if k in AuditConfig.model_fields and v is not None}
     if "task_args" in given:
         given["task_args"] = dict(given["task_args"])
-    try:
-        return AuditConfig(**given)
-    except ValidationError as exc:
-        raise CotscopeError(f"bad option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+    if "roles" in given:
+        given["roles"] = dict(given["roles"])
+    options: dict[str, dict[str, str]] = {}
+    for exp, field, value in given.pop("experiment_options", None) or []:
+        options.setdefault(exp, {})[field] = value
+    for key, value in vars(args).items():
+        if key.startswith("opt__") and value is not None:
+            _, exp, field = key.split("__", 2)
+            options.setdefault(exp, {})[field] = value
+    if options:
+        given["experiment_options"] = options
+    return make_config(None, **given)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -133,6 +195,8 @@ def _audit(args: argparse.Namespace) -> int:
     from ..report.table import render_table
 
     config = _config(args)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CotscopeError(f"--out {args.out}: is an existing file; give a directory")
     result = audit(config, args.out, progress=not args.no_progress)
     print(render_table(result.summary))
     print(f"\nrun directory: {result.run_dir}  (summary.json, samples.jsonl, *.png)")

@@ -1,6 +1,25 @@
-"""Experiments run by the audit; each fills its part of the sample records."""
+"""Experiments: one plug-in each (see `Experiment`); the built-in ones load on first use."""
 
-from . import hints, mistakes, substitution, truncation  # noqa: F401 - registration
-from .base import EXPERIMENTS, Context, register_experiment
+from .base import (
+    DEFAULT_EXPERIMENTS,
+    EXPERIMENTS,
+    Context,
+    Experiment,
+    NoOptions,
+    experiment_class,
+    get_experiments,
+    register_experiment,
+    same_answer,
+)
 
-__all__ = ["EXPERIMENTS", "Context", "register_experiment"]
+__all__ = [
+    "DEFAULT_EXPERIMENTS",
+    "EXPERIMENTS",
+    "Context",
+    "Experiment",
+    "NoOptions",
+    "experiment_class",
+    "get_experiments",
+    "register_experiment",
+    "same_answer",
+]

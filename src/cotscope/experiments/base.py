@@ -1,40 +1,167 @@
-"""Experiments: each takes a batch of samples with their traces and fills its part of
-their records, through the generic `reask` loop. Registered by name, chosen with
-``--experiments``."""
+"""An experiment is one plug-in: it declares its name, its options, what it runs on a batch of
+samples, the typed results it stores, its metrics, its plot and its report fragment, all in
+one class. Nothing else in cotscope names an experiment: the audit, the summary, the plots,
+the HTML report, ``compare`` and ``organisms validate`` iterate the registry.
+
+A user's experiment lives in their own file and is chosen by import path:
+``cotscope audit --experiments truncate,myexp:Reversal``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .._errors import CotscopeError
 from .._registry import Registry
 from ..backends import Backend
 from ..config import AuditConfig
-from ..interventions import Rewriter
+from ..metrics import Metric
+from ..records import SampleRecord
 from ..systems import System
+from ..systems.rewriter import Rewriter
 from ..tasks import Sample, Task
 from ..trace import Trace
 
 
+class NoOptions(BaseModel):
+    """An experiment without options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 @dataclass
 class Context:
-    """What every experiment may use."""
+    """What every experiment may use: the config, the task, the system under audit, the
+    rewriter, and every model role that was given (``judge``, ``reference``, ...)."""
 
     config: AuditConfig
     task: Task
     subject: System
     rewriter: Rewriter
-    judge: Backend | None = None
+    models: dict[str, Backend] = field(default_factory=dict)
+
+    @property
+    def judge(self) -> Backend | None:
+        return self.models.get("judge")
 
 
-# An experiment returns, per sample, record fields to add (lists are extended).
-Experiment = Callable[[Context, Sequence[Sample], Sequence[Trace]], list[dict[str, list[Any]]]]
-EXPERIMENTS = Registry()
+class Experiment:
+    """Base class of experiment plug-ins. Subclasses set the class attributes and `run`.
+
+    Attributes:
+        name: The key of its results in every record and of its options.
+        title: Heading of its plot and report section.
+        Result: The pydantic type of one result; records are validated against it.
+        Options: Its options, a pydantic model; the CLI takes them as ``--option name.field=value``.
+        report: A Jinja2 fragment shown in each sample's drill-down; it sees ``results`` (this
+            sample's results), ``record``, ``trace`` and ``exp``. Empty: a generic table.
+        needs_cot: Runs only on systems that write a CoT.
+        roles: Model roles it uses when given (``--role judge=...``), besides the rewriter.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    Result: ClassVar[type[BaseModel]]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    report: ClassVar[str] = ""
+    needs_cot: ClassVar[bool] = True
+    roles: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: BaseModel | dict[str, Any] | None = None) -> None:
+        if isinstance(options, BaseModel):
+            self.options = options
+        else:
+            given = dict(options or {})
+            for key, value in given.items():
+                f = self.Options.model_fields.get(key)
+                # A list option given on the command line as text: comma-separated.
+                if f is not None and isinstance(value, str) and typing.get_origin(f.annotation) in (tuple, list):
+                    given[key] = [v for v in value.split(",") if v]
+            try:
+                self.options = self.Options.model_validate(given)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise CotscopeError(f"bad option for experiment {self.name!r}: {where}: {err['msg']}") from exc
+
+    def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[BaseModel]]:
+        """Per sample, in order, the list of results (of type `Result`)."""
+        raise NotImplementedError
+
+    def metrics(self) -> list[Metric]:
+        """The numbers this experiment reports."""
+        return []
+
+    def summarize(self, records: Sequence[SampleRecord], config: AuditConfig) -> BaseModel | None:
+        """Structured numbers beyond single metrics (curves), stored in the summary under its name."""
+        return None
+
+    def plot(self, summary: Any) -> Any:
+        """A matplotlib figure for the report (None for none). Default: its metrics as bars."""
+        from ._plots import metric_bars
+
+        return metric_bars(self, summary)
+
+    def results(self, rec: SampleRecord) -> list[Any]:
+        """This experiment's typed results in a record ([] when it did not run there)."""
+        raw = rec.results.get(self.name) or []
+        return [r if isinstance(r, self.Result) else self.Result.model_validate(r) for r in raw]
 
 
-def register_experiment(name: str) -> Callable[[Experiment], Experiment]:
-    return EXPERIMENTS.register(name)
+EXPERIMENTS = Registry(
+    "experiment",
+    builtins={
+        "truncate": "cotscope.experiments.truncation",
+        "summary": "cotscope.experiments.truncation",
+        "paraphrase": "cotscope.experiments.truncation",
+        "filler": "cotscope.experiments.substitution",
+        "mistake": "cotscope.experiments.mistakes",
+        "hint": "cotscope.experiments.hints",
+    },
+)
+DEFAULT_EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint")
+
+
+def register_experiment(cls: type[Experiment]) -> type[Experiment]:
+    """Class decorator: register an experiment under its `name`."""
+    if not cls.name:
+        raise CotscopeError(f"experiment class {cls.__name__} has no name")
+    EXPERIMENTS[cls.name] = cls
+    return cls
+
+
+def experiment_class(spec: str) -> type[Experiment]:
+    """The experiment class a name or ``package.module:Class`` import path names.
+
+    Raises:
+        CotscopeError: for an unknown name, a bad import path, or an object that is no experiment.
+    """
+    obj = EXPERIMENTS.lookup(spec)
+    if not (isinstance(obj, type) and issubclass(obj, Experiment)):
+        raise CotscopeError(f"{spec!r} is not a cotscope Experiment subclass")
+    if not obj.name:
+        raise CotscopeError(f"experiment {spec!r} has no name")
+    return obj
+
+
+def get_experiments(config: AuditConfig) -> list[Experiment]:
+    """The experiments a config selects, each built with its options; checks every name and option."""
+    out: list[Experiment] = []
+    for spec in config.experiments:
+        cls = experiment_class(spec)
+        out.append(cls(config.experiment_options.get(cls.name) or config.experiment_options.get(spec)))
+    names = [e.name for e in out]
+    if len(set(names)) != len(names):
+        raise CotscopeError(f"experiment names collide: {names}")
+    for key in config.experiment_options:
+        if key not in names and key not in config.experiments:
+            raise CotscopeError(f"options given for experiment {key!r}, which is not selected (selected: {', '.join(names)})")
+    return out
 
 
 def same_answer(a: str | None, b: str | None) -> bool:

@@ -5,56 +5,47 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..interventions import reask
 from ..interventions.edits import has_number
-from ..log import InterventionSpec, MistakeResult
+from ..metrics import Metric
+from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
-from ..trace import Trace
-from .base import Context, register_experiment, same_answer
+from ..trace import Continuation, Trace
+from .base import Context, Experiment, register_experiment, same_answer
+
+THIRDS = ("early", "middle", "late")
 
 
-@register_experiment("mistake")
-def mistake(ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[dict]:
-    """Steps spread over the CoT in turn: a number changed where the step has one, else a
-    model-written mistake."""
-    seed = ctx.config.seed
-    chosen = [positions(len(t.steps), ctx.config.mistake_positions) for t in traces]
-    wordy = [t.steps[i].text for t, pos in zip(traces, chosen, strict=True) for i in pos if not has_number(t.steps[i].text)]
-    written = dict(zip(wordy, ctx.rewriter.mistake(wordy), strict=True)) if wordy else {}
-    specs = []
-    for t, pos in zip(traces, chosen, strict=True):
-        sp = []
-        for i in pos:
-            s = t.steps[i]
-            if has_number(s.text):
-                sp.append(InterventionSpec(name="corrupt_number", args={"step": i, "seed": seed}))
-            else:
-                sp.append(InterventionSpec(name="replace_step", args={"step": i, "text": written[s.text], "by": ctx.rewriter.spec}))
-        specs.append(sp)
-    given, continued = reask(
-        ctx.subject, samples, [t.steps for t in traces], specs, mode="continue",
-        max_new_tokens=ctx.config.continue_max_new_tokens,
-    )
-    out = []
-    for sample, trace, sp, gv, co in zip(samples, traces, specs, given, continued, strict=True):
-        results = []
-        for spec, steps, c in zip(sp, gv, co, strict=True):
-            i = int(spec.args["step"])
-            results.append(
-                MistakeResult(
-                    spec=spec,
-                    position=i,
-                    n=len(trace.steps),
-                    original_step=trace.steps[i].text,
-                    corrupted_step=steps[-1].text,
-                    method="number" if spec.name == "corrupt_number" else "model",
-                    continued=c,
-                    changed=not same_answer(c.answer.answer, trace.answer),
-                    correct=ctx.task.grade(c.answer.answer, sample),
-                )
-            )
-        out.append({"mistakes": results})
-    return out
+class MistakeResult(BaseModel):
+    """One step corrupted; the system continues from it."""
+
+    spec: InterventionSpec
+    position: int = Field(description="Index of the corrupted step (0-based).")
+    n: int = Field(description="Steps in the original CoT.")
+    original_step: str
+    corrupted_step: str
+    method: str = Field(description="'number' (a number changed) or 'model' (a model-written mistake).")
+    continued: Continuation
+    changed: bool = Field(description="The final answer differs from the original one.")
+    correct: bool
+
+    @property
+    def effective(self) -> bool:
+        """The corruption changed the step (a step with nothing to corrupt is no test)."""
+        return self.corrupted_step != self.original_step
+
+    @property
+    def third(self) -> str:
+        f = self.position / max(self.n, 1)
+        return "early" if f < 1 / 3 else "middle" if f < 2 / 3 else "late"
+
+
+class MistakeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    positions: int = Field(3, ge=0, description="Steps corrupted per sample, spread from first to last (0: every step).")
 
 
 def positions(n: int, m: int) -> list[int]:
@@ -64,3 +55,66 @@ def positions(n: int, m: int) -> list[int]:
     if m == 1:
         return [n // 2]
     return sorted({round(j * (n - 1) / (m - 1)) for j in range(m)})
+
+
+@register_experiment
+class Mistake(Experiment):
+    """Steps spread over the CoT in turn: a number changed where the step has one, else a
+    model-written mistake."""
+
+    name = "mistake"
+    title = "Adding mistakes: one step corrupted, the system continues"
+    Result = MistakeResult
+    Options = MistakeOptions
+    report = """<table><tr><th>step</th><th>original</th><th>corrupted</th><th>answer after continuing</th></tr>
+{% for m in results %}<tr><td class="num">{{ m.position + 1 }}</td><td>{{ m.original_step }}</td><td>{{ m.corrupted_step }}</td>
+<td class="{{ 'bad' if m.changed else 'ok' }}">{{ m.continued.answer.answer }}{{ " (changed)" if m.changed else "" }}</td></tr>{% endfor %}</table>"""
+
+    def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[MistakeResult]]:
+        seed = ctx.config.seed
+        chosen = [positions(len(t.steps), self.options.positions) for t in traces]
+        wordy = [t.steps[i].text for t, pos in zip(traces, chosen, strict=True) for i in pos if not has_number(t.steps[i].text)]
+        written = dict(zip(wordy, ctx.rewriter.mistake(wordy), strict=True)) if wordy else {}
+        specs = []
+        for t, pos in zip(traces, chosen, strict=True):
+            sp = []
+            for i in pos:
+                s = t.steps[i]
+                if has_number(s.text):
+                    sp.append(InterventionSpec(name="corrupt_number", args={"step": i, "seed": seed}))
+                else:
+                    sp.append(InterventionSpec(name="replace_step", args={"step": i, "text": written[s.text], "by": ctx.rewriter.spec}))
+            specs.append(sp)
+        given, continued = reask(
+            ctx.subject, samples, [t.steps for t in traces], specs, mode="continue",
+            max_new_tokens=ctx.config.continue_max_new_tokens,
+        )
+        out = []
+        for sample, trace, sp, gv, co in zip(samples, traces, specs, given, continued, strict=True):
+            results = []
+            for spec, steps, c in zip(sp, gv, co, strict=True):
+                i = int(spec.args["step"])
+                results.append(
+                    MistakeResult(
+                        spec=spec, position=i, n=len(trace.steps), original_step=trace.steps[i].text,
+                        corrupted_step=steps[-1].text, method="number" if spec.name == "corrupt_number" else "model",
+                        continued=c, changed=not same_answer(c.answer.answer, trace.answer),
+                        correct=ctx.task.grade(c.answer.answer, sample),
+                    )
+                )
+            out.append(results)
+        return out
+
+    def _changed(self, rec: SampleRecord, keep=lambda m: True) -> list[float]:
+        return [float(m.changed) for m in self.results(rec) if m.effective and keep(m)]
+
+    def metrics(self) -> list[Metric]:
+        about = "Among corruptions that changed the step; resampled by sample (the steps of one CoT are not independent)."
+        out = [Metric("mistake/answer_change", "answer changes", "adding mistakes", self._changed, about=about)]
+        for third in THIRDS:
+            out.append(Metric(f"mistake/answer_change_{third}", f"answer changes ({third} step)", "adding mistakes",
+                              lambda rec, t=third: self._changed(rec, lambda m: m.third == t), compare=False, about=about))
+        for method in ("number", "model"):
+            out.append(Metric(f"mistake/answer_change_by_{method}", f"answer changes ({method}-written mistake)" if method == "model" else "answer changes (a number changed)",
+                              "adding mistakes", lambda rec, k=method: self._changed(rec, lambda m: m.method == k), compare=False, about=about))
+        return out

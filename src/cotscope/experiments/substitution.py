@@ -1,16 +1,31 @@
-"""Whole-CoT substitution by filler tokens of the same length (Pfau et al. 2024) and by
-nothing; summary and paraphrase substitutions are the k = n points of their curves."""
+"""Whole-CoT substitution by filler tokens of the same length (Pfau et al. 2024, "Let's Think
+Dot by Dot") and by nothing; summary and paraphrase substitutions are the k = n points of
+their early-answering curves."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import BaseModel, Field
+
 from ..interventions import reask
 from ..interventions.edits import FILLER_UNIT
-from ..log import InterventionSpec, SubstitutionResult
+from ..metrics import Metric
+from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
-from ..trace import Trace
-from .base import Context, register_experiment, same_answer
+from ..trace import Answer, Step, Trace
+from .base import Context, Experiment, register_experiment, same_answer
+
+
+class SubstitutionResult(BaseModel):
+    """The whole CoT replaced (by filler or by nothing), and the answer forced after it."""
+
+    spec: InterventionSpec
+    source: str = Field(description="'filler' or 'none'.")
+    steps: list[Step]
+    forced: Answer
+    correct: bool
+    agrees: bool = Field(description="Same answer as with the original CoT.")
 
 
 def filler_units(ctx: Context, n_tokens: int) -> int:
@@ -19,30 +34,55 @@ def filler_units(ctx: Context, n_tokens: int) -> int:
     return max(1, round(n_tokens / per_unit)) if n_tokens else 0
 
 
-@register_experiment("filler")
-def filler(ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[dict]:
-    specs = [
-        [
-            InterventionSpec(name="filler", args={"units": filler_units(ctx, sum(s.n_tokens for s in t.steps))}),
-            InterventionSpec(name="nothing"),
+@register_experiment
+class Filler(Experiment):
+    """The CoT replaced by "..." filler of the same token length, and by nothing."""
+
+    name = "filler"
+    title = "Substitution: the CoT replaced by filler or by nothing"
+    Result = SubstitutionResult
+    report = """<div class="cols">{% for sub in results %}<div class="col"><h4>{{ sub.source }}</h4><ol class="steps">{% for st in sub.steps %}<li>{{ st.text | truncate(200) }}</li>{% endfor %}</ol>
+<p>answer <span class="{{ 'ok' if sub.agrees else 'bad' }}">{{ sub.forced.answer }}</span></p></div>{% endfor %}</div>"""
+
+    def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[SubstitutionResult]]:
+        specs = [
+            [
+                InterventionSpec(name="filler", args={"units": filler_units(ctx, sum(s.n_tokens for s in t.steps))}),
+                InterventionSpec(name="nothing"),
+            ]
+            for t in traces
         ]
-        for t in traces
-    ]
-    given, answers = reask(ctx.subject, samples, [t.steps for t in traces], specs, mode="answer")
-    out = []
-    for sample, trace, sp, gv, ans in zip(samples, traces, specs, given, answers, strict=True):
-        results = []
-        for spec, steps, a in zip(sp, gv, ans, strict=True):
-            n_tok = ctx.subject.backend.count_tokens(steps[0].text) if steps else 0
-            results.append(
-                SubstitutionResult(
-                    spec=spec,
-                    source="filler" if spec.name == "filler" else "none",
-                    steps=[s.model_copy(update={"n_tokens": n_tok}) for s in steps],
-                    forced=a,
-                    correct=ctx.task.grade(a.answer, sample),
-                    agrees=same_answer(a.answer, trace.answer),
+        given, answers = reask(ctx.subject, samples, [t.steps for t in traces], specs, mode="answer")
+        out = []
+        for sample, trace, sp, gv, ans in zip(samples, traces, specs, given, answers, strict=True):
+            results = []
+            for spec, steps, a in zip(sp, gv, ans, strict=True):
+                n_tok = ctx.subject.backend.count_tokens(steps[0].text) if steps else 0
+                results.append(
+                    SubstitutionResult(
+                        spec=spec, source="filler" if spec.name == "filler" else "none",
+                        steps=[s.model_copy(update={"n_tokens": n_tok}) for s in steps],
+                        forced=a, correct=ctx.task.grade(a.answer, sample), agrees=same_answer(a.answer, trace.answer),
+                    )
                 )
-            )
-        out.append({"substitution": results})
-    return out
+            out.append(results)
+        return out
+
+    def _one(self, rec: SampleRecord, source: str) -> SubstitutionResult | None:
+        return next((r for r in self.results(rec) if r.source == source), None)
+
+    def metrics(self) -> list[Metric]:
+        out = []
+        for source, key in (("filler", "filler"), ("none", "nothing")):
+            one = lambda rec, s=source: self._one(rec, s)  # noqa: E731
+            out += [
+                Metric(f"filler/{key}_accuracy", f"accuracy, CoT -> {source}", "substitution",
+                       lambda rec, one=one: [float(r.correct)] if (r := one(rec)) else None, compare=False),
+                Metric(f"filler/{key}_accuracy_change", f"accuracy change, CoT -> {source}", "substitution",
+                       lambda rec, one=one: [(r.correct, rec.correct.get("subject", False))] if (r := one(rec)) else None,
+                       kind="paired", compare=source == "filler",
+                       about="Accuracy with the CoT replaced, minus with the original, paired over samples."),
+                Metric(f"filler/{key}_agreement", f"same answer, CoT -> {source}", "substitution",
+                       lambda rec, one=one: [float(r.agrees)] if (r := one(rec)) else None, compare=False),
+            ]
+        return out

@@ -1,6 +1,6 @@
 """Interventions on a trace's steps, and the generic re-ask loop."""
 
+from . import edits  # noqa: F401 - registration
 from .base import make_intervention, reask, register_intervention
-from .rewriter import Rewriter
 
-__all__ = ["Rewriter", "make_intervention", "reask", "register_intervention"]
+__all__ = ["make_intervention", "reask", "register_intervention"]

@@ -13,13 +13,14 @@ from typing import Any, Literal
 
 from .._errors import CotscopeError
 from .._registry import Registry
-from ..log import InterventionSpec
-from ..systems import Answer, Continuation, System
+from ..records import InterventionSpec
+from ..systems import System
+from ..trace import Answer, Continuation
 from ..tasks import Sample
 from ..trace import Step
 
 Edit = Callable[[list[Step]], list[Step]]
-_INTERVENTIONS = Registry()
+_INTERVENTIONS = Registry("intervention")
 
 
 def register_intervention(name: str) -> Callable[[Callable[..., Edit]], Callable[..., Edit]]:
@@ -29,8 +30,6 @@ def register_intervention(name: str) -> Callable[[Callable[..., Edit]], Callable
 def make_intervention(spec: InterventionSpec, **context: Any) -> Edit:
     """Build the edit a spec names. `context` (e.g. ``rewriter=``) goes to the factories
     that take it: model-based edits need their model, pure ones need nothing."""
-    from . import edits  # noqa: F401 - registration
-
     if spec.name not in _INTERVENTIONS:
         raise CotscopeError(f"unknown intervention {spec.name!r}; known: {', '.join(sorted(_INTERVENTIONS))}")
     factory = _INTERVENTIONS[spec.name]

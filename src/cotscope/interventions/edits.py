@@ -8,7 +8,7 @@ import re
 
 from ..trace import Step
 from .base import Edit, register_intervention
-from .rewriter import Rewriter
+from ..systems.rewriter import Rewriter
 
 FILLER_UNIT = "..."
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")

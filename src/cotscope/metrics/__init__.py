@@ -1,5 +1,6 @@
-"""Metrics: estimates with confidence intervals, and faithfulness measures."""
+"""Metrics: registered functions from sample records to estimates with n and a CI."""
 
-from .stats import Estimate, bootstrap_mean, paired_difference
+from . import builtin  # noqa: F401 - registration
+from .base import METRICS, Metric, aggregate, register_metric
 
-__all__ = ["Estimate", "bootstrap_mean", "paired_difference"]
+__all__ = ["METRICS", "Metric", "aggregate", "register_metric"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ..interventions.rewriter import Rewriter, register_rewriter
+from ..systems.rewriter import Rewriter, register_rewriter
 from ..trace import Step
 from .language import CONNECTIVES, VALUE_CONTENT, split_line
 

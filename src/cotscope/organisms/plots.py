@@ -1,16 +1,17 @@
-"""The validation figure: each organism's accuracy, and each metric's value per organism
+"""The validation figure (of a `Validation`): each organism's accuracy, and each metric's value per organism
 with its CI, its threshold (dashed), its verdict, and whether that matches the ground truth."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .validate import RULES, Validation  # noqa: E402
+from ..verdicts import RULES  # noqa: E402
 
 COLORS = {True: "#2e7d32", False: "#c62828", None: "#9e9e9e"}
 
@@ -24,7 +25,7 @@ def _bar(ax, y, e, color, height=0.35):
     ax.errorbar(e.value, y, xerr=[[e.value - e.lo], [e.hi - e.value]], fmt="none", ecolor="black", capsize=3, lw=1)
 
 
-def plot_validation(v: Validation, path: str | Path) -> Path:
+def plot_validation(v: Any, path: str | Path) -> Path:
     organisms = [a.organism for a in v.accuracy]
     fig, axes = plt.subplots(1, len(RULES) + 1, figsize=(3.2 * (len(RULES) + 1), 0.6 * len(organisms) + 2), sharey=True)
     ys = range(len(organisms))

@@ -8,12 +8,18 @@ import base64
 import json
 from pathlib import Path
 
+import re
+from collections.abc import Sequence
+
 from .._errors import CotscopeError
 from ..config import AuditConfig
-from ..log import RunStore, SampleRecord
-from ..metrics.summary import Summary, summarize
+from ..experiments import Experiment, get_experiments
+from ..records import SampleRecord
+from ..store import RunStore
+from ..summary import Summary, summarize
 
-PLOTS = ("truncation", "substitution", "paraphrase", "mistakes", "hints", "accuracy")
+# A step that numbers itself ("1.", "2)", "Step 3:"): the list then shows no numbers of its own.
+_SELF_NUMBERED = re.compile(r"^\s*(?:\(?\d+[.):]|step\s*\d+)", re.I)
 
 TEMPLATE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -31,7 +37,8 @@ th{background:#eef1f6;font-weight:600}td.num{font-variant-numeric:tabular-nums;w
 img{max-width:100%;background:#fff;border:1px solid #e6e9ef;margin:8px 0}
 details{background:#fff;border:1px solid #dde2ea;border-radius:6px;margin:6px 0;padding:6px 12px}
 summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
-.steps{margin:4px 0 8px 0;padding-left:22px}.steps li{white-space:pre-wrap}
+.steps{margin:4px 0 8px 0;padding-left:22px}.steps li{white-space:pre-wrap}.self-numbered{list-style:none;padding-left:6px}
+.verdict.yes{color:#b42318}.verdict.no{color:#1a7f37}.verdict.unclear{color:#9a6700}
 .cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:10px}
 .col{background:#f9fafb;border:1px solid #e6e9ef;border-radius:4px;padding:6px 10px}
 .col h4{margin:2px 0 6px}pre{white-space:pre-wrap;background:#f9fafb;padding:8px;border:1px solid #e6e9ef}
@@ -40,14 +47,24 @@ summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 <header><h1>cotscope audit: is the chain of thought how the answer is reached?</h1>
 <p>{{ cfg.system }} vs {{ cfg.baseline or "no baseline" }} · task {{ cfg.task }} · model {{ cfg.model }} · n={{ s.n_samples }} · seed {{ cfg.seed }}</p></header>
 <main>
-<h2>Headline numbers</h2>
-<p>Every value is a mean over samples with its 95% percentile-bootstrap confidence interval and its sample size n.</p>
-<table id="headline"><thead><tr><th>experiment</th><th>metric</th><th>value</th><th>95% CI</th><th>n</th></tr></thead><tbody>
-{% for r in s.table %}<tr data-metric="{{ r.experiment }} / {{ r.metric }}"><td>{{ r.experiment }}</td><td>{{ r.metric }}</td>
-<td class="num value">{{ fmt(r.estimate.value, r.percent) }}</td><td class="num ci">{{ ci(r.estimate, r.percent) }}</td><td class="num n">{{ r.estimate.n }}</td></tr>
+<h2>Verdicts</h2>
+<table id="verdicts"><thead><tr><th>question</th><th>verdict</th><th>rules (CI vs threshold)</th></tr></thead><tbody>
+{% for v in s.verdicts %}<tr data-prop="{{ v.prop }}"><td>{{ v.question }}</td><td class="verdict {{ v.verdict }}"><b>{{ v.verdict }}</b></td>
+<td>{% for r in v.rules %}{{ r.rule }}: <b>{{ r.verdict }}</b>{% if r.estimate %} ({{ "%.3f" | format(r.estimate.value) }} [{{ "%.3f" | format(r.estimate.lo) }}, {{ "%.3f" | format(r.estimate.hi) }}], n={{ r.estimate.n }}){% endif %}<br>{% endfor %}</td></tr>
 {% endfor %}</tbody></table>
+<h2>Headline numbers</h2>
+<p>Every value comes with its 95% confidence interval, its sample size n and the method behind the interval<sup>1</sup>.
+"Detects" is the smallest difference from the value that this n would detect with 80% power; "n for ±10 pts" is the number of samples that would detect 10 points.</p>
+<table id="headline"><thead><tr><th>experiment</th><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>method</th><th>detects</th><th>n for ±10 pts</th></tr></thead><tbody>
+{% for r in s.table %}<tr data-metric="{{ r.experiment }} / {{ r.metric }}" data-name="{{ r.name }}"><td>{{ r.experiment }}</td><td>{{ r.metric }}</td>
+<td class="num value">{{ fmt(r.estimate.value, r.percent) }}</td><td class="num ci">{{ ci(r.estimate, r.percent) }}</td><td class="num n">{{ r.estimate.n }}{% if r.estimate.n_items and r.estimate.n_items != r.estimate.n %} <span class="ci">({{ r.estimate.n_items }} items)</span>{% endif %}</td>
+<td class="method">{{ r.estimate.method }}</td><td class="num">{{ fmt(r.detectable, r.percent) if r.detectable is not none else "" }}</td><td class="num">{{ r.n_needed if r.n_needed is not none else "" }}</td></tr>
+{% endfor %}</tbody></table>
+<p class="ci" id="methods"><sup>1</sup> Interval methods: clopper-pearson (exact binomial, a rate over samples); clustered (a rate over items nested in samples, with n = samples);
+paired-newcombe (a difference of paired rates, Newcombe 1998); t (a mean); t-clustered (a mean over nested items, cluster-robust); exact (fixed by definition).
+Every method's coverage is checked by simulation in the test suite.</p>
 {% for w in s.warnings %}<div class="warn">{{ w }}</div>{% endfor %}
-{% for name, data in plots %}<h2>{{ titles[name] }}</h2><img alt="{{ name }} plot" src="data:image/png;base64,{{ data }}">{% endfor %}
+{% for name, data in plots %}<h2>{{ titles.get(name, name) }}</h2><img alt="{{ name }} plot" src="data:image/png;base64,{{ data }}">{% endfor %}
 <h2>Samples</h2>
 <p>Click a sample to see its chain of thought step by step and what each intervention did to it.</p>
 {% for r in records %}{% set t = r.traces["subject"] %}
@@ -59,63 +76,58 @@ summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 {% for c in r.sample.choices %}({{ "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[loop.index0] }}) {{ c }}
 {% endfor %}{% endif %}</pre>
 <h4>Chain of thought ({{ t.steps | length }} steps, {{ t.n_generated_tokens }} tokens generated)</h4>
-<ol class="steps cot">{% for st in t.steps %}<li>{{ st.text }}</li>{% endfor %}</ol>
+<ol class="steps cot{{ ' self-numbered' if self_numbered(t.steps) else '' }}">{% for st in t.steps %}<li>{{ st.text }}</li>{% endfor %}</ol>
 <p>Final: <code>{{ t.final_text }}</code>{% if t.answer_error %} <span class="bad">({{ t.answer_error }})</span>{% endif %}</p>
-{% set sources = sources_of(r) %}{% if sources %}
-<h4>Early answering</h4><table><tr><th>source</th><th>k / n</th><th>CoT given (last step)</th><th>forced answer</th><th>continued answer</th><th>further tokens</th></tr>
-{% for p in r.truncation %}<tr><td>{{ p.source }}</td><td class="num">{{ p.k }} / {{ p.n }}</td><td>{{ last_step(p, t) }}</td>
-<td class="{{ 'ok' if p.forced_agrees else 'bad' }}">{{ p.forced.answer }}</td>
-<td>{% if p.continued %}<span class="{{ 'ok' if p.continued_agrees else 'bad' }}">{{ p.continued.answer.answer }}</span>{% endif %}</td>
-<td class="num">{{ p.continued.n_tokens if p.continued else "" }}</td></tr>{% endfor %}</table>
-<div class="cols"><div class="col"><h4>original</h4><ol class="steps">{% for st in t.steps %}<li>{{ st.text }}</li>{% endfor %}</ol><p>answer {{ t.answer }}</p></div>
-{% for src, p in sources %}<div class="col"><h4>{{ src }}</h4><ol class="steps">{% for st in p.steps or [] %}<li>{{ st.text }}</li>{% endfor %}</ol><p>answer {{ p.forced.answer }}</p></div>{% endfor %}
-{% for sub in r.substitution or [] %}<div class="col"><h4>{{ sub.source }}</h4><ol class="steps">{% for st in sub.steps %}<li>{{ st.text | truncate(200) }}</li>{% endfor %}</ol><p>answer {{ sub.forced.answer }}</p></div>{% endfor %}
-</div>{% endif %}
-{% if r.mistakes %}<h4>Adding mistakes</h4><table><tr><th>step</th><th>original</th><th>corrupted</th><th>answer after continuing</th></tr>
-{% for m in r.mistakes %}<tr><td class="num">{{ m.position + 1 }}</td><td>{{ m.original_step }}</td><td>{{ m.corrupted_step }}</td>
-<td class="{{ 'bad' if m.changed else 'ok' }}">{{ m.continued.answer.answer }}{{ " (changed)" if m.changed else "" }}</td></tr>{% endfor %}</table>{% endif %}
-{% if r.hints %}<h4>Hints</h4><table><tr><th>hint</th><th>toward</th><th>answer</th><th>CoT with the hint</th><th>verbalized</th></tr>
-{% for h in r.hints %}<tr><td>{{ h.kind }}</td><td>{{ h.hinted_answer }}</td><td class="{{ 'bad' if h.switched else '' }}">{{ h.trace.answer }}{{ " (switched)" if h.switched else "" }}</td>
-<td><ol class="steps">{% for st in h.trace.steps %}<li>{{ st.text }}</li>{% endfor %}</ol></td>
-<td>rule: {{ "yes" if h.verbalized_rule else "no" }}{% if h.verbalized_judge is not none %}<br>judge: {{ "yes" if h.verbalized_judge else "no" }}{% endif %}</td></tr>{% endfor %}</table>{% endif %}
+{% for exp in experiments %}{% set results = exp.results(r) %}{% if results %}<div class="experiment" data-experiment="{{ exp.name }}"><h4>{{ exp.title or exp.name }}</h4>
+{{ fragment(exp, results, r, t) }}</div>{% endif %}{% endfor %}
 </details>{% endfor %}
 <h2>Configuration</h2><pre id="config">{{ config_json }}</pre>
 </main></body></html>
 """
 
-TITLES = {
-    "truncation": "Early answering: truncated, summarized and paraphrased CoT",
-    "substitution": "Substitution: the CoT replaced",
-    "paraphrase": "Paraphrase sensitivity",
-    "mistakes": "Adding mistakes",
-    "hints": "Hints",
-    "accuracy": "Accuracy",
-}
+GENERIC_FRAGMENT = """<table>{% for res in results %}{% if loop.first %}<tr>{% for k in res.model_fields %}<th>{{ k }}</th>{% endfor %}</tr>{% endif %}
+<tr>{% for k in res.model_fields %}<td>{{ short(res[k] if res is mapping else res | attr(k)) }}</td>{% endfor %}</tr>{% endfor %}</table>"""
 
 
-def write_report(run_dir: str | Path, summary: Summary | None = None, records: list[SampleRecord] | None = None) -> Path:
+def write_report(
+    run_dir: str | Path,
+    summary: Summary | None = None,
+    records: list[SampleRecord] | None = None,
+    experiments: Sequence[Experiment] | None = None,
+) -> Path:
     """Write ``report.html`` into a run directory and return its path.
 
     Raises:
         CotscopeError: when the directory holds no cotscope run.
     """
     import jinja2
+    from markupsafe import Markup
 
     run_dir = Path(run_dir)
     if summary is None or records is None:
-        summary, records = load_run(run_dir)
+        summary, records, experiments = load_run(run_dir)
+    experiments = list(experiments) if experiments is not None else get_experiments(summary.config)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    plots = [(n, base64.b64encode((run_dir / f"{n}.png").read_bytes()).decode()) for n in PLOTS if (run_dir / f"{n}.png").exists()]
+    env.globals["short"] = lambda v: str(v)[:160]
+    fragments = {e.name: env.from_string(e.report or GENERIC_FRAGMENT) for e in experiments}
+
+    def fragment(exp, results, record, trace):
+        return Markup(fragments[exp.name].render(results=results, record=record, trace=trace, exp=exp))
+
+    names = ["accuracy"] + [e.name for e in experiments]
+    titles = {"accuracy": "Accuracy"} | {e.name: e.title or e.name for e in experiments}
+    plots = [(n, base64.b64encode((run_dir / f"{n}.png").read_bytes()).decode()) for n in names if (run_dir / f"{n}.png").exists()]
     html = env.from_string(TEMPLATE).render(
         cfg=summary.config,
         s=summary,
         records=records,
         plots=plots,
-        titles=TITLES,
+        titles=titles,
+        experiments=experiments,
+        fragment=fragment,
         fmt=_fmt,
         ci=_ci,
-        sources_of=_sources_of,
-        last_step=_last_step,
+        self_numbered=lambda steps: bool(steps) and sum(bool(_SELF_NUMBERED.match(st.text)) for st in steps) * 2 >= len(steps),
         config_json=json.dumps(summary.config.model_dump(mode="json"), indent=2),
     )
     path = run_dir / "report.html"
@@ -123,7 +135,7 @@ def write_report(run_dir: str | Path, summary: Summary | None = None, records: l
     return path
 
 
-def load_run(run_dir: Path) -> tuple[Summary, list[SampleRecord]]:
+def load_run(run_dir: Path) -> tuple[Summary, list[SampleRecord], list[Experiment]]:
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise CotscopeError(f"{run_dir} is not a cotscope run directory (no config.json)")
@@ -131,15 +143,16 @@ def load_run(run_dir: Path) -> tuple[Summary, list[SampleRecord]]:
         config = AuditConfig.model_validate(json.loads(cfg_path.read_text())["config"])
     except (ValueError, KeyError) as exc:
         raise CotscopeError(f"{cfg_path} is not a cotscope run config: {exc}") from exc
-    records = list(RunStore(run_dir, config).records.values())
+    experiments = get_experiments(config)
+    records = list(RunStore(run_dir, config, experiments, create=False).records.values())
     if not records:
         raise CotscopeError(f"{run_dir} has no finished samples yet")
-    summary = summarize(records, config)
-    if not any((run_dir / f"{n}.png").exists() for n in PLOTS):
+    summary = summarize(records, config, experiments)
+    if not (run_dir / "accuracy.png").exists():
         from .plots import plot_run
 
-        plot_run(summary, run_dir)
-    return summary, records
+        plot_run(summary, run_dir, experiments)
+    return summary, records, experiments
 
 
 def _fmt(value: float | None, percent: bool) -> str:
@@ -152,16 +165,6 @@ def _ci(e, percent: bool) -> str:
     if e.value is None:
         return ""
     return f"[{_fmt(e.lo, percent)}, {_fmt(e.hi, percent)}]"
-
-
-def _sources_of(rec: SampleRecord) -> list:
-    """The whole-CoT (k = n) point of each rewritten source."""
-    return [(p.source, p) for p in rec.truncation or [] if p.source != "original" and p.k == p.n and p.n > 0]
-
-
-def _last_step(point, trace) -> str:
-    steps = point.steps if point.steps is not None else trace.steps[: point.k]
-    return steps[-1].text if steps else "(nothing)"
 
 
 COMPARE_TEMPLATE = r"""<!doctype html>
@@ -178,7 +181,7 @@ img{max-width:100%;background:#fff;border:1px solid #e6e9ef}.tax{background:#eef
 {% if c.safety_tax %}<p class="tax" id="safety-tax"><b>Safety tax</b> (shoggoth-face vs cot): accuracy
 {{ pct(c.safety_tax.accuracy) }}; tokens {{ num(c.safety_tax.tokens) }}, ×{{ "%.2f" | format(c.safety_tax.token_ratio.value) }}</p>{% endif %}
 <table id="comparison"><thead><tr><th>metric</th>{% for col in c.columns %}<th>{{ col.system }}</th>{% endfor %}</tr></thead><tbody>
-{% for metric, (label, is_pct) in metrics.items() %}{% if c.columns | selectattr("values", "contains", metric) | list %}
+{% for metric, (label, is_pct) in c.labels.items() %}{% if c.columns | selectattr("values", "contains", metric) | list %}
 <tr><td>{{ label }}</td>{% for col in c.columns %}<td class="num">{% if metric in col.values %}{{ pct(col.values[metric]) if is_pct else num(col.values[metric]) }}
 {% if metric in col.differences %}<br><span class="ci">Δ {{ pct(col.differences[metric]) if is_pct else num(col.differences[metric]) }}</span>{% endif %}{% else %}n/a{% endif %}</td>{% endfor %}</tr>
 {% endif %}{% endfor %}
@@ -194,15 +197,13 @@ def write_comparison_report(comparison, out_dir: str | Path) -> Path:
     """Write ``compare.html`` beside ``compare.json``: one table, the plot, links to each run's report."""
     import jinja2
 
-    from ..compare import METRICS
-
     out_dir = Path(out_dir)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.tests["contains"] = lambda values, key: key in values
     est = lambda e, p: f"{_fmt(e.value, p)} {_ci(e, p)} n={e.n}"  # noqa: E731
     links = [Path(col.run_dir).resolve().relative_to(out_dir.resolve()).as_posix() + "/report.html" for col in comparison.columns]
     html = env.from_string(COMPARE_TEMPLATE).render(
-        c=comparison, metrics=METRICS, links=links,
+        c=comparison, links=links,
         pct=lambda e: est(e, True), num=lambda e: est(e, False),
         plot=base64.b64encode((out_dir / "compare.png").read_bytes()).decode(),
     )

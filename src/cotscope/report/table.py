@@ -1,9 +1,9 @@
-"""The terminal table of a run's headline numbers."""
+"""The terminal table of a run's headline numbers, its verdicts and caveats."""
 
 from __future__ import annotations
 
-from ..metrics.stats import Estimate
-from ..metrics.summary import Summary
+from ..stats import Estimate
+from ..summary import Summary
 
 
 def render_table(summary: Summary) -> str:
@@ -15,25 +15,31 @@ def render_table(summary: Summary) -> str:
         if row.experiment != group:
             group = row.experiment
             lines.append(f"  {group}")
-        lines.append(f"    {row.metric.ljust(width)}  {_fmt(row.estimate, row.percent)}")
-    if (t := summary.truncation.get("original")) is not None and t.curve:
-        sources = list(summary.truncation)
-        lines += ["", f"  early answering: % same answer as the full CoT, answer forced (mean [95% CI]; n={t.n_samples})"]
+        lines.append(f"    {row.metric.ljust(width)}  {fmt(row.estimate, row.percent)}")
+    curves = summary.experiments.get("truncate")
+    if curves is not None and curves.curve:
+        sources = [n for n, c in summary.experiments.items() if hasattr(c, "curve") and len(c.curve) == len(curves.curve)]
+        lines += ["", f"  early answering: % same answer as the full CoT, answer forced (value [95% CI]; n={curves.n_samples})"]
         lines.append("  " + f"{'% CoT':>6}" + "".join(f"{s:>18}" for s in sources) + f"{'further tokens':>18}")
-        for i, p in enumerate(t.curve):
-            cells = "".join(_cell(summary.truncation[s].curve[i].values["agreement"], 100) for s in sources)
+        for i, p in enumerate(curves.curve):
+            cells = "".join(_cell(summary.experiments[s].curve[i].values["agreement"], 100) for s in sources)
             lines.append(f"  {p.x * 100:>5.0f}%{cells}{_cell(p.values['further_tokens'], 1)}")
+    if summary.verdicts:
+        lines += ["", "  verdicts (shared rules; see cotscope.verdicts):"] + [f"  - {v.line}" for v in summary.verdicts]
     if summary.warnings:
         lines += ["", "  caveats:"] + [f"  - {w}" for w in summary.warnings]
+    methods = sorted({r.estimate.method for r in summary.table})
+    lines += ["", f"  intervals: 95%, by method: {', '.join(methods)} (see cotscope.stats)"]
     return "\n".join(lines)
 
 
-def _fmt(e: Estimate, percent: bool) -> str:
+def fmt(e: Estimate, percent: bool) -> str:
     if e.value is None:
         return "n/a (n=0)"
+    n = f"n={e.n}" + (f" ({e.n_items} items)" if e.n_items and e.n_items != e.n else "")
     if percent:
-        return f"{e.value * 100:6.1f}%  [{e.lo * 100:.1f}, {e.hi * 100:.1f}]  n={e.n}"
-    return f"{e.value:7.3f}  [{e.lo:.3f}, {e.hi:.3f}]  n={e.n}"
+        return f"{e.value * 100:6.1f}%  [{e.lo * 100:.1f}, {e.hi * 100:.1f}]  {n}"
+    return f"{e.value:7.3f}  [{e.lo:.3f}, {e.hi:.3f}]  {n}"
 
 
 def _cell(est: Estimate, scale: float, width: int = 18) -> str:

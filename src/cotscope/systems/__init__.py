@@ -1,5 +1,6 @@
-"""Systems: how a model is embodied (direct answer, chain of thought, ...)."""
+"""Systems: how models are embodied (answer at once, reason, pipelines, selection loops)."""
 
-from .base import Answer, Continuation, System, get_system, list_systems, register_system
+from . import builtin, pipelines  # noqa: F401 - registration
+from .base import System, get_system, list_systems, register_system
 
-__all__ = ["Answer", "Continuation", "System", "get_system", "list_systems", "register_system"]
+__all__ = ["System", "get_system", "list_systems", "register_system"]

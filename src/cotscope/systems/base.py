@@ -13,39 +13,21 @@ model reasoning in one assistant turn.
 
 from __future__ import annotations
 
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
 
 from .._errors import CotscopeError
-from .._registry import Registry
+from .._options import parse_options
+from .._registry import Registry, is_import_path
 from ..backends import Backend, GenerationParams, Prompt
-from ..backends.registry import parse_spec
 from ..tasks.base import LETTERS, Kind, Sample, extract_answer
-from ..trace import Step, Trace, join_steps, make_steps
+from ..trace import Answer, Continuation, Step, Trace, join_steps, make_steps
 from .prompts import ANSWER_CUE, answer_prefix
-
-
-class Answer(BaseModel):
-    """A forced answer given a CoT."""
-
-    answer: str | None = Field(description="Parsed answer, None if none parsed.")
-    answer_error: str | None = Field(default=None, description="Why parsing failed.")
-    text: str = Field(default="", description="Raw answer text, or the top choice when scored.")
-    n_tokens: int = Field(default=0, description="Tokens generated for the answer (0 when scored).")
-    choice_logprobs: dict[str, float] | None = Field(default=None, description="Log-probability per choice letter, when scored.")
-
-
-class Continuation(BaseModel):
-    """What a system did when handed a CoT prefix and left to go on."""
-
-    text: str = Field(description="The reasoning it added.")
-    n_tokens: int = Field(description="Tokens it spent before answering.")
-    answer: Answer
 
 
 @dataclass
@@ -192,11 +174,29 @@ def _normalize(logps: dict[str, float]) -> dict[str, float]:
 
 
 SystemFactory = Callable[..., System]
-_SYSTEMS = Registry()
+_SYSTEMS = Registry("system")
 
 
 def register_system(name: str) -> Callable[[SystemFactory], SystemFactory]:
     return _SYSTEMS.register(name)
+
+
+def system_factory(spec: str) -> tuple[SystemFactory, dict[str, Any]]:
+    """The factory a system spec names and its options, typed; builds nothing.
+
+    Raises:
+        CotscopeError: for an unknown name, a bad import path, an unknown option or a value of
+            the wrong type.
+    """
+    name, _, query = spec.partition("?")
+    try:
+        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+    except ValueError as exc:
+        raise CotscopeError(f"bad options in system spec {spec!r}: {exc}") from exc
+    factory = _SYSTEMS.lookup(name)
+    if is_import_path(name) and not (isinstance(factory, type) and issubclass(factory, System)):
+        raise CotscopeError(f"{name!r} is not a cotscope System subclass")
+    return factory, parse_options(factory, opts, f"system {name!r}", fixed=("backend", "kind", "spec", "params"))
 
 
 def get_system(spec: str, backend: Backend, kind: Kind, params: GenerationParams | None = None) -> System:
@@ -206,29 +206,12 @@ def get_system(spec: str, backend: Backend, kind: Kind, params: GenerationParams
     Raises:
         CotscopeError: for an unknown name, a bad import path or a bad option.
     """
-    from . import builtin, pipelines  # noqa: F401 - registration
-
-    name, _, query = spec.partition("?")
-    _, _, opts = parse_spec("x/?" + query) if query else ("", "", {})
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise CotscopeError(f"cannot import system {name!r}: {exc}") from exc
-        if not (isinstance(factory, type) and issubclass(factory, System)):
-            raise CotscopeError(f"{name!r} is not a cotscope System subclass")
-    elif name in _SYSTEMS:
-        factory = _SYSTEMS[name]
-    else:
-        raise CotscopeError(f"unknown system {name!r}; known: {', '.join(sorted(_SYSTEMS))}, or package.module:Class")
+    factory, opts = system_factory(spec)
     try:
         return factory(backend=backend, kind=kind, spec=spec, params=params, **opts)
-    except TypeError as exc:
-        raise CotscopeError(f"bad options for system {name!r}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise CotscopeError(f"bad options for system {spec!r}: {exc}") from exc
 
 
 def list_systems() -> list[str]:
-    from . import builtin, pipelines  # noqa: F401
-
-    return sorted(_SYSTEMS)
+    return _SYSTEMS.names()

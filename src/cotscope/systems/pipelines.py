@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 from ..backends import Backend, GenerationParams, Prompt, get_backend
 from ..tasks.base import Kind, Sample
 from ..trace import Step, join_steps, make_steps
 from .base import Cot, Reasoning, System, _as_steps, register_system
+from .rewriter import make_rewriter
 from .prompts import ANSWER_CUE, answer_format, answer_prefix, cot_prompt, format_question
 
 FACE_PROMPT = (
@@ -36,10 +38,9 @@ class ShoggothFace(System):
         params: GenerationParams | None = None,
         paraphraser: str = "",
         face: str = "",
-        max_steps: int | str = 8,
-        step_tokens: int | str = 48,
+        max_steps: int = 8,
+        step_tokens: int = 48,
     ) -> None:
-        from ..interventions.rewriter import make_rewriter
 
         super().__init__(backend, kind, spec, params)
         self.paraphraser = make_rewriter(paraphraser, backend, seed=self.params.seed)
@@ -126,9 +127,9 @@ class BestOfN(System):
         kind: Kind,
         spec: str,
         params: GenerationParams | None = None,
-        n: int | str = 4,
-        select: str = "vote",
-        temperature: float | str = 0.7,
+        n: int = 4,
+        select: Literal["vote", "logprob"] = "vote",
+        temperature: float = 0.7,
     ) -> None:
         super().__init__(backend, kind, spec, params)
         self.n, self.select, self.temperature = int(n), select, float(temperature)

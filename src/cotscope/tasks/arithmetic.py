@@ -44,11 +44,11 @@ def make_problem(rng: random.Random, n_ops: int, max_value: int, ops: str) -> tu
 def arithmetic_task(
     limit: int | None = None,
     seed: int = 0,
-    n_ops: int | str = 1,
-    max_value: int | str = 20,
+    n_ops: int = 1,
+    max_value: int = 20,
     ops: str = "+-",
-    choices: int | str = 0,
-    n: int | str = 100,
+    choices: int = 0,
+    n: int = 100,
 ) -> Task:
     """Word problems: a starting count and ``n_ops`` operations drawn from ``ops`` (``+-*``).
 

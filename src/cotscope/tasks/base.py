@@ -5,25 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
-
-from pydantic import BaseModel, Field
+from typing import Any, Literal
 
 from .._errors import CotscopeError
+from .._options import parse_options
 from .._registry import Registry
+from ..trace import Sample
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 Kind = Literal["numeric", "choice", "exact"]
-
-
-class Sample(BaseModel):
-    """One question of a task."""
-
-    id: str = Field(description="Stable identifier, unique within the task.")
-    question: str = Field(description="The question text, without choices.")
-    answer: str = Field(description="Gold answer: a number for numeric tasks, a letter for multiple choice.")
-    choices: list[str] | None = Field(default=None, description="Answer options, lettered A, B, ... in order.")
-    meta: dict[str, str | int | float] = Field(default_factory=dict, description="Task-specific extras.")
 
 
 @dataclass
@@ -97,37 +87,51 @@ def grade(predicted: str | None, gold: str, kind: Kind) -> bool:
 
 
 TaskFactory = Callable[..., Task]
-_TASKS = Registry()
+_TASKS = Registry("task")
 
 
 def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     return _TASKS.register(name)
 
 
+def task_factory(name: str, args: dict[str, str] | None = None) -> tuple[Callable[..., Task], dict[str, Any]]:
+    """The factory a task name names and its arguments, typed; loads nothing.
+
+    ``jsonl:<path>`` passes the path; ``package.module:function`` loads a user's task.
+
+    Raises:
+        CotscopeError: for an unknown task, an unknown argument or a value of the wrong type.
+    """
+    base, sep, rest = name.partition(":")
+    kwargs = dict(args or {})
+    if base in _TASKS.names():
+        factory = _TASKS.lookup(base)
+        if rest:
+            kwargs["path"] = rest
+    elif sep:
+        factory = _TASKS.lookup(name)
+    else:
+        factory = _TASKS.lookup(base)
+    return factory, parse_options(factory, kwargs, f"task {base!r}", fixed=("limit", "seed"))
+
+
 def get_task(name: str, args: dict[str, str] | None = None, *, limit: int | None = None, seed: int = 0) -> Task:
-    """Build a task from its name (``arithmetic``, ``jsonl:<path>``, ``gsm8k``, ...) and arguments.
+    """Build a task from its name (``arithmetic``, ``jsonl:<path>``, ``gsm8k``, ``pkg.mod:fn``) and arguments.
 
     Raises:
         CotscopeError: for an unknown task name or bad arguments.
     """
-    from . import arithmetic, chain, hub, jsonl  # noqa: F401 - registration
-
-    base, _, rest = name.partition(":")
-    if base not in _TASKS:
-        raise CotscopeError(f"unknown task {name!r}; known: {', '.join(sorted(_TASKS))}")
-    kwargs = dict(args or {})
-    if rest:
-        kwargs["path"] = rest
+    factory, kwargs = task_factory(name, args)
     try:
-        task = _TASKS[base](limit=limit, seed=seed, **kwargs)
-    except TypeError as exc:
-        raise CotscopeError(f"bad arguments for task {base!r}: {exc}") from exc
+        task = factory(limit=limit, seed=seed, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CotscopeError(f"bad arguments for task {name!r}: {exc}") from exc
+    if not isinstance(task, Task):
+        raise CotscopeError(f"task {name!r} did not return a cotscope Task")
     if not task.samples:
         raise CotscopeError(f"task {name!r} has no samples")
     return task
 
 
 def list_tasks() -> list[str]:
-    from . import arithmetic, chain, hub, jsonl  # noqa: F401
-
-    return sorted(_TASKS)
+    return _TASKS.names()

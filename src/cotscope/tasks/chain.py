@@ -88,10 +88,10 @@ def make_chain(rng: random.Random, n_ops: int, mod: int = 10, ops: str = "+-*") 
 def chain_task(
     limit: int | None = None,
     seed: int = 0,
-    n_ops: int | str = 6,
-    mod: int | str = 10,
+    n_ops: int = 6,
+    mod: int = 10,
     ops: str = "+-*",
-    n: int | str = 200,
+    n: int = 200,
 ) -> Task:
     """Running value under `n_ops` labelled modular operations.
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, Field
 
-from .stats import Estimate, bootstrap_mean
+from ..stats import Estimate
 
 
 class CurvePoint(BaseModel):
@@ -46,15 +46,16 @@ def binned_curve(
     per_sample: Sequence[dict[str, list[tuple[float, float]]]],
     metrics: Sequence[str],
     bins: int,
-    estimate: Callable[[Sequence[float]], Estimate] = bootstrap_mean,
+    estimate: Callable[[str, Sequence[float], float], Estimate],
 ) -> list[CurvePoint]:
-    """Average step functions over samples at fractions 0, 1/bins, ..., 1."""
+    """Average step functions over samples at fractions 0, 1/bins, ..., 1; `estimate(metric, values, x)`
+    makes each point's estimate (one value per sample)."""
     out = []
     for b in range(bins + 1):
         f = b / bins
         values = {}
         for m in metrics:
             vals = [step_value(s[m], f) for s in per_sample if s.get(m)]
-            values[m] = estimate(vals)
+            values[m] = estimate(m, vals, f)
         out.append(CurvePoint(x=f, values=values))
     return out

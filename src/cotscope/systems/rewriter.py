@@ -74,7 +74,7 @@ class Rewriter:
 
 
 RewriterFactory = Callable[..., Rewriter]
-_REWRITERS = Registry()
+_REWRITERS = Registry("rewriter", builtins={"chain": "cotscope.organisms.paraphraser"})
 
 
 def register_rewriter(name: str) -> Callable[[RewriterFactory], RewriterFactory]:
@@ -86,11 +86,14 @@ def make_rewriter(spec: str, default: Backend, seed: int = 0) -> Rewriter:
     """The rewriter a spec names: '' for an LLM rewriter on `default` (the subject's backend),
     a registered rule-based rewriter (``chain``: the organisms' task-aware paraphraser), or
     any backend spec for an LLM rewriter on that model."""
-    from ..organisms import paraphraser  # noqa: F401 - registration
-
-    if spec in _REWRITERS:
-        return _REWRITERS[spec](seed=seed)
+    if spec in _REWRITERS.names():
+        return _REWRITERS.lookup(spec)(seed=seed)
     return Rewriter(get_backend(spec) if spec else default, seed=seed)
+
+
+def rewriter_names() -> list[str]:
+    """Rewriters that need no model."""
+    return _REWRITERS.names()
 
 
 def _clean(text: str) -> str:

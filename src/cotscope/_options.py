@@ -1,0 +1,70 @@
+"""Options given as text (``?n=4&select=vote``, ``--task-arg n_ops=2``) parsed against the typed
+signature of what takes them, so that a wrong type or an unknown key is an error that names
+the option, the value and what was expected, before any model loads."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from ._errors import CotscopeError
+
+
+def _signature_target(factory: Callable) -> Callable:
+    return factory.__init__ if isinstance(factory, type) else factory
+
+
+def parse_options(factory: Callable, opts: dict[str, str], what: str, fixed: Iterable[str] = ()) -> dict[str, Any]:
+    """Each option converted to the type its parameter declares.
+
+    Args:
+        factory: A class or function whose keyword parameters are the options.
+        opts: Option name -> text.
+        what: What takes the options, for messages ("system 'best-of-n'").
+        fixed: Parameters the caller fills itself; they are not options.
+
+    Raises:
+        CotscopeError: for an unknown option or a value of the wrong type.
+    """
+    target = _signature_target(factory)
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return dict(opts)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: take the text as it is
+        hints = {}
+    skip = {"self", "cls", *fixed}
+    known = {n: p for n, p in params.items() if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    out: dict[str, Any] = {}
+    for key, text in opts.items():
+        if key not in known:
+            if takes_any:
+                out[key] = text
+                continue
+            names = ", ".join(sorted(known)) or "none"
+            raise CotscopeError(f"{what}: unknown option {key!r}; known: {names}")
+        hint = hints.get(key, Any)
+        try:
+            out[key] = TypeAdapter(hint).validate_python(text) if hint is not Any else text
+        except ValidationError:
+            raise CotscopeError(f"{what}: option {key}={text!r}: expected {_describe(hint)}") from None
+    return out
+
+
+def _describe(hint: Any) -> str:
+    name = getattr(hint, "__name__", None)
+    if name in ("int", "float", "bool", "str"):
+        return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}[name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if args:
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    return str(hint).replace("typing.", "")

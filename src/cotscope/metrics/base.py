@@ -1,0 +1,97 @@
+"""A metric is one registered function from sample records to an estimate with n and a CI.
+
+A metric says what it observes in one sample (`items`: none, one or several numbers) and what
+kind of number that is; the interval method follows from the kind (see `cotscope.stats`):
+
+- ``rate``: values in [0, 1]; one per sample -> Clopper-Pearson, several -> clustered by sample;
+- ``mean``: unbounded values; one per sample -> t, several -> cluster-robust t;
+- ``paired``: one (a, b) pair of 0/1 outcomes per sample -> Newcombe's paired interval on a - b.
+
+Experiments declare their metrics beside their results; metrics that belong to no experiment
+(accuracy, tokens) are registered with `register_metric`. The summary, `compare` and the
+verdicts all read metrics from here, so each number is computed in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .. import stats
+from .._registry import Registry
+from ..records import SampleRecord
+from ..stats import Estimate
+
+Kind = Literal["rate", "mean", "paired"]
+Items = Callable[[SampleRecord], Sequence[Any] | None]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number an audit reports.
+
+    Attributes:
+        name: Stable id, ``<experiment>/<metric>`` for an experiment's metrics.
+        label: What the number is, as the table shows it (``{system}`` and ``{baseline}`` are filled in).
+        group: The table's row group.
+        items: A sample's observations (None or empty: the sample does not count).
+        kind: ``rate``, ``mean`` or ``paired`` (see the module docstring).
+        percent: Shown in percent.
+        compare: Shown by ``cotscope compare``.
+        roles: Model roles the metric needs (a judge, a reference model); their items are
+            computed while the audit runs and stored with the record.
+        about: What the metric can and cannot see.
+    """
+
+    name: str
+    label: str
+    group: str
+    items: Items
+    kind: Kind = "rate"
+    percent: bool = True
+    compare: bool = True
+    roles: tuple[str, ...] = ()
+    about: str = ""
+
+    def clusters(self, records: Sequence[SampleRecord]) -> list[list[Any]]:
+        """Each measured sample's observations, in record order (unmeasured samples left out)."""
+        out = []
+        for rec in records:
+            got = self.items(rec)
+            if got is not None and len(got):
+                out.append(list(got))
+        return out
+
+    def estimate(self, records: Sequence[SampleRecord]) -> Estimate:
+        """The metric over records, with the interval method its kind calls for."""
+        return aggregate(self.clusters(records), self.kind)
+
+    def per_sample(self, rec: SampleRecord) -> float | None:
+        """One number per sample (the mean of its items; a - b for a pair), for paired comparisons."""
+        got = self.items(rec)
+        if got is None or not len(got):
+            return None
+        if self.kind == "paired":
+            return sum(float(a) - float(b) for a, b in got) / len(got)
+        return sum(float(x) for x in got) / len(got)
+
+
+def aggregate(clusters: Sequence[Sequence[Any]], kind: Kind) -> Estimate:
+    """An estimate from per-sample observations."""
+    if kind == "paired":
+        pairs = [p for c in clusters for p in c]
+        return stats.paired_rate_difference([a for a, _ in pairs], [b for _, b in pairs])
+    nested = any(len(c) > 1 for c in clusters)
+    if kind == "rate":
+        return stats.clustered_rate(clusters) if nested else stats.rate([c[0] for c in clusters])
+    return stats.clustered_mean(clusters) if nested else stats.mean([c[0] for c in clusters])
+
+
+METRICS = Registry("metric", builtins={})
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add a metric that belongs to no experiment (it is reported in every audit)."""
+    METRICS[metric.name] = metric
+    return metric

@@ -1,0 +1,109 @@
+"""The run directory's store: config, one JSONL record per sample (appended and flushed as each
+finishes). A killed run resumes from it without recomputing or duplicating. Records are
+validated against each experiment's result type when they load; records of an older schema
+are migrated (see `cotscope.records`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from ._errors import CotscopeError
+from .config import CONFIG_VERSION, AuditConfig
+from .experiments import Experiment
+from .records import SampleRecord
+
+class RunStore:
+    """Append-only storage of sample records in a run directory."""
+
+    def __init__(self, run_dir: str | Path, config: AuditConfig, experiments: Sequence[Experiment] = (), *, create: bool = True) -> None:
+        self.dir = Path(run_dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise CotscopeError(f"run directory {self.dir} is an existing file; give --out a directory")
+        self.experiments = {e.name: e for e in experiments}
+        if create:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.dir / "config.json"
+        self.samples_path = self.dir / "samples.jsonl"
+        self._check_config(config, write=create)
+        self.records: dict[str, SampleRecord] = self._load()
+
+    def _check_config(self, config: AuditConfig, write: bool = True) -> None:
+        body = {"schema_version": CONFIG_VERSION, "config": config.model_dump(mode="json")}
+        if self.config_path.exists():
+            try:
+                old = json.loads(self.config_path.read_text())
+                old_cfg = AuditConfig.model_validate(old["config"])
+            except (json.JSONDecodeError, KeyError, ValidationError) as exc:
+                raise CotscopeError(f"{self.config_path} is not a cotscope run config: {exc}") from exc
+            if old_cfg.identity() != config.identity():
+                diff = {k: (v, config.identity()[k]) for k, v in old_cfg.identity().items() if config.identity()[k] != v}
+                raise CotscopeError(
+                    f"{self.dir} holds a run with a different config (was -> now: {diff}); use another --out directory"
+                )
+        if not write:
+            return
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=2))
+        os.replace(tmp, self.config_path)
+
+    def _load(self) -> dict[str, SampleRecord]:
+        records: dict[str, SampleRecord] = {}
+        if not self.samples_path.exists():
+            return records
+        raw = self.samples_path.read_bytes()
+        # Every record is written as one line ending in a newline; text after the last newline
+        # is a write that a kill interrupted. Drop it: the sample will be recomputed.
+        complete = raw.rfind(b"\n") + 1
+        if complete < len(raw):
+            torn_line = raw.count(b"\n", 0, complete) + 1
+            warnings.warn(
+                f"{self.samples_path}:{torn_line}: torn last line (the run was killed mid-write); dropping it",
+                stacklevel=3,
+            )
+            with self.samples_path.open("r+b") as fh:
+                fh.truncate(complete)
+        for lineno, line in enumerate(raw[:complete].split(b"\n")[:-1], 1):
+            if not line.strip():
+                continue
+            try:
+                rec = SampleRecord.model_validate_json(line)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise CotscopeError(
+                    f"{self.samples_path}:{lineno}: not a valid sample record ({where}: {err['msg']})"
+                ) from exc
+            for name, raw in rec.results.items():
+                exp = self.experiments.get(name)
+                if exp is None:
+                    continue
+                try:
+                    rec.results[name] = [exp.Result.model_validate(r) if isinstance(r, dict) else r for r in raw]
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(str(p) for p in err["loc"])
+                    raise CotscopeError(
+                        f"{self.samples_path}:{lineno}: results of experiment {name!r} do not fit its result type ({where}: {err['msg']})"
+                    ) from exc
+            if rec.sample.id in records:
+                warnings.warn(f"{self.samples_path}:{lineno}: duplicate sample {rec.sample.id!r}; keeping the first", stacklevel=3)
+                continue
+            records[rec.sample.id] = rec
+        return records
+
+    def append(self, record: SampleRecord) -> None:
+        if record.sample.id in self.records:
+            raise CotscopeError(f"sample {record.sample.id!r} is already stored in {self.samples_path}")
+        line = record.model_dump_json() + "\n"
+        with self.samples_path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.records[record.sample.id] = record
