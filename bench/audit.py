@@ -69,7 +69,7 @@ def main() -> int:
     prefill_tokens = getattr(backend, "n_prefill_tokens", 0)
     s = result.summary
     print(f"model                 {config.model}  ({available_cores()} cores)")
-    print(f"samples               {s.n_samples}  (CoT chunks per sample {s["cost/cot_steps"].value:.1f})")
+    print(f"samples               {s.n_samples}  (CoT chunks per sample {s['cost/cot_steps'].value:.1f})")
     print(f"experiments           {','.join(experiments)}")
     print(f"wall time             {wall:.1f} s  (model load {load_s:.1f} s)  target < {target:.0f} s")
     print(f"peak memory (RSS)     {peak_mb:.0f} MiB")
