@@ -2,7 +2,7 @@
 
 from ._errors import CotscopeError, MissingDependency
 from .audit import AuditResult, audit
-from .backends import Backend, GenerationParams, Prompt, get_backend, register_backend
+from .backends import Backend, Completion, GenerationParams, Prompt, get_backend, register_backend
 from .compare import compare
 from .config import AuditConfig
 from .experiments import Context, Experiment, register_experiment, same_answer
@@ -12,14 +12,16 @@ from .stats import Estimate
 from .summary import Summary
 from .systems import System, get_system, register_system
 from .tasks import Sample, Task, get_task, register_task
-from .trace import Message, Step, ToolCall, Trace
+from .trace import Answer, Message, Step, ToolCall, Trace
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "Answer",
     "AuditConfig",
     "AuditResult",
     "Backend",
+    "Completion",
     "Context",
     "CotscopeError",
     "Estimate",

@@ -83,7 +83,7 @@ def check(config: AuditConfig, *, backend: Backend | None = None) -> Plan:
     system_factory(config.system)
     if config.baseline:
         system_factory(config.baseline)
-    known_roles = {"rewriter"} | {r for e in experiments for r in e.roles} | {r for m in run_metrics(experiments) for r in m.roles}
+    known_roles = {"rewriter"} | {r for e in experiments for r in e.roles} | {r for m in run_metrics(experiments, config) for r in m.roles}
     for role, spec in config.roles.items():
         if role not in known_roles:
             raise CotscopeError(f"--role {role}={spec}: no selected experiment or metric uses a {role!r} role; known here: {', '.join(sorted(known_roles))}")
@@ -124,7 +124,7 @@ def audit(
     plan = check(config, backend=backend)
     task, experiments = plan.task, plan.experiments
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    store = RunStore(run_dir, config, experiments)
+    store = RunStore(run_dir, config, experiments, create=False)
     todo = [s for s in task.samples if s.id not in store.records]
     if todo:
         backend = backend or get_backend(config.model)
@@ -134,6 +134,7 @@ def audit(
         rewriter = make_rewriter(config.roles.get("rewriter", ""), backend, seed=config.seed)
         models = {role: get_backend(spec) for role, spec in config.roles.items() if role != "rewriter"}
         ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, models=models)
+        store.open()
         done = len(task.samples) - len(todo)
         bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
         # The first batch is one sample; later ones are sized so that each takes about

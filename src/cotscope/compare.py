@@ -66,7 +66,7 @@ def compare(
     results: list[AuditResult] = []
     for spec, cfg in zip(systems, configs, strict=True):
         results.append(audit(cfg, out_dir / _dirname(spec), backend=backend, progress=progress))
-    metrics = [m for m in run_metrics(plans[0].experiments) if m.compare]
+    metrics = [m for m in run_metrics(plans[0].experiments, config) if m.compare]
     ref = {r.sample.id: r for r in results[0].records}
     columns = []
     for spec, res in zip(systems, results, strict=True):

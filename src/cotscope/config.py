@@ -46,6 +46,9 @@ class AuditConfig(BaseModel):
         DEFAULT_EXPERIMENTS,
         description="Experiments to run: registered names or package.module:Class, comma-separated.",
     )
+    metrics: tuple[str, ...] = Field(
+        (), description="Extra metrics by import path (package.module:name, a Metric or a list of them), comma-separated."
+    )
     experiment_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Options per experiment, as experiment.option=value."
     )

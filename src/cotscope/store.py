@@ -27,12 +27,19 @@ class RunStore:
         if self.dir.exists() and not self.dir.is_dir():
             raise CotscopeError(f"run directory {self.dir} is an existing file; give --out a directory")
         self.experiments = {e.name: e for e in experiments}
-        if create:
-            self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
         self.config_path = self.dir / "config.json"
         self.samples_path = self.dir / "samples.jsonl"
-        self._check_config(config, write=create)
+        self._check_config(config, write=False)
         self.records: dict[str, SampleRecord] = self._load()
+        if create:
+            self.open()
+
+    def open(self) -> None:
+        """Create the directory and write the config: done only once there is work to store,
+        so a run that fails before its first sample leaves nothing behind."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._check_config(self.config, write=True)
 
     def _check_config(self, config: AuditConfig, write: bool = True) -> None:
         body = {"schema_version": CONFIG_VERSION, "config": config.model_dump(mode="json")}
@@ -99,6 +106,8 @@ class RunStore:
         return records
 
     def append(self, record: SampleRecord) -> None:
+        if not self.config_path.exists():
+            self.open()
         if record.sample.id in self.records:
             raise CotscopeError(f"sample {record.sample.id!r} is already stored in {self.samples_path}")
         line = record.model_dump_json() + "\n"

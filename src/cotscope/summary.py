@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from . import stats
 from .config import AuditConfig
 from .experiments import Experiment, get_experiments
-from .metrics import METRICS, Metric
+from ._errors import CotscopeError
+from .metrics import METRICS, Metric, load_metrics
 from .records import SCHEMA_VERSION, SampleRecord
 from .stats import Estimate
 from .verdicts import Verdict, system_verdicts
@@ -58,17 +59,24 @@ class Summary(BaseModel):
         return self.metrics[name]
 
 
-def run_metrics(experiments: Sequence[Experiment]) -> list[Metric]:
-    """Every metric of a run: the registered ones, then each experiment's, in order."""
+def run_metrics(experiments: Sequence[Experiment], config: AuditConfig | None = None) -> list[Metric]:
+    """Every metric of a run: the registered ones, each experiment's in order, then the
+    config's extra ones (by import path). Names must be unique."""
     out = list(METRICS.values())
     for exp in experiments:
         out.extend(exp.metrics())
+    if config is not None:
+        out.extend(load_metrics(config.metrics))
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise CotscopeError(f"metric names collide: {', '.join(dup)}")
     return out
 
 
 def summarize(records: Sequence[SampleRecord], config: AuditConfig, experiments: Sequence[Experiment] | None = None) -> Summary:
     experiments = list(experiments) if experiments is not None else get_experiments(config)
-    metrics = run_metrics(experiments)
+    metrics = run_metrics(experiments, config)
     estimates = {m.name: m.estimate(records) for m in metrics}
     roles = sorted({r for rec in records for r in rec.correct})
     summary = Summary(

@@ -311,10 +311,25 @@ def _check_hf(rest: str, opts: dict[str, str]) -> None:
         raise CotscopeError(f"hf/{rest}: no such directory, and not a hub id (<org>/<name>)")
     import os
 
+    hub = require("huggingface_hub", "hf")
+    if isinstance(hub.try_to_load_from_cache(rest, "config.json"), str):
+        return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        hub = require("huggingface_hub", "hf")
-        if not isinstance(hub.try_to_load_from_cache(rest, "config.json"), str):
-            raise CotscopeError(f"hf/{rest}: not in the local hub cache and HF_HUB_OFFLINE is set; download it first or give a local path")
+        raise CotscopeError(f"hf/{rest}: not in the local hub cache and HF_HUB_OFFLINE is set; download it first or give a local path")
+    # One short request instead of the loader's minute of retries.
+    from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        hub.HfApi().model_info(rest, timeout=5)
+    except GatedRepoError:
+        return
+    except RepositoryNotFoundError:
+        raise CotscopeError(f"hf/{rest}: no such model on the hub (or it is private), and no such local directory") from None
+    except Exception as exc:  # noqa: BLE001 - any network failure
+        raise CotscopeError(
+            f"hf/{rest}: not in the local hub cache, and the hub cannot be reached ({type(exc).__name__}: {str(exc)[:120]}); "
+            "download it where there is network, or give a local path"
+        ) from None
 
 
 def _check_gguf(rest: str, opts: dict[str, str]) -> None:

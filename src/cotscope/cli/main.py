@@ -55,7 +55,7 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] =
             parser.add_argument("--role", dest="roles", action="append", type=_kv, metavar="ROLE=MODEL", help=help_text)
         elif name == "experiment_options":
             parser.add_argument("--option", dest="experiment_options", action="append", type=_option, metavar="EXPERIMENT.OPTION=VALUE", help=help_text)
-        elif name == "experiments":
+        elif name in ("experiments", "metrics"):
             parser.add_argument(flag, type=_names, metavar="NAMES", help=help_text)
         else:
             parser.add_argument(flag, dest=name, type=type(default), help=help_text, metavar=name.upper())

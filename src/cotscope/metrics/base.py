@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import stats
-from .._registry import Registry
+from .._errors import CotscopeError
+from .._registry import Registry, load_object
 from ..records import SampleRecord
 from ..stats import Estimate
 
@@ -95,3 +96,20 @@ def register_metric(metric: Metric) -> Metric:
     """Add a metric that belongs to no experiment (it is reported in every audit)."""
     METRICS[metric.name] = metric
     return metric
+
+
+def load_metrics(paths: Sequence[str]) -> list[Metric]:
+    """Metrics named by import path (``package.module:name``): a `Metric`, or a list of them.
+
+    Raises:
+        CotscopeError: for a bad path or an object that is no metric.
+    """
+    out: list[Metric] = []
+    for path in paths:
+        obj = METRICS[path] if path in METRICS else load_object(path, "metric")
+        got = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+        for m in got:
+            if not isinstance(m, Metric):
+                raise CotscopeError(f"metric {path!r} is {type(m).__name__}, not a cotscope Metric")
+        out.extend(got)
+    return out

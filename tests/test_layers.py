@@ -1,0 +1,120 @@
+"""The package's import graph: no cycle (lazy imports inside functions included) and no import
+from a lower layer to a higher one. The layer order is read from README.md's "Architecture"
+section, so it is written down once."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+PKG = ROOT / "src" / "cotscope"
+
+
+def layers() -> list[list[str]]:
+    text = ROOT.joinpath("README.md").read_text()
+    section = text[text.index("## Architecture") :]
+    rows = re.findall(r"^\d+\. [^:\n]+: (.+)$", section, re.M)
+    return [re.findall(r"`([^`]+)`", row) for row in rows]
+
+
+def modules() -> dict[str, tuple[Path, bool]]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        out[".".join(parts)] = (path, is_pkg)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the cotscope modules it imports anywhere in its body."""
+    mods = modules()
+    graph = {}
+    for name, (path, is_pkg) in mods.items():
+        here = name.split(".") if is_pkg else name.split(".")[:-1]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                base = here[: len(here) - node.level + 1] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                for alias in node.names:
+                    if f"{mod}.{alias.name}" in mods:
+                        targets.add(f"{mod}.{alias.name}")
+                    elif mod in mods:
+                        targets.add(mod)
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name in mods}
+        targets.discard(name)
+        graph[name] = targets
+    return graph
+
+
+def layer_of(module: str, table: list[list[str]]) -> int:
+    rel = module.removeprefix("cotscope").lstrip(".") or "__init__"
+    top = rel.split(".")[0]
+    for i, names in enumerate(table):
+        if top in names:
+            return i
+    raise AssertionError(f"module {module} is in no layer of README's Architecture section")
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_layer_list_is_complete():
+    table = layers()
+    assert len(table) >= 10
+    for module in modules():
+        layer_of(module, table)
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_no_upward_imports():
+    table = layers()
+    upward = [
+        f"{src} (layer {layer_of(src, table) + 1}) imports {dst} (layer {layer_of(dst, table) + 1})"
+        for src, targets in import_graph().items()
+        for dst in targets
+        if layer_of(dst, table) > layer_of(src, table)
+    ]
+    assert upward == []
+
+
+def test_the_checker_sees_lazy_imports_and_cycles():
+    """The graph includes imports inside functions, and a cycle is found when there is one."""
+    graph = import_graph()
+    assert "cotscope.report.html" in graph["cotscope.audit"]  # imported inside audit()
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
