@@ -55,7 +55,8 @@ def test_records_reach_disk_one_by_one_when_samples_are_slow(tmp_path):
     backend.generate = watching
     task = write_crafted_task(tmp_path)
     rows = [json.loads(line) for line in task.read_text().splitlines()]
-    task.write_text("".join(json.dumps({**r, "id": f"{r['id']}-{i}"}) + "\n" for i in range(2) for r in rows))
+    copies = [{**r, "id": f"{r['id']}-{c}", "question": f"{r['question']} (copy {c})"} for c in "ab" for r in rows]
+    task.write_text("".join(json.dumps(r) + "\n" for r in copies))  # distinct questions: none is answered from the cache
     cfg = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=4, samples_per_flush=8, flush_seconds=1e-6, experiments=("truncate",))
     audit(cfg, tmp_path / "run", backend=backend, progress=False, plots=False)
     assert sorted(set(seen)) == [0, 1, 2, 3]  # every batch held one sample, written before the next began
@@ -78,7 +79,8 @@ def test_cli_equals_python_api(tmp_path, capsys):
 def test_interrupted_run_resumes_without_recomputing(tmp_path):
     task = write_crafted_task(tmp_path)
     rows = [json.loads(line) for line in task.read_text().splitlines()]
-    task.write_text("".join(json.dumps({**r, "id": f"{r['id']}-{i}"}) + "\n" for i in range(3) for r in rows))
+    copies = [{**r, "id": f"{r['id']}-{c}", "question": f"{r['question']} (copy {c})"} for c in "abc" for r in rows]
+    task.write_text("".join(json.dumps(r) + "\n" for r in copies))  # distinct questions: none is answered from the cache
     cfg = AuditConfig(
         model="mock", task=f"jsonl:{task}", task_args={}, n_samples=6, samples_per_flush=1,
         experiments=("truncate",),  # its backend calls grow linearly with the samples

@@ -54,3 +54,26 @@ def test_mock_scores_its_own_answer_highest():
 def test_cut_at_stop():
     assert cut_at_stop("abc Answer: 3", ["Answer:"]) == ("abc ", True)
     assert cut_at_stop("abc", ["\n", "x"]) == ("abc", False)
+
+
+def test_model_caches_greedy_calls_counts_usage_and_never_caches_sampling():
+    from cotscope.backends import Completion, Model
+    from cotscope.backends.mock import MockBackend
+
+    provider = MockBackend()
+    model = Model(provider)
+    prompts = [Prompt.chat("What is 2 + 3?"), Prompt.chat("What is 4 + 1?"), Prompt.chat("What is 2 + 3?")]
+    greedy = GenerationParams(max_new_tokens=8)
+    first = model.generate(prompts, greedy)
+    assert provider.n_generated_prompts == 2  # the repeated prompt is asked once
+    assert model.generate(prompts[:1], greedy) == first[:1] and provider.n_generated_prompts == 2
+    assert model.usage.cache_hits == 2 and model.usage.prompts == 2
+    model.generate(prompts, GenerationParams(max_new_tokens=8, temperature=0.7))
+    assert provider.n_generated_prompts == 5  # sampled: every prompt, every time
+    scores = model.score(prompts[:1], [["5", "6"]])
+    assert model.score(prompts[:1], [["5", "6"]]) == scores and model.usage.cache_hits == 3
+    cut = Model(MockBackend(respond=lambda p, params: "x"))
+    cut.provider.generate = lambda ps, params: [Completion("x " * 8, 0, 8, finish_reason="length") for _ in ps]
+    cut.generate([Prompt.chat("q")], greedy)
+    assert cut.usage.truncated == 1 and cut.usage.generated_tokens == 8
+    assert model.count_tokens("a b c") == 3 and model.spec == provider.spec

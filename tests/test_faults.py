@@ -42,15 +42,16 @@ def test_finished_samples_survive_a_dying_server(tmp_path):
     with FaultServer() as srv:
         cfg = AuditConfig(model=f"openai/m@{srv.url}?max_retries=1&timeout=5", n_samples=4, samples_per_flush=1,
                           experiments=("truncate", "filler"))
-        b = get_backend(cfg.model, cache=False)
-        first = audit(cfg.model_copy(update={"n_samples": 1}), tmp_path / "probe", backend=b, progress=False, plots=False)
-        per_sample = srv.requests
-        assert len(first.records) == 1
-        srv.script.extend(["ok"] * (2 * per_sample))  # two samples go through, then the server dies
+        fresh = lambda: get_backend(cfg.model, cache=False)  # noqa: E731 - a model with an empty cache
+        audit(cfg.model_copy(update={"n_samples": 2}), tmp_path / "probe2", backend=fresh(), progress=False, plots=False)
+        two = srv.requests
+        audit(cfg, tmp_path / "probe4", backend=fresh(), progress=False, plots=False)
+        four = srv.requests - two
+        srv.script.extend(["ok"] * two)  # two samples go through, then the server dies
         srv.default = "drop"
         with pytest.raises(CotscopeError, match="cannot reach the server"):
-            audit(cfg, tmp_path / "run", backend=b, progress=False, plots=False)
+            audit(cfg, tmp_path / "run", backend=fresh(), progress=False, plots=False)
         assert (tmp_path / "run" / "samples.jsonl").read_text().count("\n") == 2
         srv.default, before = "ok", srv.requests
-        result = audit(cfg, tmp_path / "run", backend=b, progress=False, plots=False)
-        assert len(result.records) == 4 and srv.requests - before == 2 * per_sample  # only the 2 missing samples
+        result = audit(cfg, tmp_path / "run", backend=fresh(), progress=False, plots=False)
+        assert len(result.records) == 4 and srv.requests - before == four - two  # only the 2 missing samples

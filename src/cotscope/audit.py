@@ -3,6 +3,7 @@ store each batch as it finishes, summarize, report."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ._errors import CotscopeError
-from .backends import Backend, GenerationParams, check_backend, get_backend
+from .backends import Backend, GenerationParams, Model, check_backend, get_backend
 from .config import AuditConfig
 from .experiments import Context, Experiment, get_experiments
 from .records import SampleRecord
@@ -127,7 +128,7 @@ def audit(
     store = RunStore(run_dir, config, experiments, create=False)
     todo = [s for s in task.samples if s.id not in store.records]
     if todo:
-        backend = backend or get_backend(config.model)
+        backend = Model.wrap(backend or get_backend(config.model))
         params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed)
         subject = get_system(config.system, backend, task.kind, params)
         baseline = get_system(config.baseline, backend, task.kind, params) if config.baseline else None
@@ -151,6 +152,11 @@ def audit(
             start += len(batch)
             size = max(1, min(config.samples_per_flush, int(config.flush_seconds / max(per_sample, 1e-6))))
         bar.close()
+        usage = {"subject": backend.usage} | {role: m.usage for role, m in models.items() if isinstance(m, Model)}
+        rewriter_model = getattr(rewriter, "backend", None)
+        if isinstance(rewriter_model, Model) and rewriter_model is not backend:
+            usage["rewriter"] = rewriter_model.usage
+        (run_dir / "usage.json").write_text(json.dumps({k: u.model_dump() for k, u in usage.items()}, indent=2))
     records = [store.records[s.id] for s in task.samples]
     summary = summarize(records, config, experiments)
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))

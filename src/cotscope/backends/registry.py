@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 from .._errors import CotscopeError
 from .._registry import Registry, is_import_path
 from .base import Backend
+from .model import Model
 
 BackendFactory = Callable[[str, dict[str, str]], Backend]
 # What a spec must satisfy before any weights load: raises CotscopeError, returns nothing.
@@ -95,7 +96,7 @@ def check_backend(spec: str) -> str:
 
 
 def get_backend(spec: str, *, cache: bool = True) -> Backend:
-    """Build (or reuse) the backend a spec string names.
+    """Build (or reuse) the model a spec string names: its provider inside a `Model`.
 
     Raises:
         CotscopeError: for an unknown prefix, listing the known ones.
@@ -103,13 +104,14 @@ def get_backend(spec: str, *, cache: bool = True) -> Backend:
     factory, full, rest, opts = _factory(spec)
     if cache and full in _CACHE:
         return _CACHE[full]
-    backend = factory(rest, opts)
-    if not isinstance(backend, Backend):
-        raise CotscopeError(f"model provider for {spec!r} returned {type(backend).__name__}, not a cotscope Backend")
-    backend.spec = full
+    provider = factory(rest, opts)
+    if not isinstance(provider, Backend):
+        raise CotscopeError(f"model provider for {spec!r} returned {type(provider).__name__}, not a cotscope Backend")
+    provider.spec = full
+    model = Model(provider)
     if cache:
-        _CACHE[full] = backend
-    return backend
+        _CACHE[full] = model
+    return model
 
 
 def _known() -> str:
