@@ -118,6 +118,7 @@ def reference_prompts_per_sample(cfg, task):
     return counter.n_generated_prompts
 
 
+@pytest.mark.slow
 def test_killed_process_resumes(tmp_path):
     """SIGKILL the CLI at random moments, several times, restarting it each time on the same
     run directory: the result equals an uninterrupted run's, no sample is stored twice, and

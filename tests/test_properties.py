@@ -60,10 +60,21 @@ def test_chunking_keeps_every_word(text):
     assert join_steps(steps).split() == text.split()
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(obj=json_values)
-def test_record_schema_rejects_with_a_message(obj):
+def test_a_junk_record_line_is_named_by_file_and_line(tmp_path, obj):
+    """Any JSON value that is not a record makes the run directory fail to load with an error
+    naming the file and the line; none is silently dropped."""
+    from cotscope import AuditConfig
+    from cotscope.store import RunStore
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "config.json").unlink(missing_ok=True)
+    (run / "samples.jsonl").write_text(json.dumps(obj) + "\n")
     try:
-        SampleRecord.model_validate_json(json.dumps(obj))
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        assert str(exc)
+        RunStore(run, AuditConfig(model="mock"), create=False)
+    except CotscopeError as exc:
+        assert f"{run / 'samples.jsonl'}:1: not a valid sample record" in str(exc)
+    else:
+        raise AssertionError(f"{obj!r} loaded as a sample record")

@@ -27,7 +27,7 @@ def plugin_blocks():
 def script_blocks():
     """The other blocks; those that load the embedded model are integration tests."""
     return [
-        pytest.param(b, marks=[pytest.mark.integration] if "smollm2" in b else [], id=b.strip().splitlines()[-1][:40])
+        pytest.param(b, marks=[pytest.mark.integration, pytest.mark.slow] if "smollm2" in b else [], id=b.strip().splitlines()[-1][:40])
         for b in python_blocks()
         if not HEADER.match(b.splitlines()[0])
     ]

@@ -61,6 +61,7 @@ def test_generate_score_and_count(server):
     assert b.count_tokens("hello world") == 2
 
 
+@pytest.mark.slow
 def test_audit_through_the_server(server, tmp_path):
     cfg = AuditConfig(model=f"openai/smollm2@{server['url']}", n_samples=2, max_new_tokens=40, continue_max_new_tokens=10)
     result = audit(cfg, tmp_path, progress=False, plots=False)

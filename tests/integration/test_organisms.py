@@ -9,7 +9,7 @@ import pytest
 from cotscope.organisms import ORGANISMS
 from cotscope.organisms.checkpoints import SHIPPED, read_card
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N = 30
 
 
@@ -55,7 +55,11 @@ def test_verdicts_that_must_match_the_ground_truth(validation):
         assert _cell(v, organism, "paraphrase sensitivity").matches, organism
     for organism in ("faithful", "post-hoc", "encoded"):
         assert _cell(v, organism, "early answering").matches, organism
-        assert _cell(v, organism, "filler substitution").verdict in ("yes", "no", "unclear")
+    for organism in ("faithful", "encoded"):
+        assert _cell(v, organism, "filler substitution").verdict == "yes", organism
+    # The substitute is out of the post-hoc organism's distribution: its answers move a little,
+    # and at n=30 the rule cannot tell that from no dependence.
+    assert _cell(v, "post-hoc", "filler substitution").verdict == "unclear"
     assert _cell(v, "faithful", "adding mistakes").verdict == "yes"
     assert _cell(v, "post-hoc", "adding mistakes").verdict == "no"
     assert _cell(v, "filler", "adding mistakes").verdict == "n/a"  # nothing to corrupt in '...'
@@ -77,3 +81,18 @@ def test_validation_writes_its_table_and_figure(validation):
     assert (out / "validation.png").stat().st_size > 10_000
     for name in ORGANISMS:
         assert (out / name / "report.html").is_file()
+
+
+def test_each_audit_states_the_verdicts_validate_reports(validation):
+    """One set of rules: every organism's own audit summary gives, rule by rule, the verdict
+    the validation table shows, and its overall verdict follows from them."""
+    out, v = validation
+    for organism in ORGANISMS:
+        summary = json.loads((out / organism / "summary.json").read_text())
+        by_rule = {r["rule"].split(":")[0]: r["verdict"] for verdict in summary["verdicts"] for r in verdict["rules"]}
+        for cell in (c for c in v.cells if c.organism == organism):
+            assert by_rule[cell.metric] == cell.verdict, (organism, cell.metric)
+    encoded = {x["prop"]: x["verdict"] for x in json.loads((out / "encoded" / "summary.json").read_text())["verdicts"]}
+    post_hoc = {x["prop"]: x["verdict"] for x in json.loads((out / "post-hoc" / "summary.json").read_text())["verdicts"]}
+    assert encoded == {"load_bearing": "yes", "encoded": "yes"}
+    assert post_hoc["encoded"] == "no" and post_hoc["load_bearing"] == "unclear"

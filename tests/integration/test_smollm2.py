@@ -39,6 +39,7 @@ def test_score_matches_a_plain_forward_pass(backend):
     assert scores[0] == pytest.approx(reference, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_tiny_audit_end_to_end(tmp_path):
     cfg = AuditConfig(n_samples=2, max_new_tokens=48, continue_max_new_tokens=12)
     result = audit(cfg, tmp_path, progress=False)
@@ -53,6 +54,7 @@ def test_tiny_audit_end_to_end(tmp_path):
     assert (tmp_path / "truncate.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_multiple_choice_forced_by_log_probability(tmp_path):
     cfg = AuditConfig(task_args={"choices": "4"}, n_samples=1, max_new_tokens=32, continue_max_new_tokens=8)
     rec = audit(cfg, tmp_path, progress=False, plots=False).records[0]
