@@ -4,7 +4,7 @@ Prints wall time, peak memory, and generated and scored tokens per second, and c
 targets on 2 CPU cores: the default audit (every experiment) in under 10 minutes, the
 truncation experiment alone (``--experiments truncate``) in under 5.
 
-    python bench/audit.py [--n-samples N] [--model SPEC] [--experiments truncate,...]
+    python bench/audit.py [--n-samples N] [--model SPEC] [--experiments truncate,...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main() -> int:
     parser.add_argument("--n-samples", type=int, default=AuditConfig().n_samples)
     parser.add_argument("--model", default=AuditConfig().model)
     parser.add_argument("--experiments", default=",".join(AuditConfig().experiments))
+    parser.add_argument("--out", help="Keep the run directory here (default: a temporary one).")
     args = parser.parse_args()
     experiments = tuple(x for x in args.experiments.split(",") if x)
     config = AuditConfig(model=args.model, n_samples=args.n_samples, experiments=experiments)
@@ -60,8 +61,9 @@ def main() -> int:
     backend = get_backend(config.model)
     load_s = time.perf_counter() - t0
     timed = Timed(backend)
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = audit(config, run_dir, backend=backend)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = audit(config, args.out or tmp, backend=backend)
+    usage = backend.usage
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gen_tokens = getattr(backend, "n_generated_tokens", 0)
@@ -78,6 +80,7 @@ def main() -> int:
         print(f"scoring               {scored_tokens} tokens in {timed.score_s:.1f} s = {scored_tokens / max(timed.score_s, 1e-9):.1f} tokens/s")
     if prefill_tokens:
         print(f"prompt tokens run     {prefill_tokens} (generation and scoring, after prefix sharing)")
+    print(f"model calls           {usage.calls} calls, {usage.prompts} prompts, {usage.cache_hits} answered from the cache")
     ok = wall < target
     print(f"target                {'met' if ok else 'MISSED'}")
     return 0 if ok else 1

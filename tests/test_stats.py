@@ -72,3 +72,12 @@ def test_step_value_and_binning():
     curve = binned_curve([{"m": pts}, {"m": [(0.0, 1.0), (1.0, 1.0)]}], ["m"], bins=4, estimate=lambda m, v, x: stats.rate(v))
     assert [p.x for p in curve] == [0, 0.25, 0.5, 0.75, 1]
     assert [p.values["m"].value for p in curve] == [0.5, 0.5, 1, 1, 1]
+
+
+def test_samples_to_settle_uses_the_interval_itself():
+    zero_of_8 = stats.rate([0] * 8)
+    n = stats.samples_to_settle(zero_of_8, 0.2)
+    assert stats.clopper_pearson(0, n)[1] < 0.2 <= stats.clopper_pearson(0, n - 1)[1]  # the first n that settles it
+    assert stats.samples_to_settle(stats.rate([1, 0] * 4), 0.5) is None  # on the threshold: never settled
+    m = stats.mean([1.0, 2.0, 3.0, 4.0])
+    assert stats.samples_to_settle(m, 4.0) > 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -19,10 +20,13 @@ from ._errors import CotscopeError
 F = TypeVar("F")
 
 
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+
+
 def is_import_path(name: str) -> bool:
-    """``package.module:attr`` (a colon with a non-empty module and attribute on each side)."""
+    """``package.module:attr``: dotted Python names on each side of one colon."""
     module, sep, attr = name.partition(":")
-    return bool(sep and module and attr and "/" not in module and "\\" not in module)
+    return bool(sep and _DOTTED.match(module) and _DOTTED.match(attr))
 
 
 def load_object(path: str, what: str = "plug-in") -> Any:
@@ -31,6 +35,8 @@ def load_object(path: str, what: str = "plug-in") -> Any:
     Raises:
         CotscopeError: naming the path when the module or the attribute is missing.
     """
+    if not is_import_path(path):
+        raise CotscopeError(f"{what} {path!r} is not an import path (want package.module:name)")
     module, _, attr = path.partition(":")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint")
+DEFAULT_EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint", "legibility")
 ROLES = ("rewriter", "judge", "reference", "paraphraser")
 CONFIG_VERSION = 2
 

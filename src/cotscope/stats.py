@@ -235,3 +235,25 @@ def samples_needed(e: Estimate, effect: float, power: float = 0.8) -> int | None
     if mde is None or effect <= 0:
         return None
     return max(1, math.ceil(e.n * (mde / effect) ** 2))
+
+
+def samples_to_settle(e: Estimate, threshold: float, limit: int = 100_000) -> int | None:
+    """Samples at which an interval like this one, with the same value, would lie wholly on one
+    side of `threshold` (None when the value sits on the threshold or no n up to `limit` does).
+
+    For a rate, found by evaluating the interval method itself at growing n; for a mean, from
+    the half-width shrinking as 1/sqrt(n).
+    """
+    if e.value is None or e.n == 0 or e.method == "exact" or abs(e.value - threshold) < 1e-9:
+        return None
+    if e.method in ("clopper-pearson", "clustered"):
+        n = e.n
+        while n <= limit:
+            lo, hi = clopper_pearson(e.value * n, n, e.level)
+            if lo > threshold or hi < threshold:
+                return n
+            n = max(n + 1, int(n * 1.1))
+        return None
+    half = max(e.hi - e.value, e.value - e.lo)
+    n = math.ceil(e.n * (half / abs(e.value - threshold)) ** 2)
+    return n if n <= limit else None

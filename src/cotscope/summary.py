@@ -133,7 +133,9 @@ def caveats(s: Summary) -> list[str]:
             continue
         r = next(r for r in v.rules if r.verdict == "unclear")
         e = r.estimate
-        more = stats.samples_needed(e, max(abs(e.value - r.threshold), 0.05))
+        more = stats.samples_to_settle(e, r.threshold)
         if more:
-            out.append(f"{v.question}: unclear at n={e.n}; about {more} samples would settle '{r.rule}'.")
+            out.append(f"{v.question}: unclear at n={e.n}; if the value stays {e.value:.3g}, about {more} samples would settle '{r.rule}'.")
+        else:
+            out.append(f"{v.question}: unclear at n={e.n}; the value sits at the threshold of '{r.rule}', so more samples may not settle it.")
     return out

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--max-prompt-chars", type=int, default=8000, help="Longer prompts are refused with HTTP 400.")
     v.add_argument("--max-tokens-limit", type=int, default=1024, help="Larger max_tokens requests are refused with HTTP 400.")
+    d = sub.add_parser("drift", help="Two runs on the same samples: paired metric differences, KL between their models, the CoTs that moved most.")
+    d.add_argument("run_a", help="The first run directory (e.g. the base model).")
+    d.add_argument("run_b", help="The second run directory (e.g. the tuned model).")
+    d.add_argument("--out", help="Where to write drift.json and drift.html (default: RUN_B).")
+    d.add_argument("--no-kl", action="store_true", help="Skip the KL estimate (it loads both models).")
+    d.add_argument("--top", type=int, default=5, help="How many of the most-moved CoTs to show (default: 5).")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -153,6 +159,16 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "organisms":
         return _organisms(args)
+    if args.command == "drift":
+        from ..drift import drift, render_drift
+
+        for run in (args.run_a, args.run_b):
+            if not Path(run, "config.json").is_file():
+                raise CotscopeError(f"{run} is not a cotscope run directory (no config.json)")
+        result = drift(args.run_a, args.run_b, args.out, kl=not args.no_kl, top=args.top)
+        print(render_drift(result))
+        print(f"\nwritten: {Path(args.out or args.run_b) / 'drift.json'}, drift.html")
+        return 0
     if args.command == "report":
         from ..report.html import write_report
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .._errors import CotscopeError
 from .._registry import Registry
 from ..backends import Backend
-from ..config import AuditConfig
+from ..config import DEFAULT_EXPERIMENTS, AuditConfig
 from ..metrics import Metric
 from ..records import SampleRecord
 from ..systems import System
@@ -89,6 +89,10 @@ class Experiment:
                 where = ".".join(str(p) for p in err["loc"])
                 raise CotscopeError(f"bad option for experiment {self.name!r}: {where}: {err['msg']}") from exc
 
+    def check(self) -> None:
+        """Raise a CotscopeError before any work when something this experiment needs is missing
+        (an optional library); the message gives the install line."""
+
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[BaseModel]]:
         """Per sample, in order, the list of results (of type `Result`)."""
         raise NotImplementedError
@@ -122,9 +126,9 @@ EXPERIMENTS = Registry(
         "filler": "cotscope.experiments.substitution",
         "mistake": "cotscope.experiments.mistakes",
         "hint": "cotscope.experiments.hints",
+        "legibility": "cotscope.experiments.legibility",
     },
 )
-DEFAULT_EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint")
 
 
 def register_experiment(cls: type[Experiment]) -> type[Experiment]:
@@ -154,7 +158,9 @@ def get_experiments(config: AuditConfig) -> list[Experiment]:
     out: list[Experiment] = []
     for spec in config.experiments:
         cls = experiment_class(spec)
-        out.append(cls(config.experiment_options.get(cls.name) or config.experiment_options.get(spec)))
+        exp = cls(config.experiment_options.get(cls.name) or config.experiment_options.get(spec))
+        exp.check()
+        out.append(exp)
     names = [e.name for e in out]
     if len(set(names)) != len(names):
         raise CotscopeError(f"experiment names collide: {names}")

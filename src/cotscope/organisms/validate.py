@@ -23,7 +23,7 @@ from ..summary import Summary
 from ..verdicts import RULES, verdict
 from .zoo import ORGANISMS, cot_token_budget, get_spec
 
-EXPERIMENTS = ("truncate", "filler", "mistake", "paraphrase")
+EXPERIMENTS = ("truncate", "filler", "mistake", "paraphrase", "legibility")
 
 class Cell(BaseModel):
     """One metric on one organism."""
@@ -54,6 +54,16 @@ class MetricOutcome(BaseModel):
     failures: list[str] = Field(description="Organisms whose verdict does not match (unclear counts as a miss).")
 
 
+class LegibilityRow(BaseModel):
+    """One legibility metric on one organism (no verdict: legibility has no ground truth here)."""
+
+    organism: str
+    metric: str
+    label: str
+    percent: bool
+    estimate: Estimate
+
+
 class Validation(BaseModel):
     """summary.json of `cotscope organisms validate`."""
 
@@ -62,6 +72,7 @@ class Validation(BaseModel):
     cells: list[Cell]
     accuracy: list[OrganismAccuracy]
     metrics: list[MetricOutcome]
+    legibility: list[LegibilityRow] = Field(default_factory=list, description="Legibility metrics per organism.")
 
 
 def verdict(e: Estimate | None, threshold: float) -> str:
@@ -117,7 +128,7 @@ def validate(
             (default ``organism/<name>``, the shipped ones).
     """
     out = Path(out_dir)
-    cells, accuracy = [], []
+    cells, accuracy, legibility = [], [], []
     for name in names:
         spec = get_spec(name)
         config = organism_config(name, n_samples, seed)
@@ -131,6 +142,9 @@ def validate(
                 cot_gain=s.metrics.get("accuracy/cot_gain"), run_dir=str(out / name),
             )
         )
+        for row in s.table:
+            if row.name.startswith("legibility/"):
+                legibility.append(LegibilityRow(organism=name, metric=row.name, label=row.metric, percent=row.percent, estimate=row.estimate))
         for rule in RULES:
             est = rule.read(s.metrics)
             v = verdict(est, rule.threshold)
@@ -146,7 +160,7 @@ def validate(
         mine = [c for c in cells if c.metric == rule.name and c.matches is not None]
         failures = [c.organism for c in mine if not c.matches]
         outcomes.append(MetricOutcome(metric=rule.name, separates=not failures if mine else None, failures=failures))
-    result = Validation(n_samples=n_samples, seed=seed, cells=cells, accuracy=accuracy, metrics=outcomes)
+    result = Validation(n_samples=n_samples, seed=seed, cells=cells, accuracy=accuracy, metrics=outcomes, legibility=legibility)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(result.model_dump_json(indent=2))
     from .plots import plot_validation
@@ -170,6 +184,15 @@ def render(v: Validation) -> str:
             val = "n/a" if e is None or e.value is None else f"{e.value:6.3f} [{e.lo:.3f}, {e.hi:.3f}] n={e.n}"
             mark = {True: "matches", False: "WRONG", None: "-"}[c.matches]
             lines.append(f"      {c.organism:<10} {val:<32} says {c.verdict:<8} truth {'yes' if c.truth else 'no':<4} {mark}")
+    if v.legibility:
+        lines += ["", "  legibility (value [95% CI]; no verdict: these organisms have no legibility ground truth)"]
+        organisms = list(dict.fromkeys(r.organism for r in v.legibility))
+        lines.append(f"    {'metric':<44}" + "".join(f"{o:>24}" for o in organisms))
+        for metric in dict.fromkeys(r.metric for r in v.legibility):
+            rows = {r.organism: r for r in v.legibility if r.metric == metric}
+            label = next(iter(rows.values())).label
+            cells = "".join(f"{_leg(rows.get(o)):>24}" for o in organisms)
+            lines.append(f"    {label[:44]:<44}{cells}")
     lines += ["", "  metrics"]
     for m in v.metrics:
         said = {True: "matches the ground truth on every organism", None: "applies to none of these organisms"}
@@ -179,3 +202,10 @@ def render(v: Validation) -> str:
 
 def load_validation(path: str | Path) -> Validation:
     return Validation.model_validate(json.loads(Path(path).read_text()))
+
+
+def _leg(row: LegibilityRow | None) -> str:
+    if row is None or row.estimate.value is None:
+        return "n/a"
+    e, k = row.estimate, 100 if row.percent else 1
+    return f"{e.value * k:.2f} [{e.lo * k:.2f}, {e.hi * k:.2f}]"

@@ -26,7 +26,7 @@ from .._options import parse_options
 from .._registry import Registry, is_import_path
 from ..backends import Backend, GenerationParams, Prompt
 from ..tasks.base import LETTERS, Kind, Sample, extract_answer
-from ..trace import Answer, Continuation, Step, Trace, join_steps, make_steps
+from ..trace import Answer, Continuation, Message, Step, Trace, join_steps, make_steps
 from .prompts import ANSWER_CUE, answer_prefix
 
 
@@ -140,7 +140,7 @@ class System(ABC):
         reasoning = self.reason(samples, [[] for _ in samples], self.params.max_new_tokens)
         answers = self.answer_from(samples, [r.steps for r in reasoning])
         traces = []
-        for r, a in zip(reasoning, answers, strict=True):
+        for sample, r, a in zip(samples, reasoning, answers, strict=True):
             tokens = dict(r.tokens_by_role)
             tokens[self.answer_role] = tokens.get(self.answer_role, 0) + a.n_tokens
             traces.append(
@@ -157,6 +157,7 @@ class System(ABC):
                     tokens_by_role=tokens,
                     roles=self.roles,
                     meta=r.meta,
+                    messages=[*self.prompt(sample).messages, Message(role="assistant", content=f"{r.text}\n{ANSWER_CUE} {a.text}".strip())],
                 )
             )
         return traces
