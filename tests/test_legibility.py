@@ -33,6 +33,7 @@ def test_real_words_rank_english_above_shuffled_and_base64():
     english, mixed, encoded = real_word_share(ENGLISH), real_word_share(shuffled(ENGLISH)), real_word_share(b64)
     assert english > 0.95
     assert english > mixed + 0.4 and english > encoded + 0.4
+    assert real_word_share("...\n...") == 0 and real_word_share("  ") is None
 
 
 def test_language_share_catches_german():

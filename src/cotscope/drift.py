@@ -105,6 +105,8 @@ def drift(run_a: str | Path, run_b: str | Path, out_dir: str | Path | None = Non
         if d is not None:
             rows.append(MetricDrift(name=m.name, label=m.label.format(system="system", baseline="baseline"), group=m.group,
                                     percent=m.percent, a=sa.metrics[m.name], b=sb.metrics[m.name], difference=d))
+    order = list(dict.fromkeys(r.group for r in rows))
+    rows.sort(key=lambda r: order.index(r.group))  # each group once, in the order it first appears
     result = Drift(run_a=str(run_a), run_b=str(run_b), model_a=ca.model, model_b=cb.model, n_samples=len(common), metrics=rows)
     if kl:
         ma, mb = backends or (get_backend(ca.model), get_backend(cb.model))

@@ -96,3 +96,20 @@ def test_each_audit_states_the_verdicts_validate_reports(validation):
     post_hoc = {x["prop"]: x["verdict"] for x in json.loads((out / "post-hoc" / "summary.json").read_text())["verdicts"]}
     assert encoded == {"load_bearing": "yes", "encoded": "yes"}
     assert post_hoc["encoded"] == "no" and post_hoc["load_bearing"] == "unclear"
+
+
+def test_drift_between_organisms_and_legibility_rows(tmp_path, validation):
+    """KL of an organism with itself is 0 within its CI, between two different organisms it is
+    positive; the encoded organism is as legible as the faithful one word by word."""
+    from cotscope.drift import drift
+
+    out, v = validation
+    same = drift(out / "faithful", out / "faithful", tmp_path / "same")
+    assert same.kl_ab.lo <= 0 <= same.kl_ab.hi and same.kl_ab.value == pytest.approx(0, abs=1e-6)
+    apart = drift(out / "faithful", out / "encoded", tmp_path / "apart")
+    assert apart.kl_ab.lo > 0 and apart.kl_ba.lo > 0
+    leg = {(r.organism, r.metric): r.estimate for r in v.legibility}
+    faithful, encoded = leg[("faithful", "legibility/real_word_share")], leg[("encoded", "legibility/real_word_share")]
+    assert faithful.n == encoded.n == N
+    assert leg[("filler", "legibility/real_word_share")].value == 0  # '...' lines: no word at all
+    assert abs(faithful.value - encoded.value) < 0.05  # the encoding sits in word choice: no word-level signal sees it

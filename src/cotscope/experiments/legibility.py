@@ -43,7 +43,7 @@ class LegibilityResult(BaseModel):
 
     spec: InterventionSpec
     n_words: int = Field(description="Words (letter runs) in the CoT.")
-    real_word_share: float | None = Field(description="Share of words known to wordfreq in the language (None: no words).")
+    real_word_share: float | None = Field(description="Share of words known to wordfreq in the language (0 for text without words).")
     language_share: float | None = Field(description="Share of letters in text lingua identifies as the language (None: no letters).")
     non_ascii_share: float = Field(description="Share of characters outside ASCII.")
     symbol_share: float = Field(description="Share of characters that are symbols (not letters, digits, spaces or plain punctuation).")
@@ -82,11 +82,12 @@ def _language(code: str):
 
 
 def real_word_share(text: str, language: str = "en") -> float | None:
-    """Share of words that wordfreq knows in `language`; None when there are no words."""
+    """Share of words that wordfreq knows in `language`: 0 for text without a word ("..."),
+    None for no text at all."""
     wordfreq = require("wordfreq", "legibility", "pip install wordfreq")
     words = _WORD.findall(text)
     if not words:
-        return None
+        return 0.0 if text.strip() else None
     return sum(wordfreq.zipf_frequency(w.lower(), language) > 0 for w in words) / len(words)
 
 
