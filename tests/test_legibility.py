@@ -96,3 +96,22 @@ def test_drift_refuses_runs_on_different_samples(tmp_path):
     b = audit(other, tmp_path / "b", progress=False, plots=False)
     with pytest.raises(CotscopeError, match="the runs differ in task"):
         drift(a.run_dir, b.run_dir, kl=False)
+
+
+def test_two_rubric_judges_with_their_agreement(tmp_path):
+    from cotscope.backends import registry
+    from cotscope.backends.mock import MockBackend
+
+    registry._CACHE["mock?delay=0"] = MockBackend(respond=lambda p, params: "8")
+    registry._CACHE["mock?delay=0.0"] = MockBackend(respond=lambda p, params: "Score: 3")
+    try:
+        task = write_crafted_task(tmp_path)
+        cfg = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=2, experiments=("legibility",),
+                          roles={"judge": "mock?delay=0", "judge2": "mock?delay=0.0"})
+        s = audit(cfg, tmp_path / "run", backend=crafted_backend(), progress=False, plots=False).summary
+    finally:
+        registry._CACHE.pop("mock?delay=0", None)
+        registry._CACHE.pop("mock?delay=0.0", None)
+    assert s["legibility/judge_score"].value == pytest.approx(0.8) and s["legibility/judge2_score"].value == pytest.approx(0.3)
+    assert s["legibility/judge_agreement"].value == 0  # 8 and 3 are more than 2 apart
+    assert s.experiments["legibility"].n == 2 and s.experiments["legibility"].kappa == 0  # one says yes, the other no, always
