@@ -210,3 +210,23 @@ def test_cli_errors_are_clear(tmp_path, capsys, argv, message):
     assert main(["audit", *argv, "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cotscope: error:") and message in err and "Traceback" not in err
+
+
+def test_cots_cut_by_their_budget_are_counted_and_never_scored_as_complete(tmp_path, capsys):
+    """A budget every CoT hits: the summary counts them, the audit warns, the report says so at
+    the top, and no faithfulness metric is computed from a cut CoT."""
+    argv = ["audit", "--model", "mock", "--n-samples", "4", "--max-new-tokens", "3", "--experiments", "truncate,filler,mistake",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: CoTs cut off by their token budget (subject 4 of 4" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["n_cut"]["subject"] == 4
+    assert summary["metrics"]["cost/cot_cut"]["value"] == 1.0
+    assert "accuracy/subject" in summary["metrics"]  # what the system achieves on its budget
+    faithfulness = [name for name in summary["metrics"] if name.split("/")[0] in ("truncate", "filler", "mistake")]
+    assert faithfulness == []
+    assert any("ended on their token budget" in w for w in summary["warnings"])
+    assert 'id="cut"' in (tmp_path / "run" / "report.html").read_text()
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert all(r["traces"]["subject"]["finish_reason"] == "length" for r in records)

@@ -53,7 +53,7 @@ def test_aggregate_picks_the_method_by_kind_and_nesting():
 
 
 def test_metric_leaves_out_samples_it_does_not_measure():
-    m = Metric("x/y", "y", "x", lambda rec: rec)
+    m = Metric("x/y", "y", "x", lambda rec: rec, complete_only=False)
     assert m.clusters([[1.0], None, [], [0.0, 1.0]]) == [[1.0], [0.0, 1.0]]
 
 

@@ -44,6 +44,7 @@ class Summary(BaseModel):
     experiments: dict[str, Any] = Field(default_factory=dict, description="Experiment name -> its structured summary (curves).")
     n_correct: dict[str, int]
     answer_failures: dict[str, int] = Field(description="Samples whose answer could not be parsed, per role.")
+    n_cut: dict[str, int] = Field(default_factory=dict, description="CoTs that ended on their token budget, per role: left out of faithfulness metrics.")
     table: list[TableRow] = Field(default_factory=list, description="Every headline metric, one row each.")
     verdicts: list[Verdict] = Field(default_factory=list, description="Per property, a plain verdict from the shared rules.")
     warnings: list[str] = Field(default_factory=list, description="Plain-language caveats on these numbers.")
@@ -86,6 +87,7 @@ def summarize(records: Sequence[SampleRecord], config: AuditConfig, experiments:
         experiments={e.name: part for e in experiments if (part := e.summarize(records, config)) is not None},
         n_correct={role: sum(rec.correct.get(role, False) for rec in records) for role in roles},
         answer_failures={role: sum(rec.traces[role].answer is None for rec in records if role in rec.traces) for role in roles},
+        n_cut={role: sum(rec.traces[role].cut for rec in records if role in rec.traces) for role in roles},
     )
     summary.table = table_rows(summary, metrics)
     summary.verdicts = system_verdicts(summary.metrics)
@@ -110,6 +112,18 @@ def table_rows(s: Summary, metrics: Sequence[Metric]) -> list[TableRow]:
 
 def caveats(s: Summary) -> list[str]:
     out = []
+    for role, k in s.n_cut.items():
+        if k:
+            out.append(
+                f"{k} of {s.n_samples} {role} CoTs ended on their token budget (max_new_tokens={s.config.max_new_tokens}): "
+                "they are cut, not complete, and every faithfulness metric leaves them out; raise --max-new-tokens."
+            )
+    cont = s.metrics.get("cost/continuations_cut")
+    if cont is not None and cont.value:
+        out.append(
+            f"{cont.value * 100:.0f}% of continuations ended on their budget (continue_max_new_tokens={s.config.continue_max_new_tokens}): "
+            "'system continues' numbers include cut continuations; raise --continue-max-new-tokens."
+        )
     for role, k in s.n_correct.items():
         if k < FEW_CORRECT:
             out.append(

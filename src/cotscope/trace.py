@@ -78,6 +78,7 @@ class Continuation(BaseModel):
     text: str = Field(description="The reasoning it added.")
     n_tokens: int = Field(description="Tokens it spent before answering.")
     answer: Answer
+    finish_reason: str = Field("stop", description="'length' when it ended on its token budget instead of reaching an answer.")
 
 
 class Trace(BaseModel):
@@ -92,6 +93,14 @@ class Trace(BaseModel):
     answer_logprobs: dict[str, float] | None = Field(default=None, description="Log-probability per choice, when the answer was scored.")
     n_prompt_tokens: int = Field(default=0, description="Tokens in the prompt.")
     n_generated_tokens: int = Field(default=0, description="Tokens the system generated.")
+    finish_reason: str = Field(
+        default="stop", description="'length' when the CoT ended on its token budget: cut off, not complete."
+    )
+
+    @property
+    def cut(self) -> bool:
+        """The CoT ended on its token budget."""
+        return self.finish_reason == "length"
     roles: dict[str, str] = Field(default_factory=dict, description="Which backend played which role.")
     tokens_by_role: dict[str, int] = Field(default_factory=dict, description="Tokens generated per role.")
     hidden_steps: list[Step] | None = Field(default=None, description="The reasoner's own wording, when a rewriter changed it (shoggoth-face).")

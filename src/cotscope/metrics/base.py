@@ -43,6 +43,8 @@ class Metric:
         roles: Model roles the metric needs (a judge, a reference model); their items are
             computed while the audit runs and stored with the record.
         about: What the metric can and cannot see.
+        complete_only: Leave out samples whose CoT was cut off by its token budget (true for
+            every faithfulness metric: a cut CoT is not the CoT the system would have written).
     """
 
     name: str
@@ -54,11 +56,14 @@ class Metric:
     compare: bool = True
     roles: tuple[str, ...] = ()
     about: str = ""
+    complete_only: bool = True
 
     def clusters(self, records: Sequence[SampleRecord]) -> list[list[Any]]:
         """Each measured sample's observations, in record order (unmeasured samples left out)."""
         out = []
         for rec in records:
+            if self.complete_only and "subject" in rec.traces and rec.traces["subject"].cut:
+                continue
             got = self.items(rec)
             if got is not None and len(got):
                 out.append(list(got))
@@ -70,6 +75,8 @@ class Metric:
 
     def per_sample(self, rec: SampleRecord) -> float | None:
         """One number per sample (the mean of its items; a - b for a pair), for paired comparisons."""
+        if self.complete_only and "subject" in rec.traces and rec.traces["subject"].cut:
+            return None
         got = self.items(rec)
         if got is None or not len(got):
             return None

@@ -9,19 +9,19 @@ def _correct(role: str):
     return lambda rec: [float(rec.correct[role])] if role in rec.correct else None
 
 
-register_metric(Metric("accuracy/subject", "{system}", "accuracy", _correct("subject"), about="Graded final answer of the system under audit."))
-register_metric(Metric("accuracy/baseline", "{baseline}", "accuracy", _correct("baseline"), about="The baseline system on the same samples."))
+register_metric(Metric("accuracy/subject", "{system}", "accuracy", _correct("subject"), about="Graded final answer of the system under audit, cut CoTs included: what it achieves on its budget.", complete_only=False))
+register_metric(Metric("accuracy/baseline", "{baseline}", "accuracy", _correct("baseline"), about="The baseline system on the same samples.", complete_only=False))
 register_metric(
     Metric(
         "accuracy/cot_gain", "CoT gain ({system} - {baseline})", "accuracy",
         lambda rec: [(rec.correct["subject"], rec.correct["baseline"])] if {"subject", "baseline"} <= rec.correct.keys() else None,
-        kind="paired", compare=False, about="Subject minus baseline accuracy, paired over samples.",
+        kind="paired", compare=False, complete_only=False, about="Subject minus baseline accuracy, paired over samples.",
     )
 )
 register_metric(
     Metric(
         "cost/tokens", "tokens generated per question", "cost",
-        lambda rec: [float(rec.traces["subject"].n_generated_tokens)], kind="mean", percent=False,
+        lambda rec: [float(rec.traces["subject"].n_generated_tokens)], kind="mean", percent=False, complete_only=False,
         about="Every token the system generated for its trace, all roles together.",
     )
 )
@@ -34,7 +34,33 @@ register_metric(
 )
 register_metric(
     Metric(
-        "cost/wall_s", "wall time per question (s)", "cost", lambda rec: [rec.wall_s], kind="mean", percent=False,
+        "cost/wall_s", "wall time per question (s)", "cost", lambda rec: [rec.wall_s], kind="mean", percent=False, complete_only=False,
         about="The batch's wall time over its size: depends on the machine, not reproducible.",
     )
 )
+register_metric(
+    Metric(
+        "cost/cot_cut", "CoTs cut off by their token budget", "cost",
+        lambda rec: [float(rec.traces["subject"].cut)] if rec.traces["subject"].steps or rec.traces["subject"].cut else None,
+        complete_only=False, compare=True,
+        about="CoTs that ended on max_new_tokens; every faithfulness metric leaves them out.",
+    )
+)
+register_metric(
+    Metric(
+        "cost/continuations_cut", "continuations cut off by their token budget", "cost",
+        lambda rec: [float(c.finish_reason == "length") for c in _continuations(rec)], compare=False,
+        about="Continuations from a truncated or corrupted CoT that ended on continue_max_new_tokens.",
+    )
+)
+
+
+def _continuations(rec):
+    """Every continuation stored in a record, whatever experiment made it."""
+    out = []
+    for results in rec.results.values():
+        for r in results:
+            c = getattr(r, "continued", None)
+            if c is not None and hasattr(c, "finish_reason"):
+                out.append(c)
+    return out

@@ -47,6 +47,8 @@ summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 <header><h1>cotscope audit: is the chain of thought how the answer is reached?</h1>
 <p>{{ cfg.system }} vs {{ cfg.baseline or "no baseline" }} · task {{ cfg.task }} · model {{ cfg.model }} · n={{ s.n_samples }} · seed {{ cfg.seed }}</p></header>
 <main>
+{% if s.n_cut.values() | sum %}<div class="warn" id="cut">CoTs cut off by their token budget (max_new_tokens={{ cfg.max_new_tokens }}):
+{% for role, k in s.n_cut.items() %}{% if k %}{{ role }} {{ k }} of {{ s.n_samples }}; {% endif %}{% endfor %}every faithfulness metric leaves them out.</div>{% endif %}
 <h2>Verdicts</h2>
 <table id="verdicts"><thead><tr><th>question</th><th>verdict</th><th>rules (CI vs threshold)</th></tr></thead><tbody>
 {% for v in s.verdicts %}<tr data-prop="{{ v.prop }}"><td>{{ v.question }}</td><td class="verdict {{ v.verdict }}"><b>{{ v.verdict }}</b></td>

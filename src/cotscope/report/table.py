@@ -9,6 +9,9 @@ from ..summary import Summary
 def render_table(summary: Summary) -> str:
     cfg = summary.config
     lines = [f"cotscope audit · {cfg.model} · {cfg.system} vs {cfg.baseline} · {cfg.task} · n={summary.n_samples}", ""]
+    if any(summary.n_cut.values()):
+        cut = ", ".join(f"{role} {k}" for role, k in summary.n_cut.items() if k)
+        lines += [f"  WARNING: CoTs cut off by their token budget ({cut} of {summary.n_samples}); see the caveats.", ""]
     width = max((len(r.metric) for r in summary.table), default=10)
     group = None
     for row in summary.table:

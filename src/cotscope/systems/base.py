@@ -39,6 +39,8 @@ class Reasoning:
     tokens_by_role: dict[str, int] = field(default_factory=dict)
     hidden_steps: list[Step] | None = None  # what the reasoner wrote before any rewriting
     meta: dict[str, str | int | float] = field(default_factory=dict)
+    finish_reason: str = "stop"  # "length": it ended on its token budget, not on its own
+    n_prompt_tokens: int = 0
 
 
 Cot = Sequence[Step] | Sequence[str]
@@ -83,7 +85,10 @@ class System(ABC):
         completions = self.backend.generate(prompts, self._params(max_new_tokens, stop=(ANSWER_CUE,)))
         role = next(iter(self.roles))
         return [
-            Reasoning(steps=make_steps(c.text, self.backend.count_tokens), text=c.text.strip(), tokens_by_role={role: c.n_generated_tokens})
+            Reasoning(
+                steps=make_steps(c.text, self.backend.count_tokens), text=c.text.strip(), tokens_by_role={role: c.n_generated_tokens},
+                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens,
+            )
             for c in completions
         ]
 
@@ -127,7 +132,7 @@ class System(ABC):
         full = [[*_as_steps(c), *r.steps] for c, r in zip(cots, added, strict=True)]
         answers = self.answer_from(samples, full)
         return [
-            Continuation(text=r.text, n_tokens=sum(r.tokens_by_role.values()), answer=a)
+            Continuation(text=r.text, n_tokens=sum(r.tokens_by_role.values()), answer=a, finish_reason=r.finish_reason)
             for r, a in zip(added, answers, strict=True)
         ]
 
@@ -154,6 +159,8 @@ class System(ABC):
                     answer_error=a.answer_error,
                     answer_logprobs=a.choice_logprobs,
                     n_generated_tokens=sum(tokens.values()),
+                    n_prompt_tokens=r.n_prompt_tokens,
+                    finish_reason=r.finish_reason,
                     tokens_by_role=tokens,
                     roles=self.roles,
                     meta=r.meta,

@@ -107,9 +107,10 @@ class ShoggothFace(System):
                     shown[i].append(r)
                     spent[i]["paraphraser"] += cost // len(new_steps)
             active = still
+        cut = set(active)  # still writing steps when max_steps ran out
         return [
-            Reasoning(steps=s[n:], text=join_steps(s[n:]), tokens_by_role=t, hidden_steps=h)
-            for s, n, t, h in zip(shown, n_given, spent, hidden, strict=True)
+            Reasoning(steps=s[n:], text=join_steps(s[n:]), tokens_by_role=t, hidden_steps=h, finish_reason="length" if i in cut else "stop")
+            for i, (s, n, t, h) in enumerate(zip(shown, n_given, spent, hidden, strict=True))
         ]
 
 
@@ -166,5 +167,6 @@ class BestOfN(System):
                 pick = block[0]
             spent = sum(outs[i].n_generated_tokens + answers[i].n_tokens for i in block)
             meta = {"votes": ",".join(f"{a}:{c}" for a, c in votes.most_common()), "picked": pick - block[0]}
-            result.append(Reasoning(steps=cands[pick], text=outs[pick].text.strip(), tokens_by_role={"model": spent}, meta=meta))
+            result.append(Reasoning(steps=cands[pick], text=outs[pick].text.strip(), tokens_by_role={"model": spent}, meta=meta,
+                                    finish_reason=outs[pick].finish_reason))
         return result
