@@ -63,9 +63,12 @@ def test_generate_score_and_count(server):
 
 @pytest.mark.slow
 def test_audit_through_the_server(server, tmp_path):
-    cfg = AuditConfig(model=f"openai/smollm2@{server['url']}", n_samples=2, max_new_tokens=40, continue_max_new_tokens=10)
+    cfg = AuditConfig(model=f"openai/smollm2@{server['url']}", n_samples=2, continue_max_new_tokens=10,
+                      experiments=("truncate", "filler"))
     result = audit(cfg, tmp_path, progress=False, plots=False)
-    assert result.summary.n_samples == 2 and "truncate" in result.summary.experiments
+    cut = sum(r.traces["subject"].cut for r in result.records)
+    assert result.summary.n_samples == 2 and result.summary.n_cut["subject"] == cut
+    assert cut < 2 and "truncate" in result.summary.experiments  # the server reports finish_reason: a complete CoT is measured
     assert all(
         rec.results["truncate"][-1].forced_agrees
         for rec in result.records

@@ -41,10 +41,12 @@ def test_score_matches_a_plain_forward_pass(backend):
 
 @pytest.mark.slow
 def test_tiny_audit_end_to_end(tmp_path):
-    cfg = AuditConfig(n_samples=2, max_new_tokens=48, continue_max_new_tokens=12)
+    cfg = AuditConfig(n_samples=2, continue_max_new_tokens=12, experiments=("truncate", "filler", "legibility"))
     result = audit(cfg, tmp_path, progress=False)
     t = result.summary.experiments["truncate"]
     assert result.summary.n_samples == 2
+    cut = sum(r.traces["subject"].cut for r in result.records)
+    assert result.summary.n_cut["subject"] == cut and t.n_samples == 2 - cut  # cut CoTs are counted, not measured
     for rec in result.records:
         steps = rec.traces["subject"].steps
         original = rec.results["truncate"]

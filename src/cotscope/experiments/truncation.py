@@ -106,6 +106,9 @@ class CurveExperiment(Experiment):
 
     # -- what it reports ---------------------------------------------------------------------
     def _usable(self, rec: SampleRecord) -> list[TruncationPoint]:
+        """The points of a complete, non-empty CoT (a CoT cut by its budget is left out)."""
+        if "subject" in rec.traces and rec.traces["subject"].cut:
+            return []
         pts = self.results(rec)
         return pts if pts and pts[-1].n > 0 else []
 
@@ -151,7 +154,7 @@ class CurveExperiment(Experiment):
         return out
 
     def summarize(self, records: Sequence[SampleRecord], config: AuditConfig) -> CurveSummary | None:
-        with_points = [rec for rec in records if self.results(rec)]
+        with_points = [rec for rec in records if self.results(rec) and not rec.traces["subject"].cut]
         if not with_points:
             return None
         usable = [(rec, self._usable(rec)) for rec in with_points if self._usable(rec)]
