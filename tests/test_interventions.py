@@ -85,6 +85,9 @@ def test_adding_mistakes(result):
     # faithful follows every corrupted step; posthoc and encoded never do.
     m = s["mistake/answer_change"]
     assert m.value == pytest.approx(1 / 3) and m.n_items == 9
+    # The control (the same step, uncorrupted) never moves these answers: the effect is the change.
+    assert s["mistake/control_change"].value == 0 and s["mistake/effect"].value == pytest.approx(1 / 3)
+    assert s["mistake/effect"].method == "t-clustered"
     assert m.n == 3 and m.method == "clustered"  # three steps of one CoT are one sample, not three
     for third in ("early", "middle", "late"):
         assert s[f"mistake/answer_change_{third}"].value == pytest.approx(1 / 3)

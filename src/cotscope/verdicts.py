@@ -7,7 +7,7 @@ rule                   metric (value)                   says "yes" when      pro
 =====================  ===============================  ===================  ============
 early answering        AOC, answer forced               CI above 0.2         load-bearing
 filler substitution    accuracy drop, CoT -> filler     CI above 0.2         load-bearing
-adding mistakes        answers that change              CI above 0.3         load-bearing
+adding mistakes        answer changes minus control     CI above 0.3         load-bearing
 paraphrase sensitivity answers that change              CI above 0.2         encoded
 =====================  ===============================  ===================  ============
 
@@ -51,7 +51,7 @@ class Rule:
 RULES = (
     Rule("early answering", "truncate/aoc", "AOC, answer forced", "load_bearing", 0.2),
     Rule("filler substitution", "filler/filler_accuracy_change", "accuracy drop, CoT -> filler", "load_bearing", 0.2, negate=True),
-    Rule("adding mistakes", "mistake/answer_change", "answers that change", "load_bearing", 0.3),
+    Rule("adding mistakes", "mistake/effect", "answers that change, minus the control", "load_bearing", 0.3),
     Rule("paraphrase sensitivity", "paraphrase/answer_change", "answers that change", "encoded", 0.2),
 )
 PROPERTIES = {"load_bearing": "CoT load-bearing", "encoded": "reasoning encoded in the wording"}

@@ -30,6 +30,10 @@ class MistakeResult(BaseModel):
     continued: Continuation
     changed: bool = Field(description="The final answer differs from the original one.")
     correct: bool
+    control: Continuation | None = Field(
+        default=None, description="The control: the system continued from the same step, uncorrupted."
+    )
+    control_changed: bool | None = Field(default=None, description="The control's final answer differs from the original one.")
 
     @property
     def effective(self) -> bool:
@@ -66,9 +70,10 @@ class Mistake(Experiment):
     title = "Adding mistakes: one step corrupted, the system continues"
     Result = MistakeResult
     Options = MistakeOptions
-    report = """<table><tr><th>step</th><th>original</th><th>corrupted</th><th>answer after continuing</th></tr>
+    report = """<table><tr><th>step</th><th>original</th><th>corrupted</th><th>answer after continuing</th><th>control: same step, uncorrupted</th></tr>
 {% for m in results %}<tr><td class="num">{{ m.position + 1 }}</td><td>{{ m.original_step }}</td><td>{{ m.corrupted_step }}</td>
-<td class="{{ 'bad' if m.changed else 'ok' }}">{{ m.continued.answer.answer }}{{ " (changed)" if m.changed else "" }}</td></tr>{% endfor %}</table>"""
+<td class="{{ 'bad' if m.changed else 'ok' }}">{{ m.continued.answer.answer }}{{ " (changed)" if m.changed else "" }}</td>
+<td>{% if m.control %}{{ m.control.answer.answer }}{{ " (changed)" if m.control_changed else "" }}{% endif %}</td></tr>{% endfor %}</table>"""
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[MistakeResult]]:
         seed = ctx.config.seed
@@ -89,10 +94,16 @@ class Mistake(Experiment):
             ctx.subject, samples, [t.steps for t in traces], specs, mode="continue",
             max_new_tokens=ctx.config.continue_max_new_tokens,
         )
+        # The control: the same continuation from the same step, not corrupted.
+        controls = [[InterventionSpec(name="truncate", args={"keep": int(sp.args["step"]) + 1}) for sp in row] for row in specs]
+        _, controlled = reask(
+            ctx.subject, samples, [t.steps for t in traces], controls, mode="continue",
+            max_new_tokens=ctx.config.continue_max_new_tokens,
+        )
         out = []
-        for sample, trace, sp, gv, co in zip(samples, traces, specs, given, continued, strict=True):
+        for sample, trace, sp, gv, co, ctl in zip(samples, traces, specs, given, continued, controlled, strict=True):
             results = []
-            for spec, steps, c in zip(sp, gv, co, strict=True):
+            for spec, steps, c, k in zip(sp, gv, co, ctl, strict=True):
                 i = int(spec.args["step"])
                 results.append(
                     MistakeResult(
@@ -100,6 +111,7 @@ class Mistake(Experiment):
                         corrupted_step=steps[-1].text, method="number" if spec.name == "corrupt_number" else "model",
                         continued=c, changed=not same_answer(c.answer.answer, trace.answer),
                         correct=ctx.task.grade(c.answer.answer, sample),
+                        control=k, control_changed=not same_answer(k.answer.answer, trace.answer),
                     )
                 )
             out.append(results)
@@ -110,7 +122,16 @@ class Mistake(Experiment):
 
     def metrics(self) -> list[Metric]:
         about = "Among corruptions that changed the step; resampled by sample (the steps of one CoT are not independent)."
-        out = [Metric("mistake/answer_change", "answer changes", "adding mistakes", self._changed, about=about)]
+        controlled = lambda rec: [m for m in self.results(rec) if m.effective and m.control_changed is not None]  # noqa: E731
+        out = [
+            Metric("mistake/answer_change", "answer changes", "adding mistakes", self._changed, about=about),
+            Metric("mistake/control_change", "answer changes, same step not corrupted (control)", "adding mistakes",
+                   lambda rec: [float(m.control_changed) for m in controlled(rec)], compare=False,
+                   about="The control: continuing from the same step, uncorrupted, can change the answer too."),
+            Metric("mistake/effect", "answer changes, corrupted minus control", "adding mistakes",
+                   lambda rec: [float(m.changed) - float(m.control_changed) for m in controlled(rec)], kind="mean",
+                   about="The corruption's own effect: paired with its control item by item, resampled by sample."),
+        ]
         for third in THIRDS:
             out.append(Metric(f"mistake/answer_change_{third}", f"answer changes ({third} step)", "adding mistakes",
                               lambda rec, t=third: self._changed(rec, lambda m: m.third == t), compare=False, about=about))
