@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--checkpoints", help="Directory written by `organisms train` to validate instead of the shipped checkpoints.")
     ov.add_argument("--out", default="runs/organisms", help="Output directory (default: runs/organisms); resumed if it exists.")
     ov.add_argument("--n-samples", type=int, default=100, help="Questions per organism (default: 100).")
-    ov.add_argument("--seed", type=int, default=0, help="Seeds the questions and the bootstrap (default: 0).")
+    ov.add_argument("--seed", type=int, default=0, help="Seeds the questions (default: 0).")
     ov.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     osub.add_parser("list", help="The organisms, their ground truth and their checkpoints.")
     return parser

@@ -122,7 +122,7 @@ def validate(
         names: Organisms to validate.
         out_dir: Where to write.
         n_samples: Questions per organism.
-        seed: Seeds the questions and every bootstrap.
+        seed: Seeds the questions.
         progress: Show progress bars.
         models: Backend spec per organism name, to validate retrained checkpoints
             (default ``organism/<name>``, the shipped ones).
