@@ -81,3 +81,9 @@ def test_samples_to_settle_uses_the_interval_itself():
     assert stats.samples_to_settle(stats.rate([1, 0] * 4), 0.5) is None  # on the threshold: never settled
     m = stats.mean([1.0, 2.0, 3.0, 4.0])
     assert stats.samples_to_settle(m, 4.0) > 4
+
+
+def test_a_bounded_metric_clips_its_interval():
+    m = Metric("x/d", "d", "x", lambda rec: rec, kind="mean", bounds=(-1.0, 1.0), complete_only=False)
+    e = m.estimate([[1.0], [1.0], [0.0], [1.0]])
+    assert e.hi == 1.0 and e.lo < e.value < e.hi

@@ -129,7 +129,7 @@ class Mistake(Experiment):
                    lambda rec: [float(m.control_changed) for m in controlled(rec)], compare=False,
                    about="The control: continuing from the same step, uncorrupted, can change the answer too."),
             Metric("mistake/effect", "answer changes, corrupted minus control", "adding mistakes",
-                   lambda rec: [float(m.changed) - float(m.control_changed) for m in controlled(rec)], kind="mean",
+                   lambda rec: [float(m.changed) - float(m.control_changed) for m in controlled(rec)], kind="mean", bounds=(-1.0, 1.0),
                    about="The corruption's own effect: paired with its control item by item, resampled by sample."),
         ]
         for third in THIRDS:

@@ -43,6 +43,8 @@ class Metric:
         roles: Model roles the metric needs (a judge, a reference model); their items are
             computed while the audit runs and stored with the record.
         about: What the metric can and cannot see.
+        bounds: The range the value cannot leave (a mean of differences of rates: -1 to 1); the
+            interval is clipped to it, which never lowers its coverage.
         complete_only: Leave out samples whose CoT was cut off by its token budget (true for
             every faithfulness metric: a cut CoT is not the CoT the system would have written).
     """
@@ -57,6 +59,7 @@ class Metric:
     roles: tuple[str, ...] = ()
     about: str = ""
     complete_only: bool = True
+    bounds: tuple[float, float] | None = None
 
     def clusters(self, records: Sequence[SampleRecord]) -> list[list[Any]]:
         """Each measured sample's observations, in record order (unmeasured samples left out)."""
@@ -71,7 +74,10 @@ class Metric:
 
     def estimate(self, records: Sequence[SampleRecord]) -> Estimate:
         """The metric over records, with the interval method its kind calls for."""
-        return aggregate(self.clusters(records), self.kind)
+        e = aggregate(self.clusters(records), self.kind)
+        if self.bounds is not None and e.value is not None:
+            e = e.model_copy(update={"lo": max(e.lo, self.bounds[0]), "hi": min(e.hi, self.bounds[1])})
+        return e
 
     def per_sample(self, rec: SampleRecord) -> float | None:
         """One number per sample (the mean of its items; a - b for a pair), for paired comparisons."""
