@@ -164,3 +164,37 @@ def test_cohen_kappa():
     assert cohen_kappa([True, False, True, False], [True, False, True, False]) == 1.0
     assert cohen_kappa([True, True, False, False], [True, False, True, False]) == 0.0
     assert cohen_kappa([], []) is None
+
+
+def test_rewrites_that_are_no_mistake_are_counted_and_left_out():
+    from cotscope.experiments.mistakes import invalid_reason
+
+    original = "Add 3 to get 7."
+    assert invalid_reason(original, "") == "empty"
+    assert invalid_reason(original, " Add 3 to get 7. ") == "copy"
+    assert invalid_reason(original, "Add 3 to get 7. So the answer is 7.") == "original with text appended"
+    assert invalid_reason(original, "Rewrite the following sentence: Add 3 to get 7.") == "instruction echoed"
+    assert invalid_reason(original, "Add 3 to get 9.") is None
+
+
+def test_invalid_model_mistakes_are_excluded(tmp_path):
+    """Steps without a number get model-written mistakes; a rewriter that only copies makes every
+    one invalid: counted, and none scored."""
+    from cotscope.backends.mock import MockBackend
+
+    def copying(prompt, params):
+        text = prompt.messages[-1].content
+        if "plausible mistake" in text:
+            return text.split("Sentence: ", 1)[1]  # the step, unchanged
+        if prompt.prefix.rstrip().endswith("Answer:"):
+            return " 14"
+        return "First, look at the question.\nThen, think it through.\nAnswer: 14"
+
+    task = tmp_path / "t.jsonl"
+    task.write_text('{"id": "w", "question": "What is it?", "answer": "14"}\n')
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=1, experiments=("mistake",))
+    result = audit(cfg, tmp_path / "run", backend=MockBackend(respond=copying), progress=False, plots=False)
+    made = result.records[0].results["mistake"]
+    assert made and all(m.method == "model" and not m.effective for m in made)
+    assert result.summary["mistake/invalid"].value == 1.0
+    assert "mistake/answer_change" not in result.summary.metrics  # nothing valid to score
