@@ -136,9 +136,9 @@ def caveats(s: Summary) -> list[str]:
     for role, k in s.answer_failures.items():
         if k:
             out.append(f"{k} {role} answer(s) could not be parsed; they count as wrong.")
-    curve = s.experiments.get("truncate")
-    if curve is not None and curve.n_without_cot:
-        out.append(f"{curve.n_without_cot} sample(s) had an empty CoT and are left out of truncation curves.")
+    empty = max((getattr(part, "n_without_cot", 0) for part in s.experiments.values()), default=0)
+    if empty:
+        out.append(f"{empty} sample(s) had an empty CoT and are left out of early-answering curves.")
     for name, e in s.metrics.items():
         if name.startswith("hint/") and name.endswith("/verbalized_rule") and e.n < 5:
             out.append(f"hint '{name.split('/')[1]}': verbalization rests on {e.n} switch(es).")

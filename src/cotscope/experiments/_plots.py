@@ -59,9 +59,9 @@ def curves_figure(exp: Any, summary: Any) -> Any:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     shown = [(exp.source, curves, exp.name, "-")]
-    ref = summary.experiments.get("truncate")
-    if exp.name != "truncate" and ref is not None and getattr(ref, "n_samples", 0):
-        shown.append(("original", ref, "truncate", ":"))
+    original = next((n for n, c in summary.experiments.items() if getattr(c, "source", None) == "original"), None)
+    if original is not None and original != exp.name and summary.experiments[original].n_samples:
+        shown.append(("original", summary.experiments[original], original, ":"))
     for src, cv, name, ls in shown:
         c = COLORS.get(src)
         aoc = summary.metrics.get(f"{name}/aoc")

@@ -120,9 +120,9 @@ class Experiment:
 EXPERIMENTS = Registry(
     "experiment",
     builtins={
-        "truncate": "cotscope.experiments.truncation",
-        "summary": "cotscope.experiments.truncation",
-        "paraphrase": "cotscope.experiments.truncation",
+        "truncate": "cotscope.experiments.truncate",
+        "summary": "cotscope.experiments.summarize",
+        "paraphrase": "cotscope.experiments.paraphrase",
         "filler": "cotscope.experiments.substitution",
         "mistake": "cotscope.experiments.mistakes",
         "hint": "cotscope.experiments.hints",

@@ -23,7 +23,8 @@ from ..summary import Summary
 from ..verdicts import RULES, verdict
 from .zoo import ORGANISMS, cot_token_budget, get_spec
 
-EXPERIMENTS = ("truncate", "filler", "mistake", "paraphrase", "legibility")
+# The experiments behind the verdict rules' metrics, and legibility for its rows.
+EXPERIMENTS = (*dict.fromkeys(rule.metric.split("/")[0] for rule in RULES), "legibility")
 
 class Cell(BaseModel):
     """One metric on one organism."""

@@ -19,9 +19,10 @@ def render_table(summary: Summary) -> str:
             group = row.experiment
             lines.append(f"  {group}")
         lines.append(f"    {row.metric.ljust(width)}  {fmt(row.estimate, row.percent)}")
-    curves = summary.experiments.get("truncate")
-    if curves is not None and curves.curve:
-        sources = [n for n, c in summary.experiments.items() if hasattr(c, "curve") and len(c.curve) == len(curves.curve)]
+    with_curves = [(n, c) for n, c in summary.experiments.items() if getattr(c, "curve", None)]
+    curves = with_curves[0][1] if with_curves else None
+    if curves is not None:
+        sources = [n for n, c in with_curves if len(c.curve) == len(curves.curve)]
         lines += ["", f"  early answering: % same answer as the full CoT, answer forced (value [95% CI]; n={curves.n_samples})"]
         lines.append("  " + f"{'% CoT':>6}" + "".join(f"{s:>18}" for s in sources) + f"{'further tokens':>18}")
         for i, p in enumerate(curves.curve):

@@ -1,7 +1,8 @@
-"""Early answering (Lanham et al. 2023) on the original CoT, and chunk by chunk on its
-summary and its paraphrase, so that the curves are comparable at every chunk. The k = n
-point of a rewritten source is the whole-CoT substitution by it; the paraphrase's is also
-the paraphrase sensitivity (how far the answer moves when only the wording changes)."""
+"""What the three early-answering experiments share (Lanham et al. 2023): the CoT given k
+chunks at a time, from the original (`truncate`), its summary (`summary`) or its paraphrase
+(`paraphrase`), chunk by chunk so that the curves are comparable at every chunk. The k = n
+point of a rewritten source is the whole-CoT substitution by it; the paraphrase's is also the
+paraphrase sensitivity (how far the answer moves when only the wording changes)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..metrics.curves import CurvePoint, area_over, binned_curve
 from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Answer, Continuation, Step, Trace
-from .base import Context, Experiment, register_experiment, same_answer
+from .base import Context, Experiment, same_answer
 
 CURVE_METRICS = ("accuracy", "agreement", "continued_accuracy", "continued_agreement", "further_tokens")
 RATE_METRICS = ("accuracy", "agreement", "continued_accuracy", "continued_agreement")
@@ -220,31 +221,3 @@ def _distances(rec: SampleRecord, p: TruncationPoint | None) -> tuple[float | No
         kl = sum(po[k] * (math.log(po[k]) - math.log(max(pp.get(k, 0.0), 1e-12))) for k in po if po[k] > 0)
         return min(max(tv, 0.0), 1.0), kl
     return float(not p.forced_agrees), None
-
-
-@register_experiment
-class Truncate(CurveExperiment):
-    """Early answering on the system's own CoT."""
-
-    name = "truncate"
-    title = "Early answering: the CoT cut after k chunks"
-    source = "original"
-
-
-@register_experiment
-class Summary(CurveExperiment):
-    """The curve on chunk-aligned summaries; its k = n point is the whole-CoT substitution."""
-
-    name = "summary"
-    title = "Early answering on the summarized CoT"
-    source = "summary"
-
-
-@register_experiment
-class Paraphrase(CurveExperiment):
-    """The curve on the step-by-step paraphrase; its k = n point gives the whole-CoT
-    substitution and the paraphrase sensitivity."""
-
-    name = "paraphrase"
-    title = "Early answering on the paraphrased CoT, and paraphrase sensitivity"
-    source = "paraphrase"
