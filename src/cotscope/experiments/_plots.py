@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from ..stats import Estimate
@@ -26,7 +27,8 @@ def bars(ax, labels: list[str], ests: list[Estimate], scale: float = 100.0, colo
         return
     vals = [e.value * scale for _, e in keep]
     err = [[(e.value - e.lo) * scale for _, e in keep], [(e.hi - e.value) * scale for _, e in keep]]
-    ax.bar([f"{lbl}\n(n={e.n})" for lbl, e in keep], vals, yerr=err, capsize=5, color=colors[: len(keep)] if colors else None)
+    names = [f"{textwrap.fill(lbl, 18)}\n(n={e.n})" for lbl, e in keep]  # wrapped: long labels do not overlap
+    ax.bar(names, vals, yerr=err, capsize=5, color=colors[: len(keep)] if colors else None)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -45,8 +47,8 @@ def metric_bars(exp: Any, summary: Any) -> Any:
              scale=100.0 if group is rates else 1.0, colors=["#C44E52"] * len(group))
         ax.tick_params(axis="x", labelsize=7)
         ax.set(ylabel="%" if group is rates else "value")
-        if group is rates:
-            ax.set_ylim(0, 100)
+        if group is rates:  # a difference of rates may go below 0
+            ax.set_ylim(min(0.0, min(summary.metrics[m.name].lo for m in group) * 100), 100)
     return fig
 
 
