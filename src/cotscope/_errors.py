@@ -11,6 +11,12 @@ class MissingDependency(CotscopeError):
     """An optional dependency is not installed; the message gives the exact install line."""
 
 
+def first_error(exc) -> tuple[str, dict]:
+    """The first error of a pydantic ValidationError: where it is (a dotted path) and the error."""
+    err = exc.errors()[0]
+    return ".".join(str(p) for p in err["loc"]), err
+
+
 def require(module: str, extra: str, pip_line: str | None = None):
     """Import an optional dependency or raise `MissingDependency` with the install line.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ._errors import CotscopeError
+from ._errors import CotscopeError, first_error
 from .backends import Backend, GenerationParams, Model, check_backend, get_backend
 from .config import AuditConfig
 from .experiments import Context, Experiment, get_experiments
@@ -68,9 +68,8 @@ def make_config(config: AuditConfig | None = None, **overrides) -> AuditConfig:
     try:
         return AuditConfig.model_validate({**(config or AuditConfig()).model_dump(), **overrides})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise CotscopeError(f"bad option {where}: {err['msg']} (got {err.get('input')!r})") from exc
+        where, err = first_error(exc)
+        raise CotscopeError(f"bad option {where or 'config'}: {err['msg']} (got {err.get('input')!r})") from exc
 
 
 def check(config: AuditConfig, *, backend: Backend | None = None) -> Plan:

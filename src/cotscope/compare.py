@@ -16,6 +16,7 @@ from .backends import Backend
 from .config import AuditConfig
 from .metrics import Metric
 from .stats import Estimate
+from .report.table import fmt_interval
 from .summary import run_metrics
 
 
@@ -150,12 +151,7 @@ def render_comparison(c: Comparison) -> str:
 
 
 def _fmt(e: Estimate, pct: bool, signed: bool = False) -> str:
-    if e.value is None:
-        return "n/a"
-    s = "+" if signed else ""
-    if pct:
-        return f"{e.value * 100:{s}.1f}% [{e.lo * 100:{s}.1f}, {e.hi * 100:{s}.1f}] n={e.n}"
-    return f"{e.value:{s}.2f} [{e.lo:{s}.2f}, {e.hi:{s}.2f}] n={e.n}"
+    return fmt_interval(e, pct, signed, digits=2, with_n=True)
 
 
 def plot_comparison(c: Comparison, path: Path) -> Path:

@@ -24,6 +24,7 @@ from .experiments import Experiment
 from .metrics import Metric
 from .records import SampleRecord
 from .stats import Estimate
+from .report.table import fmt_interval as _fmt
 from .summary import Summary, run_metrics
 from .systems import get_system
 from .tasks import get_task
@@ -174,15 +175,6 @@ def render_drift(d: Drift) -> str:
         for m in d.moved:
             lines.append(f"    {m.sample_id}: {m.moved:.2f}  answer {m.answer_a} -> {m.answer_b}")
     return "\n".join(lines)
-
-
-def _fmt(e: Estimate, pct: bool, signed: bool = False) -> str:
-    if e.value is None:
-        return "n/a"
-    s = "+" if signed else ""
-    if pct:
-        return f"{e.value * 100:{s}.1f}% [{e.lo * 100:{s}.1f}, {e.hi * 100:{s}.1f}]"
-    return f"{e.value:{s}.3f} [{e.lo:{s}.3f}, {e.hi:{s}.3f}]"
 
 
 DRIFT_TEMPLATE = r"""<!doctype html>

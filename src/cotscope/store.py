@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from ._errors import CotscopeError
+from ._errors import CotscopeError, first_error
 from .config import CONFIG_VERSION, AuditConfig
 from .experiments import Experiment
 from .records import SampleRecord
@@ -82,8 +82,7 @@ class RunStore:
             try:
                 rec = SampleRecord.model_validate_json(line)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
+                where, err = first_error(exc)
                 raise CotscopeError(
                     f"{self.samples_path}:{lineno}: not a valid sample record ({where}: {err['msg']})"
                 ) from exc
@@ -94,8 +93,7 @@ class RunStore:
                 try:
                     rec.results[name] = [exp.Result.model_validate(r) if isinstance(r, dict) else r for r in raw]
                 except ValidationError as exc:
-                    err = exc.errors()[0]
-                    where = ".".join(str(p) for p in err["loc"])
+                    where, err = first_error(exc)
                     raise CotscopeError(
                         f"{self.samples_path}:{lineno}: results of experiment {name!r} do not fit its result type ({where}: {err['msg']})"
                     ) from exc

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .._errors import CotscopeError
+from .._errors import CotscopeError, first_error
 from .._registry import Registry
 from ..backends import Backend
 from ..config import DEFAULT_EXPERIMENTS, AuditConfig
@@ -85,8 +85,7 @@ class Experiment:
             try:
                 self.options = self.Options.model_validate(given)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
+                where, err = first_error(exc)
                 raise CotscopeError(f"bad option for experiment {self.name!r}: {where}: {err['msg']}") from exc
 
     def check(self) -> None:

@@ -76,16 +76,6 @@ class Validation(BaseModel):
     legibility: list[LegibilityRow] = Field(default_factory=list, description="Legibility metrics per organism.")
 
 
-def verdict(e: Estimate | None, threshold: float) -> str:
-    if e is None or e.value is None:
-        return "n/a"
-    if e.lo > threshold:
-        return "yes"
-    if e.hi < threshold:
-        return "no"
-    return "unclear"
-
-
 def organism_config(name: str, n_samples: int, seed: int) -> AuditConfig:
     """The audit configuration an organism is validated with."""
     spec = get_spec(name)

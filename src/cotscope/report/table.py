@@ -46,6 +46,17 @@ def fmt(e: Estimate, percent: bool) -> str:
     return f"{e.value:7.3f}  [{e.lo:.3f}, {e.hi:.3f}]  {n}"
 
 
+def fmt_interval(e: Estimate, percent: bool, signed: bool = False, digits: int = 3, with_n: bool = False) -> str:
+    """``value [lo, hi]`` in one line: rates in percent with one decimal, others with `digits`."""
+    if e.value is None:
+        return "n/a"
+    s = "+" if signed else ""
+    n = f" n={e.n}" if with_n else ""
+    if percent:
+        return f"{e.value * 100:{s}.1f}% [{e.lo * 100:{s}.1f}, {e.hi * 100:{s}.1f}]{n}"
+    return f"{e.value:{s}.{digits}f} [{e.lo:{s}.{digits}f}, {e.hi:{s}.{digits}f}]{n}"
+
+
 def _cell(est: Estimate, scale: float, width: int = 18) -> str:
     if est.value is None:
         return "n/a".rjust(width)
