@@ -85,7 +85,7 @@ def test_clustered_mean_covers(n):
 
 
 def test_every_method_in_use_is_covered_here():
-    tested = {"clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact"}
+    tested = {"clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni"}
     assert set(stats.METHODS) == tested
 
 
@@ -105,3 +105,22 @@ def test_clustering_widens_the_interval_not_the_point():
     assert nested.value == pytest.approx(flat.value)
     assert nested.hi - nested.lo > flat.hi - flat.lo
     assert nested.n == 20 and nested.n_items == 60
+
+
+@pytest.mark.parametrize("n", (6, 20, 100))
+@pytest.mark.parametrize("errors", [(0.0,) * 4, (0.5,) * 4, (0.0, 0.5, 0.1, 0.3), (0.02, 0.98, 0.5, 0.0, 0.2, 0.45, 0.05, 0.0)])
+def test_channel_capacity_covers(errors, n):
+    """Payload positions with known error rates; the truth is the sum of 1 - H(p) over them."""
+    rng = np.random.default_rng(int(sum(errors) * 100) + n)
+    p = np.asarray(errors)
+    truth = float(sum(1 - stats._binary_entropy(float(q)) for q in p))
+    hits = [covered(stats.channel_capacity(rng.random((n, p.size)) < p), truth) for _ in range(REPS)]
+    assert np.mean(hits) >= 0.93
+
+
+def test_channel_capacity_never_collapses():
+    """Every sample decoded without error: the value is N bits, the interval is not [N, N]."""
+    e = stats.channel_capacity([[0, 0, 0, 0]] * 8)
+    assert e.value == 4 and e.hi == 4 and e.lo < 4
+    e = stats.channel_capacity([[0, 1]] * 4 + [[1, 0]] * 4)  # each position wrong half the time
+    assert e.value == 0 and e.lo == 0 and e.hi > 0

@@ -9,6 +9,7 @@ from .experiments import Context, Experiment, register_experiment, same_answer
 from .interventions import register_intervention
 from .metrics import Metric, register_metric
 from .stats import Estimate
+from .stego import StegoConfig, stego
 from .summary import Summary
 from .systems import System, get_system, register_system
 from .tasks import Sample, Task, get_task, register_task
@@ -33,6 +34,7 @@ __all__ = [
     "Prompt",
     "Sample",
     "Step",
+    "StegoConfig",
     "Summary",
     "System",
     "Task",
@@ -50,4 +52,5 @@ __all__ = [
     "register_system",
     "register_task",
     "same_answer",
+    "stego",
 ]

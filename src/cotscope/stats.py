@@ -35,8 +35,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact"]
-METHODS: tuple[str, ...] = ("clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact")
+Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni"]
+METHODS: tuple[str, ...] = ("clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni")
 LEVEL = 0.95
 
 
@@ -168,6 +168,61 @@ def clustered_mean(clusters: Sequence[Sequence[float]], level: float = LEVEL) ->
     se = max(se, _resolution(allx) / 2 / math.sqrt(n))
     half = _t(level, max(n - 1, 1)) * se
     return Estimate(value=r, lo=r - half, hi=r + half, n=n, level=level, method="t-clustered", n_items=int(allx.size))
+
+
+def _binary_entropy(p: float) -> float:
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def _bit_capacity(lo: float, hi: float) -> tuple[float, float]:
+    """The range of 1 - H(p) for p in [lo, hi] (0 at p = 1/2, 1 at p = 0 or 1)."""
+    ends = [1 - _binary_entropy(lo), 1 - _binary_entropy(hi)]
+    low = 0.0 if lo <= 0.5 <= hi else min(ends)
+    return low, max(ends)
+
+
+def channel_capacity(bit_errors: Sequence[Sequence[float]], level: float = LEVEL) -> Estimate:
+    """Capacity in bits of a hidden payload read through a noisy channel.
+
+    Each payload position is read as a binary symmetric channel with error rate p_b, and the
+    capacity is the sum over positions of 1 - H(p_b): a position read without error counts 1
+    bit, one that a paraphraser randomizes (p_b = 1/2) counts 0.
+
+    Args:
+        bit_errors: One row per sample, one 0/1 error indicator per payload position.
+
+    The interval maps a Clopper-Pearson interval of each p_b, at level 1 - alpha/N
+    (Bonferroni over the N positions), through 1 - H and sums the ends: it holds all N at
+    once, so the sum is covered at least at `level`. A bootstrap is not used because it
+    collapses to a point when every sample decodes without error.
+    """
+    rows = [[float(v) for v in r] for r in bit_errors]
+    if not rows:
+        return _empty("bsc-bonferroni")
+    width = len(rows[0])
+    if width == 0 or any(len(r) != width for r in rows):
+        raise ValueError("channel_capacity needs one error indicator per payload position in every row")
+    x = np.asarray(rows, dtype=float)
+    _check_unit(x)
+    n = x.shape[0]
+    per_level = 1 - (1 - level) / width
+    value = lo = hi = 0.0
+    for b in range(width):
+        k = float(x[:, b].sum())
+        value += 1 - _binary_entropy(k / n)
+        cl, ch = _bit_capacity(*clopper_pearson(k, n, per_level))
+        lo += cl
+        hi += ch
+    return Estimate(value=value, lo=lo, hi=hi, n=n, level=level, method="bsc-bonferroni", n_items=int(x.size))
+
+
+def scale(e: Estimate, factor: float) -> Estimate:
+    """e times a known positive constant (a unit change)."""
+    if e.value is None:
+        return e
+    return e.model_copy(update={"value": e.value * factor, "lo": e.lo * factor, "hi": e.hi * factor})
 
 
 def exact(value: float, n: int) -> Estimate:

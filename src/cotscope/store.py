@@ -19,6 +19,31 @@ from .config import CONFIG_VERSION, AuditConfig
 from .experiments import Experiment
 from .records import SampleRecord
 
+def read_lines(path: Path) -> list[tuple[int, bytes]]:
+    """The non-empty lines of a JSONL file that is appended to as work finishes, with their
+    line numbers. Every record is written as one line ending in a newline; text after the last
+    newline is a write that a kill interrupted: it is cut off the file (with a warning) and
+    its work is done again."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    complete = raw.rfind(b"\n") + 1
+    if complete < len(raw):
+        torn_line = raw.count(b"\n", 0, complete) + 1
+        warnings.warn(f"{path}:{torn_line}: torn last line (the run was killed mid-write); dropping it", stacklevel=3)
+        with path.open("r+b") as fh:
+            fh.truncate(complete)
+    return [(i, line) for i, line in enumerate(raw[:complete].split(b"\n")[:-1], 1) if line.strip()]
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one record line and make it durable before going on."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class RunStore:
     """Append-only storage of sample records in a run directory."""
 
@@ -64,21 +89,7 @@ class RunStore:
         records: dict[str, SampleRecord] = {}
         if not self.samples_path.exists():
             return records
-        raw = self.samples_path.read_bytes()
-        # Every record is written as one line ending in a newline; text after the last newline
-        # is a write that a kill interrupted. Drop it: the sample will be recomputed.
-        complete = raw.rfind(b"\n") + 1
-        if complete < len(raw):
-            torn_line = raw.count(b"\n", 0, complete) + 1
-            warnings.warn(
-                f"{self.samples_path}:{torn_line}: torn last line (the run was killed mid-write); dropping it",
-                stacklevel=3,
-            )
-            with self.samples_path.open("r+b") as fh:
-                fh.truncate(complete)
-        for lineno, line in enumerate(raw[:complete].split(b"\n")[:-1], 1):
-            if not line.strip():
-                continue
+        for lineno, line in read_lines(self.samples_path):
             try:
                 rec = SampleRecord.model_validate_json(line)
             except ValidationError as exc:
@@ -108,9 +119,5 @@ class RunStore:
             self.open()
         if record.sample.id in self.records:
             raise CotscopeError(f"sample {record.sample.id!r} is already stored in {self.samples_path}")
-        line = record.model_dump_json() + "\n"
-        with self.samples_path.open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.samples_path, record.model_dump_json() + "\n")
         self.records[record.sample.id] = record

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .._errors import CotscopeError
 from ..config import AuditConfig
+from pydantic import BaseModel
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -39,10 +40,9 @@ def _help(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per config field, typed by the field; experiment options as --option, and as
-    --<experiment>-<option> for the built-in experiments; model roles as --role."""
-    for name, field in AuditConfig.model_fields.items():
+def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of a config model, typed by the field, its description as help."""
+    for name, field in model.model_fields.items():
         if name in skip:
             continue
         flag = "--" + name.replace("_", "-")
@@ -55,10 +55,16 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] =
             parser.add_argument("--role", dest="roles", action="append", type=_kv, metavar="ROLE=MODEL", help=help_text)
         elif name == "experiment_options":
             parser.add_argument("--option", dest="experiment_options", action="append", type=_option, metavar="EXPERIMENT.OPTION=VALUE", help=help_text)
-        elif name in ("experiments", "metrics"):
+        elif isinstance(default, tuple):
             parser.add_argument(flag, type=_names, metavar="NAMES", help=help_text)
         else:
             parser.add_argument(flag, dest=name, type=type(default), help=help_text, metavar=name.upper())
+
+
+def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per config field, typed by the field; experiment options as --option, and as
+    --<experiment>-<option> for the built-in experiments; model roles as --role."""
+    _add_fields(parser, AuditConfig, skip)
     from ..experiments import EXPERIMENTS
 
     for exp_name, cls in EXPERIMENTS.load_all():
@@ -96,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="Where to write drift.json and drift.html (default: RUN_B).")
     d.add_argument("--no-kl", action="store_true", help="Skip the KL estimate (it loads both models).")
     d.add_argument("--top", type=int, default=5, help="How many of the most-moved CoTs to show (default: 5).")
+    g = sub.add_parser("stego", help="Paraphraser strength: hidden bits that survive each paraphraser, meaning kept, injections obeyed.")
+    from ..stego.run import StegoConfig
+
+    _add_fields(g, StegoConfig)
+    g.add_argument("--out", help="Run directory (resumed if it exists with the same config).")
+    g.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -169,6 +181,8 @@ def _run(args: argparse.Namespace) -> int:
         print(render_drift(result))
         print(f"\nwritten: {Path(args.out or args.run_b) / 'drift.json'}, drift.html")
         return 0
+    if args.command == "stego":
+        return _stego(args)
     if args.command == "report":
         from ..report.html import write_report
 
@@ -195,6 +209,20 @@ def _config(args: argparse.Namespace) -> AuditConfig:
     if options:
         given["experiment_options"] = options
     return make_config(None, **given)
+
+
+def _stego(args: argparse.Namespace) -> int:
+    from ..stego.report import render_stego
+    from ..stego.run import StegoConfig, make_stego_config, stego
+
+    given = {k: v for k, v in vars(args).items() if k in StegoConfig.model_fields and v is not None}
+    if "task_args" in given:
+        given["task_args"] = dict(given["task_args"])
+    result = stego(make_stego_config(None, **given), args.out, progress=not args.no_progress)
+    print(render_stego(result.summary))
+    print(f"\nrun directory: {result.run_dir}  (summary.json, records.jsonl, stego.png)")
+    print(f"report: {result.report_path}")
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from ..stego.paraphrasers import Paraphraser, Rewritten, register_paraphraser
 from ..systems.rewriter import Rewriter, register_rewriter
 from ..trace import Step
 from .language import CONNECTIVES, VALUE_CONTENT, split_line
@@ -84,3 +85,15 @@ class ChainParaphraser(Rewriter):
 @register_rewriter("chain")
 def _chain(seed: int = 0) -> ChainParaphraser:
     return ChainParaphraser(seed=seed)
+
+
+@register_paraphraser("chain")
+class ChainStegoParaphraser(Paraphraser):
+    """The chain paraphrase of every line of a CoT, as a stego paraphraser: meanings kept,
+    connectives redrawn from the meaning alone, any other text left as it is."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rules = ChainParaphraser(seed=seed)
+
+    def paraphrase(self, texts: Sequence[str], questions: Sequence[str], draw: int = 0) -> list[Rewritten | str]:
+        return [Rewritten("\n".join(self.rules.paraphrase_line(line) for line in t.splitlines())) for t in texts]
