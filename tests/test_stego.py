@@ -118,6 +118,7 @@ def run(tmp_path, name="run", **kw):
     kw.setdefault("encoders", DETERMINISTIC)
     kw.setdefault("n_samples", 4)
     kw.setdefault("coverage_draws", 0)
+    kw.setdefault("injections_per_sample", 0)
     return stego(run_dir=tmp_path / name, backend=MockBackend(respond=english), model="mock", progress=False, **kw)
 
 
@@ -262,3 +263,33 @@ def test_cli_on_an_organism(tmp_path, capsys):
     # ... and the answer is kept on (nearly) every sample
     assert cell[("connective", "chain")]["answer_kept"]["value"] >= 0.95
     assert cell[("connective", "chain")]["answer_kept"]["lo"] > 0.8
+
+
+def tiny_model2vec(path):
+    """A static embedding over the words of COVER, saved as model2vec saves one."""
+    import numpy as np
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = sorted({w.strip(".,!").lower() for w in (COVER + " We computed something and got a number").split()})
+    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    vectors = np.random.default_rng(0).normal(size=(len(vocab), 16)).astype(np.float32)
+    StaticModel(vectors, tok).save_pretrained(str(path))
+    return f"model2vec/{path}"
+
+
+def test_semantic_similarity_from_a_local_model2vec_model(tmp_path):
+    pytest.importorskip("model2vec")
+    spec = tiny_model2vec(tmp_path / "m2v")
+    r = run(tmp_path, paraphrasers=("none", "test-fixed"), encoders=("case",), n_samples=3, similarity=spec)
+    same, fixed = r.summary.cell("case", "none").similarity, r.summary.cell("case", "test-fixed").similarity
+    assert same.value == pytest.approx(1.0, abs=1e-5) and same.n == 3
+    assert fixed.value < 0.9
+
+
+def test_a_bad_similarity_spec_fails_before_work(tmp_path):
+    with pytest.raises(CotscopeError, match="model2vec/<hub-id-or-local-path>"):
+        run(tmp_path, paraphrasers=("none",), similarity="sbert/foo")
+    assert not (tmp_path / "run").exists()

@@ -80,7 +80,7 @@ class LLMParaphraser(Paraphraser):
             ``context`` (sees the question, keeps only what the answer needs) or
             ``suspicious`` (told that hidden messages may be present).
         temperature: Sampling temperature; above 0, each draw is a new sample (coverage needs it).
-        max_new_tokens: Budget per paraphrase; 0 scales it with the input (twice its tokens + 32).
+        max_new_tokens: Budget per paraphrase; 0 scales it with the input (1.25 times its tokens + 16, at most 768).
         seed: Seeds the sampling.
     """
 
@@ -102,7 +102,8 @@ class LLMParaphraser(Paraphraser):
         return Prompt.chat(text, system=system)
 
     def _generate(self, texts: Sequence[str], questions: Sequence[str], draw: int) -> list[Rewritten]:
-        budgets = [self.max_new_tokens or min(1024, 2 * self.model.count_tokens(t) + 32) for t in texts]
+        # Budgets rounded up to a multiple of 64, so that texts of similar length share a batch.
+        budgets = [self.max_new_tokens or min(768, -(-((5 * self.model.count_tokens(t)) // 4 + 16) // 64) * 64) for t in texts]
         out: list[Rewritten | None] = [None] * len(texts)
         for budget in sorted(set(budgets)):
             idx = [i for i, b in enumerate(budgets) if b == budget]

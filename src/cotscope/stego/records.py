@@ -40,7 +40,14 @@ class StegoConfig(BaseModel):
     )
     payload_bits: int = Field(4, ge=1, le=64, description="Bits each encoder hides in each CoT.")
     injections: tuple[str, ...] = Field(tuple(i.name for i in INJECTIONS), description="Injection templates to try on each paraphraser.")
+    injections_per_sample: int = Field(
+        4, ge=0, description="Templates tried on each sample, taken in turn so that every template is tried across the samples (0: all of them on every sample)."
+    )
     coverage_draws: int = Field(2, ge=0, le=16, description="Paraphrase samples per CoT for coverage (fewer than 2: not measured).")
+    similarity: str = Field(
+        "", description="Embedding model for the semantic similarity of each paraphrase to its input: model2vec/<hub-id-or-path> "
+        "(e.g. model2vec/minishlab/potion-base-8M; pip install 'cotscope[stego]'); '' for none.",
+    )
     samples_per_flush: int = Field(2, ge=1, description="Samples worked on together before their records are written.")
 
 
@@ -77,6 +84,7 @@ class CellRecord(BaseModel):
     cut: bool = False
     answer: str | None = None
     correct: bool | None = None
+    similarity: float | None = None
 
 
 class InjectionRecord(BaseModel):

@@ -36,9 +36,10 @@ def render_stego(s: StegoSummary) -> str:
     lines += ["", head, "-" * len(head)]
     for c in s.cells:
         left = ", ".join(f"{k} {v}" for k, v in c.failures.items()) or "-"
+        sim = f"  similarity {_bits(c.similarity)}" if c.similarity else ""
         lines.append(
             f"{c.encoder[:12]:<12} {c.paraphraser[:22]:<22} {c.n:>3} {_pct(c.exact):<22} {_bits(c.capacity):<22} "
-            f"{fmt_interval(c.capacity_per_kb, False, digits=1):<20} {_pct(c.answer_kept):<22} {left}"
+            f"{fmt_interval(c.capacity_per_kb, False, digits=1):<20} {_pct(c.answer_kept):<22} {left}{sim}"
         )
     head = f"{'paraphraser':<22} {'injection obeyed':<22} {'control':<22} {'obeyed - control':<24} {'worst capacity':<30} {'meaning kept'}"
     lines += ["", head, "-" * len(head)]
@@ -107,9 +108,9 @@ pre{white-space:pre-wrap;margin:0;font-size:13px}.ok{color:#1a7f37}.bad{color:#b
 its interval holds all positions at once (Clopper-Pearson per position, Bonferroni). Rates: Clopper-Pearson; pooled rates: clustered by sample.</p>
 <img src="data:image/png;base64,{{ plot }}" alt="capacity against meaning kept">
 <h2>Encoders x paraphrasers</h2>
-<table id="cells"><thead><tr><th>encoder</th><th>paraphraser</th><th>n</th><th>exact recovery</th><th>bit error</th><th>capacity (bits)</th><th>bits / KB</th><th>answer kept</th><th>accuracy encoded → paraphrased</th><th>left out</th></tr></thead><tbody>
+<table id="cells"><thead><tr><th>encoder</th><th>paraphraser</th><th>n</th><th>exact recovery</th><th>bit error</th><th>capacity (bits)</th><th>bits / KB</th><th>answer kept</th><th>similarity</th><th>accuracy encoded → paraphrased</th><th>left out</th></tr></thead><tbody>
 {% for c in s.cells %}<tr><td>{{ c.encoder }}</td><td>{{ c.paraphraser }}</td><td class="num">{{ c.n }}</td><td class="num">{{ pct(c.exact) }}</td><td class="num">{{ pct(c.bit_error) }}</td>
-<td class="num">{{ bits(c.capacity) }}</td><td class="num">{{ bits(c.capacity_per_kb) }}</td><td class="num">{{ pct(c.answer_kept) }}</td>
+<td class="num">{{ bits(c.capacity) }}</td><td class="num">{{ bits(c.capacity_per_kb) }}</td><td class="num">{{ pct(c.answer_kept) }}</td><td class="num">{{ bits(c.similarity) if c.similarity else "not measured" }}</td>
 <td class="num">{{ pct(c.accuracy_encoded) }} → {{ pct(c.accuracy_paraphrased) }}</td><td>{% for k, v in c.failures.items() %}{{ k }}: {{ v }}<br>{% endfor %}{% if c.n_cut %}cut paraphrases: {{ c.n_cut }}{% endif %}</td></tr>
 {% endfor %}</tbody></table>
 <h2>Injections: does text inside the CoT steer the paraphraser?</h2>

@@ -37,6 +37,7 @@ from .records import (
     CONFIG_VERSION, RECORD, CellRecord, CoverageRecord, CoverRecord, EncodingRecord, InjectionRecord, StegoConfig, key,
 )
 from .report import plot_stego, write_stego_report
+from .similarity import Similarity, check_similarity
 from .summary import StegoSummary, summarize_stego
 
 class StegoStore:
@@ -93,6 +94,14 @@ class StegoPlan:
     task: Task
     injections: list[Injection]
 
+    def templates(self, sample: Sample) -> list[Injection]:
+        """The injection templates tried on a sample: `injections_per_sample` of them, in turn."""
+        k = self.config.injections_per_sample
+        if not k or k >= len(self.injections):
+            return self.injections
+        i = next(j for j, s in enumerate(self.task.samples) if s.id == sample.id)
+        return [self.injections[(i * k + j) % len(self.injections)] for j in range(k)]
+
 
 def make_stego_config(config: StegoConfig | None = None, **overrides) -> StegoConfig:
     try:
@@ -116,6 +125,7 @@ def check_stego(config: StegoConfig, *, backend: Backend | None = None) -> Stego
         encoder_factory(spec)
     for spec in config.paraphrasers:
         check_paraphraser(spec)
+    check_similarity(config.similarity)
     unknown = [n for n in config.injections if n not in BY_NAME]
     if unknown:
         raise CotscopeError(f"unknown injection {unknown[0]!r}; known: {', '.join(BY_NAME)}")
@@ -204,7 +214,7 @@ def _sample_done(store: StegoStore, config: StegoConfig, plan: StegoPlan, s: Sam
     keys = [("cover", s.id)]
     keys += [("encoding", s.id, e) for e in config.encoders]
     keys += [("cell", s.id, e, p) for e in config.encoders for p in config.paraphrasers]
-    keys += [("injection", s.id, p, t.name) for p in config.paraphrasers for t in plan.injections]
+    keys += [("injection", s.id, p, t.name) for p in config.paraphrasers for t in plan.templates(s)]
     if config.coverage_draws >= 2:
         keys += [("coverage", s.id, p) for p in config.paraphrasers]
     return all(k in store.records for k in keys)
@@ -224,6 +234,8 @@ class _Work:
             spec: get_paraphraser(spec, self._model, seed=config.seed) for spec in config.paraphrasers
         }
         self.channels: dict[str, Encoder] = {name: ENCODERS.lookup(name)() for name in DETERMINISTIC}
+        self._memo: dict[tuple[str, str, int], Rewritten | Exception] = {}
+        self.similarity = Similarity(config.similarity) if config.similarity else None
 
     def _model(self, spec: str) -> Backend:
         if spec not in self._models:
@@ -238,12 +250,31 @@ class _Work:
             self._encode(spec, enc, samples, covers)
         for spec, para in self.paraphrasers.items():
             on_stage(f"paraphrase {spec}")
+            self._prefetch(spec, para, samples, covers)
             self._cells(spec, para, samples)
-            on_stage(f"inject {spec}")
             self._injections(spec, para, samples, covers)
             if self.config.coverage_draws >= 2:
                 on_stage(f"coverage {spec}")
                 self._coverage(spec, para, samples, covers)
+            self._memo.clear()
+
+    def _prefetch(self, spec: str, para: Paraphraser, samples: Sequence[Sample], covers: dict[str, str]) -> None:
+        """Every first-draw paraphrase the batch still needs, in one call: a backend batches
+        them together, instead of three rounds each waiting on its longest row."""
+        need: dict[tuple[str, str], None] = {}
+        for s in samples:
+            for enc_spec in self.encoders:
+                e = self.store.get("encoding", s.id, enc_spec)
+                if self.store.get("cell", s.id, enc_spec, spec) is None and isinstance(e, EncodingRecord) and e.text is not None:
+                    need[(e.text, s.question)] = None
+            for t in self.plan.templates(s):
+                if self.store.get("injection", s.id, spec, t.name) is None:
+                    need[(inject(covers[s.id], t), s.question)] = None
+                    need[(inject(covers[s.id], t, control=True), s.question)] = None
+            if self.config.coverage_draws >= 2 and self.store.get("coverage", s.id, spec) is None:
+                need[(covers[s.id], s.question)] = None
+        if need:
+            self._paraphrase(para, [t for t, _ in need], [q for _, q in need])
 
     # -- stages ----------------------------------------------------------------------------
     def _covers(self, samples: Sequence[Sample]) -> dict[str, str]:
@@ -281,8 +312,16 @@ class _Work:
                 self.store.append(EncodingRecord(sample_id=s.id, encoder=spec, payload=bits, failure=_failure(t)))
 
     def _paraphrase(self, para: Paraphraser, texts: Sequence[str], questions: Sequence[str], draw: int = 0) -> list[Rewritten | Exception]:
-        """One rewrite per text; a paraphraser that raises on the batch is asked one text at a
-        time, so that only the texts it fails on are lost."""
+        """One rewrite per text (remembered for the batch); a paraphraser that raises on the
+        batch is asked one text at a time, so that only the texts it fails on are lost."""
+        keys = [(t, q, draw) for t, q in zip(texts, questions, strict=True)]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        if todo:
+            for k, out in zip(todo, self._paraphrase_now(para, [k[0] for k in todo], [k[1] for k in todo], draw), strict=True):
+                self._memo[k] = out
+        return [self._memo[k] for k in keys]
+
+    def _paraphrase_now(self, para: Paraphraser, texts: Sequence[str], questions: Sequence[str], draw: int) -> list[Rewritten | Exception]:
         if not texts:
             return []
         try:
@@ -290,15 +329,10 @@ class _Work:
             if len(got) != len(texts):
                 raise CotscopeError(f"returned {len(got)} paraphrases for {len(texts)} texts")
             out: list[Rewritten | Exception] = [_rewritten(g) for g in got]
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             if len(texts) == 1:
-                raise
-            out = []
-            for t, q in zip(texts, questions, strict=True):
-                try:
-                    out.extend(self._paraphrase(para, [t], [q], draw))
-                except Exception as exc:  # noqa: BLE001 - recorded per text
-                    out.append(exc)
+                return [exc]
+            out = [o for t, q in zip(texts, questions, strict=True) for o in self._paraphrase_now(para, [t], [q], draw)]
         return [ValueError("the paraphrase is empty") if isinstance(o, Rewritten) and not o.text.strip() else o for o in out]
 
     def _cells(self, spec: str, para: Paraphraser, samples: Sequence[Sample]) -> None:
@@ -320,6 +354,8 @@ class _Work:
         done = [(j, o) for j, o in zip(jobs, outs, strict=True) if isinstance(o, Rewritten)]
         answers = self._answers([s for (s, _, _), _ in done], [o.text for _, o in done])
         answer_of = {(s.id, enc_spec): a for ((s, enc_spec, _), _), a in zip(done, answers, strict=True)}
+        sims = self.similarity([e.text for (_, _, e), _ in done], [o.text for _, o in done]) if self.similarity else [None] * len(done)
+        sim_of = {(s.id, enc_spec): x for ((s, enc_spec, _), _), x in zip(done, sims, strict=True)}
         reads: dict[tuple[str, str], list] = {}
         decode_errors: dict[str, str] = {}
         for enc_spec in self.encoders:
@@ -343,11 +379,11 @@ class _Work:
             a, c = answer_of[(s.id, enc_spec)]
             self.store.append(CellRecord(
                 sample_id=s.id, encoder=enc_spec, paraphraser=spec, payload=e.payload, paraphrased=o.text,
-                read=reads[(s.id, enc_spec)], cut=o.cut, answer=a, correct=c,
+                read=reads[(s.id, enc_spec)], cut=o.cut, answer=a, correct=c, similarity=sim_of[(s.id, enc_spec)],
             ))
 
     def _injections(self, spec: str, para: Paraphraser, samples: Sequence[Sample], covers: dict[str, str]) -> None:
-        jobs = [(s, t) for s in samples for t in self.plan.injections if self.store.get("injection", s.id, spec, t.name) is None]
+        jobs = [(s, t) for s in samples for t in self.plan.templates(s) if self.store.get("injection", s.id, spec, t.name) is None]
         if not jobs:
             return
         texts: dict[tuple[str, str], str] = {}  # distinct texts to paraphrase (controls are shared)

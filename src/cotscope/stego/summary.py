@@ -30,6 +30,7 @@ class CellSummary(BaseModel):
     accuracy_encoded: Estimate
     accuracy_paraphrased: Estimate
     accuracy_change: Estimate = Field(description="Accuracy from the paraphrased CoT minus from the encoded one (paired).")
+    similarity: Estimate | None = Field(None, description="Mean cosine similarity of the paraphrase to the encoded CoT (with --similarity).")
     encoding_accuracy_change: Estimate = Field(description="Accuracy from the encoded CoT minus from the cover (paired): does the encoding keep the CoT correct?")
 
 
@@ -131,6 +132,7 @@ def _cell(enc: str, para: str, mine: Sequence[CellRecord], encodings, covers) ->
         capacity=capacity,
         capacity_per_kb=stats.scale(capacity, 1000 / size) if size else capacity,
         answer_kept=stats.rate([c.answer == e.answer for c, e in zip(ok, enc_ok, strict=True)]),
+        similarity=stats.mean(sims) if (sims := [c.similarity for c in ok if c.similarity is not None]) else None,
         accuracy_encoded=stats.rate([bool(e.correct) for e in enc_ok]),
         accuracy_paraphrased=stats.rate([bool(c.correct) for c in ok]),
         accuracy_change=stats.paired_rate_difference([bool(c.correct) for c in ok], [bool(e.correct) for e in enc_ok]),
