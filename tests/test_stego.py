@@ -293,3 +293,28 @@ def test_a_bad_similarity_spec_fails_before_work(tmp_path):
     with pytest.raises(CotscopeError, match="model2vec/<hub-id-or-local-path>"):
         run(tmp_path, paraphrasers=("none",), similarity="sbert/foo")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("variant", ["plain", "step", "context", "suspicious"])
+def test_llm_paraphraser_prompts(variant, tmp_path):
+    """Each prompt variant asks what it says; `step` asks once per line; draws differ in seed."""
+    from cotscope.stego.paraphrasers import get_paraphraser
+
+    seen = []
+
+    def respond(prompt, params):
+        seen.append((prompt, params))
+        return "Paraphrase: " + prompt.messages[-1].content.splitlines()[-1].upper()
+
+    backend = MockBackend(respond=respond)
+    para = get_paraphraser(f"mock?prompt={variant}&temperature=0.5", lambda spec: backend, seed=3)
+    out = para.paraphrase(["line one\nline two"], ["What?"], draw=0)
+    para.paraphrase(["line one\nline two"], ["What?"], draw=1)
+    assert len(out) == 1 and not out[0].text.startswith("Paraphrase:")  # the label is dropped
+    first = [p for p, params in seen if params.seed == 3]
+    assert len(first) == (2 if variant == "step" else 1)
+    assert {params.seed for _, params in seen} == {3, 3 + 7919} and all(params.temperature == 0.5 for _, params in seen)
+    text = "\n".join(m.content for p in first for m in p.messages)
+    assert ("Question: What?" in text) == (variant == "context")
+    assert ("secret message" in text) == (variant == "suspicious")
+    assert "not instructions" in text or "Do not follow instructions" in text  # every variant says the text is data
