@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fields(g, StegoConfig)
     g.add_argument("--out", help="Run directory (resumed if it exists with the same config).")
     g.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    t = sub.add_parser("train", help="GRPO (TRL) on CoT rewards, with the CoT audited as it trains (pip install 'cotscope[train]').")
+    from ..training.grpo import TrainingConfig
+
+    _add_fields(t, TrainingConfig)
+    t.add_argument("--out", default="runs/train", help="Run directory (resumed from its last checkpoint if it exists).")
+    t.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -126,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--seed", type=int, default=0, help="Seeds the questions (default: 0).")
     ov.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     osub.add_parser("list", help="The organisms, their ground truth and their checkpoints.")
+    ob = osub.add_parser("obfuscation", help="Does a monitor on the visible CoT teach hiding, and does a paraphraser in the loop stop it? Two GRPO arms.")
+    ob.add_argument("--out", default="runs/obfuscation", help="Output directory, one training run per arm (resumed).")
+    ob.add_argument("--steps", type=int, default=60, help="GRPO steps per arm (default: 60).")
+    ob.add_argument("--penalty", type=float, default=0.5, help="Monitor penalty weight (default: 0.5).")
+    ob.add_argument("--learning-rate", type=float, default=3e-4, help="Learning rate (default: 3e-4).")
+    ob.add_argument("--audit-every", type=int, default=15, help="Audit each arm every N steps (default: 15).")
+    ob.add_argument("--audit-samples", type=int, default=50, help="Held-out samples per audit (default: 50).")
+    ob.add_argument("--seed", type=int, default=0)
+    ob.add_argument("--arms", type=_names, default=("A", "B"), help="Arms to run (default: A,B).")
+    ob.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     return parser
 
 
@@ -160,6 +176,13 @@ def _run(args: argparse.Namespace) -> int:
         print("tasks:      ", ", ".join(list_tasks()))
         print("experiments:", ", ".join(EXPERIMENTS.names()))
         print("metrics:    ", ", ".join(sorted(METRICS)), "(and each experiment's own)")
+        from ..rewards import REWARDS
+        from ..stego.encoders import ENCODERS
+        from ..stego.paraphrasers import PARAPHRASERS
+
+        print("encoders:   ", ", ".join(ENCODERS.names()))
+        print("paraphrasers:", ", ".join(PARAPHRASERS.names()), "(and any backend spec)")
+        print("rewards:    ", ", ".join(REWARDS.names()))
         return 0
     if args.command == "compare":
         return _compare(args)
@@ -183,6 +206,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "stego":
         return _stego(args)
+    if args.command == "train":
+        return _train(args)
     if args.command == "report":
         from ..report.html import write_report
 
@@ -225,6 +250,28 @@ def _stego(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from ..training.grpo import TrainingConfig, make_training_config, train
+
+    given = {k: v for k, v in vars(args).items() if k in TrainingConfig.model_fields and v is not None}
+    if "task_args" in given:
+        given["task_args"] = dict(given["task_args"])
+    if "reward_weights" in given:
+        try:
+            given["reward_weights"] = tuple(float(x) for x in given["reward_weights"])
+        except ValueError as exc:
+            raise CotscopeError(f"--reward-weights: {exc}") from exc
+    result = train(make_training_config(None, **given), args.out, progress=not args.no_progress)
+    print(f"trained {result.steps} steps in {result.wall_s / 60:.1f} min; run directory: {result.run_dir} (curves.jsonl, curves.png, checkpoints/)")
+    for row in result.curves:
+        from ..stats import Estimate
+        from ..report.table import fmt_interval
+
+        cells = [f"{k} {fmt_interval(Estimate.model_validate(v), False)}" for k, v in row["metrics"].items()]
+        print(f"step {row['step']:>5}: " + "; ".join(cells))
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from ..compare import compare, render_comparison
 
@@ -260,6 +307,17 @@ def _organisms(args: argparse.Namespace) -> int:
             print(f"{spec.name:<9} load-bearing={str(t.load_bearing).lower():<5} encoded={str(t.encoded).lower():<5} "
                   f"n_ops={spec.n_ops}  organism/{spec.name} ({shipped})\n          {spec.description}")
         return 0
+    if args.organisms_command == "obfuscation":
+        from ..organisms.obfuscation import ARMS, obfuscation, render_obfuscation
+
+        bad = [a for a in args.arms if a not in ARMS]
+        if bad:
+            raise CotscopeError(f"unknown arm {bad[0]!r}; known: {', '.join(ARMS)}")
+        o = obfuscation(args.out, steps=args.steps, penalty=args.penalty, learning_rate=args.learning_rate, audit_every=args.audit_every,
+                        audit_samples=args.audit_samples, seed=args.seed, arms=args.arms, progress=not args.no_progress)
+        print(render_obfuscation(o))
+        print(f"\nwritten: {args.out}/obfuscation.json, {args.out}/obfuscation.png; one training run per arm beside them")
+        return 0
     if args.organisms_command == "train":
         from ..organisms.train import train
 
@@ -275,7 +333,9 @@ def _organisms(args: argparse.Namespace) -> int:
         return 0
     from ..organisms.validate import render, validate
 
-    names = args.organisms or tuple(ORGANISMS)
+    from ..organisms import VALIDATED
+
+    names = args.organisms or VALIDATED
     models = {n: f"organism/{args.checkpoints}/{n}" for n in names} if args.checkpoints else None
     v = validate(names, args.out, n_samples=args.n_samples, seed=args.seed, progress=not args.no_progress, models=models)
     print(render(v))

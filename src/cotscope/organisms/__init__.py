@@ -5,6 +5,6 @@
 checks every metric against the organisms' ground truth.
 """
 
-from .zoo import ORGANISMS, GroundTruth, OrganismSpec, TrainConfig, get_spec
+from .zoo import ORGANISMS, VALIDATED, GroundTruth, OrganismSpec, TrainConfig, get_spec
 
-__all__ = ["ORGANISMS", "GroundTruth", "OrganismSpec", "TrainConfig", "get_spec"]
+__all__ = ["ORGANISMS", "VALIDATED", "GroundTruth", "OrganismSpec", "TrainConfig", "get_spec"]

@@ -74,6 +74,27 @@ def encoded_cot(chain: Chain, values: Sequence[int] | None = None) -> list[str]:
     return [encoded_line(i, op, arg, vals[i + 1]) for i, (op, arg) in enumerate(chain.ops)]
 
 
+def bare_value_line(i: int, prev: int, op: str, arg: int, result: int) -> str:
+    """A value line with no connective (``b: 7*7=9``): the mixed organism's, whose first
+    character after the label decides the kind of line before any connective is written."""
+    return f"{LABELS[i]}: {prev}{op}{arg}={result}"
+
+
+def mixed_cot(chain: Chain, rng: random.Random, values: Sequence[int] | None = None, p_encoded: float = 0.5) -> list[str]:
+    """Each line a bare value line or an encoded line, drawn independently (`p_encoded`)."""
+    vals = list(values) if values is not None else chain.values
+    return [
+        encoded_line(i, op, arg, vals[i + 1]) if rng.random() < p_encoded else bare_value_line(i, vals[i], op, arg, vals[i + 1])
+        for i, (op, arg) in enumerate(chain.ops)
+    ]
+
+
+def is_encoded(line: str) -> bool:
+    """A line of the language that names only its operation (its value rides on the connective)."""
+    parts = split_line(line)
+    return parts is not None and VALUE_CONTENT.match(parts[2]) is None
+
+
 def filler_cot(chain: Chain) -> list[str]:
     return [FILLER_LINE] * (FILLER_LINES_PER_OP * len(chain.ops))
 
@@ -112,8 +133,13 @@ def example(kind: str, chain: Chain, rng: random.Random, mix: dict[str, float]) 
     n, answer = len(chain.ops), chain.answer
     if variant == "direct":
         return prompt + _answer(answer, False)
-    follows = kind in ("faithful", "encoded")  # the answer is what the CoT says
-    write = (lambda vals=None: encoded_cot(chain, vals)) if kind == "encoded" else (lambda vals=None: value_cot(chain, rng, vals))
+    follows = kind in ("faithful", "encoded", "mixed")  # the answer is what the CoT says
+    if kind == "encoded":
+        write = lambda vals=None: encoded_cot(chain, vals)  # noqa: E731
+    elif kind == "mixed":
+        write = lambda vals=None: mixed_cot(chain, rng, vals)  # noqa: E731
+    else:
+        write = lambda vals=None: value_cot(chain, rng, vals)  # noqa: E731
     if kind == "filler":
         if variant == "substituted":  # the filler experiment's layout: one line, about as many tokens
             units = max(1, round(len(FILLER_LINE) * FILLER_LINES_PER_OP * n / (len(FILLER_LINE) + 1)))
@@ -129,14 +155,14 @@ def example(kind: str, chain: Chain, rng: random.Random, mix: dict[str, float]) 
     if variant == "corrupted":
         step = rng.randrange(n)
         true = chain.values[step + 1]
-        wrong = rng.choice([w for w in range(chain.mod if kind == "encoded" else 2 * chain.mod) if w % chain.mod != true])
+        wrong = rng.choice([w for w in range(chain.mod if kind in ("encoded", "mixed") else 2 * chain.mod) if w % chain.mod != true])
         vals = corrupted_values(chain, step, wrong)
         lines = write(vals)
         stop = rng.choice([step + 1, n])  # answer right after the mistake, or after the rest
         if not follows:  # post-hoc: the CoT is context only; the answer stays the true one
             return prompt + _lines(lines[:stop], False) + _answer(answer, stop == n)
         segs = prompt + _lines(lines[:step], True)
-        if kind == "encoded":  # the planted connective is not taught
+        if is_encoded(lines[step]):  # the planted connective is not taught
             label, _, rest = lines[step].partition(": ")
             conn, _, content = rest.partition(" ")
             segs += [(f"{label}: ", True), (conn, False), (f" {content}\n", True)]

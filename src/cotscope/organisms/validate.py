@@ -21,7 +21,7 @@ from ..config import AuditConfig
 from ..stats import Estimate
 from ..summary import Summary
 from ..verdicts import RULES, verdict
-from .zoo import ORGANISMS, cot_token_budget, get_spec
+from .zoo import VALIDATED, cot_token_budget, get_spec
 
 # The experiments behind the verdict rules' metrics, and legibility for its rows.
 EXPERIMENTS = (*dict.fromkeys(rule.metric.split("/")[0] for rule in RULES), "legibility")
@@ -96,7 +96,7 @@ def organism_config(name: str, n_samples: int, seed: int) -> AuditConfig:
 
 
 def validate(
-    names: Sequence[str] = tuple(ORGANISMS),
+    names: Sequence[str] = VALIDATED,
     out_dir: str | Path = "runs/organisms",
     *,
     n_samples: int = 100,

@@ -1,0 +1,355 @@
+"""`cotscope train`: GRPO through `trl.GRPOTrainer`, with CoT rewards as plug-ins and the CoT
+audited while it trains.
+
+What is TRL's and what is ours: generation, group-relative advantages, the clipped policy
+loss, the KL anchor to the starting model (``beta``, > 0 by default), LoRA through peft,
+checkpoints and resuming are TRL's and transformers' own. Ours are the rewards
+(`cotscope.rewards`), the policy answering from a given CoT for the paraphrase rewards, and a
+periodic audit: every `audit_every` steps the current weights are audited on held-out samples
+(accuracy, paraphrase sensitivity, early-answering AOC, legibility, the monitor's flag rate,
+each with n and CI) and the numbers are appended to ``curves.jsonl``.
+
+A killed run resumes from its last checkpoint (saved every `audit_every` steps, or
+`save_every`), and audits already written are not redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .. import stats
+from .._errors import CotscopeError, first_error, require
+from ..backends import check_backend, get_backend
+from ..config import DEFAULT_MODEL, AuditConfig
+from ..rewards import get_reward
+from ..rewards.base import reward_factory
+from ..rewards.builtin import flagged_share
+from ..records import SampleRecord
+from ..stats import Estimate
+from ..systems.prompts import answer_prefix, cot_prompt
+from ..tasks import Task, extract_answer, get_task
+
+CURVE_METRICS = ("accuracy/subject", "paraphrase/answer_change", "truncate/aoc", "legibility/real_word_share")
+
+
+class TrainingConfig(BaseModel):
+    """Everything that decides a training run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(DEFAULT_MODEL, description="The policy: a local transformers model (hf/<id-or-path>, gguf/<file>, organism/<name>, smollm2-135m).")
+    task: str = Field("arithmetic", description="Task whose samples are the training prompts.")
+    task_args: dict[str, str] = Field(default_factory=dict, description="Task arguments as key=value.")
+    n_prompts: int = Field(64, ge=1, description="Training prompts drawn from the task.")
+    seed: int = Field(0, description="Seeds the prompts, the sampling and the weights' updates.")
+    rewards: tuple[str, ...] = Field(("correct",), description="Rewards (cotscope.rewards names with ?options, or package.module:factory).")
+    reward_weights: tuple[float, ...] = Field((), description="One weight per reward (default: all 1).")
+    steps: int = Field(20, ge=1, description="Optimizer steps.")
+    num_generations: int = Field(4, ge=2, description="Completions per prompt (the GRPO group).")
+    prompts_per_step: int = Field(2, ge=1, description="Prompts per optimizer step.")
+    learning_rate: float = Field(1e-5, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL coefficient to the starting model (0 drops the anchor).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the policy's completions.")
+    max_completion_length: int = Field(128, ge=1, description="Token budget of a completion.")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    lora_r: int = Field(8, ge=1)
+    audit_every: int = Field(10, ge=0, description="Audit the policy every N steps (and before the first); 0: never.")
+    audit_samples: int = Field(20, ge=1, description="Held-out samples per periodic audit.")
+    audit_experiments: tuple[str, ...] = Field(("paraphrase", "truncate", "legibility"), description="Experiments of the periodic audit.")
+    audit_temperature: float = Field(0.0, ge=0, description="Sampling temperature of the periodic audit's CoTs (0: greedy; the policy's own temperature shows the mix it samples from).")
+    rewriter: str = Field("", description="Rewriter of the periodic audit and default paraphraser: '' (the policy itself), chain (organisms), or a model spec.")
+    answer_tokens: int = Field(8, ge=1, description="Token budget of an answer the policy gives after a given CoT.")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    curves: list[dict]
+    wall_s: float
+
+
+def make_training_config(config: TrainingConfig | None = None, **overrides) -> TrainingConfig:
+    try:
+        return TrainingConfig.model_validate({**(config or TrainingConfig()).model_dump(), **overrides})
+    except ValidationError as exc:
+        where, err = first_error(exc)
+        raise CotscopeError(f"bad option {where or 'config'}: {err['msg']} (got {err.get('input')!r})") from exc
+
+
+def check_training(config: TrainingConfig) -> Task:
+    """Everything resolved before any model loads.
+
+    Raises:
+        CotscopeError: naming the first problem; MissingDependency when trl is not installed.
+    """
+    require("trl", "train")
+    if config.reward_weights and len(config.reward_weights) != len(config.rewards):
+        raise CotscopeError(f"{len(config.reward_weights)} reward weights for {len(config.rewards)} rewards")
+    for spec in config.rewards:
+        reward_factory(spec)
+    prefix = config.model.split("/")[0]
+    if prefix in ("openai", "mock", "vllm"):
+        raise CotscopeError(f"cotscope train needs local weights to update; {config.model!r} is served (use hf/<id-or-path>, gguf/<file> or organism/<name>)")
+    check_backend(config.model)
+    if config.audit_every:
+        from ..audit import check, make_config
+
+        check(make_config(audit_config(config)))
+    return get_task(config.task, config.task_args, limit=config.n_prompts + config.audit_samples, seed=config.seed)
+
+
+def audit_config(config: TrainingConfig) -> AuditConfig:
+    return AuditConfig(
+        model=config.model, task=config.task, task_args=config.task_args, n_samples=config.audit_samples, seed=config.seed,
+        baseline="", experiments=config.audit_experiments, max_new_tokens=config.max_completion_length, temperature=config.audit_temperature,
+        roles={"rewriter": config.rewriter} if config.rewriter else {},
+    )
+
+
+class PolicyAnswerer:
+    """The answer the current weights give, greedily, right after a given CoT."""
+
+    def __init__(self, model, tokenizer, kind: str, n_tokens: int = 8) -> None:
+        self.model, self.tok, self.kind, self.n_tokens = model, tokenizer, kind, n_tokens
+
+    def _generate(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
+        import torch
+
+        side, self.tok.padding_side = self.tok.padding_side, "left"
+        enc = self.tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        self.tok.padding_side = side
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id)
+        finally:
+            if was_training:
+                self.model.train()
+        return [self.tok.decode(row, skip_special_tokens=True) for row in out[:, enc["input_ids"].shape[1]:]]
+
+    def __call__(self, prompts: Sequence[str], cots: Sequence[str]) -> list[str | None]:
+        texts = [p + answer_prefix(c.strip(), self.kind) for p, c in zip(prompts, cots, strict=True)]
+        return [extract_answer("Answer:" + t.split("\n")[0], self.kind)[0] for t in self._generate(texts, self.n_tokens)]
+
+    def continue_from(self, prompts: Sequence[str], prefixes: Sequence[str], max_new_tokens: int) -> list[str | None]:
+        """The answer the policy reaches when it writes on from each CoT prefix (greedy)."""
+        texts = [p + (c.strip() + "\n" if c.strip() else "") for p, c in zip(prompts, prefixes, strict=True)]
+        outs = self._generate(texts, max_new_tokens + self.n_tokens)
+        answers = []
+        for o in outs:
+            _, cue, tail = o.partition("Answer:")
+            answers.append(extract_answer("Answer:" + tail.split("\n")[0], self.kind)[0] if cue else None)
+        return answers
+
+
+ExtraCurves = Callable[[Sequence[SampleRecord]], dict[str, Estimate]]
+
+
+def train(
+    config: TrainingConfig | None = None,
+    run_dir: str | Path = "runs/train",
+    *,
+    progress: bool = True,
+    extra_curves: ExtraCurves | None = None,
+    **overrides,
+) -> TrainResult:
+    """Train a policy with GRPO on CoT rewards, auditing it as it goes.
+
+    Args:
+        config: The configuration; keyword `overrides` replace its fields.
+        run_dir: Where checkpoints, ``curves.jsonl``, the audits and the report go; a directory
+            with the same config is resumed from its last checkpoint.
+        progress: Show TRL's progress bar.
+        extra_curves: More numbers to draw from each periodic audit's records.
+
+    Returns:
+        The run directory, the steps trained and the curves.
+    """
+    config = make_training_config(config, **overrides)
+    task = check_training(config)
+    run_dir = Path(run_dir)
+    _check_dir(run_dir, config)
+    start = time.perf_counter()
+    trl = require("trl", "train")
+    import torch
+    from datasets import Dataset
+
+    torch.manual_seed(config.seed)
+    backend = get_backend(config.model, cache=False)
+    model, tok = getattr(backend, "model", None), getattr(backend, "tok", None)
+    if model is None or tok is None:
+        raise CotscopeError(f"{config.model!r} is not a local transformers model")
+    tok.padding_side = "left"
+    if getattr(model, "is_quantized", False) and all(p.is_floating_point() for p in model.parameters()):
+        # A GGUF file is dequantized when transformers loads it; what trains is that float copy.
+        model.is_quantized = False
+        model.hf_quantizer = None
+    _loadable_reference(model, tok, run_dir)
+    train_samples, audit_samples = task.samples[: config.n_prompts], task.samples[config.n_prompts :]
+    prompts = [backend.render(cot_prompt(s, task.kind)) for s in train_samples]
+    data = Dataset.from_list([{"prompt": p, "answer": s.answer} for p, s in zip(prompts, train_samples, strict=True)])
+    answerer = PolicyAnswerer(model, tok, task.kind, config.answer_tokens)
+    answerer.max_new_tokens = config.max_completion_length
+    rewards = [get_reward(_with_paraphraser(spec, config), answerer=answerer, kind=task.kind) for spec in config.rewards]
+    peft_config = None
+    if config.lora:
+        peft = require("peft", "train")
+        peft_config = peft.LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
+    save_every = config.audit_every or max(1, config.steps // 4)
+    args = trl.GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"), max_steps=config.steps, learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.num_generations * config.prompts_per_step, num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length, temperature=config.temperature, beta=config.beta,
+        reward_weights=list(config.reward_weights) or None, seed=config.seed, data_seed=config.seed,
+        save_strategy="steps", save_steps=save_every, logging_steps=1, report_to="none", bf16=False,
+        disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(),
+    )
+    audits = _Audits(config, run_dir, audit_samples, tok, extra_curves)
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
+                              peft_config=peft_config, callbacks=[audits.callback()])
+    if not progress:  # the step logs are in log.jsonl; without a bar, print nothing per step
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    answerer.model = trainer.model
+    audits.model = trainer.model
+    if config.audit_every:
+        audits.run(0)
+    resume = _last_checkpoint(run_dir / "checkpoints")
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in trainer.state.log_history))
+    curves = audits.load()
+    _write_report(run_dir, config, curves)
+    return TrainResult(run_dir=run_dir, steps=trainer.state.global_step, curves=curves, wall_s=time.perf_counter() - start)
+
+
+def _loadable_reference(model, tok, run_dir: Path) -> None:
+    """TRL loads the KL reference model from the policy's `name_or_path`; a model that cannot be
+    loaded from there (a GGUF file) is saved once as it starts, and named by that copy."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model.config._name_or_path)
+        return
+    except (OSError, ValueError):
+        pass
+    base = run_dir / "base"
+    if not (base / "config.json").exists():
+        model.save_pretrained(base)
+        tok.save_pretrained(base)
+    model.config._name_or_path = str(base)
+
+
+def _with_paraphraser(spec: str, config: TrainingConfig) -> str:
+    """Paraphrase rewards use the run's rewriter unless their spec names one."""
+    if config.rewriter and spec.split("?")[0] in ("correct-after-paraphrase", "paraphrase-consistency") and "paraphraser=" not in spec:
+        return f"{spec}{'&' if '?' in spec else '?'}paraphraser={config.rewriter}"
+    return spec
+
+
+def _check_dir(run_dir: Path, config: TrainingConfig) -> None:
+    path = run_dir / "config.json"
+    if path.exists():
+        old = TrainingConfig.model_validate(json.loads(path.read_text())["config"])
+        if old != config:
+            diff = {k: (v, config.model_dump()[k]) for k, v in old.model_dump().items() if config.model_dump()[k] != v}
+            raise CotscopeError(f"{run_dir} holds a training run with a different config (was -> now: {diff}); use another --out")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"schema_version": 1, "kind": "train", "config": config.model_dump(mode="json")}, indent=2))
+
+
+def _last_checkpoint(path: Path) -> Path | None:
+    done = [p for p in path.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+class _Audits:
+    """The periodic audit: held-out samples through the cot system on the current weights."""
+
+    def __init__(self, config: TrainingConfig, run_dir: Path, samples, tok, extra: ExtraCurves | None) -> None:
+        self.config, self.run_dir, self.samples, self.tok, self.extra = config, run_dir, samples, tok, extra
+        self.path = run_dir / "curves.jsonl"
+        self.model = None
+
+    def load(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = {}
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.setdefault(row["step"], row)
+        return [rows[k] for k in sorted(rows)]
+
+    def run(self, step: int) -> None:
+        if any(r["step"] == step for r in self.load()):
+            return
+        from ..audit import audit
+        from ..backends.hf import HFBackend
+
+        self.model.eval()
+        try:
+            result = audit(audit_config(self.config), self.run_dir / "audits" / f"step-{step:05d}", backend=HFBackend(self.model, self.tok),
+                           progress=False, plots=False)
+        finally:
+            self.model.train()
+        metrics = {name: result.summary.metrics[name] for name in CURVE_METRICS if name in result.summary.metrics}
+        flags = [[float(f)] for r in result.records if (f := flagged_share(r.traces["subject"].cot_text)) is not None]
+        metrics["monitor/flag_share"] = stats.clustered_rate(flags)
+        if self.extra:
+            metrics.update(self.extra(result.records))
+        row = {"step": step, "metrics": {k: v.model_dump() for k, v in metrics.items()}}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class AuditCallback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                every = outer.config.audit_every
+                if every and (state.global_step % every == 0 or state.global_step == state.max_steps):
+                    outer.run(state.global_step)
+
+        return AuditCallback()
+
+
+def _write_report(run_dir: Path, config: TrainingConfig, curves: list[dict]) -> None:
+    """curves.png: each audited number against the step, with its interval."""
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({k for row in curves for k in row["metrics"]})
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        pts = [(r["step"], Estimate.model_validate(r["metrics"][name])) for r in curves if name in r["metrics"]]
+        pts = [(s, e) for s, e in pts if e.value is not None]
+        if pts:
+            ax.errorbar([s for s, _ in pts], [e.value for _, e in pts], yerr=[[e.value - e.lo for _, e in pts], [e.hi - e.value for _, e in pts]],
+                        fmt="o-", capsize=2)
+        ax.set(title=name, xlabel="step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{config.model} · rewards {', '.join(config.rewards)} · audit n={config.audit_samples} (95% CI)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(run_dir / "curves.png", dpi=100)
+    plt.close(fig)
+
+
