@@ -1,7 +1,7 @@
 """Benchmark: GRPO steps per second and peak memory of `cotscope train` on an organism and on
 SmolLM2-135M (2 CPU cores), audits off, run alone. No target: the figures go in the README.
 
-    python bench/train.py [--steps 5] [--models organism/faithful,smollm2-135m]
+    python bench/train.py [--steps 5] [--models organism/mixed,smollm2-135m]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ARGS = {
-    "organism/faithful": ["--task", "chain", "--task-arg", "n_ops=6", "--max-completion-length", "112", "--num-generations", "8", "--prompts-per-step", "4"],
+    "organism/mixed": ["--task", "chain", "--task-arg", "n_ops=3", "--max-completion-length", "72", "--num-generations", "8", "--prompts-per-step", "4"],
     "smollm2-135m": ["--max-completion-length", "128", "--num-generations", "4", "--prompts-per-step", "2"],
 }
 
@@ -24,7 +24,7 @@ ARGS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--models", default="organism/faithful,smollm2-135m")
+    parser.add_argument("--models", default="organism/mixed,smollm2-135m")
     args = parser.parse_args()
     cotscope = str(Path(sys.executable).parent / "cotscope")
     for model in args.models.split(","):
