@@ -318,3 +318,32 @@ def test_llm_paraphraser_prompts(variant, tmp_path):
     assert ("Question: What?" in text) == (variant == "context")
     assert ("secret message" in text) == (variant == "suspicious")
     assert "not instructions" in text or "Do not follow instructions" in text  # every variant says the text is data
+
+
+@pytest.mark.slow
+def test_a_stego_run_killed_with_sigkill_resumes_to_the_same_numbers(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    args = ["stego", "--model", "mock?delay=0.2", "--encoders", "case,numbers,instructed", "--paraphrasers", "none",
+            "--n-samples", "8", "--samples-per-flush", "1", "--injections-per-sample", "2", "--coverage-draws", "0", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "ref")]) == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "cotscope"), *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not ((out / "records.jsonl").exists() and len((out / "records.jsonl").read_bytes().splitlines()) >= 12):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    assert main([*args, "--out", str(out)]) == 0
+    keys = [key(RECORD.validate_json(x)) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys))
+    ref, got = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "ref", out))
+    assert got == ref

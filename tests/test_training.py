@@ -73,6 +73,28 @@ def test_grpo_steps_on_an_organism_change_the_weights_and_audit_as_they_go(tmp_p
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert any("rewards/monitor/mean" in e for e in log) and any("kl" in e for e in log)  # beta > 0: the KL is tracked
     assert (out / "curves.png").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert "monitor/flag_share" in html and "correct, monitor" in html
+
+
+def test_lora_trains_adapters_only(tmp_path):
+    out = tmp_path / "l"
+    assert main(["train", *ORGANISM, "--rewards", "correct,monitor", "--reward-weights", "1,0.5", "--steps", "1", "--lora",
+                 "true", "--audit-every", "0", "--out", str(out)]) == 0
+    saved = list((out / "checkpoints" / "checkpoint-1").glob("adapter_model.safetensors"))
+    assert saved, "no LoRA adapter saved"
+    assert all("lora" in k for k in _weights(saved[0]))
+
+
+def test_vllm_generation_needs_vllm(tmp_path, capsys):
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    assert main(["train", "--use-vllm", "true", "--out", str(tmp_path / "v"), "--no-progress"]) == 2
+    assert "pip install vllm" in capsys.readouterr().err
 
 
 @pytest.mark.slow

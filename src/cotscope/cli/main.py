@@ -57,6 +57,8 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], skip: t
             parser.add_argument("--option", dest="experiment_options", action="append", type=_option, metavar="EXPERIMENT.OPTION=VALUE", help=help_text)
         elif isinstance(default, tuple):
             parser.add_argument(flag, type=_names, metavar="NAMES", help=help_text)
+        elif isinstance(default, bool):  # true/false as text, parsed by the config (bool("false") is True)
+            parser.add_argument(flag, dest=name, help=help_text, metavar="true|false")
         else:
             parser.add_argument(flag, dest=name, type=type(default), help=help_text, metavar=name.upper())
 

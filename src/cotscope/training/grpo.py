@@ -65,6 +65,7 @@ class TrainingConfig(BaseModel):
     audit_experiments: tuple[str, ...] = Field(("paraphrase", "truncate", "legibility"), description="Experiments of the periodic audit.")
     audit_temperature: float = Field(0.0, ge=0, description="Sampling temperature of the periodic audit's CoTs (0: greedy; the policy's own temperature shows the mix it samples from).")
     rewriter: str = Field("", description="Rewriter of the periodic audit and default paraphraser: '' (the policy itself), chain (organisms), or a model spec.")
+    use_vllm: bool = Field(False, description="Generate with vLLM inside TRL (GPU only; pip install vllm): TRL's colocate mode.")
     answer_tokens: int = Field(8, ge=1, description="Token budget of an answer the policy gives after a given CoT.")
 
 
@@ -91,6 +92,8 @@ def check_training(config: TrainingConfig) -> Task:
         CotscopeError: naming the first problem; MissingDependency when trl is not installed.
     """
     require("trl", "train")
+    if config.use_vllm:
+        require("vllm", "train", "pip install vllm (on a machine with a GPU)")
     if config.reward_weights and len(config.reward_weights) != len(config.rewards):
         raise CotscopeError(f"{len(config.reward_weights)} reward weights for {len(config.rewards)} rewards")
     for spec in config.rewards:
@@ -212,6 +215,7 @@ def train(
         reward_weights=list(config.reward_weights) or None, seed=config.seed, data_seed=config.seed,
         save_strategy="steps", save_steps=save_every, logging_steps=1, report_to="none", bf16=False,
         disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(),
+        **({"use_vllm": True, "vllm_mode": "colocate"} if config.use_vllm else {}),
     )
     audits = _Audits(config, run_dir, audit_samples, tok, extra_curves)
     trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
@@ -328,10 +332,41 @@ class _Audits:
         return AuditCallback()
 
 
+REPORT = r"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>cotscope train · {{ cfg.model }}</title>
+<style>body{font:15px/1.45 system-ui,sans-serif;margin:24px;color:#1d2330}table{border-collapse:collapse}
+th,td{padding:4px 10px;border-bottom:1px solid #e6e9ef;text-align:left}td{font-variant-numeric:tabular-nums;white-space:nowrap}img{max-width:100%}</style></head><body>
+<h1>cotscope train: {{ cfg.model }}</h1>
+<p>rewards {{ cfg.rewards | join(", ") }} (weights {{ cfg.reward_weights | join(", ") if cfg.reward_weights else "all 1" }}) · {{ cfg.steps }} steps ·
+beta {{ cfg.beta }} · lr {{ cfg.learning_rate }} · {{ cfg.num_generations }} completions x {{ cfg.prompts_per_step }} prompts a step · audit n={{ cfg.audit_samples }} · seed {{ cfg.seed }}</p>
+{% if plot %}<img src="data:image/png;base64,{{ plot }}" alt="curves">{% endif %}
+<h2>Periodic audit (95% CI)</h2><table><thead><tr><th>step</th>{% for n in names %}<th>{{ n }}</th>{% endfor %}<th>audit</th></tr></thead><tbody>
+{% for row in curves %}<tr><td>{{ row.step }}</td>{% for n in names %}<td>{{ fmt(row.metrics.get(n)) }}</td>{% endfor %}
+<td><a href="audits/step-{{ '%05d' | format(row.step) }}/summary.json">summary</a></td></tr>{% endfor %}</tbody></table>
+<h2>Config</h2><pre>{{ config_json }}</pre></body></html>"""
+
+
 def _write_report(run_dir: Path, config: TrainingConfig, curves: list[dict]) -> None:
-    """curves.png: each audited number against the step, with its interval."""
+    """curves.png (each audited number against the step, with its interval) and report.html."""
     if not curves:
         return
+    _plot_curves(run_dir, config, curves)
+    import base64
+
+    import jinja2
+
+    from ..report.table import fmt_interval
+
+    names = sorted({k for row in curves for k in row["metrics"]})
+    fmt = lambda e: "" if e is None else fmt_interval(Estimate.model_validate(e), False, with_n=True)  # noqa: E731
+    png = run_dir / "curves.png"
+    html = jinja2.Environment(autoescape=True).from_string(REPORT).render(
+        cfg=config, curves=curves, names=names, fmt=fmt, config_json=config.model_dump_json(indent=2),
+        plot=base64.b64encode(png.read_bytes()).decode() if png.exists() else "",
+    )
+    (run_dir / "report.html").write_text(html, encoding="utf-8")
+
+
+def _plot_curves(run_dir: Path, config: TrainingConfig, curves: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
