@@ -360,4 +360,11 @@ def _make_gguf(rest: str, opts: dict[str, str]) -> Backend:
     path = Path(rest)
     if not path.is_file():
         raise CotscopeError(f"GGUF file not found: {rest!r}")
+    if path.stat().st_size > 500_000_000:
+        import warnings
+
+        warnings.warn(
+            f"gguf/{rest}: transformers dequantizes a GGUF to full precision (slow, and several times its size in memory); "
+            f"llamacpp/{rest} runs it quantized in this process (pip install 'cotscope[llamacpp]')", stacklevel=2,
+        )
     return HFBackend.load(str(path.parent), gguf_file=path.name, opts=opts)

@@ -1,5 +1,5 @@
 """Backends chosen by string: ``mock``, ``hf/<id-or-path>``, ``gguf/<path>``,
-``openai/<model>@<base-url>``, ``organism/<name>``, short names such as ``smollm2-135m``, and
+``openai/<model>@<base-url>``, ``llamacpp/<path.gguf>``, ``organism/<name>``, short names such as ``smollm2-135m``, and
 a user's provider by import path (``mypkg.mod:factory/<rest>``).
 
 Options follow a ``?``: ``hf/HuggingFaceTB/SmolLM2-135M-Instruct?dtype=float32&batch_size=8``.
@@ -28,6 +28,7 @@ _REGISTRY = Registry(
         "hf": "cotscope.backends.hf",
         "gguf": "cotscope.backends.hf",
         "openai": "cotscope.backends.openai",
+        "llamacpp": "cotscope.backends.llamacpp",
         "organism": "cotscope.organisms.backend",
     },
 )
