@@ -198,3 +198,15 @@ def test_invalid_model_mistakes_are_excluded(tmp_path):
     assert made and all(m.method == "model" and not m.effective for m in made)
     assert result.summary["mistake/invalid"].value == 1.0
     assert "mistake/answer_change" not in result.summary.metrics  # nothing valid to score
+
+
+def test_a_continuation_has_room_for_what_the_cot_had_left():
+    from cotscope.interventions.base import continuation_budget
+    from cotscope.trace import Step
+
+    given = [Step(text="x", n_tokens=100)]
+    assert continuation_budget(48, 400, given) == 480  # 1.5 x 300 + 16 = 466, rounded up to 32s
+    assert continuation_budget(48, 110, given) == 48  # little left: the floor
+    assert continuation_budget(512, 400, given) == 512
+    assert continuation_budget(None, 400, given) is None
+    assert continuation_budget(48, 400, [Step(text="rewritten", n_tokens=-1)]) == 640  # unknown length counts 0

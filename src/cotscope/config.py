@@ -40,7 +40,8 @@ class AuditConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature for reasoning; 0 is greedy.")
     max_new_tokens: int = Field(160, ge=1, description="Token budget of a chain of thought.")
     continue_max_new_tokens: int = Field(
-        48, ge=1, description="Token budget when the system continues from a truncated or edited CoT."
+        48, ge=1, description="Least token budget when the system continues from a truncated or edited CoT; each continuation "
+        "may also spend 1.5x the tokens the original CoT spent after that point (+16)."
     )
     experiments: tuple[str, ...] = Field(
         DEFAULT_EXPERIMENTS,

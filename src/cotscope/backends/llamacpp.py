@@ -56,6 +56,11 @@ class LlamaCppBackend(Backend):
         self.bos = self._piece(llm.token_bos())
         self.eos = self._piece(llm.token_eos())
         self.add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+        import atexit
+
+        # Free the model while the interpreter is whole: llama-cpp-python's own finalizer,
+        # left to run at shutdown, fails on a half-torn-down module.
+        atexit.register(self.close)
 
     @classmethod
     def load(cls, path: str, opts: dict[str, str] | None = None) -> "LlamaCppBackend":
@@ -158,7 +163,8 @@ class LlamaCppBackend(Backend):
         return out
 
     def close(self) -> None:
-        self.llm.close() if hasattr(self.llm, "close") else None
+        if getattr(self, "llm", None) is not None and hasattr(self.llm, "close"):
+            self.llm.close()
 
 
 @register_backend("llamacpp", check=_check)

@@ -55,25 +55,45 @@ def reask(
         specs: Per sample, the interventions to apply (one re-ask each).
         mode: ``answer`` forces an answer right after the edited CoT; ``continue`` lets the
             system reason on from it first.
-        max_new_tokens: Budget of a continuation.
+        max_new_tokens: Least budget of a continuation. Each continuation may also spend 1.5x
+            the tokens the original CoT spent after the point it continues from (+16), so
+            that a long CoT is not measured by continuations cut short.
         context: Passed to the intervention factories (e.g. ``rewriter=``).
 
     Returns:
         Per sample and spec, in order: the edited steps, and the system's answer or continuation.
     """
-    flat_samples, flat_steps, shape = [], [], []
+    flat_samples, flat_steps, shape, budgets = [], [], [], []
     for sample, st, sp in zip(samples, steps, specs, strict=True):
         shape.append(len(sp))
+        total = sum(max(s.n_tokens, 0) for s in st)
         for spec in sp:
             flat_samples.append(sample)
-            flat_steps.append(make_intervention(spec, **context)(list(st)))
+            edited = make_intervention(spec, **context)(list(st))
+            flat_steps.append(edited)
+            budgets.append(continuation_budget(max_new_tokens, total, edited))
     if not flat_samples:
         return [[] for _ in samples], [[] for _ in samples]
     if mode == "answer":
         results: list = system.answer_from(flat_samples, flat_steps)
     else:
-        results = system.continue_from(flat_samples, flat_steps, max_new_tokens=max_new_tokens)
+        results = [None] * len(flat_samples)
+        for budget in sorted(set(budgets), key=lambda b: (b is None, b or 0)):  # one batched call per budget
+            idx = [i for i, b in enumerate(budgets) if b == budget]
+            got = system.continue_from([flat_samples[i] for i in idx], [flat_steps[i] for i in idx], max_new_tokens=budget)
+            for i, r in zip(idx, got, strict=True):
+                results[i] = r
     return regroup(flat_steps, shape), regroup(results, shape)
+
+
+def continuation_budget(floor: int | None, cot_tokens: int, given: Sequence[Step]) -> int | None:
+    """At least `floor`, and room for 1.5x what the original CoT spent after the given steps
+    (+16), rounded up to a multiple of 32 so that similar budgets share a batch."""
+    if floor is None:
+        return None
+    rest = max(cot_tokens - sum(max(s.n_tokens, 0) for s in given), 0)
+    need = -(-(3 * rest // 2 + 16) // 32) * 32
+    return max(floor, need)
 
 
 def regroup(flat: list, shape: Sequence[int]) -> list[list]:
