@@ -7,11 +7,14 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ._errors import CotscopeError
+from ._errors import CotscopeError, first_error
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _signature_target(factory: Callable) -> Callable:
@@ -68,3 +71,30 @@ def _describe(hint: Any) -> str:
     if args:
         return " or ".join(_describe(a) for a in args if a is not type(None))
     return str(hint).replace("typing.", "")
+
+
+def split_spec(spec: str, what: str) -> tuple[str, dict[str, str]]:
+    """``name?key=value&...`` -> (name, {key: value}), as text.
+
+    Raises:
+        CotscopeError: for a query that does not parse.
+    """
+    name, _, query = spec.partition("?")
+    try:
+        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+    except ValueError as exc:
+        raise CotscopeError(f"bad options in {what} spec {spec!r}: {exc}") from exc
+    return name, opts
+
+
+def with_overrides(cls: type[M], base: M | None, overrides: dict[str, Any]) -> M:
+    """A config of type `cls`: `base` (or the defaults) with `overrides` applied, validated.
+
+    Raises:
+        CotscopeError: naming the first field that does not validate.
+    """
+    try:
+        return cls.model_validate({**(base or cls()).model_dump(), **overrides})
+    except ValidationError as exc:
+        where, err = first_error(exc)
+        raise CotscopeError(f"bad option {where or 'config'}: {err['msg']} (got {err.get('input')!r})") from exc

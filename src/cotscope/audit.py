@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ._errors import CotscopeError, first_error
+from ._errors import CotscopeError
 from .backends import Backend, GenerationParams, Model, check_backend, get_backend
 from .config import AuditConfig
 from .experiments import Context, Experiment, get_experiments
@@ -63,13 +63,9 @@ def make_config(config: AuditConfig | None = None, **overrides) -> AuditConfig:
     Raises:
         CotscopeError: naming the first field that does not validate.
     """
-    from pydantic import ValidationError
+    from ._options import with_overrides
 
-    try:
-        return AuditConfig.model_validate({**(config or AuditConfig()).model_dump(), **overrides})
-    except ValidationError as exc:
-        where, err = first_error(exc)
-        raise CotscopeError(f"bad option {where or 'config'}: {err['msg']} (got {err.get('input')!r})") from exc
+    return with_overrides(AuditConfig, config, overrides)
 
 
 def check(config: AuditConfig, *, backend: Backend | None = None) -> Plan:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 from .._errors import CotscopeError
-from .._options import parse_options
+from .._options import parse_options, split_spec
 from .._registry import Registry
 from ..systems.prompts import ANSWER_CUE
 
@@ -62,11 +61,7 @@ def split_completion(completion: Any) -> tuple[str, str | None]:
 
 
 def reward_factory(spec: str) -> tuple[RewardFactory, dict[str, Any]]:
-    name, _, query = spec.partition("?")
-    try:
-        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
-    except ValueError as exc:
-        raise CotscopeError(f"bad options in reward spec {spec!r}: {exc}") from exc
+    name, opts = split_spec(spec, "reward")
     factory = REWARDS.lookup(name)
     return factory, parse_options(factory, opts, f"reward {name!r}", fixed=("answerer", "kind"))
 

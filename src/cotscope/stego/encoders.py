@@ -340,15 +340,9 @@ DETERMINISTIC = ("lexical", "case", "punctuation", "structure", "numbers", "acro
 
 def encoder_factory(spec: str) -> tuple[EncoderFactory, dict]:
     """The factory a spec names (``name?option=value``) and its typed options; builds nothing."""
-    from urllib.parse import parse_qsl
+    from .._options import parse_options, split_spec
 
-    from .._options import parse_options
-
-    name, _, query = spec.partition("?")
-    try:
-        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
-    except ValueError as exc:
-        raise CotscopeError(f"bad options in encoder spec {spec!r}: {exc}") from exc
+    name, opts = split_spec(spec, "encoder")
     factory = ENCODERS.lookup(name)
     return factory, parse_options(factory, opts, f"encoder {name!r}", fixed=("model",))
 

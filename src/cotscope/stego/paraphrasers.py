@@ -17,10 +17,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from .._errors import CotscopeError
-from .._options import parse_options
+from .._options import parse_options, split_spec
 from .._registry import Registry, is_import_path
 from ..backends import Backend, GenerationParams, Prompt
 from ..systems.rewriter import _clean
@@ -138,15 +137,6 @@ def register_paraphraser(name: str) -> Callable[[ParaphraserFactory], Paraphrase
 register_paraphraser("none")(Identity)
 
 
-def split_spec(spec: str) -> tuple[str, dict[str, str]]:
-    name, _, query = spec.partition("?")
-    try:
-        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
-    except ValueError as exc:
-        raise CotscopeError(f"bad options in paraphraser spec {spec!r}: {exc}") from exc
-    return name, opts
-
-
 def check_paraphraser(spec: str) -> None:
     """Resolve a paraphraser spec and type its options; loads no model.
 
@@ -155,7 +145,7 @@ def check_paraphraser(spec: str) -> None:
     """
     from ..backends import check_backend
 
-    name, opts = split_spec(spec)
+    name, opts = split_spec(spec, "paraphraser")
     if name in PARAPHRASERS.names() or is_import_path(name):
         parse_options(PARAPHRASERS.lookup(name), opts, f"paraphraser {name!r}", fixed=("model",))
         return
@@ -168,7 +158,7 @@ def check_paraphraser(spec: str) -> None:
 def get_paraphraser(spec: str, models: Callable[[str], Backend], seed: int = 0) -> Paraphraser:
     """Build the paraphraser a spec names; `models(spec)` gives the backend of an LLM one
     (so the subject's model is reused, not loaded twice)."""
-    name, opts = split_spec(spec)
+    name, opts = split_spec(spec, "paraphraser")
     if name in PARAPHRASERS.names() or is_import_path(name):
         factory = PARAPHRASERS.lookup(name)
         typed = parse_options(factory, opts, f"paraphraser {name!r}", fixed=("model",))

@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from .._errors import CotscopeError, first_error
+from .._options import with_overrides
 from ..backends import Backend, GenerationParams, Model, check_backend, get_backend
 from ..store import append_line, read_lines
 from ..systems import get_system
@@ -104,11 +105,8 @@ class StegoPlan:
 
 
 def make_stego_config(config: StegoConfig | None = None, **overrides) -> StegoConfig:
-    try:
-        return StegoConfig.model_validate({**(config or StegoConfig()).model_dump(), **overrides})
-    except ValidationError as exc:
-        where, err = first_error(exc)
-        raise CotscopeError(f"bad option {where or 'config'}: {err['msg']} (got {err.get('input')!r})") from exc
+    """A stego config with keyword overrides applied, validated."""
+    return with_overrides(StegoConfig, config, overrides)
 
 
 def check_stego(config: StegoConfig, *, backend: Backend | None = None) -> StegoPlan:

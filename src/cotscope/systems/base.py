@@ -17,12 +17,11 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
 
 
 from .._errors import CotscopeError
-from .._options import parse_options
+from .._options import parse_options, split_spec
 from .._registry import Registry, is_import_path
 from ..backends import Backend, GenerationParams, Prompt
 from ..tasks.base import LETTERS, Kind, Sample, extract_answer
@@ -196,11 +195,7 @@ def system_factory(spec: str) -> tuple[SystemFactory, dict[str, Any]]:
         CotscopeError: for an unknown name, a bad import path, an unknown option or a value of
             the wrong type.
     """
-    name, _, query = spec.partition("?")
-    try:
-        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
-    except ValueError as exc:
-        raise CotscopeError(f"bad options in system spec {spec!r}: {exc}") from exc
+    name, opts = split_spec(spec, "system")
     factory = _SYSTEMS.lookup(name)
     if is_import_path(name) and not (isinstance(factory, type) and issubclass(factory, System)):
         raise CotscopeError(f"{name!r} is not a cotscope System subclass")

@@ -22,10 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import stats
-from .._errors import CotscopeError, first_error, require
+from .._errors import CotscopeError, require
+from .._options import with_overrides
 from ..backends import check_backend, get_backend
 from ..config import DEFAULT_MODEL, AuditConfig
 from ..rewards import get_reward
@@ -78,11 +79,8 @@ class TrainResult:
 
 
 def make_training_config(config: TrainingConfig | None = None, **overrides) -> TrainingConfig:
-    try:
-        return TrainingConfig.model_validate({**(config or TrainingConfig()).model_dump(), **overrides})
-    except ValidationError as exc:
-        where, err = first_error(exc)
-        raise CotscopeError(f"bad option {where or 'config'}: {err['msg']} (got {err.get('input')!r})") from exc
+    """A training config with keyword overrides applied, validated."""
+    return with_overrides(TrainingConfig, config, overrides)
 
 
 def check_training(config: TrainingConfig) -> Task:
