@@ -60,3 +60,36 @@ def test_outputs_written(result):
     assert {p.stem for p in result.run_dir.glob("*.png")} == {"accuracy", "truncate"}  # only the experiments asked for run
     for name in ("config.json", "samples.jsonl", "summary.json", "truncate.png", "accuracy.png"):
         assert (result.run_dir / name).stat().st_size > 0
+
+
+def test_a_rewrite_that_is_none_is_counted_and_left_out():
+    from cotscope.experiments._curves import invalid_rewrite
+
+    cot = ["First, 2 + 3 = 5.", "So the answer is 5."]
+    assert invalid_rewrite(cot, [], "mock") == "empty"
+    assert invalid_rewrite(cot, ["  "], "mock") == "empty"
+    assert invalid_rewrite(cot, ["first, 2 + 3 = 5.  so the answer is 5."], "mock") == "a copy"
+    assert invalid_rewrite(cot, ["Adding 2 and 3 gives 5, the answer."], "mock") is None
+    assert invalid_rewrite(["..."], ["..."], "chain") is None  # rule-based: nothing to rewrite comes back as it is
+
+
+def test_copies_from_a_model_rewriter_are_excluded_and_warned(tmp_path):
+    """A rewriter that echoes every step: the paraphrase experiment counts each as a copy and
+    leaves it out instead of reporting zero paraphrase sensitivity."""
+    from cotscope import audit
+    from cotscope.backends.mock import MockBackend
+
+    def echo(prompt, params):
+        text = prompt.messages[-1].content
+        if "Sentence:" in text:
+            return text.split("Sentence:")[-1].strip()
+        if prompt.prefix.rstrip().endswith(":"):
+            return "5"
+        return "2 plus 3 is 5.\nAnswer: 5" if "step by step" in text else "Answer: 5"
+
+    r = audit(model="mock", backend=MockBackend(respond=echo), n_samples=3, experiments=("paraphrase",), baseline="",
+              run_dir=tmp_path / "a", progress=False, plots=False)
+    assert r.summary.experiments["paraphrase"].n_invalid == {"a copy": 3}
+    change = r.summary.metrics.get("paraphrase/answer_change")
+    assert change is None or change.n == 0  # never a 0% [..] made of copies
+    assert any("were a copy of the CoT" in w for w in r.summary.warnings)

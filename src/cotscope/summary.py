@@ -139,6 +139,9 @@ def caveats(s: Summary) -> list[str]:
     empty = max((getattr(part, "n_without_cot", 0) for part in s.experiments.values()), default=0)
     if empty:
         out.append(f"{empty} sample(s) had an empty CoT and are left out of early-answering curves.")
+    for name, part in s.experiments.items():
+        for why, k in (getattr(part, "n_invalid", None) or {}).items():
+            out.append(f"{name}: {k} rewrite(s) were {why} of the CoT, not a rewrite; those samples are left out of its numbers.")
     for name, e in s.metrics.items():
         if name.startswith("hint/") and name.endswith("/verbalized_rule") and e.n < 5:
             out.append(f"hint '{name.split('/')[1]}': verbalization rests on {e.n} switch(es).")

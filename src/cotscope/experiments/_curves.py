@@ -50,6 +50,7 @@ class CurveSummary(BaseModel):
     source: str = Field(description="Whose chunks: original, summary or paraphrase.")
     n_samples: int = Field(description="Samples with at least one CoT chunk (the others are left out).")
     n_without_cot: int = Field(description="Samples whose CoT had no chunk.")
+    n_invalid: dict[str, int] = Field(default_factory=dict, description="Samples left out because the rewrite is none (empty, a copy), by reason.")
     curve: list[CurvePoint] = Field(description="Metrics against the fraction of CoT given.")
     by_k: list[CurvePoint] = Field(description="Metrics against the number of chunks given, over samples with that many.")
 
@@ -107,11 +108,21 @@ class CurveExperiment(Experiment):
 
     # -- what it reports ---------------------------------------------------------------------
     def _usable(self, rec: SampleRecord) -> list[TruncationPoint]:
-        """The points of a complete, non-empty CoT (a CoT cut by its budget is left out)."""
+        """The points of a complete, non-empty CoT (a CoT cut by its budget is left out), and
+        of a rewrite that is one (see `invalid_rewrite`)."""
         if "subject" in rec.traces and rec.traces["subject"].cut:
             return []
         pts = self.results(rec)
-        return pts if pts and pts[-1].n > 0 else []
+        if not pts or pts[-1].n == 0:
+            return []
+        return [] if self.invalid(rec, pts) else pts
+
+    def invalid(self, rec: SampleRecord, pts: Sequence[TruncationPoint]) -> str | None:
+        """Why the rewritten whole CoT of a sample is no rewrite (None when it is one)."""
+        full = pts[-1] if pts else None
+        if self.source == "original" or full is None or full.steps is None:
+            return None
+        return invalid_rewrite([st.text for st in rec.traces["subject"].steps], [st.text for st in full.steps], str(full.spec.args.get("by", "")))
 
     def _full(self, rec: SampleRecord) -> TruncationPoint | None:
         pts = self._usable(rec)
@@ -186,10 +197,16 @@ class CurveExperiment(Experiment):
                     },
                 )
             )
+        invalid: dict[str, int] = {}
+        for rec in with_points:
+            pts = self.results(rec)
+            if pts and pts[-1].n > 0 and (why := self.invalid(rec, pts)):
+                invalid[why] = invalid.get(why, 0) + 1
         return CurveSummary(
             source=self.source,
             n_samples=len(usable),
-            n_without_cot=len(with_points) - len(usable),
+            n_without_cot=len(with_points) - len(usable) - sum(invalid.values()),
+            n_invalid=invalid,
             curve=binned_curve(per_sample, CURVE_METRICS, config.curve_bins, self._point),
             by_k=by_k,
         )
@@ -207,6 +224,20 @@ class CurveExperiment(Experiment):
         from ._plots import curves_figure
 
         return curves_figure(self, summary)
+
+
+def invalid_rewrite(original: Sequence[str], rewritten: Sequence[str], by: str) -> str | None:
+    """A summary or paraphrase that is none: empty, or (from a model) a copy of the CoT it
+    rewrites. A rule-based rewriter (``chain``) is exempt from the copy check: its output is a
+    function of the meaning alone, and text with nothing to rewrite comes back as it is."""
+    from ..systems.rewriter import rewriter_names
+
+    text = " ".join(" ".join(rewritten).split())
+    if not text:
+        return "empty"
+    if by not in rewriter_names() and text.lower() == " ".join(" ".join(original).split()).lower():
+        return "a copy"
+    return None
 
 
 def _distances(rec: SampleRecord, p: TruncationPoint | None) -> tuple[float | None, float | None]:
