@@ -68,7 +68,8 @@ def test_a_rewrite_that_is_none_is_counted_and_left_out():
     cot = ["First, 2 + 3 = 5.", "So the answer is 5."]
     assert invalid_rewrite(cot, [], "mock") == "empty"
     assert invalid_rewrite(cot, ["  "], "mock") == "empty"
-    assert invalid_rewrite(cot, ["first, 2 + 3 = 5.  so the answer is 5."], "mock") == "a copy"
+    assert invalid_rewrite(cot, ["First, 2 + 3 = 5.  So the answer", "is 5."], "mock") == "a copy"
+    assert invalid_rewrite(cot, ["FIRST, 2 + 3 = 5.", "SO THE ANSWER IS 5."], "mock") is None  # a change of case is a change of surface
     assert invalid_rewrite(cot, ["Adding 2 and 3 gives 5, the answer."], "mock") is None
     assert invalid_rewrite(["..."], ["..."], "chain") is None  # rule-based: nothing to rewrite comes back as it is
 

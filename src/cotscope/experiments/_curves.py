@@ -228,15 +228,15 @@ class CurveExperiment(Experiment):
 
 def invalid_rewrite(original: Sequence[str], rewritten: Sequence[str], by: str) -> str | None:
     """A summary or paraphrase that is none: empty, or (from a model) a copy of the CoT it
-    rewrites. A rule-based rewriter (``chain``) is exempt from the copy check: its output is a
+    rewrites, up to whitespace. A rule-based rewriter (``chain``) is exempt from the copy check: its output is a
     function of the meaning alone, and text with nothing to rewrite comes back as it is."""
     from ..systems.rewriter import rewriter_names
 
     text = " ".join(" ".join(rewritten).split())
     if not text:
         return "empty"
-    if by not in rewriter_names() and text.lower() == " ".join(" ".join(original).split()).lower():
-        return "a copy"
+    if by not in rewriter_names() and text == " ".join(" ".join(original).split()):
+        return "a copy"  # up to whitespace only: a change of case is a change of surface
     return None
 
 
