@@ -40,6 +40,7 @@ class Reasoning:
     meta: dict[str, str | int | float] = field(default_factory=dict)
     finish_reason: str = "stop"  # "length": it ended on its token budget, not on its own
     n_prompt_tokens: int = 0
+    messages: list[Message] | None = None  # the turns, when there were several (tool calls and results)
 
 
 Cot = Sequence[Step] | Sequence[str]
@@ -163,10 +164,18 @@ class System(ABC):
                     tokens_by_role=tokens,
                     roles=self.roles,
                     meta=r.meta,
-                    messages=[*self.prompt(sample).messages, Message(role="assistant", content=f"{r.text}\n{ANSWER_CUE} {a.text}".strip())],
+                    messages=[*self.prompt(sample).messages, *_turns(r, a)],
                 )
             )
         return traces
+
+
+def _turns(r: Reasoning, a: Answer) -> list[Message]:
+    """The assistant's side of a trace: its turns (with tool calls and results) when it took
+    several, else one turn of reasoning and answer."""
+    if r.messages:
+        return [*r.messages, Message(role="assistant", content=f"{ANSWER_CUE} {a.text}".strip())]
+    return [Message(role="assistant", content=f"{r.text}\n{ANSWER_CUE} {a.text}".strip())]
 
 
 def _as_steps(cot: Cot) -> list[Step]:
