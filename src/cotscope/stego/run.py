@@ -261,18 +261,36 @@ class _Work:
         them together, instead of three rounds each waiting on its longest row."""
         need: dict[tuple[str, str], None] = {}
         for s in samples:
-            for enc_spec in self.encoders:
-                e = self.store.get("encoding", s.id, enc_spec)
-                if self.store.get("cell", s.id, enc_spec, spec) is None and isinstance(e, EncodingRecord) and e.text is not None:
+            for _, _, e in self._cell_jobs(spec, [s]):
+                if e.text is not None:
                     need[(e.text, s.question)] = None
-            for t in self.plan.templates(s):
-                if self.store.get("injection", s.id, spec, t.name) is None:
-                    need[(inject(covers[s.id], t), s.question)] = None
-                    need[(inject(covers[s.id], t, control=True), s.question)] = None
-            if self.config.coverage_draws >= 2 and self.store.get("coverage", s.id, spec) is None:
+            for _, t in self._injection_jobs(spec, [s]):
+                need[(inject(covers[s.id], t), s.question)] = None
+                need[(inject(covers[s.id], t, control=True), s.question)] = None
+            for _ in self._coverage_todo(spec, [s]):
                 need[(covers[s.id], s.question)] = None
         if need:
             self._paraphrase(para, [t for t, _ in need], [q for _, q in need])
+
+    # -- what a batch still lacks (shared by the prefetch and the stages) --------------------
+    def _cell_jobs(self, spec: str, samples: Sequence[Sample]) -> list[tuple[Sample, str, EncodingRecord]]:
+        """(sample, encoder, its encoding) of every cell through `spec` not yet stored."""
+        jobs = []
+        for enc_spec in self.encoders:
+            for s in samples:
+                if self.store.get("cell", s.id, enc_spec, spec) is None:
+                    e = self.store.get("encoding", s.id, enc_spec)
+                    assert isinstance(e, EncodingRecord)
+                    jobs.append((s, enc_spec, e))
+        return jobs
+
+    def _injection_jobs(self, spec: str, samples: Sequence[Sample]) -> list[tuple[Sample, Injection]]:
+        return [(s, t) for s in samples for t in self.plan.templates(s) if self.store.get("injection", s.id, spec, t.name) is None]
+
+    def _coverage_todo(self, spec: str, samples: Sequence[Sample]) -> list[Sample]:
+        if self.config.coverage_draws < 2:
+            return []
+        return [s for s in samples if self.store.get("coverage", s.id, spec) is None]
 
     # -- stages ----------------------------------------------------------------------------
     def _covers(self, samples: Sequence[Sample]) -> dict[str, str]:
@@ -310,8 +328,9 @@ class _Work:
                 self.store.append(EncodingRecord(sample_id=s.id, encoder=spec, payload=bits, failure=_failure(t)))
 
     def _paraphrase(self, para: Paraphraser, texts: Sequence[str], questions: Sequence[str], draw: int = 0) -> list[Rewritten | Exception]:
-        """One rewrite per text (remembered for the batch); a paraphraser that raises on the
-        batch is asked one text at a time, so that only the texts it fails on are lost."""
+        """One rewrite per text (remembered for the batch), or the exception that stands for
+        its failure: never raises. A paraphraser that raises on the batch is asked one text
+        at a time, so that only the texts it fails on are lost."""
         keys = [(t, q, draw) for t, q in zip(texts, questions, strict=True)]
         todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
         if todo:
@@ -335,20 +354,12 @@ class _Work:
 
     def _cells(self, spec: str, para: Paraphraser, samples: Sequence[Sample]) -> None:
         jobs = []
-        for enc_spec in self.encoders:
-            for s in samples:
-                if self.store.get("cell", s.id, enc_spec, spec) is not None:
-                    continue
-                e = self.store.get("encoding", s.id, enc_spec)
-                assert isinstance(e, EncodingRecord)
-                if e.text is None:
-                    self.store.append(CellRecord(sample_id=s.id, encoder=enc_spec, paraphraser=spec, payload=e.payload, failure=f"encoding failed: {e.failure}"))
-                else:
-                    jobs.append((s, enc_spec, e))
-        try:
-            outs = self._paraphrase(para, [e.text for _, _, e in jobs], [s.question for s, _, _ in jobs])
-        except Exception as exc:  # noqa: BLE001
-            outs = [exc] * len(jobs)
+        for s, enc_spec, e in self._cell_jobs(spec, samples):
+            if e.text is None:
+                self.store.append(CellRecord(sample_id=s.id, encoder=enc_spec, paraphraser=spec, payload=e.payload, failure=f"encoding failed: {e.failure}"))
+            else:
+                jobs.append((s, enc_spec, e))
+        outs = self._paraphrase(para, [e.text for _, _, e in jobs], [s.question for s, _, _ in jobs])
         done = [(j, o) for j, o in zip(jobs, outs, strict=True) if isinstance(o, Rewritten)]
         answers = self._answers([s for (s, _, _), _ in done], [o.text for _, o in done])
         answer_of = {(s.id, enc_spec): a for ((s, enc_spec, _), _), a in zip(done, answers, strict=True)}
@@ -381,7 +392,7 @@ class _Work:
             ))
 
     def _injections(self, spec: str, para: Paraphraser, samples: Sequence[Sample], covers: dict[str, str]) -> None:
-        jobs = [(s, t) for s in samples for t in self.plan.templates(s) if self.store.get("injection", s.id, spec, t.name) is None]
+        jobs = self._injection_jobs(spec, samples)
         if not jobs:
             return
         texts: dict[tuple[str, str], str] = {}  # distinct texts to paraphrase (controls are shared)
@@ -389,10 +400,7 @@ class _Work:
             texts.setdefault((s.id, inject(covers[s.id], t)), s.question)
             texts.setdefault((s.id, inject(covers[s.id], t, control=True)), s.question)
         order = list(texts)
-        try:
-            outs = dict(zip(order, self._paraphrase(para, [t for _, t in order], [texts[k] for k in order]), strict=True))
-        except Exception as exc:  # noqa: BLE001
-            outs = {k: exc for k in order}
+        outs = dict(zip(order, self._paraphrase(para, [t for _, t in order], [texts[k] for k in order]), strict=True))
         for s, t in jobs:
             o = outs[(s.id, inject(covers[s.id], t))]
             c = outs[(s.id, inject(covers[s.id], t, control=True))]
@@ -406,15 +414,10 @@ class _Work:
             ))
 
     def _coverage(self, spec: str, para: Paraphraser, samples: Sequence[Sample], covers: dict[str, str]) -> None:
-        todo = [s for s in samples if self.store.get("coverage", s.id, spec) is None]
+        todo = self._coverage_todo(spec, samples)
         if not todo:
             return
-        draws = []
-        for d in range(self.config.coverage_draws):
-            try:
-                draws.append(self._paraphrase(para, [covers[s.id] for s in todo], [s.question for s in todo], draw=d))
-            except Exception as exc:  # noqa: BLE001
-                draws.append([exc] * len(todo))
+        draws = [self._paraphrase(para, [covers[s.id] for s in todo], [s.question for s in todo], draw=d) for d in range(self.config.coverage_draws)]
         for i, s in enumerate(todo):
             got = [d[i] for d in draws]
             bad = [g for g in got if isinstance(g, Exception)]
