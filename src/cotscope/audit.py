@@ -25,13 +25,10 @@ from .systems.rewriter import make_rewriter, rewriter_names
 from .tasks import Sample, Task, get_task
 
 
-@dataclass
-class AuditResult:
-    """What an audit returns: its summary and where everything was written."""
+class RunFiles:
+    """Where a run directory keeps its summary and its report (for results with `run_dir`)."""
 
-    summary: Summary
     run_dir: Path
-    records: list[SampleRecord]
 
     @property
     def summary_path(self) -> Path:
@@ -43,6 +40,15 @@ class AuditResult:
 
 
 @dataclass
+class AuditResult(RunFiles):
+    """What an audit returns: its summary and where everything was written."""
+
+    summary: Summary
+    run_dir: Path
+    records: list[SampleRecord]
+
+
+@dataclass
 class Plan:
     """A checked audit: every name resolved, every option typed, nothing loaded."""
 
@@ -51,10 +57,18 @@ class Plan:
     task: Task
 
 
+def model_slug(model: str) -> str:
+    """A model spec as part of a directory name (its last 40 characters, options dropped)."""
+    return model.replace("/", "_").replace(":", "_").replace("@", "_").split("?")[0][-40:]
+
+
+def task_slug(task: str) -> str:
+    return task.split(":")[0].split(".")[-1]
+
+
 def default_run_dir(config: AuditConfig) -> Path:
-    name = config.model.replace("/", "_").replace(":", "_").replace("@", "_").split("?")[0][-40:]
     system = config.system.replace(":", "_").replace("/", "_").split("?")[0]
-    return Path("runs") / f"{config.task.split(':')[0].split('.')[-1]}-{system}-{name}-s{config.seed}"
+    return Path("runs") / f"{task_slug(config.task)}-{system}-{model_slug(config.model)}-s{config.seed}"
 
 
 def make_config(config: AuditConfig | None = None, **overrides) -> AuditConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from collections.abc import Sequence
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._errors import CotscopeError, first_error
 from .config import CONFIG_VERSION, AuditConfig
@@ -42,6 +42,34 @@ def append_line(path: Path, line: str) -> None:
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def check_config_file(path: Path, config: BaseModel, what: str) -> None:
+    """Refuse a run directory whose ``config.json`` holds a different config of the same type.
+
+    Raises:
+        CotscopeError: naming the fields that differ, or saying the file is no such config.
+    """
+    if not path.exists():
+        return
+    try:
+        old = type(config).model_validate(json.loads(path.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, ValidationError) as exc:
+        raise CotscopeError(f"{path} is not a cotscope {what} config: {exc}") from exc
+    if old != config:
+        was, now = old.model_dump(), config.model_dump()
+        diff = {k: (v, now[k]) for k, v in was.items() if now[k] != v}
+        raise CotscopeError(f"{path.parent} holds a {what} run with a different config (was -> now: {diff}); use another --out directory")
+
+
+def write_config_file(path: Path, config: BaseModel, kind: str, version: int = 1) -> None:
+    """Write ``config.json`` once, atomically (a kill leaves the old file or the new one)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"schema_version": version, "kind": kind, "config": config.model_dump(mode="json")}, indent=2))
+    os.replace(tmp, path)
 
 
 class RunStore:

@@ -13,11 +13,8 @@ where it stopped and recomputes nothing that was written.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,8 @@ from pydantic import BaseModel, ValidationError
 from .._errors import CotscopeError, first_error
 from .._options import with_overrides
 from ..backends import Backend, GenerationParams, Model, check_backend, get_backend
-from ..store import append_line, read_lines
+from ..audit import RunFiles, model_slug, task_slug
+from ..store import append_line, check_config_file, read_lines, write_config_file
 from ..systems import get_system
 from ..systems.base import system_factory
 from ..tasks import Sample, Task, get_task
@@ -51,15 +49,7 @@ class StegoStore:
         self.config = config
         self.config_path = self.dir / "config.json"
         self.path = self.dir / "records.jsonl"
-        if self.config_path.exists():
-            try:
-                old = StegoConfig.model_validate(json.loads(self.config_path.read_text())["config"])
-            except (json.JSONDecodeError, KeyError, ValidationError) as exc:
-                raise CotscopeError(f"{self.config_path} is not a cotscope stego config: {exc}") from exc
-            if old != config:
-                was, now = old.model_dump(), config.model_dump()
-                diff = {k: (v, now[k]) for k, v in was.items() if now[k] != v}
-                raise CotscopeError(f"{self.dir} holds a stego run with a different config (was -> now: {diff}); use another --out directory")
+        check_config_file(self.config_path, config, "stego")
         self.records: dict[tuple[str, ...], BaseModel] = {}
         for lineno, line in read_lines(self.path):
             try:
@@ -70,12 +60,7 @@ class StegoStore:
             self.records.setdefault(key(rec), rec)
 
     def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if not self.config_path.exists():
-            body = {"schema_version": CONFIG_VERSION, "kind": "stego", "config": self.config.model_dump(mode="json")}
-            tmp = self.config_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(body, indent=2))
-            os.replace(tmp, self.config_path)
+        write_config_file(self.config_path, self.config, "stego", CONFIG_VERSION)
 
     def append(self, rec: BaseModel) -> None:
         k = key(rec)
@@ -140,23 +125,14 @@ def payload(config: StegoConfig, sample_id: str, encoder: str) -> list[int]:
 
 
 @dataclass
-class StegoResult:
+class StegoResult(RunFiles):
     summary: StegoSummary
     run_dir: Path
     records: list[BaseModel]
 
-    @property
-    def summary_path(self) -> Path:
-        return self.run_dir / "summary.json"
-
-    @property
-    def report_path(self) -> Path:
-        return self.run_dir / "report.html"
-
 
 def default_stego_dir(config: StegoConfig) -> Path:
-    name = config.model.replace("/", "_").replace(":", "_").replace("@", "_").split("?")[0][-40:]
-    return Path("runs") / f"stego-{config.task.split(':')[0].split('.')[-1]}-{name}-s{config.seed}"
+    return Path("runs") / f"stego-{task_slug(config.task)}-{model_slug(config.model)}-s{config.seed}"
 
 
 def stego(

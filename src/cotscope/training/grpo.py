@@ -16,7 +16,6 @@ A killed run resumes from its last checkpoint (saved every `audit_every` steps, 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from ..rewards.base import reward_factory
 from ..rewards.builtin import flagged_share
 from ..records import SampleRecord
 from ..stats import Estimate
+from ..store import append_line, check_config_file, read_lines, write_config_file
 from ..systems.prompts import answer_prefix, cot_prompt
 from ..tasks import Task, extract_answer, get_task
 
@@ -259,15 +259,8 @@ def _with_paraphraser(spec: str, config: TrainingConfig) -> str:
 
 
 def _check_dir(run_dir: Path, config: TrainingConfig) -> None:
-    path = run_dir / "config.json"
-    if path.exists():
-        old = TrainingConfig.model_validate(json.loads(path.read_text())["config"])
-        if old != config:
-            diff = {k: (v, config.model_dump()[k]) for k, v in old.model_dump().items() if config.model_dump()[k] != v}
-            raise CotscopeError(f"{run_dir} holds a training run with a different config (was -> now: {diff}); use another --out")
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"schema_version": 1, "kind": "train", "config": config.model_dump(mode="json")}, indent=2))
+    check_config_file(run_dir / "config.json", config, "training")
+    write_config_file(run_dir / "config.json", config, "train")
 
 
 def _last_checkpoint(path: Path) -> Path | None:
@@ -284,13 +277,11 @@ class _Audits:
         self.model = None
 
     def load(self) -> list[dict]:
-        if not self.path.exists():
-            return []
+        """The audits written so far, by step (a line torn by a kill is dropped and redone)."""
         rows = {}
-        for line in self.path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows.setdefault(row["step"], row)
+        for _, line in read_lines(self.path):
+            row = json.loads(line)
+            rows.setdefault(row["step"], row)
         return [rows[k] for k in sorted(rows)]
 
     def run(self, step: int) -> None:
@@ -311,10 +302,7 @@ class _Audits:
         if self.extra:
             metrics.update(self.extra(result.records))
         row = {"step": step, "metrics": {k: v.model_dump() for k, v in metrics.items()}}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.path, json.dumps(row) + "\n")
 
     def callback(self):
         from transformers import TrainerCallback
