@@ -118,8 +118,9 @@ def audit_config(config: TrainingConfig) -> AuditConfig:
 class PolicyAnswerer:
     """The answer the current weights give, greedily, right after a given CoT."""
 
-    def __init__(self, model, tokenizer, kind: str, n_tokens: int = 8) -> None:
+    def __init__(self, model, tokenizer, kind: str, n_tokens: int = 8, max_new_tokens: int = 128) -> None:
         self.model, self.tok, self.kind, self.n_tokens = model, tokenizer, kind, n_tokens
+        self.max_new_tokens = max_new_tokens  # what a continuation may write before its answer
 
     def _generate(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
         import torch
@@ -198,8 +199,7 @@ def train(
     train_samples, audit_samples = task.samples[: config.n_prompts], task.samples[config.n_prompts :]
     prompts = [backend.render(cot_prompt(s, task.kind)) for s in train_samples]
     data = Dataset.from_list([{"prompt": p, "answer": s.answer} for p, s in zip(prompts, train_samples, strict=True)])
-    answerer = PolicyAnswerer(model, tok, task.kind, config.answer_tokens)
-    answerer.max_new_tokens = config.max_completion_length
+    answerer = PolicyAnswerer(model, tok, task.kind, config.answer_tokens, config.max_completion_length)
     rewards = [get_reward(_with_paraphraser(spec, config), answerer=answerer, kind=task.kind) for spec in config.rewards]
     peft_config = None
     if config.lora:
