@@ -77,6 +77,20 @@ def test_grpo_steps_on_an_organism_change_the_weights_and_audit_as_they_go(tmp_p
     assert "monitor/flag_share" in html and "correct, monitor" in html
 
 
+def test_rerunning_a_finished_run_trains_no_further_step(tmp_path, capsys):
+    # 2 steps of 2 prompts leave the epoch of 16 prompts unfinished: resumed there, the trainer
+    # alone would take a third step.
+    out = tmp_path / "f"
+    cmd = ["train", *ORGANISM, "--rewards", "correct", "--steps", "2", "--n-prompts", "16", "--audit-every", "0", "--out", str(out)]
+    assert main(cmd) == 0
+    log = (out / "log.jsonl").read_text()
+    capsys.readouterr()
+    assert main(cmd) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert not (out / "checkpoints" / "checkpoint-3").exists()
+    assert (out / "log.jsonl").read_text() == log
+
+
 def test_lora_trains_adapters_only(tmp_path):
     out = tmp_path / "l"
     assert main(["train", *ORGANISM, "--rewards", "correct,monitor", "--reward-weights", "1,0.5", "--steps", "1", "--lora",

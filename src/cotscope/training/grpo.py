@@ -227,11 +227,18 @@ def train(
     if config.audit_every:
         audits.run(0)
     resume = _last_checkpoint(run_dir / "checkpoints")
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in trainer.state.log_history))
+    state = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
+    finished = state.get("global_step", 0) >= config.steps
+    if not finished:
+        # A finished run is not handed back to the trainer: resumed mid-epoch at its last step,
+        # transformers' Trainer takes one step past max_steps.
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        state = {"global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
+    if not finished or not (run_dir / "log.jsonl").exists():  # or killed after its last checkpoint
+        (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in state["log_history"]))
     curves = audits.load()
     _write_report(run_dir, config, curves)
-    return TrainResult(run_dir=run_dir, steps=trainer.state.global_step, curves=curves, wall_s=time.perf_counter() - start)
+    return TrainResult(run_dir=run_dir, steps=state["global_step"], curves=curves, wall_s=time.perf_counter() - start)
 
 
 def _loadable_reference(model, tok, run_dir: Path) -> None:
