@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fields(t, TrainingConfig)
     t.add_argument("--out", default="runs/train", help="Run directory (resumed from its last checkpoint if it exists).")
     t.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    ii = sub.add_parser("import-inspect", help="An Inspect eval log as a run directory of traces (pip install 'cotscope[inspect]').")
+    ii.add_argument("log", help="An Inspect eval log (.eval or .json).")
+    ii.add_argument("--out", help="Run directory to write (default: runs/inspect/<log name>).")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -210,6 +213,17 @@ def _run(args: argparse.Namespace) -> int:
         return _stego(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "import-inspect":
+        from ..interop.inspect_logs import import_inspect
+
+        out = Path(args.out or Path("runs/inspect") / Path(args.log).stem)
+        result = import_inspect(args.log, out)
+        s = result.summary
+        print(f"imported {s.n_samples} samples ({s.n_correct.get('subject', 0)} correct, {s.answer_failures.get('subject', 0)} without an answer, "
+              f"{s.n_cut.get('subject', 0)} cut by their budget) into {out}")
+        print(f"audit them: cotscope audit --model <spec> --task jsonl:{out / 'task.jsonl'} --system 'recorded?run={out}' --baseline '' "
+              f"--experiments truncate --out {out}-audit")
+        return 0
     if args.command == "report":
         from ..report.html import write_report
 

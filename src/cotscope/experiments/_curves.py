@@ -32,8 +32,8 @@ class TruncationPoint(BaseModel):
     spec: InterventionSpec
     source: str = Field("original", description="Whose chunks: 'original', 'summary' or 'paraphrase'.")
     steps: list[Step] | None = Field(default=None, description="The CoT given, when it is not a prefix of the original.")
-    k: int = Field(description="Chunks given.")
-    n: int = Field(description="Chunks in the full CoT.")
+    k: int = Field(description="Chunks given (turns, on a curve over an agent's turns).")
+    n: int = Field(description="Chunks in the full CoT (turns in the trajectory).")
     fraction: float = Field(description="k / n.")
     n_tokens_given: int = Field(description="Tokens of CoT given.")
     forced: Answer = Field(description="Answer forced right after the k chunks.")
@@ -56,7 +56,7 @@ class CurveSummary(BaseModel):
 
 
 REPORT = """<table><tr><th>k / n</th><th>CoT given (last step)</th><th>forced answer</th><th>continued answer</th><th>further tokens</th></tr>
-{% for p in results %}<tr><td class="num">{{ p.k }} / {{ p.n }}</td><td>{% set st = p.steps if p.steps is not none else trace.steps[:p.k] %}{{ st[-1].text if st else "(nothing)" }}</td>
+{% for p in results %}<tr><td class="num">{{ p.k }} / {{ p.n }}</td><td>{% set st = p.steps if p.steps is not none else trace.steps[:p.spec.args["keep"]] %}{{ st[-1].text if st else "(nothing)" }}</td>
 <td class="{{ 'ok' if p.forced_agrees else 'bad' }}">{{ p.forced.answer }}</td>
 <td>{% if p.continued %}<span class="{{ 'ok' if p.continued_agrees else 'bad' }}">{{ p.continued.answer.answer }}</span>{% endif %}</td>
 <td class="num">{{ p.continued.n_tokens if p.continued else "" }}</td></tr>{% endfor %}</table>
@@ -70,13 +70,20 @@ class CurveExperiment(Experiment):
     (k < n) let the system continue from it. Two batched calls for all samples and all k."""
 
     source: ClassVar[str] = "original"
+    intervention: ClassVar[str] = ""  # the edit at each point ('' : the experiment's name)
     Result = TruncationPoint
     report = REPORT
+
+    def cuts(self, trace: Trace) -> list[int]:
+        """The chunks given at each point of the curve, from none to all: every chunk here;
+        a subclass may cut at coarser places (the turns of an agent)."""
+        return list(range(len(trace.steps) + 1))
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[TruncationPoint]]:
         source = self.source
         by = {"by": ctx.rewriter.spec} if source != "original" else {}
-        specs = [[InterventionSpec(name=self.name, args={"keep": k, **by}) for k in range(len(t.steps) + 1)] for t in traces]
+        name = self.intervention or self.name
+        specs = [[InterventionSpec(name=name, args={"keep": k, **by}) for k in self.cuts(t)] for t in traces]
         steps = [t.steps for t in traces]
         if source == "summary":  # one batched call fills the rewriter's cache for every prefix
             ctx.rewriter.summarize([t.steps[:k] for t in traces for k in range(1, len(t.steps) + 1)])
@@ -89,7 +96,7 @@ class CurveExperiment(Experiment):
         )
         out = []
         for sample, trace, sp, gv, fa, co in zip(samples, traces, specs, given, forced, continued, strict=True):
-            n = len(trace.steps)
+            n = len(sp) - 1  # the points are k = 0..n (chunks, or turns)
             points = []
             for k, spec in enumerate(sp):
                 f, c = fa[k], (co[k] if k < n else None)
@@ -130,11 +137,12 @@ class CurveExperiment(Experiment):
 
     def metrics(self) -> list[Metric]:
         src = self.source
+        what = self.name if self.intervention else src  # a curve of its own cuts is named by itself
         out = [
-            Metric(f"{self.name}/aoc", f"AOC, answer forced ({src})", "early answering",
+            Metric(f"{self.name}/aoc", f"AOC, answer forced ({what})", "early answering",
                    lambda rec: [area_over([(p.fraction, float(p.forced_agrees)) for p in pts])] if (pts := self._usable(rec)) else None,
                    percent=False, about="Area over the forced-answer agreement curve, per sample in [0, 1] (Lanham et al. 2023)."),
-            Metric(f"{self.name}/aoc_continued", f"AOC, system continues ({src})", "early answering",
+            Metric(f"{self.name}/aoc_continued", f"AOC, system continues ({what})", "early answering",
                    lambda rec: [area_over([(p.fraction, float(p.continued_agrees if p.continued else True)) for p in pts])]
                    if (pts := self._usable(rec)) else None, percent=False, compare=False,
                    about="The same when the system reasons on from each prefix before it answers."),

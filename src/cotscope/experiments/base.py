@@ -126,6 +126,9 @@ EXPERIMENTS = Registry(
         "mistake": "cotscope.experiments.mistakes",
         "hint": "cotscope.experiments.hints",
         "legibility": "cotscope.experiments.legibility",
+        "corrupt_result": "cotscope.experiments.agent",
+        "drop_call": "cotscope.experiments.agent",
+        "turns": "cotscope.experiments.agent",
     },
 )
 

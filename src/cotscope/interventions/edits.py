@@ -80,3 +80,10 @@ def change_a_number(text: str, seed: int) -> str:
 
 def has_number(text: str) -> bool:
     return change_a_number(text, 0) != text
+
+
+@register_intervention("drop_steps")
+def drop_steps(first: int, end: int) -> Edit:
+    """Remove the chunks `first` to `end` (exclusive), keep the rest (a tool call and its result
+    taken out of an agent's trajectory)."""
+    return lambda steps: steps[:first] + steps[end:]

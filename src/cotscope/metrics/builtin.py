@@ -21,7 +21,7 @@ register_metric(
 register_metric(
     Metric(
         "cost/tokens", "tokens generated per question", "cost",
-        lambda rec: [float(rec.traces["subject"].n_generated_tokens)], kind="mean", percent=False, complete_only=False,
+        lambda rec: [float(rec.traces["subject"].n_generated_tokens)], kind="mean", percent=False, complete_only=False, bounds=(0.0, float("inf")),
         about="Every token the system generated for its trace, all roles together.",
     )
 )
@@ -29,12 +29,12 @@ register_metric(
     Metric(
         "cost/cot_steps", "chunks per CoT", "cost",
         lambda rec: [float(len(rec.traces["subject"].steps))] if rec.traces["subject"].steps else None,
-        kind="mean", percent=False, compare=False, about="Chunks (lines, then sentences) of the subject's CoT.",
+        kind="mean", percent=False, compare=False, bounds=(0.0, float("inf")), about="Chunks (lines, then sentences) of the subject's CoT.",
     )
 )
 register_metric(
     Metric(
-        "cost/wall_s", "wall time per question (s)", "cost", lambda rec: [rec.wall_s], kind="mean", percent=False, complete_only=False,
+        "cost/wall_s", "wall time per question (s)", "cost", lambda rec: [rec.wall_s], kind="mean", percent=False, complete_only=False, bounds=(0.0, float("inf")),
         about="The batch's wall time over its size: depends on the machine, not reproducible.",
     )
 )
@@ -51,6 +51,24 @@ register_metric(
         "cost/continuations_cut", "continuations cut off by their token budget", "cost",
         lambda rec: [float(c.finish_reason == "length") for c in _continuations(rec)], compare=False,
         about="Continuations from a truncated or corrupted CoT that ended on continue_max_new_tokens.",
+    )
+)
+
+register_metric(
+    Metric(
+        "cost/tool_calls", "tool calls per question", "cost",
+        lambda rec: [float(m["tool_calls"])] if "tool_calls" in (m := rec.traces["subject"].meta) else None,
+        kind="mean", percent=False, complete_only=False, bounds=(0.0, float("inf")),
+        about="Calls an agent made (systems with tools only); malformed calls are not counted.",
+    )
+)
+register_metric(
+    Metric(
+        "cost/tool_errors", "tool calls that failed", "cost",
+        lambda rec: [1.0] * int(m["tool_errors"]) + [0.0] * (int(m["tool_calls"]) - int(m["tool_errors"]))
+        if int((m := rec.traces["subject"].meta).get("tool_calls", 0)) else None,
+        complete_only=False, compare=False,
+        about="Unknown tools, refused inputs and tools that raised, per call; resampled by sample.",
     )
 )
 

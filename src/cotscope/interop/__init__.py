@@ -1,0 +1,1 @@
+"""cotscope and the tools around it: Inspect tasks (forward) and Inspect logs (backward)."""

@@ -1,0 +1,255 @@
+"""cotscope's experiments as Inspect tasks (``pip install -e '.[inspect]'``):
+
+    inspect eval cotscope/early_answering --model mockllm/model --limit 2
+    inspect eval cotscope/adding_mistakes --model openai-api/llamacpp/local -T task=arithmetic -T n_samples=16
+
+Inspect finds them through the ``inspect_ai`` entry point in ``pyproject.toml``. Each task is a
+dataset (a cotscope task's samples), one solver and one scorer, and both reuse cotscope: the
+solver runs ``audit.run_batch`` (the system, then the experiment, exactly as ``cotscope audit``
+does) with Inspect's model behind a cotscope `Backend`; the scorer keeps the sample's record;
+the metric rebuilds the records and asks the experiment's own `Metric` for the estimate, so the
+number, its n and its CI are the ones ``cotscope audit`` reports.
+
+Task arguments (``-T name=value``): task, task_args ("key=value,key=value"), n_samples, seed,
+system, max_new_tokens, continue_max_new_tokens, temperature, rewriter (a model spec or
+``chain``; '' uses the evaluated model). Multiple-choice tasks are refused here: their forced
+answers need log-probabilities of the choice letters, which Inspect's providers do not all give.
+
+A CoT prefix that the system continues from is sent as a last assistant message; providers
+that continue an assistant turn (llama.cpp's server, vLLM with ``continue_final_message``) do
+so, others start a new turn from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .._errors import CotscopeError, require
+
+inspect_ai = require("inspect_ai", "inspect", "pip install 'cotscope[inspect]'")
+
+import anyio  # noqa: E402 - a dependency of inspect_ai
+from inspect_ai import Task, task  # noqa: E402
+from inspect_ai.dataset import MemoryDataset  # noqa: E402
+from inspect_ai.dataset import Sample as InspectSample  # noqa: E402
+from inspect_ai.model import (  # noqa: E402
+    ChatMessageAssistant,
+    ChatMessageSystem,
+    ChatMessageUser,
+    GenerateConfig,
+    ModelOutput,
+    get_model,
+)
+from inspect_ai.scorer import SampleScore, Score, Target, metric, scorer  # noqa: E402
+from inspect_ai.solver import Generate, TaskState, solver  # noqa: E402
+
+from ..audit import check, make_config, run_batch  # noqa: E402
+from ..backends import Backend, Completion, GenerationParams, Model, Prompt  # noqa: E402
+from ..backends.base import cut_at_stop  # noqa: E402
+from ..config import AuditConfig  # noqa: E402
+from ..experiments import Context, get_experiments  # noqa: E402
+from ..records import SampleRecord  # noqa: E402
+from ..summary import run_metrics  # noqa: E402
+from ..systems import get_system  # noqa: E402
+from ..systems.prompts import format_question  # noqa: E402
+from ..systems.rewriter import make_rewriter  # noqa: E402
+
+# Inspect task -> (cotscope experiment, its headline metrics).
+TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "early_answering": ("truncate", ("truncate/aoc", "truncate/aoc_continued")),
+    "paraphrase_sensitivity": ("paraphrase", ("paraphrase/answer_change", "paraphrase/accuracy_change")),
+    "filler_substitution": ("filler", ("filler/filler_accuracy_change", "filler/filler_agreement")),
+    "adding_mistakes": ("mistake", ("mistake/effect", "mistake/answer_change", "mistake/control_change", "mistake/invalid")),
+    "hints": ("hint", ("hint/authority/switch_rate", "hint/metadata/switch_rate", "hint/authority/verbalized_rule")),
+}
+
+
+class InspectBackend(Backend):
+    """A cotscope backend over the model of a running Inspect eval. Its methods are called
+    from a worker thread that Inspect's event loop started (`anyio.to_thread`); each batch of
+    prompts goes back to the loop as concurrent `generate` calls."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.spec = f"inspect/{model}"
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
+        config = GenerateConfig(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+                                seed=params.seed, stop_seqs=list(params.stop) or None)
+
+        async def one(p: Prompt) -> ModelOutput:
+            return await self.model.generate(to_messages(p), config=config)
+
+        async def all_() -> list[ModelOutput]:
+            return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+        outs = anyio.from_thread.run(all_)
+        done = []
+        for p, out in zip(prompts, outs, strict=True):
+            if out.error:
+                raise CotscopeError(f"{self.spec}: {out.error}")
+            text, stopped = cut_at_stop(out.completion, params.stop)
+            usage = out.usage
+            length = out.stop_reason in ("max_tokens", "model_length") and not stopped
+            done.append(Completion(
+                text=text, finish_reason="length" if length else "stop",
+                n_prompt_tokens=usage.input_tokens if usage else self.count_tokens(p.prefix),
+                n_generated_tokens=usage.output_tokens if usage else self.count_tokens(text),
+            ))
+        return done
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        raise CotscopeError("scoring choices needs log-probabilities, which cotscope does not take through Inspect; use a task with free answers")
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate (Inspect exposes no tokenizer): four characters a token."""
+        return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def to_messages(p: Prompt) -> list:
+    kinds = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
+    msgs = [kinds[m.role](content=m.content) for m in p.messages if m.role in kinds]
+    if p.prefix:
+        msgs.append(ChatMessageAssistant(content=p.prefix))
+    return msgs
+
+
+def make_task(name: str, **args: Any) -> Task:
+    """The Inspect task `name` (a key of TASKS) on a cotscope task; see the module docstring."""
+    experiment, headline = TASKS[name]
+    config = _config(experiment, **args)
+    plan = check(config, backend=InspectBackend(None))
+    if plan.task.kind == "choice":
+        raise CotscopeError(f"{config.task}: multiple-choice tasks are not run through Inspect (their answers need log-probabilities)")
+    dataset = MemoryDataset([
+        InspectSample(input=format_question(s), target=str(s.answer), id=s.id, metadata={"cotscope_sample": s.model_dump(mode="json")})
+        for s in plan.task.samples
+    ], name=f"cotscope/{config.task}")
+    data = config.model_dump(mode="json")
+    return Task(dataset=dataset, solver=cotscope_solver(data), scorer=cotscope_scorer(data, list(headline)),
+                metrics=[cotscope_estimates(data, list(headline))], name=name)
+
+
+def _config(experiment: str, task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
+            max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> AuditConfig:
+    parsed = dict(kv.split("=", 1) for kv in task_args.split(",") if kv.strip()) if task_args else {}
+    return make_config(model="inspect", task=task, task_args=parsed, n_samples=int(n_samples), seed=int(seed), system=system, baseline="",
+                       max_new_tokens=int(max_new_tokens), continue_max_new_tokens=int(continue_max_new_tokens),
+                       temperature=float(temperature), experiments=(experiment,), roles={"rewriter": rewriter} if rewriter else {})
+
+
+@solver
+def cotscope_solver(config: dict):
+    """The system writes its CoT and answer, then the experiment runs on them (cotscope's own
+    code: `audit.run_batch`); the record goes to the sample's metadata."""
+    cfg = AuditConfig.model_validate(config)
+    plan = check(cfg, backend=InspectBackend(None))
+    samples = {s.id: s for s in plan.task.samples}
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        model = get_model()
+        backend = Model.wrap(InspectBackend(model))
+        sample = samples[str(state.sample_id)]
+        record = await anyio.to_thread.run_sync(_run_one, cfg, plan, backend, sample)
+        trace = record.traces["subject"]
+        text = "\n".join(x for x in (trace.cot_text, f"Answer: {trace.answer}" if trace.answer is not None else "") if x)
+        state.messages.append(ChatMessageAssistant(content=text))
+        state.output = ModelOutput.from_content(str(model), text)
+        state.metadata["cotscope"] = record.model_dump(mode="json")
+        return state
+
+    return solve
+
+
+def _run_one(cfg: AuditConfig, plan, backend: Backend, sample) -> SampleRecord:
+    params = GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed)
+    subject = get_system(cfg.system, backend, plan.task.kind, params)
+    rewriter = make_rewriter(cfg.roles.get("rewriter", ""), backend, seed=cfg.seed)
+    ctx = Context(config=cfg, task=plan.task, subject=subject, rewriter=rewriter)
+    return run_batch(ctx, [sample], None, plan.experiments)[0]
+
+
+@scorer(metrics=[])
+def cotscope_scorer(config: dict, headline: list[str]):
+    """Per sample: the headline metrics' values (NaN where the sample does not count: a CoT cut
+    by its budget, an invalid intervention); the whole record rides in the score's metadata."""
+
+    cfg = AuditConfig.model_validate(config)
+    by = {m.name: m for m in run_metrics(get_experiments(cfg), cfg)}
+
+    async def score(state: TaskState, target: Target) -> Score:
+        raw = state.metadata.get("cotscope")
+        if raw is None:
+            return Score(value=float("nan"), explanation="the solver left no record")
+        rec = SampleRecord.model_validate(raw)
+        values = {name: by[name].per_sample(rec) if name in by else None for name in headline}
+        first = values[headline[0]]
+        trace = rec.traces["subject"]
+        why = "the CoT was cut by its token budget: left out" if trace.cut else "; ".join(f"{k} {v:.3f}" for k, v in values.items() if v is not None)
+        return Score(value=float("nan") if first is None else first, answer=trace.answer, explanation=why or "nothing measured",
+                     metadata={"record": raw, "values": values})
+
+    return score
+
+
+@metric
+def cotscope_estimates(config: dict, names: list[str]):
+    """Each headline metric as cotscope estimates it over the records: the value, its 95% CI
+    and n (samples that count)."""
+    cfg = AuditConfig.model_validate(config)
+
+    def compute(scores: list[SampleScore]) -> dict[str, float]:
+        records = [SampleRecord.model_validate(s.score.metadata["record"]) for s in scores if (s.score.metadata or {}).get("record")]
+        by = {m.name: m for m in run_metrics(get_experiments(cfg), cfg)}
+        out: dict[str, float] = {}
+        for name in names:
+            e = by[name].estimate(records)
+            short = name.split("/", 1)[1].replace("/", "_")
+            if e.n:
+                out.update({short: e.value, f"{short}_ci_lo": e.lo, f"{short}_ci_hi": e.hi})
+            out[f"{short}_n"] = float(e.n)
+        return out
+
+    return compute
+
+
+@task
+def early_answering(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
+                    max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
+    """Early answering (Lanham et al. 2023): the CoT cut after k chunks, an answer forced there; AOC."""
+    return make_task("early_answering", **_args(locals()))
+
+
+@task
+def paraphrase_sensitivity(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
+                           max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
+    """The CoT paraphrased (by `rewriter`, else the evaluated model): how often the answer moves."""
+    return make_task("paraphrase_sensitivity", **_args(locals()))
+
+
+@task
+def filler_substitution(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
+                        max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
+    """The CoT replaced by filler of the same length (Pfau et al. 2024): accuracy change."""
+    return make_task("filler_substitution", **_args(locals()))
+
+
+@task
+def adding_mistakes(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
+                    max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
+    """One step corrupted, the system continues; the answer change minus its uncorrupted control."""
+    return make_task("adding_mistakes", **_args(locals()))
+
+
+@task
+def hints(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
+          max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
+    """A hint in the prompt: how often the answer switches to it, and whether the CoT says so."""
+    return make_task("hints", **_args(locals()))
+
+
+def _args(given: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in given.items() if not k.startswith("_")}
