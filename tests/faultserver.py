@@ -16,6 +16,8 @@ class FaultServer:
         self.default = "ok"
         self.requests = 0
         self.stall_s = 5.0
+        self.chat = None  # body -> assistant message (content, tool_calls) for the chat endpoint
+        self.chats: list[dict] = []  # the chat requests received
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -26,6 +28,15 @@ class FaultServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 if self.path.endswith("/extras/tokenize"):
                     return self._json(200, {"tokens": list(range(len(body["input"].split())))})
+                if self.path.endswith("/chat/completions"):
+                    server.requests += 1
+                    server.chats.append(body)
+                    msg = server.chat(body) if server.chat else {"role": "assistant", "content": "We add the numbers.\nAnswer: 42"}
+                    return self._json(200, {
+                        "id": "chat-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
+                        "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if msg.get("tool_calls") else "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    })
                 if not self.path.endswith("/completions"):
                     return self._json(404, {"detail": "Not Found"})
                 server.requests += 1

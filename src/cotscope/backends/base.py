@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..trace import Message
+from ..trace import Message, ToolCall
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,18 @@ class Completion:
     n_prompt_tokens: int
     n_generated_tokens: int
     finish_reason: str = "stop"  # "stop" | "length"
+
+
+@dataclass(frozen=True)
+class ToolTurn:
+    """One assistant turn through a provider's own tool-calling interface (a backend with a
+    ``tool_chat(messages, tools, params)`` method): its text and the calls it made."""
+
+    text: str
+    calls: tuple[ToolCall, ...] = ()
+    n_prompt_tokens: int = 0
+    n_generated_tokens: int = 0
+    finish_reason: str = "stop"
 
 
 class Backend(ABC):

@@ -36,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .._errors import CotscopeError, require
-from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
+from ..trace import Message, ToolCall
+from .base import Backend, Completion, GenerationParams, Prompt, ToolTurn, cut_at_stop
 from .registry import register_backend
 
 CHATML_SYSTEM = "You are a helpful assistant."
@@ -182,6 +183,25 @@ class OpenAIBackend(Backend):
             finish_reason="stop" if hit else ("length" if finish == "length" else "stop"),
         )
 
+    def tool_chat(self, messages: Sequence[Message], tools: list[dict], params: GenerationParams) -> ToolTurn:
+        """One assistant turn through the chat endpoint with `tools` (OpenAI's function-calling
+        schema); the calls come back as data, never run here."""
+        client = self._client_for(repr(messages[:2]))
+        common = dict(model=self.model, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p, seed=params.seed)
+        if params.stop:
+            common["stop"] = list(params.stop)[:4]
+        msgs = [_chat_message(m) for m in messages]
+        resp = self._call("a chat completion with tools", client, lambda c: c.chat.completions.create(messages=msgs, tools=tools, **common))
+        choice = resp.choices[0]
+        text, hit = cut_at_stop(choice.message.content or "", params.stop)
+        calls = tuple(ToolCall(id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments or "")
+                      for i, c in enumerate(choice.message.tool_calls or []) if getattr(c, "function", None) is not None)
+        usage = resp.usage
+        n_gen = usage.completion_tokens if usage else self.count_tokens(text)
+        self.n_generated_tokens += n_gen
+        finish = "length" if choice.finish_reason == "length" and not hit and not calls else "stop"
+        return ToolTurn(text=text, calls=calls, n_prompt_tokens=usage.prompt_tokens if usage else 0, n_generated_tokens=n_gen, finish_reason=finish)
+
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         if self.mode == "chat":
             raise CotscopeError("mode=chat cannot score continuations; use mode=completions")
@@ -253,6 +273,17 @@ class OpenAIBackend(Backend):
         if not seen and continuation:
             raise CotscopeError(f"the server at {self.base_url} returned no log-probabilities for {continuation!r}")
         return total
+
+
+def _chat_message(m: Message) -> dict:
+    """A cotscope message in the chat API's form (tool calls and tool results included)."""
+    d: dict = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        d["content"] = m.content or None
+        d["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in m.tool_calls]
+    if m.role == "tool":
+        d["tool_call_id"] = m.tool_call_id
+    return d
 
 
 def _post_json(url: str, body: dict) -> dict:

@@ -8,6 +8,13 @@ and the model goes on. The trace keeps every assistant turn, call and result as 
 its CoT steps are the whole trajectory, calls and results included, so every experiment
 (early answering over the turns, mistakes, paraphrases) applies to it unchanged.
 
+With ``calls=native`` the calls go through the provider's own tool-calling interface instead
+(a backend with ``tool_chat``: ``openai/...``, the chat endpoint with ``tools``); the tools are
+offered with one string argument, ``input``, and each call and result is still written into
+the trajectory as the two lines above, so the experiments read both modes alike. A CoT prefix
+handed back (an intervention) becomes messages: each ``CALL``/``RESULT`` pair an assistant
+tool call and its tool message, the other lines assistant text.
+
 An unknown tool, a malformed call, a tool that refuses or fails, and a loop past
 `max_turns` are recorded outcomes (a ``RESULT: error: ...`` line, a count in the trace's
 meta), never a crash.
@@ -15,12 +22,14 @@ meta), never a crash.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 
 from .._errors import CotscopeError
 from ..backends import Backend, GenerationParams, Prompt
 from ..tasks.base import Kind, Sample
+from ..backends.base import ToolTurn
 from ..trace import Message, ToolCall, join_steps, make_steps
 from .base import Cot, Reasoning, System, register_system
 from .prompts import ANSWER_CUE, answer_format, format_question
@@ -38,13 +47,21 @@ class ToolLoop(System):
     Args:
         tools: Comma-separated tool names (``calculator``, ``notes``, or package.module:Tool).
         max_turns: Model turns at most; a loop that reaches it answers from what it has.
+        calls: ``text`` (the documented text format, any provider) or ``native`` (the
+            provider's tool-calling interface).
     """
 
     def __init__(self, backend: Backend, kind: Kind, spec: str, params: GenerationParams | None = None,
-                 tools: str = "calculator", max_turns: int = 8) -> None:
+                 tools: str = "calculator", max_turns: int = 8, calls: str = "text") -> None:
         super().__init__(backend, kind, spec, params)
         if max_turns < 1:
             raise CotscopeError(f"tool-loop: max_turns must be at least 1, got {max_turns}")
+        if calls not in ("text", "native"):
+            raise CotscopeError(f"tool-loop: calls must be 'text' or 'native', not {calls!r}")
+        if calls == "native" and not hasattr(backend, "tool_chat"):
+            raise CotscopeError(f"tool-loop: calls=native needs a provider with a tool-calling interface (openai/<model>@<url>); "
+                                f"{backend.spec} has none: use calls=text")
+        self.calls = calls
         self.tool_names = [t.strip() for t in tools.split(",") if t.strip()]
         if not self.tool_names:
             raise CotscopeError("tool-loop: give at least one tool (tools=calculator)")
@@ -65,8 +82,16 @@ class ToolLoop(System):
             f"When you are done, give the final answer on a last line of the form {answer_format(self.kind, sample)}."
         )
 
+    def native_prompt(self, sample: Sample) -> Prompt:
+        return Prompt.chat(
+            f"{format_question(sample)}\n\nThink step by step, one step a line, and use the tools you are given where they help. "
+            f"When you are done, give the final answer on a last line of the form {answer_format(self.kind, sample)}."
+        )
+
     def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
         """Run every trajectory turn by turn, the turns of all samples batched together."""
+        if self.calls == "native":
+            return self._reason_native(samples, prefixes, max_new_tokens)
         states = [_State(join_steps(p), self._tools()) for p in prefixes]
         prompts = [self.prompt(s) for s in samples]
         params = self._params(max_new_tokens, stop=(ANSWER_CUE, RESULT))
@@ -81,6 +106,63 @@ class ToolLoop(System):
             if not st.done:
                 st.meta["max_turns_reached"] = 1
         return [st.reasoning(self.backend.count_tokens) for st in states]
+
+    def _reason_native(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
+        states = [_State(join_steps(p), self._tools()) for p in prefixes]
+        heads = [[*self.native_prompt(s).messages, *as_messages(st.given)] for s, st in zip(samples, states, strict=True)]
+        schema = [{"type": "function", "function": {"name": name, "description": t.description, "parameters": {
+            "type": "object", "properties": {"input": {"type": "string", "description": "The tool's input."}}, "required": ["input"]}}}
+            for name, t in states[0].tools.items()] if states else []
+        params = self._params(max_new_tokens, stop=(ANSWER_CUE,))
+        for _ in range(self.max_turns):
+            live = [i for i, st in enumerate(states) if not st.done]
+            if not live:
+                break
+            for i in live:
+                states[i].take_turn(self.backend.tool_chat([*heads[i], *states[i].messages], schema, params))
+        for st in states:
+            if not st.done:
+                st.meta["max_turns_reached"] = 1
+        return [st.reasoning(self.backend.count_tokens) for st in states]
+
+
+def as_messages(text: str) -> list[Message]:
+    """A trajectory written in the text format as chat messages: each CALL line an assistant
+    tool call (with the text before it), each RESULT line that call's tool message, the rest
+    assistant text."""
+    out: list[Message] = []
+    lines: list[str] = []
+    last_id = None
+    for line in text.splitlines():
+        m = CALL.match(line)
+        if m:
+            last_id = f"call_given_{len(out)}"
+            call = ToolCall(id=last_id, name=m.group(1).strip(), arguments=json.dumps({"input": m.group(2).strip()}))
+            out.append(Message(role="assistant", content="\n".join(lines), tool_calls=(call,)))
+            lines = []
+        elif line.strip().startswith(RESULT) and last_id is not None:
+            out.append(Message(role="tool", content=line.strip()[len(RESULT):].strip(), tool_call_id=last_id))
+            last_id = None
+        elif line.strip():
+            lines.append(line.strip())
+    if lines:
+        out.append(Message(role="assistant", content="\n".join(lines)))
+    return out
+
+
+def call_input(arguments: str) -> str:
+    """The input of a native call: its ``input`` argument, a lone argument's value, or the
+    arguments as written when they are no JSON object."""
+    try:
+        args = json.loads(arguments)
+    except ValueError:
+        return arguments.strip()
+    if isinstance(args, dict):
+        if "input" in args:
+            return str(args["input"])
+        if len(args) == 1:
+            return str(next(iter(args.values())))
+    return arguments.strip()
 
 
 class _State:
@@ -118,6 +200,30 @@ class _State:
         call_id = f"call_{self.meta['tool_calls']}"
         self.meta["tool_calls"] += 1
         self.messages.append(Message(role="assistant", content=said.strip(), tool_calls=(ToolCall(id=call_id, name=name, arguments=arguments),)))
+        result = self._run(name, arguments, call_id)
+        self.text += f"{said.rstrip()}\n{RESULT} {result}\n"
+
+    def take_turn(self, turn: ToolTurn) -> None:
+        """One native turn: its text, then each call it made, run, as CALL/RESULT lines."""
+        self.tokens += turn.n_generated_tokens
+        self.prompt_tokens = max(self.prompt_tokens, turn.n_prompt_tokens)
+        text = turn.text.strip()
+        self.messages.append(Message(role="assistant", content=text, tool_calls=turn.calls))
+        if text:
+            self.text += text + "\n"
+        if not turn.calls:
+            self.done, self.finish = True, turn.finish_reason
+            return
+        for call in turn.calls:
+            self.meta["tool_calls"] += 1
+            name = re.sub(r"[^\w.:-]", "_", call.name)[:64] or "_"  # one line, whatever the model named
+            given = " ".join(call_input(call.arguments).split())
+            result = self._run(name, given, call.id)
+            self.text += f"CALL {name}: {given}\n{RESULT} {' '.join(result.split())}\n"
+
+    def _run(self, name: str, arguments: str, call_id: str) -> str:
+        """Run one call; its result, or ``error: ...`` (counted) for an unknown tool, a refused
+        input or a tool that raised. The tool message goes into the messages."""
         tool = self.tools.get(name.lower())
         error = None
         if tool is None:
@@ -133,7 +239,7 @@ class _State:
             self.meta["tool_errors"] += 1
             result = f"error: {error}"
         self.messages.append(Message(role="tool", content=result, tool_call_id=call_id, error=error))
-        self.text += f"{said.rstrip()}\n{RESULT} {result}\n"
+        return result
 
     def reasoning(self, count_tokens) -> Reasoning:
         text = self.text.strip()
