@@ -96,6 +96,15 @@ def test_early_answering_runs_over_the_turns(run):
     assert [p.forced_agrees for p in pts] == [False, False, True, True]
     assert all(p.continued.answer.answer == "14" for p in pts[:-1])
     assert run.summary.metrics["turns/aoc"].n == 3
+    further = [p.values["further_tokens"] for p in run.summary.experiments["turns"].curve]
+    assert all(e.lo >= 0 for e in further if e.n)
+
+
+def test_a_token_count_interval_does_not_go_below_zero():
+    from cotscope.experiments.truncate import Truncate
+
+    e = Truncate()._point("further_tokens", [0, 0, 100])
+    assert e.lo == 0.0 and e.value == pytest.approx(100 / 3) and e.hi > e.value
 
 
 def test_a_system_without_tools_gives_the_agent_experiments_nothing_to_do(tmp_path):

@@ -226,7 +226,10 @@ class CurveExperiment(Experiment):
         if x == 1.0 and vals and len(set(vals)) == 1:
             if metric == "further_tokens" or (self.source == "original" and metric in ("agreement", "continued_agreement")):
                 return stats.exact(vals[0], len(vals))
-        return stats.rate(vals) if metric in RATE_METRICS else stats.mean(vals)
+        if metric in RATE_METRICS:
+            return stats.rate(vals)
+        e = stats.mean(vals)  # token counts: the interval cannot go below 0
+        return e.model_copy(update={"lo": max(e.lo, 0.0)}) if e.n else e
 
     def plot(self, summary: Any) -> Any:
         from ._plots import curves_figure
