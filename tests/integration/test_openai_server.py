@@ -109,3 +109,29 @@ def test_inspect_eval_through_the_server(server, tmp_path):
         assert trace["steps"] and trace["n_generated_tokens"] > 0  # the server's usage counts came through
     metrics = ev.results.scores[0].metrics
     assert metrics["aoc_n"].value + sum(s.metadata["cotscope"]["traces"]["subject"]["finish_reason"] == "length" for s in ev.samples) == 2
+
+
+@pytest.mark.slow
+def test_inspect_eval_of_a_choice_task_reads_letter_logprobs(server, tmp_path):
+    """A multiple-choice task through Inspect: the forced answer is the letter with the highest
+    next-token log-probability, which the server returns through Inspect's logprobs."""
+    pytest.importorskip("inspect_ai")
+    from inspect_ai.log import read_eval_log
+
+    from tests.helpers import tiktoken_cache
+
+    cache = tmp_path / "tiktoken"
+    cache.mkdir()
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache(cache)), "LLAMACPP_API_KEY": "none", "LLAMACPP_BASE_URL": server["url"]}
+    inspect = str(Path(sys.executable).parent / "inspect")
+    proc = subprocess.run([inspect, "eval", "cotscope/early_answering", "--model", "openai-api/llamacpp/smollm2", "--limit", "2",
+                           "-T", "n_samples=2", "-T", "task_args=choices=4", "-T", "max_new_tokens=64", "-T", "continue_max_new_tokens=16",
+                           "--log-dir", str(tmp_path / "logs")], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (log,) = list((tmp_path / "logs").glob("*.eval"))
+    ev = read_eval_log(str(log))
+    assert ev.status == "success"
+    for s in ev.samples:
+        trace = s.metadata["cotscope"]["traces"]["subject"]
+        assert trace["answer"] in "ABCD" and set(trace["answer_logprobs"]) == set("ABCD")
+        assert max(trace["answer_logprobs"].values()) == trace["answer_logprobs"][trace["answer"]]

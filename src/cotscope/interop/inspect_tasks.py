@@ -12,8 +12,9 @@ number, its n and its CI are the ones ``cotscope audit`` reports.
 
 Task arguments (``-T name=value``): task, task_args ("key=value,key=value"), n_samples, seed,
 system, max_new_tokens, continue_max_new_tokens, temperature, rewriter (a model spec or
-``chain``; '' uses the evaluated model). Multiple-choice tasks are refused here: their forced
-answers need log-probabilities of the choice letters, which Inspect's providers do not all give.
+``chain``; '' uses the evaluated model). On a multiple-choice task the forced answer is the
+choice letter with the highest next-token log-probability: the provider must return them
+(``logprobs``/``top_logprobs``; mockllm does not).
 
 A CoT prefix that the system continues from is sent as a last assistant message; providers
 that continue an assistant turn (llama.cpp's server, vLLM with ``continue_final_message``) do
@@ -102,7 +103,27 @@ class InspectBackend(Backend):
         return done
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
-        raise CotscopeError("scoring choices needs log-probabilities, which cotscope does not take through Inspect; use a task with free answers")
+        """Log-probabilities of one-token candidates (answer letters), read off the top 20
+        log-probabilities of the next token; a candidate not among them gets -100. Needs a
+        provider that returns log-probabilities."""
+        config = GenerateConfig(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20)
+
+        async def all_() -> list[ModelOutput]:
+            return list(await asyncio.gather(*(self.model.generate(to_messages(p), config=config) for p in prompts)))
+
+        out = []
+        for conts, o in zip(continuations, anyio.from_thread.run(all_), strict=True):
+            lp = o.choices[0].logprobs if o.choices else None
+            if lp is None or not lp.content:
+                raise CotscopeError(f"{self.spec} gave no log-probabilities: multiple-choice answers need them (a provider that returns logprobs)")
+            top: dict[str, float] = {}
+            for t in lp.content[0].top_logprobs or [lp.content[0]]:
+                top.setdefault(t.token.strip(), t.logprob)
+            if not any(c.strip() in top for c in conts):
+                raise CotscopeError(f"{self.spec}: no candidate ({', '.join(c.strip() for c in conts)}) among the top {len(top)} next tokens; "
+                                    "the provider may not continue an assistant prefix")
+            out.append([top.get(c.strip(), -100.0) for c in conts])
+        return out
 
     def count_tokens(self, text: str) -> int:
         """An estimate (Inspect exposes no tokenizer): four characters a token."""
@@ -122,8 +143,6 @@ def make_task(name: str, **args: Any) -> Task:
     experiment, headline = TASKS[name]
     config = _config(experiment, **args)
     plan = check(config, backend=InspectBackend(None))
-    if plan.task.kind == "choice":
-        raise CotscopeError(f"{config.task}: multiple-choice tasks are not run through Inspect (their answers need log-probabilities)")
     dataset = MemoryDataset([
         InspectSample(input=format_question(s), target=str(s.answer), id=s.id, metadata={"cotscope_sample": s.model_dump(mode="json")})
         for s in plan.task.samples
