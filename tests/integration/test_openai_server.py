@@ -84,10 +84,9 @@ def test_dead_server_gives_a_clear_error(tmp_path):
         b.generate([Prompt.chat("hi")], GenerationParams(max_new_tokens=4))
 
 
-@pytest.mark.slow
-def test_inspect_eval_through_the_server(server, tmp_path):
-    """`inspect eval cotscope/early_answering` with Inspect's openai-api provider pointed at the
-    llama.cpp server: the CoT prefixes go as a last assistant message, which it continues."""
+def _inspect_eval(server, tmp_path, *task_args: str):
+    """`inspect eval cotscope/early_answering --limit 2` through Inspect's openai-api provider
+    pointed at the server, with `-T` arguments; the log it wrote."""
     pytest.importorskip("inspect_ai")
     from inspect_ai.log import read_eval_log
 
@@ -97,12 +96,20 @@ def test_inspect_eval_through_the_server(server, tmp_path):
     cache.mkdir()
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache(cache)), "LLAMACPP_API_KEY": "none", "LLAMACPP_BASE_URL": server["url"]}
     inspect = str(Path(sys.executable).parent / "inspect")
-    proc = subprocess.run([inspect, "eval", "cotscope/early_answering", "--model", "openai-api/llamacpp/smollm2", "--limit", "2",
-                           "-T", "n_samples=2", "-T", "max_new_tokens=96", "-T", "continue_max_new_tokens=32", "--log-dir", str(tmp_path / "logs")],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    cmd = [inspect, "eval", "cotscope/early_answering", "--model", "openai-api/llamacpp/smollm2", "--limit", "2", "--log-dir", str(tmp_path / "logs")]
+    for arg in ("n_samples=2", *task_args):
+        cmd += ["-T", arg]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (log,) = list((tmp_path / "logs").glob("*.eval"))
-    ev = read_eval_log(str(log))
+    return read_eval_log(str(log))
+
+
+@pytest.mark.slow
+def test_inspect_eval_through_the_server(server, tmp_path):
+    """`inspect eval cotscope/early_answering` with Inspect's openai-api provider pointed at the
+    llama.cpp server: the CoT prefixes go as a last assistant message, which it continues."""
+    ev = _inspect_eval(server, tmp_path, "max_new_tokens=96", "continue_max_new_tokens=32")
     assert ev.status == "success" and len(ev.samples) == 2
     for s in ev.samples:
         trace = s.metadata["cotscope"]["traces"]["subject"]
@@ -115,21 +122,7 @@ def test_inspect_eval_through_the_server(server, tmp_path):
 def test_inspect_eval_of_a_choice_task_reads_letter_logprobs(server, tmp_path):
     """A multiple-choice task through Inspect: the forced answer is the letter with the highest
     next-token log-probability, which the server returns through Inspect's logprobs."""
-    pytest.importorskip("inspect_ai")
-    from inspect_ai.log import read_eval_log
-
-    from tests.helpers import tiktoken_cache
-
-    cache = tmp_path / "tiktoken"
-    cache.mkdir()
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache(cache)), "LLAMACPP_API_KEY": "none", "LLAMACPP_BASE_URL": server["url"]}
-    inspect = str(Path(sys.executable).parent / "inspect")
-    proc = subprocess.run([inspect, "eval", "cotscope/early_answering", "--model", "openai-api/llamacpp/smollm2", "--limit", "2",
-                           "-T", "n_samples=2", "-T", "task_args=choices=4", "-T", "max_new_tokens=64", "-T", "continue_max_new_tokens=16",
-                           "--log-dir", str(tmp_path / "logs")], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (log,) = list((tmp_path / "logs").glob("*.eval"))
-    ev = read_eval_log(str(log))
+    ev = _inspect_eval(server, tmp_path, "task_args=choices=4", "max_new_tokens=64", "continue_max_new_tokens=16")
     assert ev.status == "success"
     for s in ev.samples:
         trace = s.metadata["cotscope"]["traces"]["subject"]

@@ -170,14 +170,11 @@ class HFBackend(Backend):
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
-        import torch
-
         rows = []
         for p in prompts:
             ids = self.encode(self.render(p))
             rows.append(_Row(ids, p.messages, len(ids) - 1))
         results: list[Completion | None] = [None] * len(prompts)
-        pad = self.tok.pad_token_id
         eos = _eos_ids(self.model, self.tok)
         for idx in self._batches(rows):
             cache, ids, mask, lp = self._layout(rows, idx)

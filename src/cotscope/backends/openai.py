@@ -146,21 +146,20 @@ class OpenAIBackend(Backend):
     def _client_for(self, key: str):
         return self.clients[zlib.crc32(key.encode()) % len(self.clients)]
 
+    def _request(self, params: GenerationParams) -> dict:
+        """The arguments every generation request carries."""
+        common = dict(model=self.model, extra_body=self.extra_body, max_tokens=params.max_new_tokens, temperature=params.temperature,
+                      top_p=params.top_p, seed=params.seed)
+        if params.stop:
+            common["stop"] = list(params.stop)[:4]  # the API allows at most 4
+        return common
+
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         return self._map(lambda p: self._generate_one(p, params), prompts)
 
     def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Completion:
         client = self._client_for(repr(prompt.messages))
-        common = dict(
-            model=self.model,
-            extra_body=self.extra_body,
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-        )
-        if params.stop:
-            common["stop"] = list(params.stop)[:4]  # the API allows at most 4
+        common = self._request(params)
         if self.mode == "chat":
             if prompt.prefix:
                 raise CotscopeError("mode=chat cannot continue from a reasoning prefix; use mode=completions")
@@ -187,9 +186,7 @@ class OpenAIBackend(Backend):
         """One assistant turn through the chat endpoint with `tools` (OpenAI's function-calling
         schema); the calls come back as data, never run here."""
         client = self._client_for(repr(messages[:2]))
-        common = dict(model=self.model, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p, seed=params.seed)
-        if params.stop:
-            common["stop"] = list(params.stop)[:4]
+        common = self._request(params)
         msgs = [_chat_message(m) for m in messages]
         resp = self._call("a chat completion with tools", client, lambda c: c.chat.completions.create(messages=msgs, tools=tools, **common))
         choice = resp.choices[0]

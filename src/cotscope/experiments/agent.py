@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..interventions import reask
-from ..interventions.edits import change_a_number, has_number
+from ..interventions.edits import has_number
 from ..metrics import Metric
-from ..records import InterventionSpec, SampleRecord
+from ..records import InterventionSpec
 from ..systems.agent import CALL, RESULT
 from ..tasks import Sample
 from ..trace import Answer, Continuation, Trace, split_steps
@@ -65,6 +65,11 @@ def tool_spans(trace: Trace) -> list[ToolSpan]:
         else:
             i += 1
     return spans
+
+
+def _spread(spans: list[ToolSpan], m: int) -> list[ToolSpan]:
+    """`m` of the spans, spread from the first to the last (all when m is 0)."""
+    return [spans[i] for i in positions(len(spans), m)]
 
 
 def noticed(continuation: str, span: ToolSpan) -> str | None:
@@ -116,10 +121,7 @@ class CorruptResult(Experiment):
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[CorruptedResult]]:
         seed = ctx.config.seed
-        chosen = []
-        for t in traces:
-            spans = [s for s in tool_spans(t) if has_number(t.steps[s.result].text)]
-            chosen.append([spans[i] for i in positions(len(spans), self.options.results)] if spans else [])
+        chosen = [_spread([s for s in tool_spans(t) if has_number(t.steps[s.result].text)], self.options.results) for t in traces]
         specs = [[InterventionSpec(name="corrupt_number", args={"step": s.result, "seed": seed}) for s in row] for row in chosen]
         controls = [[InterventionSpec(name="truncate", args={"keep": s.result + 1}) for s in row] for row in chosen]
         budget = ctx.config.continue_max_new_tokens
@@ -207,10 +209,7 @@ class DropCall(Experiment):
 <td>{{ r.control.answer }}{{ " (changed)" if r.control_changed else "" }}</td></tr>{% endfor %}</table>"""
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[DroppedCall]]:
-        chosen = []
-        for t in traces:
-            spans = tool_spans(t)
-            chosen.append([spans[i] for i in positions(len(spans), self.options.calls)] if spans else [])
+        chosen = [_spread(tool_spans(t), self.options.calls) for t in traces]
         # Per sample: each drop, then (where there is one) the control, the intact trajectory.
         specs = [[InterventionSpec(name="drop_steps", args={"first": s.call, "end": s.end}) for s in row]
                  + ([InterventionSpec(name="truncate", args={"keep": len(t.steps)})] if row else []) for t, row in zip(traces, chosen, strict=True)]

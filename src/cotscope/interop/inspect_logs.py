@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,8 @@ from ..records import SampleRecord
 from ..store import RunStore
 from ..summary import summarize
 from ..tasks import get_task
-from ..tasks.base import Sample, extract_answer
+from ..tasks.base import ANSWER, Sample, extract_answer
 from ..trace import Message, ToolCall, Trace, make_steps
-
-_ANSWER_LINE = re.compile(r"^.*\b(?:final answer|answer)\s*(?:is)?\s*[:=].*$|^.*\bthe answer is\b.*$", re.I | re.M)
 
 
 def count_tokens(text: str) -> int:
@@ -123,10 +120,10 @@ def _trace(es: Any, kind: str, n_choices: int, model: str) -> Trace:
     answer, error = extract_answer(final or "", kind, n_choices or None)
     if es.error:
         answer, error = None, f"the Inspect sample failed: {es.error.message}"
-    # The CoT ends before the answer line of the last message.
-    cut = list(_ANSWER_LINE.finditer(cot))
+    # The CoT ends before the line the answer was parsed from.
+    cut = list(ANSWER.finditer(cot))
     if cut and answer is not None:
-        cot = cot[: cut[-1].start()].rstrip()
+        cot = cot[: cot.rfind("\n", 0, cut[-1].start()) + 1].rstrip()
     usage = es.output.usage if es.output else None
     stop = es.output.stop_reason if es.output and es.output.choices else "unknown"
     return Trace(

@@ -24,7 +24,6 @@ so, others start a new turn from it.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +56,7 @@ from ..summary import run_metrics  # noqa: E402
 from ..systems import get_system  # noqa: E402
 from ..systems.prompts import format_question  # noqa: E402
 from ..systems.rewriter import make_rewriter  # noqa: E402
+from .inspect_logs import count_tokens  # noqa: E402
 
 # Inspect task -> (cotscope experiment, its headline metrics).
 TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -81,13 +81,7 @@ class InspectBackend(Backend):
         config = GenerateConfig(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
                                 seed=params.seed, stop_seqs=list(params.stop) or None)
 
-        async def one(p: Prompt) -> ModelOutput:
-            return await self.model.generate(to_messages(p), config=config)
-
-        async def all_() -> list[ModelOutput]:
-            return list(await asyncio.gather(*(one(p) for p in prompts)))
-
-        outs = anyio.from_thread.run(all_)
+        outs = self._outputs(prompts, config)
         done = []
         for p, out in zip(prompts, outs, strict=True):
             if out.error:
@@ -107,12 +101,8 @@ class InspectBackend(Backend):
         log-probabilities of the next token; a candidate not among them gets -100. Needs a
         provider that returns log-probabilities."""
         config = GenerateConfig(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20)
-
-        async def all_() -> list[ModelOutput]:
-            return list(await asyncio.gather(*(self.model.generate(to_messages(p), config=config) for p in prompts)))
-
         out = []
-        for conts, o in zip(continuations, anyio.from_thread.run(all_), strict=True):
+        for conts, o in zip(continuations, self._outputs(prompts, config), strict=True):
             lp = o.choices[0].logprobs if o.choices else None
             if lp is None or not lp.content:
                 raise CotscopeError(f"{self.spec} gave no log-probabilities: multiple-choice answers need them (a provider that returns logprobs)")
@@ -125,9 +115,17 @@ class InspectBackend(Backend):
             out.append([top.get(c.strip(), -100.0) for c in conts])
         return out
 
+    def _outputs(self, prompts: Sequence[Prompt], config: GenerateConfig) -> list[ModelOutput]:
+        """The model's output for each prompt, the calls made concurrently on Inspect's loop."""
+
+        async def all_() -> list[ModelOutput]:
+            return list(await asyncio.gather(*(self.model.generate(to_messages(p), config=config) for p in prompts)))
+
+        return anyio.from_thread.run(all_)
+
     def count_tokens(self, text: str) -> int:
-        """An estimate (Inspect exposes no tokenizer): four characters a token."""
-        return max(1, math.ceil(len(text) / 4)) if text else 0
+        """An estimate: Inspect exposes no tokenizer."""
+        return count_tokens(text)
 
 
 def to_messages(p: Prompt) -> list:
@@ -239,36 +237,33 @@ def cotscope_estimates(config: dict, names: list[str]):
 def early_answering(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
                     max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
     """Early answering (Lanham et al. 2023): the CoT cut after k chunks, an answer forced there; AOC."""
-    return make_task("early_answering", **_args(locals()))
+    return make_task("early_answering", **locals())
 
 
 @task
 def paraphrase_sensitivity(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
                            max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
     """The CoT paraphrased (by `rewriter`, else the evaluated model): how often the answer moves."""
-    return make_task("paraphrase_sensitivity", **_args(locals()))
+    return make_task("paraphrase_sensitivity", **locals())
 
 
 @task
 def filler_substitution(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
                         max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
     """The CoT replaced by filler of the same length (Pfau et al. 2024): accuracy change."""
-    return make_task("filler_substitution", **_args(locals()))
+    return make_task("filler_substitution", **locals())
 
 
 @task
 def adding_mistakes(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
                     max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
     """One step corrupted, the system continues; the answer change minus its uncorrupted control."""
-    return make_task("adding_mistakes", **_args(locals()))
+    return make_task("adding_mistakes", **locals())
 
 
 @task
 def hints(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
           max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
     """A hint in the prompt: how often the answer switches to it, and whether the CoT says so."""
-    return make_task("hints", **_args(locals()))
+    return make_task("hints", **locals())
 
-
-def _args(given: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in given.items() if not k.startswith("_")}

@@ -27,9 +27,8 @@ import re
 from collections.abc import Sequence
 
 from .._errors import CotscopeError
-from ..backends import Backend, GenerationParams, Prompt
+from ..backends import Backend, GenerationParams, Prompt, ToolTurn
 from ..tasks.base import Kind, Sample
-from ..backends.base import ToolTurn
 from ..trace import Message, ToolCall, join_steps, make_steps
 from .base import Cot, Reasoning, System, register_system
 from .prompts import ANSWER_CUE, answer_format, format_question
@@ -90,40 +89,43 @@ class ToolLoop(System):
 
     def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
         """Run every trajectory turn by turn, the turns of all samples batched together."""
-        if self.calls == "native":
-            return self._reason_native(samples, prefixes, max_new_tokens)
         states = [_State(join_steps(p), self._tools()) for p in prefixes]
-        prompts = [self.prompt(s) for s in samples]
-        params = self._params(max_new_tokens, stop=(ANSWER_CUE, RESULT))
+        turn = self._native_turns(samples, states, max_new_tokens) if self.calls == "native" else self._text_turns(samples, states, max_new_tokens)
         for _ in range(self.max_turns):
             live = [i for i, st in enumerate(states) if not st.done]
             if not live:
                 break
-            outs = self.backend.generate([prompts[i].with_prefix(states[i].prefix()) for i in live], params)
-            for i, out in zip(live, outs, strict=True):
-                states[i].take(out.text, out.n_generated_tokens, out.finish_reason, out.n_prompt_tokens)
+            turn(live)
         for st in states:
             if not st.done:
                 st.meta["max_turns_reached"] = 1
         return [st.reasoning(self.backend.count_tokens) for st in states]
 
-    def _reason_native(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
-        states = [_State(join_steps(p), self._tools()) for p in prefixes]
+    def _text_turns(self, samples: Sequence[Sample], states: list[_State], max_new_tokens: int):
+        """One turn of the live trajectories in the text format: one batched generation."""
+        prompts = [self.prompt(s) for s in samples]
+        params = self._params(max_new_tokens, stop=(ANSWER_CUE, RESULT))
+
+        def turn(live: list[int]) -> None:
+            outs = self.backend.generate([prompts[i].with_prefix(states[i].prefix()) for i in live], params)
+            for i, out in zip(live, outs, strict=True):
+                states[i].take(out.text, out.n_generated_tokens, out.finish_reason, out.n_prompt_tokens)
+
+        return turn
+
+    def _native_turns(self, samples: Sequence[Sample], states: list[_State], max_new_tokens: int):
+        """One turn of the live trajectories through the provider's tool calling, a call each."""
         heads = [[*self.native_prompt(s).messages, *as_messages(st.given)] for s, st in zip(samples, states, strict=True)]
         schema = [{"type": "function", "function": {"name": name, "description": t.description, "parameters": {
             "type": "object", "properties": {"input": {"type": "string", "description": "The tool's input."}}, "required": ["input"]}}}
             for name, t in states[0].tools.items()] if states else []
         params = self._params(max_new_tokens, stop=(ANSWER_CUE,))
-        for _ in range(self.max_turns):
-            live = [i for i, st in enumerate(states) if not st.done]
-            if not live:
-                break
+
+        def turn(live: list[int]) -> None:
             for i in live:
                 states[i].take_turn(self.backend.tool_chat([*heads[i], *states[i].messages], schema, params))
-        for st in states:
-            if not st.done:
-                st.meta["max_turns_reached"] = 1
-        return [st.reasoning(self.backend.count_tokens) for st in states]
+
+        return turn
 
 
 def as_messages(text: str) -> list[Message]:

@@ -13,6 +13,8 @@ from .._registry import Registry
 from ..trace import Sample
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Where a final answer is written: "Answer: 7", "answer is 7", "the answer is 7".
+ANSWER = re.compile(r"answer\s*(?:is)?\s*[:=]\s*(.*)|the answer is\s*(.*)", re.I)
 Kind = Literal["numeric", "choice", "exact"]
 
 
@@ -54,7 +56,7 @@ def extract_answer(text: str, kind: Kind, n_choices: int | None = None) -> tuple
     Returns:
         ``(answer, None)`` on success, ``(None, reason)`` on failure.
     """
-    matches = list(re.finditer(r"answer\s*(?:is)?\s*[:=]\s*(.*)|the answer is\s*(.*)", text, re.I))
+    matches = list(ANSWER.finditer(text))
     tail = next((m.group(1) or m.group(2) for m in reversed(matches) if (m.group(1) or m.group(2) or "").strip()), None)
     if kind == "choice":
         letters = LETTERS[: n_choices or 26]
