@@ -16,7 +16,7 @@ from cotscope.store import RunStore
 
 from .helpers import crafted_backend, write_crafted_task
 
-MOCK_CFG = dict(model="mock", n_samples=6, samples_per_flush=2)
+MOCK_CFG = dict(model="mock", n_samples=6, samples_in_flight=2)
 
 
 class Boom(RuntimeError):
@@ -24,13 +24,13 @@ class Boom(RuntimeError):
 
 
 def stored(path):
-    """The records of a samples.jsonl, without the wall time (which no two runs share)."""
+    """The records of a samples.jsonl, without the wall time (which no two runs share), sorted."""
     out = []
     for line in path.read_text().splitlines():
         rec = json.loads(line)
         rec.pop("wall_s")
         out.append(json.dumps(rec, sort_keys=True))
-    return out
+    return sorted(out)  # samples are written as they finish, in no fixed order
 
 
 def without_wall(summary):
@@ -41,8 +41,9 @@ def without_wall(summary):
     return data
 
 
-def test_records_reach_disk_one_by_one_when_samples_are_slow(tmp_path):
-    """Batches shrink to about flush_seconds of work, so a kill loses about that much."""
+def test_each_sample_reaches_disk_as_soon_as_it_is_done(tmp_path):
+    """With one sample in flight, each is written before the next begins: a kill loses at most
+    the samples in flight."""
     seen = []
     backend = crafted_backend()
     real = backend.generate
@@ -57,9 +58,9 @@ def test_records_reach_disk_one_by_one_when_samples_are_slow(tmp_path):
     rows = [json.loads(line) for line in task.read_text().splitlines()]
     copies = [{**r, "id": f"{r['id']}-{c}", "question": f"{r['question']} (copy {c})"} for c in "ab" for r in rows]
     task.write_text("".join(json.dumps(r) + "\n" for r in copies))  # distinct questions: none is answered from the cache
-    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=4, samples_per_flush=8, flush_seconds=1e-6, experiments=("truncate",))
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=4, samples_in_flight=1, experiments=("truncate",))
     audit(cfg, tmp_path / "run", backend=backend, progress=False, plots=False)
-    assert sorted(set(seen)) == [0, 1, 2, 3]  # every batch held one sample, written before the next began
+    assert sorted(set(seen)) == [0, 1, 2, 3]  # every sample was written before the next began
 
 
 def test_cli_equals_python_api(tmp_path, capsys):
@@ -67,7 +68,7 @@ def test_cli_equals_python_api(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "AOC, answer forced" in out and "run directory" in out
-    api = audit(AuditConfig(**{**MOCK_CFG, "samples_per_flush": 8}), tmp_path / "api", progress=False)
+    api = audit(AuditConfig(**{**MOCK_CFG, "samples_in_flight": 8}), tmp_path / "api", progress=False)
     cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
     api_metrics = json.loads(api.summary.model_dump_json())["metrics"]
     for m in (cli["metrics"], api_metrics):
@@ -82,7 +83,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     copies = [{**r, "id": f"{r['id']}-{c}", "question": f"{r['question']} (copy {c})"} for c in "abc" for r in rows]
     task.write_text("".join(json.dumps(r) + "\n" for r in copies))  # distinct questions: none is answered from the cache
     cfg = AuditConfig(
-        model="mock", task=f"jsonl:{task}", task_args={}, n_samples=6, samples_per_flush=1,
+        model="mock", task=f"jsonl:{task}", task_args={}, n_samples=6, samples_in_flight=1,
         experiments=("truncate",),  # its backend calls grow linearly with the samples
     )
     reference = audit(cfg, tmp_path / "ref", backend=crafted_backend(), progress=False, plots=False)
@@ -131,7 +132,7 @@ def test_killed_process_resumes(tmp_path):
     def cmd(out):
         model = f"mock?delay=0.05&log={log}"
         return [sys.executable, "-m", "cotscope.cli.main", "audit", "--model", model, "--n-samples", str(n_samples),
-                "--samples-per-flush", "1", "--no-progress", "--out", str(out)]
+                "--samples-in-flight", "1", "--no-progress", "--out", str(out)]
 
     subprocess.run(cmd(tmp_path / "ref"), check=True, capture_output=True)
     reference_calls = log.read_text().count("\n")
@@ -167,7 +168,7 @@ def test_torn_last_line_is_repaired(tmp_path):
     assert len(store.records) == 3 and path.read_text() == "".join(lines[:3])
     again = audit(cfg, tmp_path, progress=False, plots=False)
     assert len(again.records) == 6 and path.read_text().count("\n") == 6
-    assert stored(path) == [json.dumps({k: v for k, v in json.loads(x).items() if k != "wall_s"}, sort_keys=True) for x in lines]
+    assert stored(path) == sorted(json.dumps({k: v for k, v in json.loads(x).items() if k != "wall_s"}, sort_keys=True) for x in lines)
 
 
 def test_malformed_record_names_the_line(tmp_path):

@@ -40,7 +40,7 @@ def test_a_stalled_server_times_out_clearly():
 
 def test_finished_samples_survive_a_dying_server(tmp_path):
     with FaultServer() as srv:
-        cfg = AuditConfig(model=f"openai/m@{srv.url}?max_retries=1&timeout=5", n_samples=4, samples_per_flush=1,
+        cfg = AuditConfig(model=f"openai/m@{srv.url}?max_retries=1&timeout=5", n_samples=4, samples_in_flight=1,
                           experiments=("truncate", "filler"))
         fresh = lambda: get_backend(cfg.model, cache=False)  # noqa: E731 - a model with an empty cache
         audit(cfg.model_copy(update={"n_samples": 2}), tmp_path / "probe2", backend=fresh(), progress=False, plots=False)

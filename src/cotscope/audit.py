@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ._errors import CotscopeError
-from .backends import Backend, GenerationParams, Model, check_backend, get_backend
+from .backends import Backend, GenerationParams, Model, check_backend, get_backend, lockstep
 from .config import AuditConfig
 from .experiments import Context, Experiment, get_experiments
 from .records import SampleRecord
@@ -147,19 +148,19 @@ def audit(
         store.open()
         done = len(task.samples) - len(todo)
         bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
-        # The first batch is one sample; later ones are sized so that each takes about
-        # flush_seconds, so that a kill loses at most about that much work.
-        size, start = 1, 0
-        while start < len(todo):
-            batch = todo[start : start + size]
-            stage = lambda name, n=len(batch): bar.set_postfix_str(f"{name} ×{n}")  # noqa: E731
-            t0 = time.perf_counter()
-            for record in run_batch(ctx, batch, baseline, experiments, on_stage=stage):
+        # Every sample is a lockstep job: up to samples_in_flight of them run at once and their
+        # model calls share batches; each record is written as soon as its sample is done, so
+        # a kill loses at most the samples in flight.
+        write = threading.Lock()
+
+        def one(sample: Sample) -> None:
+            stage = lambda name: bar.set_postfix_str(name)  # noqa: E731
+            (record,) = run_batch(ctx, [sample], baseline, experiments, on_stage=stage)
+            with write:
                 store.append(record)
-            per_sample = (time.perf_counter() - t0) / len(batch)
-            bar.update(len(batch))
-            start += len(batch)
-            size = max(1, min(config.samples_per_flush, int(config.flush_seconds / max(per_sample, 1e-6))))
+                bar.update(1)
+
+        lockstep.parallel([lambda s=s: one(s) for s in todo], width=config.samples_in_flight)
         bar.close()
         usage = {"subject": backend.usage} | {role: m.usage for role, m in models.items() if isinstance(m, Model)}
         rewriter_model = getattr(rewriter, "backend", None)
@@ -189,17 +190,16 @@ def run_batch(
     `on_stage` hears the name of each stage as it starts (for the progress bar)."""
     stage = on_stage or (lambda name: None)
     start = time.perf_counter()
-    stage(ctx.config.system)
-    traces = {"subject": ctx.subject.run(samples)}
-    if baseline is not None:
-        stage(ctx.config.baseline)
-        traces["baseline"] = baseline.run(samples)
+    # The systems, then the experiments, each run as lockstep jobs: their model calls are
+    # merged round by round into wide batches (`backends.lockstep`).
+    systems = {"subject": ctx.subject} | ({"baseline": baseline} if baseline is not None else {})
+    stage(" + ".join(s.spec for s in systems.values()))
+    traces = dict(zip(systems, lockstep.parallel([lambda s=s: s.run(samples) for s in systems.values()]), strict=True))
     results: list[dict[str, list]] = [{} for _ in samples]
-    for exp in experiments:
-        if exp.needs_cot and not ctx.subject.has_cot:
-            continue
-        stage(exp.name)
-        per_sample = exp.run(ctx, samples, traces["subject"])
+    running = [exp for exp in experiments if not (exp.needs_cot and not ctx.subject.has_cot)]
+    stage(", ".join(exp.name for exp in running))
+    outs = lockstep.parallel([lambda exp=exp: exp.run(ctx, samples, traces["subject"]) for exp in running])
+    for exp, per_sample in zip(running, outs, strict=True):
         if len(per_sample) != len(samples):
             raise CotscopeError(f"experiment {exp.name!r} returned results for {len(per_sample)} of {len(samples)} samples")
         for acc, got in zip(results, per_sample, strict=True):
@@ -208,7 +208,8 @@ def run_batch(
                 raise CotscopeError(f"experiment {exp.name!r} returned {bad[0]}, not its result type {exp.Result.__name__}")
             acc[exp.name] = list(got)
     records = []
-    wall = (time.perf_counter() - start) / len(samples)
+    # In lockstep, samples share the model's time: each is charged its share of the rounds it took part in.
+    wall = lockstep.share() if lockstep.active() and len(samples) == 1 else (time.perf_counter() - start) / len(samples)
     for i, sample in enumerate(samples):
         tr = {role: ts[i] for role, ts in traces.items()}
         records.append(

@@ -59,17 +59,17 @@ class AuditConfig(BaseModel):
         "organisms' paraphraser), judge (LLM judge of hint verbalization), reference, paraphraser. Default: the subject's model, no judge.",
     )
     curve_bins: int = Field(10, ge=1, description="Points on the percent-of-CoT axis of every curve, minus one.")
-    samples_per_flush: int = Field(
-        8, ge=1, description="Most samples processed together (one batched call each) before being written to disk."
-    )
-    flush_seconds: float = Field(
-        60.0, gt=0, description="Batches shrink so that one takes about this long: a kill loses at most about this much work."
+    samples_in_flight: int = Field(
+        8, ge=1,
+        description="Samples worked on at once: their model calls share batches. Each sample is written as soon as it is "
+        "done, so a kill loses at most this many samples' work.",
     )
 
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, data: Any) -> Any:
-        """Read configs of version 1 (rewriter_model, judge_model, mistake_positions, hint_kinds, n_bootstrap)."""
+        """Read configs of version 1 (rewriter_model, judge_model, mistake_positions, hint_kinds, n_bootstrap) and
+        older batching fields (samples_per_flush, flush_seconds)."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -84,6 +84,9 @@ class AuditConfig(BaseModel):
         if (hk := tuple(data.pop("hint_kinds", ("authority", "metadata", "always-a")))) != ("authority", "metadata", "always-a"):
             options.setdefault("hint", {})["kinds"] = list(hk)
         data.pop("n_bootstrap", None)
+        data.pop("flush_seconds", None)
+        if "samples_per_flush" in data:
+            data["samples_in_flight"] = data.pop("samples_per_flush")
         if roles:
             data["roles"] = roles
         if options:
@@ -92,4 +95,4 @@ class AuditConfig(BaseModel):
 
     def identity(self) -> dict:
         """The fields that decide results; a run directory may be resumed only under the same."""
-        return self.model_dump(exclude={"samples_per_flush", "flush_seconds", "curve_bins"})
+        return self.model_dump(exclude={"samples_in_flight", "curve_bins"})

@@ -69,6 +69,17 @@ class Backend(ABC):
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         """Generate one completion per prompt, continuing after each prompt's prefix."""
 
+    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
+        """One completion per prompt, each under its own params. This default makes one
+        `generate` call per distinct params; a provider that decodes rows with different
+        token budgets in one batch overrides it."""
+        out: list[Completion | None] = [None] * len(prompts)
+        for p in dict.fromkeys(params):
+            idx = [i for i, q in enumerate(params) if q == p]
+            for i, c in zip(idx, self.generate([prompts[i] for i in idx], p), strict=True):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
     @abstractmethod
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         """Sum of log-probabilities of each candidate continuation right after each prompt.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .._errors import CotscopeError, require
@@ -144,7 +144,8 @@ class HFBackend(Backend):
         p_ids, p_mask = _left_pad(prefixes, lp, pad)
         with torch.inference_mode():
             out = self.model(
-                input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=_positions(p_mask).to(dev), use_cache=True
+                input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=_positions(p_mask).to(dev), use_cache=True,
+                logits_to_keep=1,  # only the KV is used; logits over every position would cost vocab x tokens of memory
             )
         self.n_prefill_tokens += sum(len(x) for x in prefixes)
         # Each row's KV: its group's first L tokens, right-aligned in lp columns.
@@ -170,28 +171,40 @@ class HFBackend(Backend):
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
-        rows = []
-        for p in prompts:
-            ids = self.encode(self.render(p))
-            rows.append(_Row(ids, p.messages, len(ids) - 1))
+        return self.generate_each(prompts, [params] * len(prompts))
+
+    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
+        """Rows that differ only in their token budget and stop strings share batches; each row
+        stops at its own."""
         results: list[Completion | None] = [None] * len(prompts)
         eos = _eos_ids(self.model, self.tok)
-        for idx in self._batches(rows):
-            cache, ids, mask, lp = self._layout(rows, idx)
-            for row, (new, stopped) in zip(idx, self._decode(cache, ids, mask, lp, params, eos), strict=True):
-                text = self.tok.decode(new, skip_special_tokens=True)
-                text, hit = cut_at_stop(text, params.stop)
-                finish = "stop" if hit or stopped else "length"
-                n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
-                self.n_generated_tokens += n_new
-                results[row] = Completion(text, len(rows[row].ids), n_new, finish)
+        shared_params = [replace(q, max_new_tokens=0, stop=()) for q in params]
+        for shared in dict.fromkeys(shared_params):
+            which = [i for i, q in enumerate(shared_params) if q == shared]
+            rows = []
+            for i in which:
+                ids = self.encode(self.render(prompts[i]))
+                rows.append(_Row(ids, prompts[i].messages, len(ids) - 1))
+            for idx in self._batches(rows):
+                cache, ids, mask, lp = self._layout(rows, idx)
+                own = [params[which[r]] for r in idx]
+                for row, q, (new, stopped) in zip(idx, own, self._decode(cache, ids, mask, lp, shared, own, eos), strict=True):
+                    text = self.tok.decode(new, skip_special_tokens=True)
+                    text, hit = cut_at_stop(text, q.stop)
+                    finish = "stop" if hit or stopped else "length"
+                    n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
+                    self.n_generated_tokens += n_new
+                    results[which[row]] = Completion(text, len(rows[row].ids), n_new, finish)
         return [r for r in results if r is not None]
 
-    def _decode(self, cache, ids, mask, lp: int, params: GenerationParams, eos: set[int]) -> list[tuple[list[int], bool]]:
-        """Greedy or sampled decoding of one batch, each row's new tokens and whether it ended on
-        an end token or a stop string. A row that has ended leaves the batch (its KV rows are
-        dropped), so no decode step is spent on it: `n_decode_row_steps` counts the rows each
-        step ran, one per token kept."""
+    def _decode(
+        self, cache, ids, mask, lp: int, params: GenerationParams, own: Sequence[GenerationParams], eos: set[int]
+    ) -> list[tuple[list[int], bool]]:
+        """Greedy or sampled decoding of one batch (`params`: the sampling settings all rows
+        share; `own`: each row's, for its token budget and stop strings), each row's new tokens
+        and whether it ended on an end token or a stop string. A row that has ended or spent its
+        budget leaves the batch (its KV rows are dropped), so no decode step is spent on it:
+        `n_decode_row_steps` counts the rows each step ran, one per token kept."""
         import torch
 
         dev = self.model.device
@@ -200,13 +213,15 @@ class HFBackend(Backend):
         new: list[list[int]] = [[] for _ in range(n)]
         ended = [False] * n
         live = list(range(n))
-        tail = max((len(self.encode(s)) for s in params.stop if s), default=0) + 2
+        tails = {q.stop: max((len(self.encode(s)) for s in q.stop if s), default=0) + 2 for q in own}
         if params.temperature > 0:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
-            out = self.model(input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True)
+            out = self.model(
+                input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True, logits_to_keep=1
+            )
             cache, logits, last = out.cache, out.logits[:, -1, :], pos[:, -1]
-            for step in range(params.max_new_tokens):
+            while True:
                 chosen = _choose(logits, params).tolist()
                 self.n_decode_row_steps += len(live)
                 keep = []
@@ -214,11 +229,11 @@ class HFBackend(Backend):
                     new[r].append(t)  # an end token is kept (and counted); decoding drops it
                     if t in eos:
                         ended[r] = True
-                    elif params.stop and any(st in self.tok.decode(new[r][-tail:], skip_special_tokens=True) for st in params.stop):
+                    elif (stop := own[r].stop) and any(st in self.tok.decode(new[r][-tails[stop] :], skip_special_tokens=True) for st in stop):
                         ended[r] = True
-                    else:
+                    elif len(new[r]) < own[r].max_new_tokens:
                         keep.append(j)
-                if not keep or step == params.max_new_tokens - 1:
+                if not keep:
                     break
                 if len(keep) < len(live):
                     sel = torch.tensor(keep, device=dev)
@@ -232,6 +247,11 @@ class HFBackend(Backend):
                                  cache=cache, use_cache=True)
                 cache, logits = out.cache, out.logits[:, -1, :]
         return list(zip(new, ended, strict=True))
+
+    def open_stream(self) -> _DecodeStream:
+        """Greedy generation step by step in one running batch, which calls join and leave
+        between steps (continuous batching; `backends.lockstep` drives it)."""
+        return _DecodeStream(self)
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
@@ -284,6 +304,161 @@ class HFBackend(Backend):
                     values[i] = sum(logp[r, width - (len(toks) - t) - 1, toks[t]].item() for t in range(len(toks) - arg, len(toks)))  # type: ignore[operator]
         self.n_scored_tokens += self.n_prefill_tokens - before
         return [[values[r][j] if j is not None else values[r] for r, j in mine] for mine in owners]  # type: ignore[index]
+
+
+class _DecodeStream:
+    """Greedy decoding of a running batch that rows join and leave between steps.
+
+    `add` queues a call's prompts (a ticket); `step` first admits queued rows while the batch
+    has room (`batch_size`; their prompts run through the model together, sharing KV prefixes
+    as in `generate`), then decodes one token for every row. A row that ends (an end token, a
+    stop string, its budget) leaves at once; a ticket whose rows have all ended is returned
+    with its completions. The text of a row is what `generate` would give it alone: rows are
+    left-padded and masked, and positions follow each row's own tokens.
+    """
+
+    def __init__(self, backend: HFBackend) -> None:
+        self.b = backend
+        self.eos = _eos_ids(backend.model, backend.tok)
+        self.queue: list[tuple[int, int, Prompt, GenerationParams]] = []
+        self.rows: list[_Live] = []
+        self.tickets: dict[int, list[Completion | None]] = {}
+        self.n_tickets = 0
+        self.cache = self.mask = self.last = self.logits = None
+
+    def add(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> int:
+        if any(q.temperature > 0 for q in params):
+            raise CotscopeError("the decode stream is greedy; sampled generations go through generate")
+        ticket, self.n_tickets = self.n_tickets, self.n_tickets + 1
+        self.tickets[ticket] = [None] * len(prompts)
+        self.queue += [(ticket, i, p, q) for i, (p, q) in enumerate(zip(prompts, params, strict=True))]
+        return ticket
+
+    def busy(self) -> bool:
+        return bool(self.rows or self.queue)
+
+    def reset(self) -> None:
+        self.queue, self.rows, self.tickets = [], [], {}
+        self.cache = self.mask = self.last = self.logits = None
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        import torch
+
+        b = self.b
+        self._admit()
+        if not self.rows:
+            return []
+        chosen = self.logits.argmax(dim=-1).tolist()
+        b.n_decode_row_steps += len(self.rows)
+        keep = []
+        for j, (row, t) in enumerate(zip(self.rows, chosen, strict=True)):
+            row.new.append(t)
+            stop = row.params.stop
+            if t in self.eos or (stop and any(st in b.tok.decode(row.new[-row.tail :], skip_special_tokens=True) for st in stop)):
+                self._finish(row, stopped=True)
+            elif len(row.new) >= row.params.max_new_tokens:
+                self._finish(row, stopped=False)
+            else:
+                keep.append(j)
+        if not keep:
+            self.rows, self.cache = [], None
+            self.mask = self.last = self.logits = None
+        else:
+            dev = b.model.device
+            if len(keep) < len(self.rows):
+                sel = torch.tensor(keep, device=dev)
+                self.cache.batch_select_indices(sel)
+                self.mask, self.last = self.mask[sel], self.last[sel]
+                self.rows = [self.rows[j] for j in keep]
+                chosen = [chosen[j] for j in keep]
+                self._crop()
+            self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+            self.last = self.last + 1
+            with torch.inference_mode():
+                out = b.model(input_ids=torch.tensor(chosen, device=dev)[:, None], attention_mask=self.mask,
+                              position_ids=self.last[:, None], cache=self.cache, use_cache=True)
+            self.cache, self.logits = out.cache, out.logits[:, -1, :]
+        done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
+        return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
+
+    def _finish(self, row: _Live, stopped: bool) -> None:
+        b = self.b
+        text = b.tok.decode(row.new, skip_special_tokens=True)
+        text, hit = cut_at_stop(text, row.params.stop)
+        n_new = b.count_tokens(text) if hit else len(row.new)
+        b.n_generated_tokens += n_new
+        self.tickets[row.ticket][row.index] = Completion(text, row.n_prompt, n_new, "stop" if hit or stopped else "length")
+
+    def _admit(self) -> None:
+        """Run queued prompts through the model and add them to the running batch."""
+        import torch
+
+        b = self.b
+        room = b.batch_size - len(self.rows)
+        if room <= 0 or not self.queue:
+            return
+        take, self.queue = self.queue[:room], self.queue[room:]
+        rows, live = [], []
+        for ticket, index, prompt, params in take:
+            ids = b.encode(b.render(prompt))
+            rows.append(_Row(ids, prompt.messages, len(ids) - 1))
+            tail = max((len(b.encode(st)) for st in params.stop if st), default=0) + 2
+            live.append(_Live(ticket, index, params, len(ids), tail))
+        cache, ids, mask, lp = b._layout(rows, list(range(len(rows))))
+        dev = b.model.device
+        pos = _positions(mask).to(dev)
+        with torch.inference_mode():
+            out = b.model(input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True,
+                          logits_to_keep=1)
+        logits, last = out.logits[:, -1, :], pos[:, -1]
+        if not self.rows:
+            self.cache, self.mask, self.last, self.logits, self.rows = out.cache, mask, last, logits, live
+            return
+        # Join: both parts left-padded to the wider one, then stacked along the batch.
+        width = max(self.mask.shape[1], mask.shape[1])
+        merged = type(out.cache)()
+        for layer_idx, (old, new) in enumerate(zip(self.cache.layers, out.cache.layers, strict=True)):
+            merged.update(torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)]),
+                          torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)]), layer_idx)
+        self.cache = merged
+        self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
+        self.last = torch.cat([self.last, last])
+        self.logits = torch.cat([self.logits, logits])
+        self.rows = self.rows + live
+
+    def _crop(self) -> None:
+        """Drop the columns that are padding in every row (left by rows that have gone)."""
+        from transformers.cache_utils import DynamicLayer
+
+        first = int(self.mask.any(dim=0).int().argmax())
+        if first == 0 or any(type(layer) is not DynamicLayer for layer in self.cache.layers):
+            return
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        self.mask = self.mask[:, first:]
+
+
+@dataclass
+class _Live:
+    ticket: int
+    index: int
+    params: GenerationParams
+    n_prompt: int
+    tail: int  # tokens decoded again to look for a stop string
+    new: list[int] = field(default_factory=list)
+
+
+def _pad_left(t, width: int):
+    """`t` with zero columns on the left of its sequence axis (-2 for KV, -1 for a mask) up to `width`."""
+    import torch
+
+    axis = -1 if t.dim() == 2 else -2
+    missing = width - t.shape[axis]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[axis] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=axis)
 
 
 @dataclass(frozen=True)

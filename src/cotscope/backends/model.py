@@ -18,10 +18,12 @@ Retries with backoff for network providers stay in the OpenAI client, which impl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from . import lockstep
 from .base import Backend, Completion, GenerationParams, Prompt
 
 
@@ -53,18 +55,47 @@ class Model(Backend):
         return backend if isinstance(backend, Model) else cls(backend)
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
-        if not self.cache or params.temperature > 0:
-            return self._generate(list(prompts), params)
-        keys = [(p, params) for p in prompts]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._generated))
-        self.usage.cache_hits += len(keys) - len(todo)
-        if todo:
-            for key, out in zip(todo, self._generate([p for p, _ in todo], params), strict=True):
-                self._generated[key] = out
-        return [self._generated[k] for k in keys]
+        return self.generate_each(prompts, [params] * len(prompts))
 
-    def _generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Completion]:
-        outs = self.provider.generate(prompts, params) if prompts else []
+    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
+        prompts, params = list(prompts), list(params)
+        if len(prompts) != len(params):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} params")
+        if not prompts:
+            return []
+        if lockstep.active():  # merged with the other jobs' calls; budgets may differ within a batch
+            if self.cache and hasattr(self.provider, "open_stream") and all(q.temperature <= 0 for q in params):
+                return lockstep.submit((id(self), "stream"), self._generate_round, prompts, params, stream=self._open_stream)
+            return lockstep.submit((id(self), "generate", replace(params[0], max_new_tokens=0)), self._generate_round, prompts, params)
+        return self._generate_now(prompts, params)
+
+    def _open_stream(self) -> _Stream:
+        return _Stream(self, self.provider.open_stream())
+
+    def _generate_round(self, calls) -> None:
+        prompts = [p for c in calls for p in c.args[0]]
+        params = [q for c in calls for q in c.args[1]]
+        outs = iter(self._generate_now(prompts, params))
+        for c in calls:
+            c.result = [next(outs) for _ in c.args[0]]
+
+    def _generate_now(self, prompts: list[Prompt], params: list[GenerationParams]) -> list[Completion]:
+        keys = [(p, q) for p, q in zip(prompts, params, strict=True)]
+        fresh = [i for i, (_, q) in enumerate(keys) if not self.cache or q.temperature > 0]  # sampled: never cached
+        skip = set(fresh)
+        todo = list(dict.fromkeys(k for i, k in enumerate(keys) if i not in skip and k not in self._generated))
+        self.usage.cache_hits += len(keys) - len(fresh) - len(todo)
+        ask = todo + [keys[i] for i in fresh]
+        outs = self._provider_generate([p for p, _ in ask], [q for _, q in ask])
+        for key, out in zip(todo, outs, strict=False):
+            self._generated[key] = out
+        sampled = dict(zip(fresh, outs[len(todo) :], strict=True))
+        return [sampled[i] if i in sampled else self._generated[k] for i, k in enumerate(keys)]
+
+    def _provider_generate(self, prompts: list[Prompt], params: list[GenerationParams]) -> list[Completion]:
+        if not prompts:
+            return []
+        outs = self.provider.generate_each(prompts, params)
         self.usage.calls += 1
         self.usage.prompts += len(prompts)
         self.usage.generated_tokens += sum(o.n_generated_tokens for o in outs)
@@ -72,6 +103,21 @@ class Model(Backend):
         return outs
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        prompts, continuations = list(prompts), [list(c) for c in continuations]
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} candidate lists")
+        if not prompts:
+            return []
+        if lockstep.active():
+            return lockstep.submit((id(self), "score"), self._score_round, prompts, continuations)
+        return self._score_now(prompts, continuations)
+
+    def _score_round(self, calls) -> None:
+        scores = iter(self._score_now([p for c in calls for p in c.args[0]], [x for c in calls for x in c.args[1]]))
+        for c in calls:
+            c.result = [next(scores) for _ in c.args[0]]
+
+    def _score_now(self, prompts: list[Prompt], continuations: list[list[str]]) -> list[list[float]]:
         keys = [(p, tuple(c)) for p, c in zip(prompts, continuations, strict=True)]
         todo = list(dict.fromkeys(k for k in keys if k not in self._scored)) if self.cache else keys
         self.usage.cache_hits += len(keys) - len(todo)
@@ -98,3 +144,59 @@ class Model(Backend):
         if name == "provider":
             raise AttributeError(name)
         return getattr(self.provider, name)
+
+
+class _Stream:
+    """A model's greedy calls in its provider's decode stream (continuous batching), through
+    the model's cache: a prompt cached, or already running for another call, is not decoded
+    again."""
+
+    def __init__(self, model: Model, provider_stream: Any) -> None:
+        self.model = model
+        self.provider = provider_stream
+        self.waiting: list[lockstep.Call] = []
+        self.running: dict[int, list[tuple[Prompt, GenerationParams]]] = {}  # ticket -> its keys
+        self.inflight: set[tuple[Prompt, GenerationParams]] = set()
+
+    def add(self, call: lockstep.Call) -> list[lockstep.Call]:
+        keys = list(zip(*call.args, strict=True))
+        new = [k for k in dict.fromkeys(keys) if k not in self.model._generated and k not in self.inflight]
+        self.model.usage.cache_hits += len(keys) - len(new)
+        if new:
+            ticket = self.provider.add([p for p, _ in new], [q for _, q in new])
+            self.running[ticket] = new
+            self.inflight.update(new)
+        self.waiting.append(call)
+        return self._finished()
+
+    def step(self) -> list[lockstep.Call]:
+        usage = self.model.usage
+        for ticket, outs in self.provider.step():
+            keys = self.running.pop(ticket)
+            usage.calls += 1
+            usage.prompts += len(keys)
+            usage.generated_tokens += sum(o.n_generated_tokens for o in outs)
+            usage.truncated += sum(o.finish_reason == "length" for o in outs)
+            for key, out in zip(keys, outs, strict=True):
+                self.model._generated[key] = out
+                self.inflight.discard(key)
+        return self._finished()
+
+    def busy(self) -> bool:
+        return bool(self.waiting)
+
+    def fail(self, error: BaseException) -> list[lockstep.Call]:
+        calls, self.waiting = self.waiting, []
+        self.running, self.inflight = {}, set()
+        self.provider.reset()
+        for c in calls:
+            c.error = error
+        return calls
+
+    def _finished(self) -> list[lockstep.Call]:
+        cached = self.model._generated
+        done = [c for c in self.waiting if all(k in cached for k in zip(*c.args, strict=True))]
+        for c in done:
+            c.result = [cached[k] for k in zip(*c.args, strict=True)]
+            self.waiting.remove(c)
+        return done

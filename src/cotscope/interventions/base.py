@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from .._errors import CotscopeError
 from .._registry import Registry
+from ..backends import lockstep
 from ..records import InterventionSpec
 from ..systems import System
 from ..trace import Answer, Continuation
@@ -78,9 +79,13 @@ def reask(
         results: list = system.answer_from(flat_samples, flat_steps)
     else:
         results = [None] * len(flat_samples)
-        for budget in sorted(set(budgets), key=lambda b: (b is None, b or 0)):  # one batched call per budget
-            idx = [i for i, b in enumerate(budgets) if b == budget]
-            got = system.continue_from([flat_samples[i] for i in idx], [flat_steps[i] for i in idx], max_new_tokens=budget)
+        groups = [[i for i, b in enumerate(budgets) if b == budget] for budget in sorted(set(budgets), key=lambda b: (b is None, b or 0))]
+        # One call per budget, in lockstep: their generations share batches, each row with its own budget.
+        outs = lockstep.parallel([
+            lambda idx=idx: system.continue_from([flat_samples[i] for i in idx], [flat_steps[i] for i in idx], max_new_tokens=budgets[idx[0]])
+            for idx in groups
+        ])
+        for idx, got in zip(groups, outs, strict=True):
             for i, r in zip(idx, got, strict=True):
                 results[i] = r
     return regroup(flat_steps, shape), regroup(results, shape)

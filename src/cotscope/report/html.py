@@ -16,6 +16,7 @@ from ..config import AuditConfig
 from ..experiments import Experiment, get_experiments
 from ..records import SampleRecord
 from ..store import RunStore
+from ..tasks import get_task
 from ..summary import Summary, summarize
 
 # A step that numbers itself ("1.", "2)", "Step 3:"): the list then shows no numbers of its own.
@@ -149,6 +150,12 @@ def load_run(run_dir: Path) -> tuple[Summary, list[SampleRecord], list[Experimen
     records = list(RunStore(run_dir, config, experiments, create=False).records.values())
     if not records:
         raise CotscopeError(f"{run_dir} has no finished samples yet")
+    # Samples are stored as they finish; the report lists them in the task's order when the task can still be read.
+    try:
+        order = {s.id: i for i, s in enumerate(get_task(config.task, config.task_args, limit=config.n_samples, seed=config.seed).samples)}
+    except CotscopeError:
+        order = {}
+    records.sort(key=lambda r: order.get(r.sample.id, len(order)))
     summary = summarize(records, config, experiments)
     if not (run_dir / "accuracy.png").exists():
         from .plots import plot_run
