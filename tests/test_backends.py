@@ -103,3 +103,85 @@ def test_no_decode_step_is_spent_on_a_row_that_has_ended():
     assert [o.text for o in outs] == [o.text for o in alone]
     assert batched.n_decode_row_steps == solo.n_decode_row_steps
     assert batched.n_decode_row_steps < len(prompts) * max(o.n_generated_tokens for o in outs)
+
+
+def test_decode_stream_rows_join_and_leave_and_say_what_they_say_alone():
+    """Calls join the running batch between steps, with their own budgets and stop strings,
+    and leave as they end: each row's text, token count and finish reason equal a call of
+    its own, and no step runs a row that has ended."""
+    pytest.importorskip("torch")
+    from cotscope.systems.prompts import cot_prompt
+    from cotscope.tasks import get_task
+
+    def provider():
+        b = get_backend("organism/faithful", cache=False)
+        return getattr(b, "provider", b)
+
+    prompts = []
+    for k in (1, 3, 5):
+        t = get_task("chain", {"n_ops": str(k)}, limit=2)
+        prompts += [cot_prompt(s, t.kind) for s in t.samples]
+    long = GenerationParams(max_new_tokens=120, stop=("Answer:",))
+    first = [(p, long) for p in prompts[:3]]
+    later = [(prompts[3], GenerationParams(max_new_tokens=4, stop=("Answer:",))), (prompts[4], GenerationParams(max_new_tokens=120, stop=("\n",))),
+             (prompts[5], long)]
+    streamed = provider()
+    stream = streamed.open_stream()
+    a = stream.add([p for p, _ in first], [q for _, q in first])
+    done = dict(stream.step() + stream.step())
+    b = stream.add([p for p, _ in later], [q for _, q in later])
+    while stream.busy():
+        done |= dict(stream.step())
+    solo = provider()
+    alone = [solo.generate([p], q)[0] for p, q in first + later]
+    assert done[a] + done[b] == alone
+    assert [o.finish_reason for o in done[b]] == ["length", "stop", "stop"] and done[b][0].n_generated_tokens == 4
+    assert streamed.n_decode_row_steps == solo.n_decode_row_steps
+    assert stream.cache is None and not stream.rows  # nothing left running
+
+
+def test_rows_with_different_budgets_and_stops_share_a_batch():
+    pytest.importorskip("torch")
+    from cotscope.systems.prompts import cot_prompt
+    from cotscope.tasks import get_task
+
+    b = get_backend("organism/faithful", cache=False)
+    provider = getattr(b, "provider", b)
+    t = get_task("chain", {"n_ops": "3"}, limit=3)
+    prompts = [cot_prompt(s, t.kind) for s in t.samples]
+    params = [GenerationParams(max_new_tokens=3), GenerationParams(max_new_tokens=60, stop=("\n",)), GenerationParams(max_new_tokens=60, stop=("Answer:",))]
+    together = provider.generate_each(prompts, params)
+    assert together == [provider.generate([p], q)[0] for p, q in zip(prompts, params)]
+    assert together[0].n_generated_tokens == 3 and together[0].finish_reason == "length"
+
+
+def test_a_conversations_prompt_prefix_is_run_once_across_calls():
+    """A later call of the same conversation runs only the tokens past the prefix an earlier
+    call ran (kept in the backend's KV store), with the numbers of a backend that runs it all."""
+    pytest.importorskip("torch")
+    from cotscope.backends.hf import HFBackend
+    from cotscope.systems.prompts import cot_prompt
+    from cotscope.tasks import get_task
+
+    b = get_backend("organism/faithful", cache=False)
+    provider = getattr(b, "provider", b)
+    sample = get_task("chain", {"n_ops": "4"}, limit=1).samples[0]
+    base = cot_prompt(sample, "numeric")
+    [cot] = provider.generate([base], GenerationParams(max_new_tokens=120, stop=("Answer:",)))
+    lines = [x for x in cot.text.split("\n") if x.strip()]
+    assert len(lines) >= 3
+    first = [base.with_prefix("\n".join(lines[:k]) + "\n") for k in (1, len(lines))]
+    later = [base.with_prefix("\n".join(lines[:k]) + "\nAnswer:") for k in (2, len(lines) - 1)]
+    cands = [[" 1", " 12", " 7"]] * 2
+
+    stored = HFBackend(provider.model, provider.tok)
+    stored.score(first, cands)
+    before = stored.n_prefill_tokens
+    got = stored.score(later, cands)
+    fresh = HFBackend(provider.model, provider.tok)
+    want = fresh.score(later, cands)
+    assert stored.n_prefill_tokens - before < 0.5 * fresh.n_prefill_tokens  # the shared part was not run again
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, abs=2e-3)
+    params = GenerationParams(max_new_tokens=30, stop=("Answer:",))
+    assert stored.generate(later, params) == HFBackend(provider.model, provider.tok, prefix_cache=False).generate(later, params)

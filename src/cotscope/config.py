@@ -60,7 +60,7 @@ class AuditConfig(BaseModel):
     )
     curve_bins: int = Field(10, ge=1, description="Points on the percent-of-CoT axis of every curve, minus one.")
     samples_in_flight: int = Field(
-        8, ge=1,
+        4, ge=1,
         description="Samples worked on at once: their model calls share batches. Each sample is written as soon as it is "
         "done, so a kill loses at most this many samples' work.",
     )

