@@ -79,26 +79,34 @@ def test_model_caches_greedy_calls_counts_usage_and_never_caches_sampling():
     assert model.count_tokens("a b c") == 3 and model.spec == provider.spec
 
 
-def test_no_decode_step_is_spent_on_a_row_that_has_ended():
-    """Rows of one batch end at different tokens (a stop string): each leaves the batch as it
-    ends, so the batch runs as many row-steps as the rows run alone, and says the same."""
+def organism_provider():
+    """A fresh transformers provider of the faithful organism, outside any `Model` cache."""
     pytest.importorskip("torch")
+    b = get_backend("organism/faithful", cache=False)
+    return getattr(b, "provider", b)
+
+
+def chain_cot_prompts(n_ops=(1, 3, 5), per=2):
+    """CoT prompts of chain questions, `per` of each length: their CoTs end at different tokens."""
     from cotscope.systems.prompts import cot_prompt
     from cotscope.tasks import get_task
 
-    def provider():
-        b = get_backend("organism/faithful", cache=False)
-        return getattr(b, "provider", b)
-
     prompts = []
-    for k in (1, 3, 5):
-        t = get_task("chain", {"n_ops": str(k)}, limit=2)
+    for k in n_ops:
+        t = get_task("chain", {"n_ops": str(k)}, limit=per)
         prompts += [cot_prompt(s, t.kind) for s in t.samples]
+    return prompts
+
+
+def test_no_decode_step_is_spent_on_a_row_that_has_ended():
+    """Rows of one batch end at different tokens (a stop string): each leaves the batch as it
+    ends, so the batch runs as many row-steps as the rows run alone, and says the same."""
+    prompts = chain_cot_prompts()
     params = GenerationParams(max_new_tokens=120, stop=("Answer:",))
-    batched = provider()
+    batched = organism_provider()
     outs = batched.generate(prompts, params)
     assert len({o.n_generated_tokens for o in outs}) > 2 and all(o.finish_reason == "stop" for o in outs)
-    solo = provider()
+    solo = organism_provider()
     alone = [solo.generate([p], params)[0] for p in prompts]
     assert [o.text for o in outs] == [o.text for o in alone]
     assert batched.n_decode_row_steps == solo.n_decode_row_steps
@@ -109,30 +117,19 @@ def test_decode_stream_rows_join_and_leave_and_say_what_they_say_alone():
     """Calls join the running batch between steps, with their own budgets and stop strings,
     and leave as they end: each row's text, token count and finish reason equal a call of
     its own, and no step runs a row that has ended."""
-    pytest.importorskip("torch")
-    from cotscope.systems.prompts import cot_prompt
-    from cotscope.tasks import get_task
-
-    def provider():
-        b = get_backend("organism/faithful", cache=False)
-        return getattr(b, "provider", b)
-
-    prompts = []
-    for k in (1, 3, 5):
-        t = get_task("chain", {"n_ops": str(k)}, limit=2)
-        prompts += [cot_prompt(s, t.kind) for s in t.samples]
+    prompts = chain_cot_prompts()
     long = GenerationParams(max_new_tokens=120, stop=("Answer:",))
     first = [(p, long) for p in prompts[:3]]
     later = [(prompts[3], GenerationParams(max_new_tokens=4, stop=("Answer:",))), (prompts[4], GenerationParams(max_new_tokens=120, stop=("\n",))),
              (prompts[5], long)]
-    streamed = provider()
+    streamed = organism_provider()
     stream = streamed.open_stream()
     a = stream.add([p for p, _ in first], [q for _, q in first])
     done = dict(stream.step() + stream.step())
     b = stream.add([p for p, _ in later], [q for _, q in later])
     while stream.busy():
         done |= dict(stream.step())
-    solo = provider()
+    solo = organism_provider()
     alone = [solo.generate([p], q)[0] for p, q in first + later]
     assert done[a] + done[b] == alone
     assert [o.finish_reason for o in done[b]] == ["length", "stop", "stop"] and done[b][0].n_generated_tokens == 4
@@ -141,14 +138,8 @@ def test_decode_stream_rows_join_and_leave_and_say_what_they_say_alone():
 
 
 def test_rows_with_different_budgets_and_stops_share_a_batch():
-    pytest.importorskip("torch")
-    from cotscope.systems.prompts import cot_prompt
-    from cotscope.tasks import get_task
-
-    b = get_backend("organism/faithful", cache=False)
-    provider = getattr(b, "provider", b)
-    t = get_task("chain", {"n_ops": "3"}, limit=3)
-    prompts = [cot_prompt(s, t.kind) for s in t.samples]
+    provider = organism_provider()
+    prompts = chain_cot_prompts((3,), per=3)
     params = [GenerationParams(max_new_tokens=3), GenerationParams(max_new_tokens=60, stop=("\n",)), GenerationParams(max_new_tokens=60, stop=("Answer:",))]
     together = provider.generate_each(prompts, params)
     assert together == [provider.generate([p], q)[0] for p, q in zip(prompts, params)]
@@ -158,15 +149,10 @@ def test_rows_with_different_budgets_and_stops_share_a_batch():
 def test_a_conversations_prompt_prefix_is_run_once_across_calls():
     """A later call of the same conversation runs only the tokens past the prefix an earlier
     call ran (kept in the backend's KV store), with the numbers of a backend that runs it all."""
-    pytest.importorskip("torch")
+    provider = organism_provider()
     from cotscope.backends.hf import HFBackend
-    from cotscope.systems.prompts import cot_prompt
-    from cotscope.tasks import get_task
 
-    b = get_backend("organism/faithful", cache=False)
-    provider = getattr(b, "provider", b)
-    sample = get_task("chain", {"n_ops": "4"}, limit=1).samples[0]
-    base = cot_prompt(sample, "numeric")
+    [base] = chain_cot_prompts((4,), per=1)
     [cot] = provider.generate([base], GenerationParams(max_new_tokens=120, stop=("Answer:",)))
     lines = [x for x in cot.text.split("\n") if x.strip()]
     assert len(lines) >= 3

@@ -145,19 +145,7 @@ class HFBackend(Backend):
         kv = self._prefix_kv({g: rows[ref[g]].ids[: group_len[g]] for g in groups})
         lp = max(group_len.values())
         # Each row's KV: its group's first L tokens, right-aligned in lp columns.
-        cache = None
-        for layer_idx, (k0, v0) in enumerate(kv[groups[0]]):
-            keys = k0.new_zeros((len(idx), k0.shape[0], lp, k0.shape[2]))
-            values = v0.new_zeros((len(idx), v0.shape[0], lp, v0.shape[2]))
-            for r, i in enumerate(idx):
-                n = shared[i]
-                if n:
-                    k, v = kv[rows[i].group][layer_idx]
-                    keys[r, :, lp - n :] = k[:, :n]
-                    values[r, :, lp - n :] = v[:, :n]
-            if cache is None:
-                cache = self._new_cache()
-            cache.update(keys, values, layer_idx)
+        cache = self._stack_kv([(kv[rows[i].group], shared[i]) for i in idx], lp)
         row_prefix = [rows[i].ids[: shared[i]] for i in idx]
         suffixes = [rows[i].ids[shared[i] :] for i in idx]
         self.n_prefill_tokens += sum(len(x) for x in suffixes)
@@ -171,6 +159,21 @@ class HFBackend(Backend):
         from transformers import DynamicCache
 
         return DynamicCache(config=self.model.config)
+
+    def _stack_kv(self, parts: Sequence[tuple[list | None, int]], width: int):
+        """A cache of one row per part: the first n tokens of the part's KV (per layer, heads x
+        tokens x dim; None when n is 0), right-aligned in `width` columns, zeros to their left."""
+        ref = next(kv for kv, n in parts if n)
+        cache = self._new_cache()
+        for layer_idx, (k0, v0) in enumerate(ref):
+            keys = k0.new_zeros((len(parts), k0.shape[0], width, k0.shape[2]))
+            values = v0.new_zeros((len(parts), v0.shape[0], width, v0.shape[2]))
+            for r, (kv, n) in enumerate(parts):
+                if n:
+                    keys[r, :, width - n :] = kv[layer_idx][0][:, :n]
+                    values[r, :, width - n :] = kv[layer_idx][1][:, :n]
+            cache.update(keys, values, layer_idx)
+        return cache
 
     def _prefix_kv(self, prefixes: dict) -> dict:
         """The KV of each group's prefix tokens (per layer, heads x tokens x dim). A prefix's
@@ -196,20 +199,9 @@ class HFBackend(Backend):
         wm = max(m for _, _, m, _ in need)
         n_ids, n_mask = _left_pad([ids[m:] for _, ids, m, _ in need], max(len(ids) - m for _, ids, m, _ in need), self.tok.pad_token_id)
         m_mask = torch.zeros((len(need), wm), dtype=torch.long)
-        cache = None
-        if wm:
-            cache = self._new_cache()
-            for layer_idx in range(len(next(h for *_, h in need if h)[1])):
-                ref_k, ref_v = next(h for *_, h in need if h)[1][layer_idx]
-                keys = ref_k.new_zeros((len(need), ref_k.shape[0], wm, ref_k.shape[2]))
-                values = ref_v.new_zeros((len(need), ref_v.shape[0], wm, ref_v.shape[2]))
-                for r, (_, _, m, hit) in enumerate(need):
-                    if m:
-                        keys[r, :, wm - m :] = hit[1][layer_idx][0][:, :m]
-                        values[r, :, wm - m :] = hit[1][layer_idx][1][:, :m]
-                cache.update(keys, values, layer_idx)
-            for r, (_, _, m, _) in enumerate(need):
-                m_mask[r, wm - m :] = 1
+        for r, (_, _, m, _) in enumerate(need):
+            m_mask[r, wm - m :] = 1
+        cache = self._stack_kv([(hit[1] if hit else None, m) for _, _, m, hit in need], wm) if wm else None
         mask = torch.cat([m_mask, n_mask], dim=1)
         with torch.inference_mode():
             res = self.model(
@@ -242,21 +234,55 @@ class HFBackend(Backend):
         shared_params = [replace(q, max_new_tokens=0, stop=()) for q in params]
         for shared in dict.fromkeys(shared_params):
             which = [i for i, q in enumerate(shared_params) if q == shared]
-            rows = []
-            for i in which:
-                ids = self.encode(self.render(prompts[i]))
-                rows.append(_Row(ids, prompts[i].messages, len(ids) - 1))
+            rows = [self._gen_row(prompts[i]) for i in which]
             for idx in self._batches(rows):
                 cache, ids, mask, lp = self._layout(rows, idx)
                 own = [params[which[r]] for r in idx]
                 for row, q, (new, stopped) in zip(idx, own, self._decode(cache, ids, mask, lp, shared, own, eos), strict=True):
-                    text = self.tok.decode(new, skip_special_tokens=True)
-                    text, hit = cut_at_stop(text, q.stop)
-                    finish = "stop" if hit or stopped else "length"
-                    n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
-                    self.n_generated_tokens += n_new
-                    results[which[row]] = Completion(text, len(rows[row].ids), n_new, finish)
+                    results[which[row]] = self._completion(new, q, stopped, len(rows[row].ids))
         return [r for r in results if r is not None]
+
+    def _gen_row(self, prompt: Prompt) -> _Row:
+        ids = self.encode(self.render(prompt))
+        return _Row(ids, prompt.messages, len(ids) - 1)
+
+    def _completion(self, new: list[int], params: GenerationParams, stopped: bool, n_prompt: int) -> Completion:
+        """A row's completion from its decoded tokens (`stopped`: it ended on an end token or a
+        stop string, not on its budget)."""
+        text, hit = cut_at_stop(self.tok.decode(new, skip_special_tokens=True), params.stop)
+        n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
+        self.n_generated_tokens += n_new
+        return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length")
+
+    def _stop_tail(self, stop: tuple[str, ...]) -> int:
+        """How many of a row's last tokens are decoded again to look for a stop string."""
+        return max((len(self.encode(s)) for s in stop if s), default=0) + 2
+
+    def _ends(self, new: list[int], stop: tuple[str, ...], tail: int, eos: set[int]) -> bool:
+        """Whether a row ends at its last token: an end token, or a stop string in its tail."""
+        return new[-1] in eos or (bool(stop) and any(st in self.tok.decode(new[-tail:], skip_special_tokens=True) for st in stop))
+
+    def _start(self, cache, ids, mask, lp: int):
+        """Run a batch's prompt tokens past its cached prefix: (cache, next-token logits, last positions)."""
+        import torch
+
+        pos = _positions(mask).to(self.model.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True,
+                             logits_to_keep=1)
+        return out.cache, out.logits[:, -1, :], pos[:, -1]
+
+    def _step(self, chosen: list[int], cache, mask, last):
+        """One decode step of the live rows: (cache, next-token logits, mask, last positions)."""
+        import torch
+
+        dev = self.model.device
+        mask = torch.cat([mask, mask.new_ones((len(chosen), 1))], dim=1)
+        last = last + 1
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor(chosen, device=dev)[:, None], attention_mask=mask, position_ids=last[:, None],
+                             cache=cache, use_cache=True)
+        return out.cache, out.logits[:, -1, :], mask, last
 
     def _decode(
         self, cache, ids, mask, lp: int, params: GenerationParams, own: Sequence[GenerationParams], eos: set[int]
@@ -268,45 +294,34 @@ class HFBackend(Backend):
         `n_decode_row_steps` counts the rows each step ran, one per token kept."""
         import torch
 
-        dev = self.model.device
-        pos = _positions(mask).to(dev)
         n = ids.shape[0]
         new: list[list[int]] = [[] for _ in range(n)]
         ended = [False] * n
         live = list(range(n))
-        tails = {q.stop: max((len(self.encode(s)) for s in q.stop if s), default=0) + 2 for q in own}
+        tails = {q.stop: self._stop_tail(q.stop) for q in own}
         if params.temperature > 0:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
-            out = self.model(
-                input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True, logits_to_keep=1
-            )
-            cache, logits, last = out.cache, out.logits[:, -1, :], pos[:, -1]
+            cache, logits, last = self._start(cache, ids, mask, lp)
             while True:
                 chosen = _choose(logits, params).tolist()
                 self.n_decode_row_steps += len(live)
                 keep = []
                 for j, (r, t) in enumerate(zip(live, chosen, strict=True)):
                     new[r].append(t)  # an end token is kept (and counted); decoding drops it
-                    if t in eos:
-                        ended[r] = True
-                    elif (stop := own[r].stop) and any(st in self.tok.decode(new[r][-tails[stop] :], skip_special_tokens=True) for st in stop):
+                    if self._ends(new[r], own[r].stop, tails[own[r].stop], eos):
                         ended[r] = True
                     elif len(new[r]) < own[r].max_new_tokens:
                         keep.append(j)
                 if not keep:
                     break
                 if len(keep) < len(live):
-                    sel = torch.tensor(keep, device=dev)
+                    sel = torch.tensor(keep, device=self.model.device)
                     cache.batch_select_indices(sel)
                     mask, last = mask[sel], last[sel]
                     live = [live[j] for j in keep]
                     chosen = [chosen[j] for j in keep]
-                mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-                last = last + 1
-                out = self.model(input_ids=torch.tensor(chosen, device=dev)[:, None], attention_mask=mask, position_ids=last[:, None],
-                                 cache=cache, use_cache=True)
-                cache, logits = out.cache, out.logits[:, -1, :]
+                cache, logits, mask, last = self._step(chosen, cache, mask, last)
         return list(zip(new, ended, strict=True))
 
     def open_stream(self) -> _DecodeStream:
@@ -416,41 +431,25 @@ class _DecodeStream:
         keep = []
         for j, (row, t) in enumerate(zip(self.rows, chosen, strict=True)):
             row.new.append(t)
-            stop = row.params.stop
-            if t in self.eos or (stop and any(st in b.tok.decode(row.new[-row.tail :], skip_special_tokens=True) for st in stop)):
-                self._finish(row, stopped=True)
-            elif len(row.new) >= row.params.max_new_tokens:
-                self._finish(row, stopped=False)
+            stopped = b._ends(row.new, row.params.stop, row.tail, self.eos)
+            if stopped or len(row.new) >= row.params.max_new_tokens:
+                self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt)
             else:
                 keep.append(j)
         if not keep:
             self.rows, self.cache = [], None
             self.mask = self.last = self.logits = None
         else:
-            dev = b.model.device
             if len(keep) < len(self.rows):
-                sel = torch.tensor(keep, device=dev)
+                sel = torch.tensor(keep, device=b.model.device)
                 self.cache.batch_select_indices(sel)
                 self.mask, self.last = self.mask[sel], self.last[sel]
                 self.rows = [self.rows[j] for j in keep]
                 chosen = [chosen[j] for j in keep]
                 self._crop()
-            self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
-            self.last = self.last + 1
-            with torch.inference_mode():
-                out = b.model(input_ids=torch.tensor(chosen, device=dev)[:, None], attention_mask=self.mask,
-                              position_ids=self.last[:, None], cache=self.cache, use_cache=True)
-            self.cache, self.logits = out.cache, out.logits[:, -1, :]
+            self.cache, self.logits, self.mask, self.last = b._step(chosen, self.cache, self.mask, self.last)
         done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
         return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
-
-    def _finish(self, row: _Live, stopped: bool) -> None:
-        b = self.b
-        text = b.tok.decode(row.new, skip_special_tokens=True)
-        text, hit = cut_at_stop(text, row.params.stop)
-        n_new = b.count_tokens(text) if hit else len(row.new)
-        b.n_generated_tokens += n_new
-        self.tickets[row.ticket][row.index] = Completion(text, row.n_prompt, n_new, "stop" if hit or stopped else "length")
 
     def _admit(self) -> None:
         """Run queued prompts through the model and add them to the running batch."""
@@ -461,26 +460,18 @@ class _DecodeStream:
             return
         room = b.batch_size - len(self.rows)
         take, self.queue = self.queue[:room], self.queue[room:]
-        rows, live = [], []
-        for ticket, index, prompt, params in take:
-            ids = b.encode(b.render(prompt))
-            rows.append(_Row(ids, prompt.messages, len(ids) - 1))
-            tail = max((len(b.encode(st)) for st in params.stop if st), default=0) + 2
-            live.append(_Live(ticket, index, params, len(ids), tail))
+        rows = [b._gen_row(prompt) for _, _, prompt, _ in take]
+        live = [_Live(ticket, index, params, len(row.ids), b._stop_tail(params.stop))
+                for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         cache, ids, mask, lp = b._layout(rows, list(range(len(rows))))
-        dev = b.model.device
-        pos = _positions(mask).to(dev)
-        with torch.inference_mode():
-            out = b.model(input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True,
-                          logits_to_keep=1)
-        logits, last = out.logits[:, -1, :], pos[:, -1]
+        cache, logits, last = b._start(cache, ids, mask, lp)
         if not self.rows:
-            self.cache, self.mask, self.last, self.logits, self.rows = out.cache, mask, last, logits, live
+            self.cache, self.mask, self.last, self.logits, self.rows = cache, mask, last, logits, live
             return
         # Join: both parts left-padded to the wider one, then stacked along the batch.
         width = max(self.mask.shape[1], mask.shape[1])
-        merged = type(out.cache)()
-        for layer_idx, (old, new) in enumerate(zip(self.cache.layers, out.cache.layers, strict=True)):
+        merged = b._new_cache()
+        for layer_idx, (old, new) in enumerate(zip(self.cache.layers, cache.layers, strict=True)):
             merged.update(torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)]),
                           torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)]), layer_idx)
         self.cache = merged

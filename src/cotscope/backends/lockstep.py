@@ -185,15 +185,7 @@ def _drive(session: _Session, finished: Callable[[], bool]) -> None:
                 outstanding.update(calls)
                 cond.release()
                 try:
-                    if calls:
-                        done = _take(calls, streams)
-                    else:
-                        done = []
-                        for st in busy:
-                            try:
-                                done += st.step()
-                            except BaseException as exc:  # noqa: BLE001 - every call in the stream gets it
-                                done += st.fail(exc)
+                    done = _take(calls, streams) if calls else _step(busy)
                 finally:
                     cond.acquire()
                 now, tops = time.perf_counter(), {c.key[0] for c in outstanding}
@@ -218,9 +210,10 @@ def _take(calls: list[Call], streams: dict[Any, Stream]) -> list[Call]:
     groups: dict[Any, list[Call]] = {}
     for c in calls:
         if c.stream is not None:
-            st = streams.get(c.group) or streams.setdefault(c.group, c.stream())
+            if c.group not in streams:
+                streams[c.group] = c.stream()
             try:
-                done += st.add(c)
+                done += streams[c.group].add(c)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 c.error = exc
                 done.append(c)
@@ -233,4 +226,16 @@ def _take(calls: list[Call], streams: dict[Any, Stream]) -> list[Call]:
             for c in group:
                 c.error = exc
         done += group
+    return done
+
+
+def _step(streams: list[Stream]) -> list[Call]:
+    """One decode step of each stream; return the calls that are done (a failing stream's
+    calls each with its error)."""
+    done: list[Call] = []
+    for st in streams:
+        try:
+            done += st.step()
+        except BaseException as exc:  # noqa: BLE001 - every call in the stream gets it
+            done += st.fail(exc)
     return done

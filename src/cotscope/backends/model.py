@@ -73,11 +73,7 @@ class Model(Backend):
         return _Stream(self, self.provider.open_stream())
 
     def _generate_round(self, calls) -> None:
-        prompts = [p for c in calls for p in c.args[0]]
-        params = [q for c in calls for q in c.args[1]]
-        outs = iter(self._generate_now(prompts, params))
-        for c in calls:
-            c.result = [next(outs) for _ in c.args[0]]
+        _run_merged(calls, self._generate_now)
 
     def _generate_now(self, prompts: list[Prompt], params: list[GenerationParams]) -> list[Completion]:
         keys = [(p, q) for p, q in zip(prompts, params, strict=True)]
@@ -96,11 +92,15 @@ class Model(Backend):
         if not prompts:
             return []
         outs = self.provider.generate_each(prompts, params)
+        self._count(outs)
+        return outs
+
+    def _count(self, outs: Sequence[Completion]) -> None:
+        """One provider call's generations in the usage counts."""
         self.usage.calls += 1
-        self.usage.prompts += len(prompts)
+        self.usage.prompts += len(outs)
         self.usage.generated_tokens += sum(o.n_generated_tokens for o in outs)
         self.usage.truncated += sum(o.finish_reason == "length" for o in outs)
-        return outs
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         prompts, continuations = list(prompts), [list(c) for c in continuations]
@@ -113,9 +113,7 @@ class Model(Backend):
         return self._score_now(prompts, continuations)
 
     def _score_round(self, calls) -> None:
-        scores = iter(self._score_now([p for c in calls for p in c.args[0]], [x for c in calls for x in c.args[1]]))
-        for c in calls:
-            c.result = [next(scores) for _ in c.args[0]]
+        _run_merged(calls, self._score_now)
 
     def _score_now(self, prompts: list[Prompt], continuations: list[list[str]]) -> list[list[float]]:
         keys = [(p, tuple(c)) for p, c in zip(prompts, continuations, strict=True)]
@@ -146,6 +144,14 @@ class Model(Backend):
         return getattr(self.provider, name)
 
 
+def _run_merged(calls: Sequence[lockstep.Call], run) -> None:
+    """Run lockstep calls of one kind as a single call (each argument list concatenated) and
+    hand each call its part of the result."""
+    outs = iter(run(*([x for c in calls for x in c.args[k]] for k in range(len(calls[0].args)))))
+    for c in calls:
+        c.result = [next(outs) for _ in c.args[0]]
+
+
 class _Stream:
     """A model's greedy calls in its provider's decode stream (continuous batching), through
     the model's cache: a prompt cached, or already running for another call, is not decoded
@@ -170,13 +176,9 @@ class _Stream:
         return self._finished()
 
     def step(self) -> list[lockstep.Call]:
-        usage = self.model.usage
         for ticket, outs in self.provider.step():
             keys = self.running.pop(ticket)
-            usage.calls += 1
-            usage.prompts += len(keys)
-            usage.generated_tokens += sum(o.n_generated_tokens for o in outs)
-            usage.truncated += sum(o.finish_reason == "length" for o in outs)
+            self.model._count(outs)
             for key, out in zip(keys, outs, strict=True):
                 self.model._generated[key] = out
                 self.inflight.discard(key)
