@@ -80,9 +80,11 @@ def test_model_caches_greedy_calls_counts_usage_and_never_caches_sampling():
 
 
 def organism_provider():
-    """A fresh transformers provider of the faithful organism, outside any `Model` cache."""
+    """A fresh transformers provider of the faithful organism, outside any `Model` cache, in
+    float32 on any device (bfloat16, the default on a GPU, can flip a near-tie between a batch
+    and a row alone)."""
     pytest.importorskip("torch")
-    b = get_backend("organism/faithful", cache=False)
+    b = get_backend("organism/faithful?dtype=float32", cache=False)
     return getattr(b, "provider", b)
 
 
