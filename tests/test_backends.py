@@ -173,3 +173,43 @@ def test_a_conversations_prompt_prefix_is_run_once_across_calls():
         assert g == pytest.approx(w, abs=2e-3)
     params = GenerationParams(max_new_tokens=30, stop=("Answer:",))
     assert stored.generate(later, params) == HFBackend(provider.model, provider.tok, prefix_cache=False).generate(later, params)
+
+
+def test_a_cache_layer_writes_each_decode_step_in_place_and_holds_what_concatenation_would():
+    """The decode cache's layer keeps a buffer with room for coming tokens: a step writes one
+    column there (no copy of the whole KV), rows can be selected and leading columns cropped,
+    and at every point the keys and values are exactly what concatenating every update gives."""
+    torch = pytest.importorskip("torch")
+    from cotscope.backends.hf import GROW_TOKENS, _grow_layer
+
+    layer = _grow_layer()()
+    k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    want_k, want_v = k.clone(), v.clone()
+    layer.update(k, v)
+    buffer = layer.buf[0].data_ptr()
+    for step in range(GROW_TOKENS + 3):
+        nk, nv = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+        keys, values = layer.update(nk, nv)
+        want_k, want_v = torch.cat([want_k, nk], dim=-2), torch.cat([want_v, nv], dim=-2)
+        assert torch.equal(keys, want_k) and torch.equal(values, want_v)
+        if step < GROW_TOKENS:  # within the room it was given, the buffer is the same memory
+            assert layer.buf[0].data_ptr() == buffer
+    assert layer.buf[0].data_ptr() != buffer  # then it grew once
+    sel = torch.tensor([2, 0])
+    layer.batch_select_indices(sel)
+    want_k, want_v = want_k[sel], want_v[sel]
+    assert torch.equal(layer.keys, want_k)
+    layer.keys, layer.values = layer.keys[:, :, 7:], layer.values[:, :, 7:]  # the stream crops columns every row pads
+    nk, nv = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    keys, values = layer.update(nk, nv)
+    assert torch.equal(keys, torch.cat([want_k[:, :, 7:], nk], dim=-2)) and torch.equal(values, torch.cat([want_v[:, :, 7:], nv], dim=-2))
+
+
+def test_freed_heap_memory_is_given_back_at_most_once_a_second():
+    from cotscope.backends import _memory
+
+    if _memory._trim_fn() is None:
+        pytest.skip("no malloc_trim here (not glibc)")
+    assert _memory.release_freed_memory(force=True)
+    assert not _memory.release_freed_memory()  # within TRIM_EVERY_S of the last
+    assert _memory.release_freed_memory(force=True)

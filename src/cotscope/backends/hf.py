@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .._errors import CotscopeError, require
+from ._memory import release_freed_memory
 from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
 from .registry import ALIASES, register_backend
 
@@ -87,6 +88,7 @@ class HFBackend(Backend):
         except OSError as exc:
             raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
         model.to(device).eval()
+        release_freed_memory(force=True)  # what de-quantizing and converting the weights left
         return cls(model, tok, batch_size=batch_size, prefix_cache=prefix_cache)
 
     # -- text ------------------------------------------------------------------------------
@@ -156,9 +158,13 @@ class HFBackend(Backend):
         return cache, ids.to(dev), mask.to(dev), lp
 
     def _new_cache(self):
+        """A DynamicCache whose full-attention layers write each new token in place (`_GrowLayer`)."""
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
-        return DynamicCache(config=self.model.config)
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [_grow_layer()() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+        return cache
 
     def _stack_kv(self, parts: Sequence[tuple[list | None, int]], width: int):
         """A cache of one row per part: the first n tokens of the part's KV (per layer, heads x
@@ -240,6 +246,7 @@ class HFBackend(Backend):
                 own = [params[which[r]] for r in idx]
                 for row, q, (new, stopped) in zip(idx, own, self._decode(cache, ids, mask, lp, shared, own, eos), strict=True):
                     results[which[row]] = self._completion(new, q, stopped, len(rows[row].ids))
+                release_freed_memory()
         return [r for r in results if r is not None]
 
     def _gen_row(self, prompt: Prompt) -> _Row:
@@ -268,8 +275,8 @@ class HFBackend(Backend):
 
         pos = _positions(mask).to(self.model.device)
         with torch.inference_mode():
-            out = self.model(input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:], cache=cache, use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(input_ids=ids[:, lp:], attention_mask=mask, position_ids=pos[:, lp:],
+                             cache=self._new_cache() if cache is None else cache, use_cache=True, logits_to_keep=1)
         return out.cache, out.logits[:, -1, :], pos[:, -1]
 
     def _step(self, chosen: list[int], cache, mask, last):
@@ -381,6 +388,7 @@ class HFBackend(Backend):
                 else:  # token t of the row sits at column width - (len - t); its logit one column left
                     values[i] = sum(logp[r, width - (len(toks) - t) - 1, toks[t]].item() for t in range(len(toks) - arg, len(toks)))  # type: ignore[operator]
         self.n_scored_tokens += self.n_prefill_tokens - before
+        release_freed_memory()
         return [[values[r][j] if j is not None else values[r] for r, j in mine] for mine in owners]  # type: ignore[index]
 
 
@@ -448,6 +456,7 @@ class _DecodeStream:
                 chosen = [chosen[j] for j in keep]
                 self._crop()
             self.cache, self.logits, self.mask, self.last = b._step(chosen, self.cache, self.mask, self.last)
+        release_freed_memory()
         done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
         return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
 
@@ -474,6 +483,10 @@ class _DecodeStream:
         for layer_idx, (old, new) in enumerate(zip(self.cache.layers, cache.layers, strict=True)):
             merged.update(torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)]),
                           torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)]), layer_idx)
+            for part in (old, new):  # free each layer as it is copied: the join holds one batch's KV, not two
+                part.keys = part.values = None
+                if hasattr(part, "buf"):
+                    part.buf = None
         self.cache = merged
         self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
         self.last = torch.cat([self.last, last])
@@ -482,14 +495,70 @@ class _DecodeStream:
 
     def _crop(self) -> None:
         """Drop the columns that are padding in every row (left by rows that have gone)."""
-        from transformers.cache_utils import DynamicLayer
-
         first = int(self.mask.any(dim=0).int().argmax())
-        if first == 0 or any(type(layer) is not DynamicLayer for layer in self.cache.layers):
+        if first == 0 or any(type(layer) is not _grow_layer() for layer in self.cache.layers):
             return
         for layer in self.cache.layers:
             layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
         self.mask = self.mask[:, first:]
+
+
+GROW_TOKENS = 64  # free columns a cache layer keeps for the tokens still to come, see _grow_layer
+_GROW_LAYER: list = []
+
+
+def _grow_layer():
+    """transformers' DynamicLayer, but its keys and values are views of buffers with room for
+    `GROW_TOKENS` more columns. DynamicLayer concatenates on every update, so each decode step
+    copies the whole KV of the batch (most of a wide step's time at long contexts) and the
+    allocator is left with ever-larger holes; here a step writes its one column in place, and a
+    buffer is reallocated once every `GROW_TOKENS` steps, or when the keys were replaced (rows
+    selected, columns cropped). The numbers are the same: attention reads the same values."""
+    if _GROW_LAYER:
+        return _GROW_LAYER[0]
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowLayer(DynamicLayer):
+        buf: tuple | None = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = self.get_seq_length()
+            need = n + key_states.shape[-2]
+            if not self._inside() or need > self.buf[0].shape[-2]:
+                self.buf = tuple(self._room(old if n else None, new, need) for old, new in ((self.keys, key_states), (self.values, value_states)))
+            bk, bv = self.buf
+            bk[:, :, n:need] = key_states
+            bv[:, :, n:need] = value_states
+            self.keys, self.values = bk[:, :, :need], bv[:, :, :need]
+            return self.keys, self.values
+
+        def _inside(self) -> bool:
+            """Whether the keys are still the leading columns of the buffer (nothing replaced them)."""
+            b = self.buf[0] if self.buf is not None else None
+            return (b is not None and self.get_seq_length() > 0 and self.keys.data_ptr() == b.data_ptr()
+                    and self.keys.shape[0] == b.shape[0] and self.keys.stride() == b.stride())
+
+        @staticmethod
+        def _room(old, new, need: int):
+            shape = list(new.shape)
+            shape[-2] = need + GROW_TOKENS
+            buf = new.new_empty(shape)
+            if old is not None:
+                buf[:, :, : old.shape[-2]] = old
+            return buf
+
+        def batch_select_indices(self, indices) -> None:
+            if self._inside():
+                n = self.get_seq_length()
+                self.buf = (self.buf[0][indices], self.buf[1][indices])
+                self.keys, self.values = self.buf[0][:, :, :n], self.buf[1][:, :, :n]
+            else:
+                super().batch_select_indices(indices)
+
+    _GROW_LAYER.append(GrowLayer)
+    return GrowLayer
 
 
 @dataclass
