@@ -213,3 +213,15 @@ def test_freed_heap_memory_is_given_back_at_most_once_a_second():
     assert _memory.release_freed_memory(force=True)
     assert not _memory.release_freed_memory()  # within TRIM_EVERY_S of the last
     assert _memory.release_freed_memory(force=True)
+
+
+def test_prompts_of_similar_length_share_a_batch_within_the_padding_allowed():
+    pytest.importorskip("torch")
+    from cotscope.backends.hf import _similar_lengths
+
+    lengths = [5, 300, 40, 41, 250, 44, 39, 260, 6]
+    batches = _similar_lengths(lengths, lambda x: x, waste=0.2)
+    assert sorted(x for b in batches for x in b) == sorted(lengths)
+    assert all(sum(b) >= 0.8 * max(b) * len(b) for b in batches)
+    assert len(batches) == 3  # about 5, about 40, about 250-300
+    assert _similar_lengths(lengths, lambda x: x, waste=1.0) == [sorted(lengths)]

@@ -197,7 +197,7 @@ class HFBackend(Backend):
                 out[g] = [(k[:, :m], v[:, :m]) for k, v in hit[1]]
             else:
                 need.append((g, ids, m, hit))
-        for part in _similar_lengths(need, lambda x: len(x[1]) - x[2]):
+        for part in _similar_lengths(need, lambda x: len(x[1]) - x[2], self._padding_waste()):
             self._run_prefixes(part, out)
         return out
 
@@ -224,6 +224,21 @@ class HFBackend(Backend):
             out[g] = [(layer.keys[r][:, valid], layer.values[r][:, valid]) for layer in res.cache.layers]
             self._remember(g, ids, out[g])
 
+    def _on_cpu(self) -> bool:
+        return self.model.device.type == "cpu"
+
+    def _padding_waste(self) -> float:
+        """The share of a prompt batch's slots that may be padding. On a CPU every slot costs
+        arithmetic, so prompts of similar length run together; on a GPU a small model's batch
+        is bound by kernel launches, and one batch is cheaper (on an H100 the organisms' audit
+        took twice as long with the split)."""
+        return 0.2 if self._on_cpu() else 1.0
+
+    def _release(self) -> None:
+        """Give freed host heap back (`_memory`); on a GPU the tensors are not on that heap."""
+        if self._on_cpu():
+            release_freed_memory()
+
     def _remember(self, group, ids, kv) -> None:
         """Keep a prefix's KV for later calls of its conversation, within `KV_STORE_TOKENS`."""
         self._kv_store[group] = (list(ids), kv)
@@ -249,7 +264,7 @@ class HFBackend(Backend):
                 own = [params[which[r]] for r in idx]
                 for row, q, (new, stopped) in zip(idx, own, self._decode(cache, ids, mask, lp, shared, own, eos), strict=True):
                     results[which[row]] = self._completion(new, q, stopped, len(rows[row].ids))
-                release_freed_memory()
+                self._release()
         return [r for r in results if r is not None]
 
     def _gen_row(self, prompt: Prompt) -> _Row:
@@ -391,7 +406,7 @@ class HFBackend(Backend):
                 else:  # token t of the row sits at column width - (len - t); its logit one column left
                     values[i] = sum(logp[r, width - (len(toks) - t) - 1, toks[t]].item() for t in range(len(toks) - arg, len(toks)))  # type: ignore[operator]
         self.n_scored_tokens += self.n_prefill_tokens - before
-        release_freed_memory()
+        self._release()
         return [[values[r][j] if j is not None else values[r] for r, j in mine] for mine in owners]  # type: ignore[index]
 
 
@@ -459,7 +474,7 @@ class _DecodeStream:
                 chosen = [chosen[j] for j in keep]
                 self._crop()
             self.cache, self.logits, self.mask, self.last = b._step(chosen, self.cache, self.mask, self.last)
-        release_freed_memory()
+        b._release()
         done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
         return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
 
@@ -477,7 +492,7 @@ class _DecodeStream:
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         # Prompts of similar length run together (little padding); then all join the batch at once.
         parts = [(self.cache, self.mask, self.last, self.logits, self.rows)] if self.rows else []
-        for chunk in _similar_lengths(list(range(len(rows))), lambda i: len(rows[i].ids)):
+        for chunk in _similar_lengths(list(range(len(rows))), lambda i: len(rows[i].ids), b._padding_waste()):
             cache, ids, mask, lp = b._layout([rows[i] for i in chunk], list(range(len(chunk))))
             cache, logits, last = b._start(cache, ids, mask, lp)
             parts.append((cache, mask, last, logits, [live[i] for i in chunk]))
