@@ -205,6 +205,69 @@ def test_a_cache_layer_writes_each_decode_step_in_place_and_holds_what_concatena
     assert torch.equal(keys, torch.cat([want_k[:, :, 7:], nk], dim=-2)) and torch.equal(values, torch.cat([want_v[:, :, 7:], nv], dim=-2))
 
 
+def test_rows_leaving_the_cache_are_replaced_from_the_end_in_place_and_joins_copy_once():
+    """When rows finish, the stream fills their slots with rows from the end: only those rows
+    move, within the same buffer. Any other selection still gives the rows asked for. A join
+    of layers gives each part right-aligned with zeros on its left."""
+    torch = pytest.importorskip("torch")
+    from cotscope.backends.hf import _fill_from_end, _grow_layer
+
+    assert _fill_from_end([0, 2, 3, 5]) == [0, 5, 2, 3]
+    assert _fill_from_end([1, 2]) == [2, 1]  # slot 0 from the end; 1 stays
+    assert _fill_from_end([0, 1, 2]) == [0, 1, 2]
+    for keep in ([0, 2, 3, 5], [4, 5], [1, 3, 4], [5, 0, 2]):  # the last is not an in-place order
+        layer = _grow_layer()()
+        k, v = torch.randn(6, 2, 5, 4), torch.randn(6, 2, 5, 4)
+        layer.update(k, v)
+        buffer = layer.buf[0].data_ptr()
+        order = _fill_from_end(keep) if keep == sorted(keep) else keep
+        layer.batch_select_indices(torch.tensor(order))
+        assert torch.equal(layer.keys, k[order]) and torch.equal(layer.values, v[order])
+        assert (layer.buf[0].data_ptr() == buffer) == (keep == sorted(keep))
+        nk, nv = torch.randn(len(order), 2, 1, 4), torch.randn(len(order), 2, 1, 4)
+        keys, values = layer.update(nk, nv)  # the next step writes in the same buffer
+        assert torch.equal(keys, torch.cat([k[order], nk], dim=-2)) and torch.equal(values, torch.cat([v[order], nv], dim=-2))
+    a, b = _grow_layer()(), _grow_layer()()
+    ka, kb = torch.randn(2, 2, 3, 4), torch.randn(1, 2, 6, 4)
+    a.update(ka, ka + 1)
+    b.update(kb, kb + 1)
+    joined = _grow_layer().joined([a, b], 6)
+    want = torch.cat([torch.cat([torch.zeros(2, 2, 3, 4), ka], dim=-2), kb])
+    assert torch.equal(joined.keys, want) and torch.equal(joined.values[:2, :, 3:], ka + 1)
+    assert a.keys is None and b.buf is None  # the parts were freed
+    keys, _ = joined.update(torch.ones(3, 2, 1, 4), torch.ones(3, 2, 1, 4))
+    assert torch.equal(keys[:, :, :6], want) and keys.shape == (3, 2, 7, 4)
+
+
+def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_cpu(monkeypatch):
+    """bfloat16 is the default where the CPU multiplies it natively (float32 elsewhere, where
+    torch emulates it), and the provider says which it ran. On a CPU, half-precision weights
+    attend in float32 (torch's bfloat16 attention of one new token was 7x slower): the
+    logits stay within bfloat16's rounding of plain SDPA's."""
+    torch = pytest.importorskip("torch")
+    from cotscope.backends import hf
+
+    monkeypatch.setattr(hf, "cpu_has_bfloat16", lambda: False)
+    assert hf.default_dtype("cpu") == "float32" and hf.default_dtype("cuda") == "bfloat16"
+    monkeypatch.setattr(hf, "cpu_has_bfloat16", lambda: True)
+    assert hf.default_dtype("cpu") == "bfloat16"
+    b = get_backend("organism/faithful?dtype=bfloat16&device=cpu", cache=False)
+    b = getattr(b, "provider", b)
+    assert b.precision == "cpu bfloat16" and b.model.config._attn_implementation == hf._float32_attention()
+    assert get_backend("organism/faithful?dtype=float32&device=cpu", cache=False).usage.precision == "cpu float32"
+    prompts = chain_cot_prompts(per=1)
+    ids = torch.tensor([b.encode(b.render(prompts[-1]))])
+    with torch.inference_mode():
+        ours = b.model(input_ids=ids).logits.float()
+        b.model.set_attn_implementation("sdpa")
+        plain = b.model(input_ids=ids).logits.float()
+        b.model.set_attn_implementation(hf._float32_attention())
+    assert (ours - plain).abs().max() < 0.1 * plain.abs().max()
+    with torch.inference_mode():  # and through the decode path: the first greedy token is plain SDPA's
+        first = b.generate([prompts[-1]], GenerationParams(max_new_tokens=1))[0].text
+    assert first == b.tok.decode([int(plain[0, -1].argmax())]) or (plain[0, -1].topk(2).values.diff().abs() < 0.1).item()
+
+
 def test_freed_heap_memory_is_given_back_at_most_once_a_second():
     from cotscope.backends import _memory
 

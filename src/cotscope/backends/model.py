@@ -35,6 +35,7 @@ class Usage(BaseModel):
     cache_hits: int = Field(0, description="Prompts answered from the cache.")
     generated_tokens: int = Field(0, description="Tokens the provider generated.")
     truncated: int = Field(0, description="Generations that stopped at their token budget (finish_reason 'length').")
+    precision: str = Field("", description="Where and in what dtype a local provider ran the model ('cpu bfloat16'); empty for a server.")
 
 
 class Model(Backend):
@@ -44,7 +45,7 @@ class Model(Backend):
         self.provider = provider
         self.spec = provider.spec
         self.cache = cache
-        self.usage = Usage()
+        self.usage = Usage(precision=getattr(provider, "precision", ""))
         self._generated: dict[tuple[Prompt, GenerationParams], Completion] = {}
         self._scored: dict[tuple[Prompt, tuple[str, ...]], list[float]] = {}
         self._tokens: dict[str, int] = {}
