@@ -175,6 +175,27 @@ def test_a_conversations_prompt_prefix_is_run_once_across_calls():
     assert stored.generate(later, params) == HFBackend(provider.model, provider.tok, prefix_cache=False).generate(later, params)
 
 
+def test_another_conversation_with_the_same_leading_tokens_reuses_their_kv():
+    """Two conversations that open with the same long instruction (as a rewriter's prompts
+    do): the second runs only the tokens after the shared ones, with the numbers of a
+    backend that runs it all."""
+    from cotscope.backends.hf import HFBackend
+
+    provider = organism_provider()
+    instruction = "Rewrite the reasoning below in other words, keeping every number and step. " * 4
+    a = [Prompt.chat(instruction + "Tom has 3 apples and buys 4.", prefix="Answer:")]
+    b = [Prompt.chat(instruction + "Ann has 9 pears and eats 2.", prefix="Answer:")]
+    cands = [[" 7", " 5"]]
+    stored = HFBackend(provider.model, provider.tok)
+    stored.score(a, cands)
+    before = stored.n_prefill_tokens
+    got = stored.score(b, cands)
+    fresh = HFBackend(provider.model, provider.tok)
+    want = fresh.score(b, cands)
+    assert stored.n_prefill_tokens - before < 0.5 * fresh.n_prefill_tokens
+    assert got[0] == pytest.approx(want[0], abs=2e-3)
+
+
 def test_a_cache_layer_writes_each_decode_step_in_place_and_holds_what_concatenation_would():
     """The decode cache's layer keeps a buffer with room for coming tokens: a step writes one
     column there (no copy of the whole KV), rows can be selected and leading columns cropped,

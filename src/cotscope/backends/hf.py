@@ -227,9 +227,10 @@ class HFBackend(Backend):
 
     def _prefix_kv(self, prefixes: dict) -> dict:
         """The KV of each group's prefix tokens (per layer, heads x tokens x dim). A prefix's
-        leading tokens that an earlier call already ran (the same conversation, kept in a
-        small store, least recently used out) are not run again: only the rest goes through
-        the model, after the stored KV."""
+        leading tokens that an earlier call already ran (the same conversation, or any other
+        that starts with the same tokens, such as a rewriting instruction; kept in a small
+        store, least recently used out) are not run again: only the rest goes through the
+        model, after the stored KV, which is the same for the same tokens at the same positions."""
         out: dict = {}
         need = []
         for g, ids in prefixes.items():
@@ -237,6 +238,10 @@ class HFBackend(Backend):
             m = _lcp(hit[0], ids) if hit else 0
             if hit:
                 self._kv_store.move_to_end(g)
+            if m < len(ids):  # another conversation may share more leading tokens (a rewriter's instructions)
+                for other in self._kv_store.values():
+                    if (n := _lcp(other[0], ids)) > m:
+                        hit, m = other, n
             if hit and m == len(ids):
                 out[g] = [(k[:, :m], v[:, :m]) for k, v in hit[1]]
             else:
