@@ -148,6 +148,21 @@ def test_rows_with_different_budgets_and_stops_share_a_batch():
     assert together[0].n_generated_tokens == 3 and together[0].finish_reason == "length"
 
 
+def scored_after_storing(provider, first, later, cands):
+    """Score `first`, then `later`, on a fresh backend over `provider`'s model (its KV store
+    filled by `first`), and `later` on another with an empty store: (the storing backend, its
+    scores of `later`, the prompt tokens it ran for them, the other's scores, its tokens)."""
+    from cotscope.backends.hf import HFBackend
+
+    stored = HFBackend(provider.model, provider.tok)
+    stored.score(first, cands)
+    before = stored.n_prefill_tokens
+    got = stored.score(later, cands)
+    fresh = HFBackend(provider.model, provider.tok)
+    want = fresh.score(later, cands)
+    return stored, got, stored.n_prefill_tokens - before, want, fresh.n_prefill_tokens
+
+
 def test_a_conversations_prompt_prefix_is_run_once_across_calls():
     """A later call of the same conversation runs only the tokens past the prefix an earlier
     call ran (kept in the backend's KV store), with the numbers of a backend that runs it all."""
@@ -162,13 +177,8 @@ def test_a_conversations_prompt_prefix_is_run_once_across_calls():
     later = [base.with_prefix("\n".join(lines[:k]) + "\nAnswer:") for k in (2, len(lines) - 1)]
     cands = [[" 1", " 12", " 7"]] * 2
 
-    stored = HFBackend(provider.model, provider.tok)
-    stored.score(first, cands)
-    before = stored.n_prefill_tokens
-    got = stored.score(later, cands)
-    fresh = HFBackend(provider.model, provider.tok)
-    want = fresh.score(later, cands)
-    assert stored.n_prefill_tokens - before < 0.5 * fresh.n_prefill_tokens  # the shared part was not run again
+    stored, got, ran, want, fresh_ran = scored_after_storing(provider, first, later, cands)
+    assert ran < 0.5 * fresh_ran  # the shared part was not run again
     for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=2e-3)
     params = GenerationParams(max_new_tokens=30, stop=("Answer:",))
@@ -179,20 +189,13 @@ def test_another_conversation_with_the_same_leading_tokens_reuses_their_kv():
     """Two conversations that open with the same long instruction (as a rewriter's prompts
     do): the second runs only the tokens after the shared ones, with the numbers of a
     backend that runs it all."""
-    from cotscope.backends.hf import HFBackend
-
     provider = organism_provider()
     instruction = "Rewrite the reasoning below in other words, keeping every number and step. " * 4
     a = [Prompt.chat(instruction + "Tom has 3 apples and buys 4.", prefix="Answer:")]
     b = [Prompt.chat(instruction + "Ann has 9 pears and eats 2.", prefix="Answer:")]
     cands = [[" 7", " 5"]]
-    stored = HFBackend(provider.model, provider.tok)
-    stored.score(a, cands)
-    before = stored.n_prefill_tokens
-    got = stored.score(b, cands)
-    fresh = HFBackend(provider.model, provider.tok)
-    want = fresh.score(b, cands)
-    assert stored.n_prefill_tokens - before < 0.5 * fresh.n_prefill_tokens
+    _, got, ran, want, fresh_ran = scored_after_storing(provider, a, b, cands)
+    assert ran < 0.5 * fresh_ran
     assert got[0] == pytest.approx(want[0], abs=2e-3)
 
 

