@@ -1,14 +1,23 @@
 """In-process llama.cpp: ``llamacpp/<path.gguf>`` (``pip install 'cotscope[llamacpp]'``).
 
-A GGUF model runs quantized, as llama.cpp runs it, instead of dequantized to fp32 as
-transformers loads it. The chat template is the GGUF's own (``tokenizer.chat_template``).
-Every prompt is evaluated on top of the KV cache of the longest prefix it shares with the
-previous one (llama-cpp-python's prefix matching), so the prompts of a truncation sweep,
-which grow one CoT step at a time, cost about one pass over the CoT. Prompts run one at a
-time, in the order given.
+A GGUF model runs quantized, as llama.cpp runs it, instead of dequantized as transformers
+loads it. The chat template is the GGUF's own (``tokenizer.chat_template``).
 
-Options: ``n_ctx`` (default 4096), ``n_threads`` (default: the cores this process may use),
-``n_batch`` (default 512), ``seed`` (default 0).
+Rows run side by side in one llama.cpp context: up to ``n_parallel`` rows (generations or
+scorings), each on a sequence of one KV pool of ``n_ctx`` cells that all sequences share. A
+step is one ``llama_decode`` over one batch: the next token of every generating row, then
+prompt tokens of rows still reading their prompts (``n_batch`` tokens at most). A row that
+ends leaves at the next step and a queued one takes its place (continuous batching; greedy
+calls under lockstep go through `open_stream`, so rows of different calls share steps). A
+sequence keeps its KV when its row ends, and a new row starts from the sequence that holds the
+longest prefix of its tokens, shared by reference (``llama_memory_seq_cp``), not evaluated
+again: the prompts of a truncation sweep, the continuations from each prefix and the forced
+answers after them cost about one pass over the CoT. When the pool is full, the least
+recently used idle sequence is dropped.
+
+Options: ``n_ctx`` (KV cells, shared by all sequences; default 16384), ``n_parallel`` (rows at
+once, default 16), ``n_batch`` (tokens per step, default 512), ``n_threads`` (default: the
+cores this process may use), ``seed`` (default 0; sampled generations use their own seed).
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
-OPTIONS = ("n_ctx", "n_threads", "n_batch", "seed")
+OPTIONS = ("n_ctx", "n_parallel", "n_batch", "n_threads", "seed")
+DEFER_TOKENS = 16  # a row waits one step for a running row to evaluate a longer prefix it shares
 
 
 def _check(rest: str, opts: dict[str, str]) -> None:
@@ -41,40 +51,154 @@ def _check(rest: str, opts: dict[str, str]) -> None:
     for k, v in opts.items():
         if not v.isdigit():
             raise CotscopeError(f"option {k}={v!r} for llamacpp/{rest}: expected a whole number")
+    for k in ("n_ctx", "n_parallel", "n_batch"):
+        if k in opts and int(opts[k]) < 1:
+            raise CotscopeError(f"option {k}={opts[k]} for llamacpp/{rest}: must be at least 1")
     require("llama_cpp", "llamacpp", INSTALL)
 
 
-class LlamaCppBackend(Backend):
-    """A GGUF model in this process through llama-cpp-python."""
+def _lcp(a: np.ndarray, b: np.ndarray) -> int:
+    """Length of the common prefix of two token arrays."""
+    m = min(len(a), len(b))
+    diff = np.flatnonzero(a[:m] != b[:m])
+    return int(diff[0]) if len(diff) else m
 
-    def __init__(self, llm) -> None:
-        self.llm = llm
-        self.n_generated_tokens = 0
-        self.n_prefill_tokens = 0
+
+class _Seq:
+    """A sequence of the KV pool and the tokens whose KV it holds, from position 0."""
+
+    def __init__(self, seq_id: int) -> None:
+        self.id = seq_id
+        self.tokens: list[int] = []
+        self.busy = False
+        self.used = 0  # when a row last ran on it: the least recently used is dropped first
+        self._arr = np.zeros(0, dtype=np.int64)
+
+    def arr(self) -> np.ndarray:
+        if len(self._arr) != len(self.tokens):
+            self._arr = np.asarray(self.tokens, dtype=np.int64)
+        return self._arr
+
+
+class _Row:
+    """Tokens to have evaluated on a sequence, and what to do with the logits at positions from
+    `read_from` on (`take`). A generation row appends the token it picks and goes on; a
+    scoring row only reads."""
+
+    def __init__(self, ids: list[int], read_from: int) -> None:
+        self.ids = list(ids)
+        self.start = np.asarray(ids, dtype=np.int64)  # the tokens it came with
+        self.read_from = read_from
+        self.n_prompt = len(ids)
+        self.seq: _Seq | None = None
+        self.n_done = 0  # tokens of `ids` in the sequence's KV
+        self.finished = False
+
+    def need(self) -> int:
+        """KV cells the row may hold at its end (admission keeps the running rows within the pool)."""
+        return len(self.ids)
+
+    def take(self, backend: LlamaCppBackend, pos: int, logits: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class _GenRow(_Row):
+    def __init__(self, ids: list[int], params: GenerationParams, tail: int, rng: np.random.Generator | None, key: tuple[int, int]) -> None:
+        super().__init__(ids, len(ids) - 1)
+        self.params, self.tail, self.rng, self.key = params, tail, rng, key
+        self.new: list[int] = []
+        self.completion: Completion | None = None
+
+    def need(self) -> int:
+        return self.n_prompt + self.params.max_new_tokens
+
+    def take(self, backend: LlamaCppBackend, pos: int, logits: np.ndarray) -> None:
+        if pos != len(self.ids) - 1:
+            return
+        t = backend._pick(logits, self.params, self.rng)
+        self.new.append(t)
+        stopped = backend._ends(self.new, self.params.stop, self.tail)
+        if stopped or len(self.new) >= self.params.max_new_tokens:
+            self.completion = backend._completion(self.new, self.params, stopped, self.n_prompt)
+            self.finished = True
+        else:
+            self.ids.append(t)
+
+
+class _ScoreRow(_Row):
+    """The summed log-probability of the tokens after position `read_from` (`targets`), or,
+    with `choices`, the log-probability of each choice as the next token after the last one."""
+
+    def __init__(self, ids: list[int], read_from: int, targets: list[int] | None = None, choices: list[int] | None = None) -> None:
+        super().__init__(ids, read_from)
+        self.targets, self.choices = targets, choices
+        self.total = 0.0
+        self.values: list[float] = []
+
+    def take(self, backend: LlamaCppBackend, pos: int, logits: np.ndarray) -> None:
+        x = logits.astype(np.float64)
+        top = float(x.max())
+        lse = top + math.log(float(np.exp(x - top).sum()))
+        if self.choices is not None:
+            self.values = [float(x[c]) - lse for c in self.choices]
+        else:
+            self.total += float(x[self.targets[pos + 1]]) - lse
+        if pos == len(self.ids) - 1:
+            self.finished = True
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model in this process through llama-cpp-python, rows batched over one KV pool."""
+
+    def __init__(self, llm, n_ctx: int = 16384, n_parallel: int = 16, n_batch: int = 512, n_threads: int = 1) -> None:
+        import llama_cpp as L
+
+        self.L, self.llm = L, llm
+        self.n_ctx, self.n_parallel, self.n_batch = n_ctx, n_parallel, n_batch
+        self.n_generated_tokens = self.n_prefill_tokens = self.n_decode_row_steps = 0
+        self.precision = "llama.cpp, GGUF weights as stored"
         meta = getattr(llm, "metadata", {}) or {}
         self.template = meta.get("tokenizer.chat_template")
         self.bos = self._piece(llm.token_bos())
         self.eos = self._piece(llm.token_eos())
         self.add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+        self.n_vocab = llm.n_vocab()
+        model = llm._model.model
+        self.vocab = L.llama_model_get_vocab(model)
+        cp = L.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, min(n_batch, 512)
+        self.n_seq = min(4 * n_parallel, L.llama_max_parallel_sequences())  # idle sequences keep prefixes for later rows
+        cp.n_seq_max, cp.kv_unified = self.n_seq, True
+        cp.n_threads = cp.n_threads_batch = n_threads
+        if hasattr(cp, "n_outputs_max_per_seq"):
+            cp.n_outputs_max_per_seq = n_batch  # a scoring row reads several positions of one sequence
+        self.ctx = L.llama_init_from_model(model, cp)
+        if not self.ctx:
+            raise CotscopeError(f"llama.cpp could not create a context of {n_ctx} KV cells; lower n_ctx")
+        self.mem = L.llama_get_memory(self.ctx)
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
+        self.seqs = [_Seq(i) for i in range(self.n_seq)]
+        self.clock = 0
         import atexit
 
-        # Free the model while the interpreter is whole: llama-cpp-python's own finalizer,
-        # left to run at shutdown, fails on a half-torn-down module.
+        # Free the context and model while the interpreter is whole: llama-cpp-python's own
+        # finalizer, left to run at shutdown, fails on a half-torn-down module.
         atexit.register(self.close)
 
     @classmethod
-    def load(cls, path: str, opts: dict[str, str] | None = None) -> "LlamaCppBackend":
+    def load(cls, path: str, opts: dict[str, str] | None = None) -> LlamaCppBackend:
         opts = dict(opts or {})
         _check(path, opts)
         llama_cpp = require("llama_cpp", "llamacpp", INSTALL)
         from ._threads import available_cores
 
         threads = int(opts.get("n_threads", 0)) or available_cores()
-        llm = llama_cpp.Llama(
-            model_path=path, n_ctx=int(opts.get("n_ctx", 4096)), n_threads=threads, n_batch=int(opts.get("n_batch", 512)),
-            seed=int(opts.get("seed", 0)), logits_all=False, verbose=False,
-        )
-        return cls(llm)
+        # This Llama holds the weights and the tokenizer; its own context stays tiny, since
+        # the rows run in the backend's context.
+        llm = llama_cpp.Llama(model_path=path, n_ctx=64, n_batch=64, n_ubatch=64, n_threads=threads,
+                              seed=int(opts.get("seed", 0)), logits_all=False, verbose=False)
+        return cls(llm, n_ctx=int(opts.get("n_ctx", 16384)), n_parallel=int(opts.get("n_parallel", 16)),
+                   n_batch=int(opts.get("n_batch", 512)), n_threads=threads)
 
     def _piece(self, token: int) -> str:
         if token is None or token < 0:
@@ -104,67 +228,253 @@ class LlamaCppBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def _text(self, tokens: Sequence[int]) -> str:
+        return self.llm.detokenize(list(tokens), special=False).decode("utf-8", errors="replace")
+
     # -- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
-        out = []
-        for p in prompts:
-            ids = self.encode(self.render(p))
-            before = self._cached_prefix(ids)
-            res = self.llm.create_completion(
-                prompt=ids, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
-                seed=params.seed, stop=list(params.stop) or None,
-            )
-            choice = res["choices"][0]
-            text, hit = cut_at_stop(choice["text"], params.stop)
-            n_new = int(res["usage"]["completion_tokens"])
-            self.n_generated_tokens += n_new
-            self.n_prefill_tokens += len(ids) - before
-            finish = "stop" if hit or choice.get("finish_reason") == "stop" else "length"
-            out.append(Completion(text, len(ids), n_new, finish))
+        return self.generate_each(prompts, [params] * len(prompts))
+
+    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
+        """All rows in one running batch, each with its own budget, stop strings and sampling."""
+        stream = self.open_stream()
+        stream.add(prompts, params)
+        out: list[Completion] = []
+        while stream.busy():
+            for _, outs in stream.step():
+                out = outs
         return out
 
-    def _cached_prefix(self, ids: Sequence[int]) -> int:
-        """Tokens at the start of `ids` whose KV state is already in the cache."""
-        n = 0
-        for a, b in zip(self.llm.input_ids[: self.llm.n_tokens], ids):
-            if a != b:
+    def open_stream(self) -> _LlamaStream:
+        """Generation step by step in one running batch, which calls join and leave between
+        steps (continuous batching; `backends.lockstep` drives it)."""
+        return _LlamaStream(self)
+
+    def _pick(self, logits: np.ndarray, params: GenerationParams, rng: np.random.Generator | None) -> int:
+        if rng is None:
+            return int(np.argmax(logits))
+        z = logits.astype(np.float64) / params.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        if params.top_p < 1.0:
+            order = np.argsort(-p)
+            keep = order[: int(np.searchsorted(np.cumsum(p[order]), params.top_p)) + 1]
+            return int(rng.choice(keep, p=p[keep] / p[keep].sum()))
+        return int(rng.choice(len(p), p=p))
+
+    def _stop_tail(self, stop: tuple[str, ...]) -> int:
+        """How many of a row's last tokens are decoded again to look for a stop string."""
+        return max((self.count_tokens(s) for s in stop if s), default=0) + 2
+
+    def _ends(self, new: list[int], stop: tuple[str, ...], tail: int) -> bool:
+        """Whether a row ends at its last token: an end token, or a stop string in its tail."""
+        if self.L.llama_vocab_is_eog(self.vocab, new[-1]):
+            return True
+        return bool(stop) and any(s in self._text(new[-tail:]) for s in stop if s)
+
+    def _completion(self, new: list[int], params: GenerationParams, stopped: bool, n_prompt: int) -> Completion:
+        text, hit = cut_at_stop(self._text(new), params.stop)
+        n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
+        self.n_generated_tokens += n_new
+        return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length")
+
+    # -- the shared engine -----------------------------------------------------------------
+    def _admit(self, running: list[_Row], queue: list[_Row]) -> None:
+        """Move queued rows onto free sequences while fewer than `n_parallel` run and their
+        KV fits the pool, each starting from the sequence holding the longest prefix of its
+        tokens. A row that shares a longer prefix with a running row, not yet evaluated there,
+        waits for it."""
+        load = sum(r.need() for r in running)
+        i = 0
+        while i < len(queue) and len(running) < self.n_parallel:
+            free = [s for s in self.seqs if not s.busy]
+            row = queue[i]
+            if not free or (running and load + row.need() > self.n_ctx):
+                return
+            best, n = None, 0
+            for s in self.seqs:
+                if s.tokens and (k := _lcp(s.arr(), row.start)) > n:
+                    best, n = s, k
+            if any(_lcp(r.start, row.start) > n + DEFER_TOKENS for r in running):
+                i += 1
+                continue
+            start = min(n, row.read_from)  # the positions it reads are evaluated again
+            seq = min(free, key=lambda s: (bool(s.tokens), s.used))  # an empty one, else the least recently used
+            if seq is best:
+                self._drop(seq, start)
+            else:
+                self._drop(seq, 0)
+                if start:
+                    self.L.llama_memory_seq_cp(self.mem, best.id, seq.id, 0, start)
+                    seq.tokens = list(row.ids[:start])
+            self.clock += 1
+            seq.busy, seq.used = True, self.clock
+            row.seq, row.n_done = seq, start
+            running.append(row)
+            queue.pop(i)
+            load += row.need()
+
+    def _drop(self, seq: _Seq, keep: int) -> None:
+        """Forget a sequence's KV from position `keep` on."""
+        self.L.llama_memory_seq_rm(self.mem, seq.id, keep, -1)
+        del seq.tokens[keep:]
+
+    def _step(self, running: list[_Row]) -> list[_Row]:
+        """One llama_decode over the running rows (generating rows' next tokens first, then
+        prompt tokens); hand each row its logits; return the rows that finished, their
+        sequences freed."""
+        L, batch = self.L, self.batch
+        plan: list[tuple[_Row, int]] = []  # (row, tokens it runs)
+        room = self.n_batch
+        for r in sorted(running, key=lambda r: len(r.ids) - r.n_done):
+            k = min(len(r.ids) - r.n_done, room)
+            if k <= 0:
                 break
-            n += 1
-        return n
+            plan.append((r, k))
+            room -= k
+        n, reads = 0, []
+        for r, k in plan:
+            for pos in range(r.n_done, r.n_done + k):
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = r.ids[pos], pos, 1
+                batch.seq_id[n][0] = r.seq.id
+                batch.logits[n] = pos >= r.read_from
+                if pos >= r.read_from:
+                    reads.append((n, r, pos))
+                n += 1
+        batch.n_tokens = n
+        self._decode(plan)
+        for r, k in plan:
+            prompt_part = max(0, min(r.n_done + k, r.n_prompt) - r.n_done)
+            self.n_prefill_tokens += prompt_part
+            if prompt_part < k:
+                self.n_decode_row_steps += 1
+            r.seq.tokens.extend(r.ids[r.n_done : r.n_done + k])
+            r.n_done += k
+        for i, r, pos in reads:
+            logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+            r.take(self, pos, logits)
+        done = [r for r in running if r.finished]
+        for r in done:
+            running.remove(r)
+            r.seq.busy = False
+        return done
+
+    def _decode(self, plan: list[tuple[_Row, int]]) -> None:
+        """llama_decode the batch; when the pool is full, drop idle sequences' KV and retry."""
+        while True:
+            rc = self.L.llama_decode(self.ctx, self.batch)
+            if rc == 0:
+                return
+            for r, _ in plan:  # on failure llama.cpp restores the pool; make sure of it
+                self.L.llama_memory_seq_rm(self.mem, r.seq.id, r.n_done, -1)
+            idle = [s for s in self.seqs if not s.busy and s.tokens]
+            if rc != 1 or not idle:
+                why = "the KV pool is full" if rc == 1 else f"error code {rc}"
+                raise CotscopeError(f"llama.cpp decode failed ({why}; {len(plan)} rows running, n_ctx={self.n_ctx}): raise n_ctx or lower n_parallel")
+            self._drop(min(idle, key=lambda s: s.used), 0)
+
+    def _release(self, rows: Sequence[_Row]) -> None:
+        for r in rows:
+            if r.seq is not None:
+                self._drop(r.seq, r.n_done)
+                r.seq.busy = False
 
     # -- scoring ---------------------------------------------------------------------------
-    def _eval_from(self, ids: Sequence[int], start: int) -> np.ndarray:
-        """Log-probabilities of the token after ids[:start + 1], evaluating only what the cache lacks."""
-        keep = min(self._cached_prefix(ids[: start + 1]), start)  # re-evaluate at least one token for fresh logits
-        self.llm.n_tokens = keep
-        self.llm.eval(list(ids[keep : start + 1]))
-        self.n_prefill_tokens += start + 1 - keep
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).astype(np.float64)
-        top = logits.max()
-        return logits - (top + math.log(np.exp(logits - top).sum()))
-
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
-        out = []
+        rows: list[_ScoreRow] = []
+        owners: list[list[tuple[_ScoreRow | None, int]]] = []  # per prompt, per candidate: (row, index in its choices)
         for p, conts in zip(prompts, continuations, strict=True):
             text = self.render(p)
             ctx = self.encode(text)
             if not ctx:
                 raise CotscopeError("cannot score after an empty prompt")
-            row = []
+            fulls = []
             for c in conts:
                 full = self.encode(text + c)
                 if full[: len(ctx)] != ctx:  # the join merged tokens: score the parts separately
                     full = ctx + self.llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)
-                total = 0.0
-                for pos in range(len(ctx), len(full)):
-                    total += float(self._eval_from(full, pos - 1)[full[pos]])
-                row.append(total)
-            out.append(row)
-        return out
+                fulls.append(full)
+            if conts and all(len(f) == len(ctx) + 1 for f in fulls):  # one-token candidates: one row reads them all
+                row = _ScoreRow(ctx, len(ctx) - 1, choices=[f[-1] for f in fulls])
+                rows.append(row)
+                owners.append([(row, j) for j in range(len(fulls))])
+                continue
+            mine = []
+            for f in fulls:
+                if len(f) == len(ctx):  # an empty continuation
+                    mine.append((None, 0))
+                    continue
+                row = _ScoreRow(f[:-1], len(ctx) - 1, targets=f)
+                rows.append(row)
+                mine.append((row, -1))
+            owners.append(mine)
+        queue: list[_Row] = list(rows)
+        running: list[_Row] = []
+        try:
+            while queue or running:
+                self._admit(running, queue)
+                self._step(running)
+        except BaseException:
+            self._release(running)
+            raise
+        return [[0.0 if r is None else (r.total if j < 0 else r.values[j]) for r, j in mine] for mine in owners]
 
     def close(self) -> None:
+        if getattr(self, "ctx", None) is not None:
+            self.L.llama_batch_free(self.batch)
+            self.L.llama_free(self.ctx)
+            self.ctx = None
         if getattr(self, "llm", None) is not None and hasattr(self.llm, "close"):
             self.llm.close()
+            self.llm = None
+
+
+class _LlamaStream:
+    """Calls' generation rows in the backend's running batch: `add` queues a call's rows,
+    `step` runs one step and returns the calls whose rows have all ended."""
+
+    def __init__(self, backend: LlamaCppBackend) -> None:
+        self.b = backend
+        self.queue: list[_Row] = []
+        self.rows: list[_Row] = []
+        self.tickets: dict[int, list[Completion | None]] = {}
+        self.n_tickets = 0
+
+    def add(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> int:
+        ticket, self.n_tickets = self.n_tickets, self.n_tickets + 1
+        outs: list[Completion | None] = [None] * len(prompts)
+        self.tickets[ticket] = outs
+        for i, (p, q) in enumerate(zip(prompts, params, strict=True)):
+            ids = self.b.encode(self.b.render(p))
+            if not ids:
+                raise CotscopeError("cannot generate after an empty prompt")
+            if q.max_new_tokens <= 0:
+                outs[i] = Completion("", len(ids), 0, "length")
+                continue
+            rng = np.random.default_rng([q.seed, i]) if q.temperature > 0 else None
+            self.queue.append(_GenRow(ids, q, self.b._stop_tail(q.stop), rng, (ticket, i)))
+        return ticket
+
+    def busy(self) -> bool:
+        return bool(self.tickets)
+
+    def reset(self) -> None:
+        self.b._release(self.rows)
+        self.queue, self.rows, self.tickets = [], [], {}
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        if self.queue or self.rows:
+            self.b._admit(self.rows, self.queue)
+            try:
+                ended = self.b._step(self.rows) if self.rows else []
+            except BaseException:
+                self.reset()
+                raise
+            for r in ended:
+                ticket, i = r.key
+                self.tickets[ticket][i] = r.completion
+        done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
+        return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
 
 
 @register_backend("llamacpp", check=_check)
