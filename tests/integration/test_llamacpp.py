@@ -59,7 +59,8 @@ def test_bad_llamacpp_specs_fail_before_loading(tmp_path):
     (tmp_path / "m.bin").write_text("x")
     for spec, msg in (("llamacpp/", "give the path"), (f"llamacpp/{tmp_path}/none.gguf", "no such file"),
                       (f"llamacpp/{tmp_path}/m.bin", "not a .gguf"), ("llamacpp/{p}?n_ctx=big", "whole number"),
-                      ("llamacpp/{p}?colour=red", "unknown options")):
+                      ("llamacpp/{p}?colour=red", "unknown options"),
+                      ("llamacpp/{p}?n_parallel=0", "at least 1")):
         with pytest.raises(CotscopeError, match=msg):
             from cotscope.backends.hf import smollm2_path
 
@@ -71,3 +72,88 @@ def test_an_audit_runs_on_llamacpp(path, tmp_path):
 
     r = audit(model=f"llamacpp/{path}", n_samples=2, experiments=("truncate",), run_dir=tmp_path / "a", progress=False, plots=False)
     assert r.summary.metrics["accuracy/subject"].n == 2
+
+
+QUESTIONS = ["What is 17 times 23? Think step by step.", "Name a colour.", "Write a haiku about rain.",
+             "If Tom has 3 apples and buys 5 more, how many does he have?"]
+
+
+def _provider(spec):
+    b = get_backend(spec, cache=False)
+    return b.provider if hasattr(b, "provider") else b
+
+
+def test_rows_of_one_batch_stop_at_their_own_budgets_and_no_step_runs_an_ended_row(path):
+    cpp = _provider(f"llamacpp/{path}")
+    prompts = [Prompt.chat(q) for q in QUESTIONS]
+    budgets = [5, 40, 12, 1]
+    outs = cpp.generate_each(prompts, [GenerationParams(max_new_tokens=n) for n in budgets])
+    for out, n in zip(outs, budgets):
+        assert 1 <= out.n_generated_tokens <= n
+        assert (out.finish_reason == "length") == (out.n_generated_tokens == n)
+    assert outs[0].finish_reason == "length"  # 5 tokens cannot finish that answer
+    # A row's first token comes from its prompt pass; each later one from one decode step.
+    assert cpp.n_decode_row_steps == sum(o.n_generated_tokens for o in outs) - len(outs)
+
+
+def test_batched_rows_are_deterministic_and_match_rows_run_alone_in_text(path):
+    prompts = [Prompt.chat(q) for q in QUESTIONS]
+    params = GenerationParams(max_new_tokens=24)
+    a = _provider(f"llamacpp/{path}").generate(prompts, params)
+    b = _provider(f"llamacpp/{path}").generate(prompts, params)
+    assert [x.text for x in a] == [x.text for x in b]
+    alone = _provider(f"llamacpp/{path}?n_parallel=1")
+    c = alone.generate(prompts, params)
+    # llama.cpp's arithmetic differs a little with the batch's shape; greedy text agrees until a near-tie.
+    assert sum(x.text[:20] == y.text[:20] for x, y in zip(a, c)) >= 3
+    conts = [["A", " The answer is 391", ""]] * len(prompts)
+    sa, sc = _provider(f"llamacpp/{path}").score(prompts, conts), alone.score(prompts, conts)
+    for ra, rc in zip(sa, sc):
+        assert ra[2] == rc[2] == 0.0  # an empty continuation
+        assert max(abs(u - v) for u, v in zip(ra, rc)) < 0.5
+
+
+def test_a_prompt_starts_from_another_conversations_prefix(path):
+    cpp = _provider(f"llamacpp/{path}")
+    instruction = "Rewrite the following step of reasoning so that it contains a mistake. " * 6
+    cpp.generate([Prompt.chat(instruction + "Step: 2 + 2 = 4.")], GenerationParams(max_new_tokens=4))
+    before = cpp.n_prefill_tokens
+    prompt = Prompt.chat(instruction + "Step: 3 * 3 = 9.")
+    cpp.generate([prompt], GenerationParams(max_new_tokens=4))
+    assert cpp.n_prefill_tokens - before < 0.5 * cpp.count_tokens(cpp.render(prompt))
+
+
+def test_a_small_kv_pool_drops_idle_prefixes_and_a_row_too_long_for_it_fails_clearly(path):
+    cpp = _provider(f"llamacpp/{path}?n_ctx=256&n_parallel=4")
+    prompts = [Prompt.chat(q) for q in QUESTIONS * 3]
+    outs = cpp.generate(prompts, GenerationParams(max_new_tokens=16))
+    assert len(outs) == len(prompts) and all(o.n_generated_tokens >= 1 for o in outs)
+    with pytest.raises(CotscopeError, match="raise n_ctx"):
+        cpp.generate([Prompt.chat("Count on. " * 80)], GenerationParams(max_new_tokens=16))
+    assert cpp.generate(prompts[:1], GenerationParams(max_new_tokens=16))[0].text == outs[0].text  # still usable
+
+
+def test_sampled_rows_follow_their_seed(path):
+    cpp = _provider(f"llamacpp/{path}")
+    prompt = [Prompt.chat("Write a haiku about rain.")]
+    run = lambda seed: cpp.generate(prompt, GenerationParams(max_new_tokens=24, temperature=1.0, seed=seed))[0].text  # noqa: E731
+    assert run(1) == run(1)
+    assert len({run(s) for s in range(4)}) > 1
+
+
+def test_scores_after_prefixes_are_reused_equal_a_fresh_backends(path):
+    # One row at a time, four sequences churned by the generations before (each prompt's KV
+    # computed in one pass, as a fresh backend computes it): every reused prefix must hold the
+    # KV of the tokens it claims. (A prefix whose last token was evaluated alone, in a step of
+    # one token, may differ by up to 0.3 nats: llama.cpp's kernels differ with the step's size.)
+    prompts = [Prompt.chat(q) for q in QUESTIONS]
+    conts = [["A", " The answer is 391"]] * len(prompts)
+    spec = f"llamacpp/{path}?n_parallel=1"
+    fresh = _provider(spec).score(prompts, conts)
+    used = _provider(spec)
+    used.generate(prompts, GenerationParams(max_new_tokens=24))
+    after = used.score(prompts, conts)
+    assert max(abs(u - v) for ra, rb in zip(fresh, after) for u, v in zip(ra, rb)) < 1e-3
+    for seq in used.seqs:  # what each sequence claims to hold is what llama.cpp holds
+        assert used.L.llama_memory_seq_pos_max(used.mem, seq.id) == len(seq.tokens) - 1
+
