@@ -1,7 +1,8 @@
 """Benchmark: the same audit (the default task, the early-answering sweep, n samples) through
 three providers of the embedded SmolLM2 GGUF, one after the other, each alone:
 
-- transformers (``smollm2-135m``: the GGUF dequantized to fp32),
+- transformers (``smollm2-135m``: the GGUF de-quantized, to bfloat16 on a CPU with native
+  bfloat16 arithmetic, else float32),
 - in-process llama.cpp (``llamacpp/<path.gguf>``),
 - llama-cpp-python's OpenAI-compatible server (``openai/smollm2@<url>?cache_prompt=true``).
 

@@ -194,6 +194,7 @@ class LlamaCppBackend(Backend):
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_batch, 0, 1)
         self.seqs = [_Seq(i) for i in range(self.n_seq)]
+        self.live: set[_Row] = set()  # rows running on a sequence, of every caller
         self.clock = 0
         import atexit
 
@@ -300,7 +301,7 @@ class LlamaCppBackend(Backend):
         KV fits the pool, each starting from the sequence holding the longest prefix of its
         tokens. A row that shares a longer prefix with a running row, not yet evaluated there,
         waits for it."""
-        load = sum(r.need() for r in running)
+        load = sum(r.need() for r in self.live)  # every caller's running rows share the pool
         i = 0
         while i < len(queue) and len(running) < self.n_parallel:
             free = [s for s in self.seqs if not s.busy]
@@ -327,6 +328,7 @@ class LlamaCppBackend(Backend):
             seq.busy, seq.used = True, self.clock
             row.seq, row.n_done = seq, start
             running.append(row)
+            self.live.add(row)
             queue.pop(i)
             load += row.need()
 
@@ -372,6 +374,7 @@ class LlamaCppBackend(Backend):
         done = [r for r in running if r.finished]
         for r in done:
             running.remove(r)
+            self.live.discard(r)
             r.seq.busy = False
         return done
 
@@ -391,6 +394,7 @@ class LlamaCppBackend(Backend):
 
     def _release(self, rows: Sequence[_Row]) -> None:
         for r in rows:
+            self.live.discard(r)
             if r.seq is not None:
                 self._drop(r.seq, r.n_done)
                 r.seq.busy = False
@@ -429,6 +433,8 @@ class LlamaCppBackend(Backend):
         try:
             while queue or running:
                 self._admit(running, queue)
+                if not running:
+                    raise CotscopeError(f"llama.cpp: no free sequence for scoring ({self.n_seq} in use)")
                 self._step(running)
         except BaseException:
             self._release(running)
@@ -460,10 +466,10 @@ class _LlamaStream:
         ticket, self.n_tickets = self.n_tickets, self.n_tickets + 1
         outs: list[Completion | None] = [None] * len(prompts)
         self.tickets[ticket] = outs
-        for i, (p, q) in enumerate(zip(prompts, params, strict=True)):
-            ids = self.b.encode(self.b.render(p))
-            if not ids:
-                raise CotscopeError("cannot generate after an empty prompt")
+        all_ids = [self.b.encode(self.b.render(p)) for p in prompts]
+        if not all(all_ids):
+            raise CotscopeError("cannot generate after an empty prompt")
+        for i, (ids, q) in enumerate(zip(all_ids, params, strict=True)):
             if q.max_new_tokens <= 0:
                 outs[i] = Completion("", len(ids), 0, "length")
                 continue
