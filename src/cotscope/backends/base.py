@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..trace import Message, ToolCall
 
 
@@ -100,3 +102,20 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the earliest stop string; return the kept text and whether a stop hit."""
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def decoded_completion(text: str, n_tokens: int, params: GenerationParams, stopped: bool, n_prompt: int, count_tokens) -> Completion:
+    """The completion of a row a local backend decoded: its `n_tokens` tokens as `text`, cut at
+    the earliest stop string (then counted again with `count_tokens`: tokens past a stop string
+    are not part of the answer). `stopped`: the row ended on an end token or a stop string, not
+    on its budget."""
+    text, hit = cut_at_stop(text, params.stop)
+    n_new = count_tokens(text) if hit else n_tokens
+    return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length")
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences (lists or integer arrays)."""
+    m = min(len(a), len(b))
+    diff = np.flatnonzero(np.asarray(a[:m]) != np.asarray(b[:m]))
+    return int(diff[0]) if len(diff) else m

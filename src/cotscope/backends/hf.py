@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .._errors import CotscopeError, require
 from ._memory import release_freed_memory
-from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
+from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion
 from .registry import ALIASES, register_backend
 
 KV_STORE_TOKENS = 8192  # prompt-prefix tokens whose KV is kept between calls (SmolLM2-135M: about 45 KB each)
@@ -180,7 +180,7 @@ class HFBackend(Backend):
             g = rows[i].group
             if g not in ref or len(rows[i].ids) > len(rows[ref[g]].ids):
                 ref[g] = i
-        shared = {i: min(_lcp(rows[i].ids, rows[ref[rows[i].group]].ids), rows[i].limit) for i in idx} if self.prefix_cache else {}
+        shared = {i: min(common_prefix(rows[i].ids, rows[ref[rows[i].group]].ids), rows[i].limit) for i in idx} if self.prefix_cache else {}
         group_len = {g: max(shared[i] for i in idx if rows[i].group == g) for g in ref} if shared else {}
         if not shared or min(group_len.values()) < 1:
             width = max(len(rows[i].ids) for i in idx)
@@ -235,12 +235,12 @@ class HFBackend(Backend):
         need = []
         for g, ids in prefixes.items():
             hit = self._kv_store.get(g)
-            m = _lcp(hit[0], ids) if hit else 0
+            m = common_prefix(hit[0], ids) if hit else 0
             if hit:
                 self._kv_store.move_to_end(g)
             if m < len(ids):  # another conversation may share more leading tokens (a rewriter's instructions)
                 for other in self._kv_store.values():
-                    if (n := _lcp(other[0], ids)) > m:
+                    if (n := common_prefix(other[0], ids)) > m:
                         hit, m = other, n
             if hit and m == len(ids):
                 out[g] = [(k[:, :m], v[:, :m]) for k, v in hit[1]]
@@ -323,10 +323,9 @@ class HFBackend(Backend):
     def _completion(self, new: list[int], params: GenerationParams, stopped: bool, n_prompt: int) -> Completion:
         """A row's completion from its decoded tokens (`stopped`: it ended on an end token or a
         stop string, not on its budget)."""
-        text, hit = cut_at_stop(self.tok.decode(new, skip_special_tokens=True), params.stop)
-        n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
-        self.n_generated_tokens += n_new
-        return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length")
+        out = decoded_completion(self.tok.decode(new, skip_special_tokens=True), len(new), params, stopped, n_prompt, self.count_tokens)
+        self.n_generated_tokens += out.n_generated_tokens
+        return out
 
     def _stop_tail(self, stop: tuple[str, ...]) -> int:
         """How many of a row's last tokens are decoded again to look for a stop string."""
@@ -735,14 +734,6 @@ def _similar_lengths(items: list, length, waste: float = 0.2) -> list[list]:
         else:
             batches.append([x])
     return batches
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def _left_pad(seqs: Sequence[Sequence[int]], width: int, pad: int):

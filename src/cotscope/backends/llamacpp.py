@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import CotscopeError, require
-from .base import Backend, Completion, GenerationParams, Prompt, cut_at_stop
+from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
@@ -64,13 +64,6 @@ def _check(rest: str, opts: dict[str, str]) -> None:
     require("llama_cpp", "llamacpp", INSTALL)
 
 
-def _lcp(a: np.ndarray, b: np.ndarray) -> int:
-    """Length of the common prefix of two token arrays."""
-    m = min(len(a), len(b))
-    diff = np.flatnonzero(a[:m] != b[:m])
-    return int(diff[0]) if len(diff) else m
-
-
 class _Seq:
     """A sequence of the KV pool and the tokens whose KV it holds, from position 0."""
 
@@ -82,7 +75,7 @@ class _Seq:
         self._arr: np.ndarray | None = None
 
     def arr(self) -> np.ndarray:
-        """The tokens as an array (for `_lcp`), rebuilt after they change."""
+        """The tokens as an array (for `common_prefix`), rebuilt after they change."""
         if self._arr is None:
             self._arr = np.asarray(self.tokens, dtype=np.int64)
         return self._arr
@@ -290,10 +283,9 @@ class LlamaCppBackend(Backend):
         return bool(stop) and any(s in self._text(new[-tail:]) for s in stop if s)
 
     def _completion(self, new: list[int], params: GenerationParams, stopped: bool, n_prompt: int) -> Completion:
-        text, hit = cut_at_stop(self._text(new), params.stop)
-        n_new = self.count_tokens(text) if hit else len(new)  # tokens past a stop string are not part of the answer
-        self.n_generated_tokens += n_new
-        return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length")
+        out = decoded_completion(self._text(new), len(new), params, stopped, n_prompt, self.count_tokens)
+        self.n_generated_tokens += out.n_generated_tokens
+        return out
 
     # -- the shared engine -----------------------------------------------------------------
     def _admit(self, running: list[_Row], queue: list[_Row]) -> None:
@@ -310,9 +302,9 @@ class LlamaCppBackend(Backend):
                 return
             best, n = None, 0
             for s in self.seqs:
-                if s.tokens and (k := _lcp(s.arr(), row.start)) > n:
+                if s.tokens and (k := common_prefix(s.arr(), row.start)) > n:
                     best, n = s, k
-            if any(_lcp(r.start, row.start) > n + DEFER_TOKENS for r in running):
+            if any(common_prefix(r.start, row.start) > n + DEFER_TOKENS for r in running):
                 i += 1
                 continue
             start = min(n, row.read_from)  # the positions it reads are evaluated again
