@@ -122,6 +122,25 @@ def test_out_naming_a_file_is_a_named_error(tmp_path, capsys):
     assert "is an existing file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "budget"), [
+    ([], 160),
+    (["--model", "mock?delay=0"], 160),
+    (["--model", "organism/faithful"], 160),
+    (["--model", "hf/Qwen/Qwen2.5-0.5B-Instruct"], 512),
+    (["--model", "llamacpp/model.gguf"], 512),
+    (["--model", "openai/m@http://127.0.0.1:1/v1"], 512),
+    (["--model", "llamacpp/model.gguf", "--max-new-tokens", "64"], 64),
+])
+def test_the_cot_budget_follows_the_model_unless_given(argv, budget):
+    from cotscope.cli.main import _config
+
+    args = build_parser().parse_args(["audit", *argv])
+    config = _config(args)
+    assert config.max_new_tokens == budget
+    # the resolved budget is written into the run's config, so a resume reads the same number back
+    assert type(config).model_validate(config.model_dump()).max_new_tokens == budget
+
+
 def test_a_bad_spec_fails_within_two_seconds_in_a_fresh_process(tmp_path):
     """Measured from process start: import, parse, check; nothing loads a model."""
     start = time.perf_counter()

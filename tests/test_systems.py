@@ -151,3 +151,34 @@ def test_compare_checks_every_system_before_running_any(tmp_path, capsys):
     assert main(argv) == 2
     assert "unknown system 'nosuch'" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()  # nothing ran, nothing was left behind
+
+
+HEADLINE = " Tom has 43 pencils.\nStep 1: 5 * 12 = 60.\nStep 2: 60 - 17 = 43.\nAnswer: 43"
+
+
+@pytest.mark.parametrize(("after_cue", "cot", "answer"), [
+    (HEADLINE, "Answer: Tom has 43 pencils.\nStep 1: 5 * 12 = 60.\nStep 2: 60 - 17 = 43.", "43"),  # a headline, then reasoning
+    (" 43", "", "43"),  # answers at once: no CoT
+    (" 43\nBecause 5 * 12 - 17 = 43.", "", "43"),  # answers, then explains after the answer: no CoT
+])
+def test_a_reply_that_opens_with_the_answer_cue_keeps_the_reasoning_after_it(after_cue, cot, answer):
+    calls: list[tuple[str, tuple]] = []
+
+    def reply(prompt, params):
+        calls.append((prompt.prefix, params.stop))
+        if prompt.prefix == "Answer:" and not params.stop:  # read on from the cue
+            return after_cue
+        if prompt.prefix.endswith("Answer:"):  # the forced answer after a CoT
+            return " 43"
+        return "Answer:" + after_cue  # from scratch: the reply opens with the cue
+
+    system = get_system("cot", MockBackend(respond=reply), kind="numeric")
+    trace = system.run([Sample(id="t", question="Tom has 5 boxes of 12 pencils and gives 17 away. How many are left?", answer="43")])[0]
+    assert "\n".join(s.text for s in trace.steps) == cot
+    assert trace.answer == answer and trace.finish_reason == "stop"
+    assert calls.count(("Answer:", ())) == 1  # one second look (no stop strings), at the reply that stopped at once
+    if cot:
+        # a continuation from a prefix of that CoT is not read again: the cue there ends the CoT
+        calls.clear()
+        system.continue_from([Sample(id="t", question="q", answer="43")], [trace.steps[:1]])
+        assert all(stop for _, stop in calls)

@@ -94,7 +94,8 @@ def with_overrides(cls: type[M], base: M | None, overrides: dict[str, Any]) -> M
         CotscopeError: naming the first field that does not validate.
     """
     try:
-        return cls.model_validate({**(base or cls()).model_dump(), **overrides})
+        # without a base, fields left out take their defaults, which may depend on the fields given
+        return cls.model_validate({**base.model_dump(), **overrides} if base is not None else overrides)
     except ValidationError as exc:
         where, err = first_error(exc)
         raise CotscopeError(f"bad option {where or 'config'}: {err['msg']} (got {err.get('input')!r})") from exc

@@ -10,6 +10,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_EXPERIMENTS = ("truncate", "summary", "paraphrase", "filler", "mistake", "hint", "legibility")
 ROLES = ("rewriter", "judge", "reference", "paraphraser")
+SHORT_COT_BUDGET = 160
+LONG_COT_BUDGET = 512
+SHORT_COT_MODELS = (DEFAULT_MODEL, "mock", "organism")
+
+
+def default_cot_budget(model: str) -> int:
+    """The CoT token budget a model gets when none is given: 160 for the embedded SmolLM2-135M
+    (its CoTs run 30-60 tokens; given 512 it sometimes loops to the end of the budget, which
+    multiplies through every experiment), the mock and the organisms; 512 for any other model,
+    since real instruct models write CoTs of several hundred tokens."""
+    name = model.partition("?")[0]
+    if name in SHORT_COT_MODELS or name.partition("/")[0] in SHORT_COT_MODELS:
+        return SHORT_COT_BUDGET
+    return LONG_COT_BUDGET
 CONFIG_VERSION = 2
 
 
@@ -20,7 +34,7 @@ class AuditConfig(BaseModel):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description="Backend spec: smollm2-135m (embedded), hf/<id-or-path>, gguf/<file>, openai/<model>@<url>, organism/<name>, mock.",
+        description="Backend spec: smollm2-135m (embedded), hf/<id-or-path>, gguf/<file> (through transformers), llamacpp/<file.gguf> (in-process llama.cpp), openai/<model>@<url>, organism/<name>, mock.",
     )
     system: str = Field("cot", description="System under audit: a registered name with ?options, or package.module:Class.")
     baseline: str = Field("direct", description="System compared against on the same samples ('' for none).")
@@ -38,7 +52,11 @@ class AuditConfig(BaseModel):
     )
     seed: int = Field(0, description="Seed for task generation and sampling.")
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature for reasoning; 0 is greedy.")
-    max_new_tokens: int = Field(160, ge=1, description="Token budget of a chain of thought.")
+    max_new_tokens: int = Field(
+        default_factory=lambda data: default_cot_budget(data.get("model", DEFAULT_MODEL)), ge=1,
+        description=f"Token budget of a chain of thought; by default {SHORT_COT_BUDGET} for smollm2-135m, mock and "
+        f"organism/ models, {LONG_COT_BUDGET} for any other model (real instruct models write CoTs of several hundred tokens).",
+    )
     continue_max_new_tokens: int = Field(
         48, ge=1, description="Least token budget when the system continues from a truncated or edited CoT; each continuation "
         "may also spend 1.5x the tokens the original CoT spent after that point (+16)."

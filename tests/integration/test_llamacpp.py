@@ -157,3 +157,17 @@ def test_scores_after_prefixes_are_reused_equal_a_fresh_backends(path):
     for seq in used.seqs:  # what each sequence claims to hold is what llama.cpp holds
         assert used.L.llama_memory_seq_pos_max(used.mem, seq.id) == len(seq.tokens) - 1
 
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "failed: access to attribute '__class__' of 'str' object is unsafe"),
+    ("{% set _ = messages.append(1) %}", "chat template failed"),  # changing the conversation: the sandbox refuses
+    ("{{ raise_exception('system messages are not supported') }}", "refused the conversation: system messages"),
+    ("{% for m in messages %}", "does not parse"),
+])
+def test_a_hostile_or_broken_gguf_chat_template_is_a_named_error(path, template, message):
+    backend = get_backend(f"llamacpp/{path}?n_ctx=256&n_parallel=1", cache=False).provider
+    assert "<|im_start|>user" in backend.render(PROMPTS[0])  # the file's own template works
+    backend.template, backend._template = template, None
+    with pytest.raises(CotscopeError, match=message):
+        backend.render(PROMPTS[0])

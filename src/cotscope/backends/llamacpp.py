@@ -167,7 +167,7 @@ class LlamaCppBackend(Backend):
         self.n_generated_tokens = self.n_prefill_tokens = self.n_decode_row_steps = 0
         self.precision = "llama.cpp, GGUF weights as stored"
         meta = getattr(llm, "metadata", {}) or {}
-        self.template = meta.get("tokenizer.chat_template")
+        self.template, self._template = meta.get("tokenizer.chat_template"), None
         self.bos = self._piece(llm.token_bos())
         self.eos = self._piece(llm.token_eos())
         self.add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
@@ -219,13 +219,33 @@ class LlamaCppBackend(Backend):
             return self.llm.detokenize([token]).decode("utf-8", errors="replace")
 
     # -- text <-> tokens -------------------------------------------------------------------
+    def _chat_template(self):
+        """The GGUF's chat template, compiled once in jinja2's sandbox: a template is data from
+        the file, and the sandbox refuses attribute access that could reach Python internals."""
+        if self._template is None:
+            from jinja2.exceptions import TemplateError
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            def raise_exception(message: str) -> None:
+                raise CotscopeError(f"the GGUF chat template refused the conversation: {message}")
+
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            env.globals["raise_exception"] = raise_exception
+            try:
+                self._template = env.from_string(self.template)
+            except TemplateError as exc:
+                raise CotscopeError(f"the GGUF chat template does not parse: {exc}") from exc
+        return self._template
+
     def render(self, prompt: Prompt) -> str:
         msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
         if self.template:
-            import jinja2
+            from jinja2.exceptions import TemplateError
 
-            env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-            text = env.from_string(self.template).render(messages=msgs, add_generation_prompt=True, bos_token=self.bos, eos_token=self.eos)
+            try:
+                text = self._chat_template().render(messages=msgs, add_generation_prompt=True, bos_token=self.bos, eos_token=self.eos)
+            except TemplateError as exc:  # the sandbox's SecurityError among them
+                raise CotscopeError(f"the GGUF chat template failed: {exc}") from exc
         else:
             text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
             text += " " if prompt.prefix and not prompt.prefix.startswith((" ", "\n")) else ""

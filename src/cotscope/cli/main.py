@@ -46,9 +46,12 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], skip: t
         if name in skip:
             continue
         flag = "--" + name.replace("_", "-")
-        default = field.get_default(call_default_factory=True)
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        help_text = _help(f"{field.description} (default: {shown if shown not in ({}, '') else 'none'})")
+        if field.default_factory_takes_validated_data:  # a default that depends on other fields: the description says how
+            default, help_text = None, _help(field.description or "")
+        else:
+            default = field.get_default(call_default_factory=True)
+            shown = ",".join(default) if isinstance(default, tuple) else default
+            help_text = _help(f"{field.description} (default: {shown if shown not in ({}, '') else 'none'})")
         if name == "task_args":
             parser.add_argument("--task-arg", dest="task_args", action="append", type=_kv, metavar="KEY=VALUE", help=help_text)
         elif name == "roles":
@@ -60,7 +63,8 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], skip: t
         elif isinstance(default, bool):  # true/false as text, parsed by the config (bool("false") is True)
             parser.add_argument(flag, dest=name, help=help_text, metavar="true|false")
         else:
-            parser.add_argument(flag, dest=name, type=type(default), help=help_text, metavar=name.upper())
+            kind = field.annotation if default is None else type(default)
+            parser.add_argument(flag, dest=name, type=kind, help=help_text, metavar=name.upper())
 
 
 def _add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:

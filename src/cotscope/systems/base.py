@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from .._errors import CotscopeError
 from .._options import parse_options, split_spec
 from .._registry import Registry, is_import_path
-from ..backends import Backend, GenerationParams, Prompt
+from ..backends import Backend, Completion, GenerationParams, Prompt
+from ..backends.base import cut_at_stop
 from ..tasks.base import LETTERS, Kind, Sample, extract_answer
 from ..trace import Answer, Continuation, Message, Step, Trace, join_steps, make_steps
 from .prompts import ANSWER_CUE, answer_prefix
@@ -83,6 +84,7 @@ class System(ABC):
         texts = [join_steps(p) for p in prefixes]
         prompts = [self.prompt(s).with_prefix(t + "\n" if t else "") for s, t in zip(samples, texts, strict=True)]
         completions = self.backend.generate(prompts, self._params(max_new_tokens, stop=(ANSWER_CUE,)))
+        completions = self._past_a_leading_cue(prompts, texts, completions, max_new_tokens)
         role = next(iter(self.roles))
         return [
             Reasoning(
@@ -91,6 +93,29 @@ class System(ABC):
             )
             for c in completions
         ]
+
+    def _past_a_leading_cue(self, prompts: Sequence[Prompt], prefixes: Sequence[str], completions: Sequence[Completion],
+                            max_new_tokens: int) -> list[Completion]:
+        """A reply that opens with the answer cue stopped before its first token. Some instruct
+        models open with a headline (``Answer: Lena has 150 stickers initially.``), then reason
+        line by line and state the answer again on a last ``Answer:`` line: taking such a reply as
+        "no CoT" would measure a CoT that exists as an empty one. So a reply from scratch that
+        stopped at once is read on, from the cue, without stop strings; if it writes more lines
+        and then a new ``Answer:`` line, everything before that line is its CoT (headline
+        included). A reply that gives its answer and ends, or explains after it without a new
+        answer line, answered without a CoT, as before."""
+        redo = [i for i, (p, c) in enumerate(zip(prefixes, completions, strict=True)) if not p and not c.text.strip() and c.finish_reason == "stop"]
+        if not redo:
+            return list(completions)
+        again = self.backend.generate([prompts[i].with_prefix(ANSWER_CUE) for i in redo], self._params(max_new_tokens))
+        out = list(completions)
+        for i, c in zip(redo, again, strict=True):
+            text, hit = cut_at_stop(c.text, ("\n" + ANSWER_CUE,))
+            if hit and "\n" in text.strip():
+                cot = ANSWER_CUE + text
+                n_new = completions[i].n_generated_tokens + self.backend.count_tokens(text)
+                out[i] = Completion(cot, completions[i].n_prompt_tokens, n_new, "stop")
+        return out
 
     # -- shared machinery ------------------------------------------------------------------
     def _params(self, max_new_tokens: int, stop: tuple[str, ...] = (), temperature: float | None = None) -> GenerationParams:
