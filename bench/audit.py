@@ -1,11 +1,14 @@
-"""Benchmark: the default `cotscope audit` on the embedded model.
+"""Benchmark: the default `cotscope audit` on the embedded model, or a model users bring.
 
 Prints wall time, peak memory, generated tokens per second of wall time, the prompt tokens run
 and decode row-steps, and checks the targets on 2 CPU cores: the default audit (every
 experiment, 20 samples) in under 5 minutes and under 2 GB at peak; the truncation experiment
-alone (``--experiments truncate``) in under 5 minutes.
+alone (``--experiments truncate``) in under 5 minutes; a full audit of a 0.5B-class instruct
+GGUF at n=16 (``--model llamacpp/<file.gguf> --n-samples 16 --task gsm8k --task-arg
+path=<file>``) in under 15 minutes.
 
-    python bench/audit.py [--n-samples N] [--model SPEC] [--experiments truncate,...] [--out DIR]
+    python bench/audit.py [--n-samples N] [--model SPEC] [--experiments truncate,...]
+                          [--task NAME] [--task-arg KEY=VALUE ...] [--max-new-tokens N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from cotscope import AuditConfig, audit, get_backend
 from cotscope.backends._threads import available_cores
 
-TARGET_S = {"full": 300.0, "truncate": 300.0}
+TARGET_S = {"full": 300.0, "truncate": 300.0, "brought": 900.0}
 TARGET_PEAK_MB = 2048.0
 
 
@@ -29,11 +32,17 @@ def main() -> int:
     parser.add_argument("--model", default=AuditConfig().model)
     parser.add_argument("--experiments", default=",".join(AuditConfig().experiments))
     parser.add_argument("--samples-in-flight", type=int, default=AuditConfig().samples_in_flight)
+    parser.add_argument("--task", default=AuditConfig().task)
+    parser.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--max-new-tokens", type=int, help="CoT budget (default: the model's, see cotscope audit --help).")
     parser.add_argument("--out", help="Keep the run directory here (default: a temporary one).")
     args = parser.parse_args()
     experiments = tuple(x for x in args.experiments.split(",") if x)
-    config = AuditConfig(model=args.model, n_samples=args.n_samples, experiments=experiments, samples_in_flight=args.samples_in_flight)
-    target = TARGET_S["truncate" if experiments == ("truncate",) else "full"]
+    budget = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    config = AuditConfig(model=args.model, n_samples=args.n_samples, experiments=experiments, samples_in_flight=args.samples_in_flight,
+                         task=args.task, task_args=dict(a.split("=", 1) for a in args.task_arg), **budget)
+    brought = config.model != AuditConfig().model
+    target = TARGET_S["truncate" if experiments == ("truncate",) else "brought" if brought else "full"]
     t0 = time.perf_counter()
     backend = get_backend(config.model)
     load_s = time.perf_counter() - t0
@@ -47,7 +56,8 @@ def main() -> int:
     prefill_tokens = getattr(backend, "n_prefill_tokens", 0)
     s = result.summary
     print(f"model                 {config.model}  ({available_cores()} cores)")
-    print(f"samples               {s.n_samples}  (CoT chunks per sample {s['cost/cot_steps'].value:.1f})")
+    print(f"samples               {s.n_samples} of {config.task}  (CoT chunks per sample {s['cost/cot_steps'].value:.1f}, "
+          f"CoT budget {config.max_new_tokens}, CoTs cut {s.n_cut.get('subject', 0)})")
     print(f"experiments           {','.join(experiments)}")
     print(f"wall time             {wall:.1f} s  (model load {load_s:.1f} s)  target < {target:.0f} s")
     print(f"peak memory (RSS)     {peak_mb:.0f} MiB")
@@ -59,8 +69,9 @@ def main() -> int:
     if steps := getattr(backend, "n_decode_row_steps", 0):
         print(f"decode row-steps      {steps}")
     print(f"model calls           {usage.calls} calls, {usage.prompts} prompts, {usage.cache_hits} answered from the cache")
-    ok = wall < target and (experiments == ("truncate",) or peak_mb < TARGET_PEAK_MB)
-    print(f"target                {'met' if ok else 'MISSED'} (under {target:.0f} s" + ("" if experiments == ("truncate",) else f", under {TARGET_PEAK_MB:.0f} MiB") + ")")
+    check_peak = experiments != ("truncate",) and not brought
+    ok = wall < target and (not check_peak or peak_mb < TARGET_PEAK_MB)
+    print(f"target                {'met' if ok else 'MISSED'} (under {target:.0f} s" + (f", under {TARGET_PEAK_MB:.0f} MiB" if check_peak else "") + ")")
     return 0 if ok else 1
 
 
