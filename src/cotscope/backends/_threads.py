@@ -18,3 +18,16 @@ def cap_torch_threads() -> None:
     n = available_cores()
     if torch.get_num_threads() > n:
         torch.set_num_threads(n)
+
+
+ONEDNN_CACHE = "64"
+
+
+def cap_onednn_cache() -> None:
+    """Keep oneDNN's cache of compiled matrix kernels to 64 entries (its default is 1024), unless
+    the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``. torch's CPU matrix products go through
+    oneDNN, which compiles and keeps one kernel per shape; batches of varying lengths make
+    hundreds of shapes. On the default audit the full cache held about 340 MiB at peak (2136
+    against 1798 MiB, at 4% of the time). oneDNN reads the variable at its first kernel, so
+    this must run before the process multiplies a matrix on the CPU."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE)

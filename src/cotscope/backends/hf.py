@@ -103,13 +103,14 @@ class HFBackend(Backend):
     @classmethod
     def load(cls, source: str, gguf_file: str | None = None, opts: dict[str, str] | None = None) -> "HFBackend":
         opts = dict(opts or {})
+        from ._threads import cap_onednn_cache, cap_torch_threads
+
+        cap_onednn_cache()
         torch = require("torch", "hf")
         transformers = require("transformers", "hf")
         if gguf_file:
             require("gguf", "hf")
             require("accelerate", "hf")
-        from ._threads import cap_torch_threads
-
         cap_torch_threads()
         device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
         dtype_name = opts.pop("dtype", default_dtype(device))
