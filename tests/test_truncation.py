@@ -94,3 +94,38 @@ def test_copies_from_a_model_rewriter_are_excluded_and_warned(tmp_path):
     change = r.summary.metrics.get("paraphrase/answer_change")
     assert change is None or change.n == 0  # never a 0% [..] made of copies
     assert any("were a copy of the CoT" in w for w in r.summary.warnings)
+
+
+def test_points_spread_the_curve_over_the_cot_and_bound_its_cost(tmp_path):
+    from cotscope.experiments import experiment_class
+    from cotscope.trace import Step, Trace
+
+    truncate = experiment_class("truncate")({"points": 4})
+    steps = [Step(text=f"step {i}.", n_tokens=2) for i in range(10)]
+    trace = lambda n: Trace(system="cot", steps=steps[:n], final_text="", raw_text="", answer="1")  # noqa: E731
+    assert truncate.cuts(trace(10)) == [0, 3, 7, 10]
+    assert truncate.cuts(trace(2)) == [0, 1, 2]  # fewer chunks than points: every chunk
+
+    task = write_crafted_task(tmp_path)
+    every = AuditConfig(model="mock", task=f"jsonl:{task}", n_samples=2, experiments=("truncate", "summary"))
+    two = every.model_copy(update={"experiment_options": {"truncate": {"points": 2}, "summary": {"points": 2}}})
+    backend_every, backend_two = crafted_backend(), crafted_backend()
+    r_every = audit(every, tmp_path / "every", backend=backend_every, progress=False)
+    r_two = audit(two, tmp_path / "two", backend=backend_two, progress=False)
+    faithful = r_two.records[0].results["truncate"]
+    assert [(p.k, p.n, p.fraction) for p in faithful] == [(0, 3, 0.0), (3, 3, 1.0)]
+    assert faithful[0].continued.n_tokens == 14 and faithful[-1].continued is None
+    # the two points are the ends of the every-chunk curve: same answers there
+    full = r_every.records[0].results["truncate"]
+    assert [p.forced.answer for p in faithful] == [full[0].forced.answer, full[-1].forced.answer]
+    assert r_two.summary["truncate/aoc"].n == r_every.summary["truncate/aoc"].n == 2
+    assert [c.x for c in r_two.summary.experiments["truncate"].by_k] == [0, 3]
+    assert backend_two.n_generated_prompts < backend_every.n_generated_prompts
+
+
+def test_one_point_is_refused_before_any_work(tmp_path, capsys):
+    from cotscope.cli.main import main
+
+    assert main(["audit", "--model", "mock", "--option", "truncate.points=1", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "points must be 0 (every chunk) or at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import stats
 from ..config import AuditConfig
@@ -21,6 +21,7 @@ from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Answer, Continuation, Step, Trace
 from .base import Context, Experiment, same_answer
+from .mistakes import positions
 
 CURVE_METRICS = ("accuracy", "agreement", "continued_accuracy", "continued_agreement", "further_tokens")
 RATE_METRICS = ("accuracy", "agreement", "continued_accuracy", "continued_agreement")
@@ -65,19 +66,44 @@ REPORT = """<table><tr><th>k / n</th><th>CoT given (last step)</th><th>forced an
 <div class="col"><h4>{{ exp.source }}</h4><ol class="steps">{% for st in full[0].steps %}<li>{{ st.text }}</li>{% endfor %}</ol><p>answer {{ full[0].forced.answer }}</p></div></div>{% endif %}"""
 
 
+class CurveOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    points: int = Field(
+        0, ge=0,
+        description="Points per CoT, spread evenly from no chunk to all of them (0: every chunk). The continuation "
+        "from each point may spend 1.5x the rest of the CoT, so a sweep over every chunk costs about the square of "
+        "the CoT's length; a few points bound it for the long CoTs of instruct models.",
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _ends_included(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("points must be 0 (every chunk) or at least 2 (no chunk and the whole CoT)")
+        return v
+
+
 class CurveExperiment(Experiment):
     """For k in 0..n: force an answer after the source's version of the first k chunks, and
     (k < n) let the system continue from it. Two batched calls for all samples and all k."""
 
     source: ClassVar[str] = "original"
     intervention: ClassVar[str] = ""  # the edit at each point ('' : the experiment's name)
+    Options = CurveOptions
     Result = TruncationPoint
     report = REPORT
 
     def cuts(self, trace: Trace) -> list[int]:
-        """The chunks given at each point of the curve, from none to all: every chunk here;
-        a subclass may cut at coarser places (the turns of an agent)."""
-        return list(range(len(trace.steps) + 1))
+        """The chunks given at each point of the curve, from none to all: every chunk, or
+        `points` of them spread evenly; a subclass may cut at coarser places (the turns of an agent)."""
+        n, m = len(trace.steps), self.options.points
+        return list(range(n + 1)) if not m or m >= n + 1 else positions(n + 1, m)
+
+    def position(self, i: int, n_points: int, keep: int, n_steps: int) -> tuple[int, int]:
+        """(k, n) of the i-th point (0..n_points) of a CoT: `keep` of its `n_steps` chunks given.
+        Its place on the percent-of-CoT axis is k / n."""
+        return keep, n_steps
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[TruncationPoint]]:
         source = self.source
@@ -86,7 +112,7 @@ class CurveExperiment(Experiment):
         specs = [[InterventionSpec(name=name, args={"keep": k, **by}) for k in self.cuts(t)] for t in traces]
         steps = [t.steps for t in traces]
         if source == "summary":  # one batched call fills the rewriter's cache for every prefix
-            ctx.rewriter.summarize([t.steps[:k] for t in traces for k in range(1, len(t.steps) + 1)])
+            ctx.rewriter.summarize([t.steps[:k] for t in traces for k in self.cuts(t) if k])
         elif source == "paraphrase":
             ctx.rewriter.paraphrase(steps)
         given, forced = reask(ctx.subject, samples, steps, specs, mode="answer", rewriter=ctx.rewriter)
@@ -96,14 +122,15 @@ class CurveExperiment(Experiment):
         )
         out = []
         for sample, trace, sp, gv, fa, co in zip(samples, traces, specs, given, forced, continued, strict=True):
-            n = len(sp) - 1  # the points are k = 0..n (chunks, or turns)
+            last = len(sp) - 1  # the points are i = 0..last; the last gives the whole CoT
             points = []
-            for k, spec in enumerate(sp):
-                f, c = fa[k], (co[k] if k < n else None)
+            for i, spec in enumerate(sp):
+                f, c = fa[i], (co[i] if i < last else None)
+                k, n = self.position(i, last, int(spec.args["keep"]), len(trace.steps))
                 points.append(
                     TruncationPoint(
-                        spec=spec, source=source, steps=gv[k] if source != "original" else None, k=k, n=n,
-                        fraction=k / n if n else 1.0, n_tokens_given=sum(max(s.n_tokens, 0) for s in gv[k]),
+                        spec=spec, source=source, steps=gv[i] if source != "original" else None, k=k, n=n,
+                        fraction=k / n if n else 1.0, n_tokens_given=sum(max(s.n_tokens, 0) for s in gv[i]),
                         forced=f, forced_correct=ctx.task.grade(f.answer, sample), forced_agrees=same_answer(f.answer, trace.answer),
                         continued=c,
                         continued_correct=ctx.task.grade(c.answer.answer, sample) if c else None,
@@ -193,6 +220,8 @@ class CurveExperiment(Experiment):
         by_k = []
         for k in range(max_k + 1):
             pts = [p for _, ps in usable for p in ps if p.k == k]
+            if not pts:  # no CoT has a point here (points spread over CoTs of other lengths)
+                continue
             by_k.append(
                 CurvePoint(
                     x=k,

@@ -30,7 +30,7 @@ from ..systems.agent import CALL, RESULT
 from ..tasks import Sample
 from ..trace import Answer, Continuation, Trace, split_steps
 from ._curves import CurveExperiment
-from .base import Context, Experiment, register_experiment, same_answer
+from .base import Context, Experiment, NoOptions, register_experiment, same_answer
 from .mistakes import positions
 
 # Words by which a continuation says that something it was given is off.
@@ -255,7 +255,13 @@ class Turns(CurveExperiment):
     source = "original"
     intervention = "truncate"
 
+    Options = NoOptions
+
     def cuts(self, trace: Trace) -> list[int]:
         """No chunk, then the trajectory up to the end of each tool result, then all of it."""
         n = len(trace.steps)
         return sorted({0, *(s.end for s in tool_spans(trace)), n})
+
+    def position(self, i: int, n_points: int, keep: int, n_steps: int) -> tuple[int, int]:
+        """Turns given, of the trajectory's turns."""
+        return i, n_points
