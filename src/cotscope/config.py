@@ -22,10 +22,8 @@ def default_cot_budget(model: str) -> int:
     after 15 minutes, since a long CoT multiplies through every experiment), the mock and the
     organisms; 512 for any other model, since real instruct models write CoTs of several
     hundred tokens."""
-    name = model.partition("?")[0]
-    if name in SHORT_COT_MODELS or name.partition("/")[0] in SHORT_COT_MODELS:
-        return SHORT_COT_BUDGET
-    return LONG_COT_BUDGET
+    kind = model.partition("?")[0].partition("/")[0]  # "mock/rules.jsonl" -> "mock"
+    return SHORT_COT_BUDGET if kind in SHORT_COT_MODELS else LONG_COT_BUDGET
 
 
 class AuditConfig(BaseModel):
