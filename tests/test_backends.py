@@ -312,3 +312,54 @@ def test_prompts_of_similar_length_share_a_batch_within_the_padding_allowed():
     assert all(sum(b) >= 0.8 * max(b) * len(b) for b in batches)
     assert len(batches) == 3  # about 5, about 40, about 250-300
     assert _similar_lengths(lengths, lambda x: x, waste=1.0) == [sorted(lengths)]
+
+
+def test_a_converted_gguf_is_keyed_by_its_file_and_dtype(tmp_path, monkeypatch):
+    """A GGUF file that changes (size or modification time), moves, or is loaded in another
+    dtype is converted again; the same file in the same dtype reuses its folder."""
+    import os
+
+    from cotscope.backends import hf
+
+    monkeypatch.setenv("COTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"x" * 10)
+    key = hf._gguf_folder(f, "float32")
+    assert key.parent == tmp_path / "cache" / "gguf" and key.name.startswith("m-")
+    assert hf._gguf_folder(f, "float32") == key and hf._gguf_folder(f, "bfloat16") != key
+    os.utime(f, ns=(1, 1))
+    touched = hf._gguf_folder(f, "float32")
+    assert touched != key
+    f.write_bytes(b"x" * 11)
+    os.utime(f, ns=(1, 1))
+    grown = hf._gguf_folder(f, "float32")
+    assert grown not in (key, touched)
+    g = tmp_path / "other" / "m.gguf"
+    g.parent.mkdir()
+    f.rename(g)
+    os.utime(g, ns=(1, 1))  # the same name, size and time in another folder
+    assert hf._gguf_folder(g, "float32") != grown
+
+
+def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tmp_path):
+    from cotscope.backends import hf
+
+    class Saves:
+        def __init__(self, error=None):
+            self.error = error
+
+        def save_pretrained(self, folder, **kw):
+            (folder / "config.json").write_text("{}")
+            if self.error:
+                raise self.error
+
+    folder = tmp_path / "gguf" / "m-0"
+    with pytest.warns(UserWarning, match="cannot keep the converted GGUF"):
+        hf._keep_converted(Saves(ValueError("not serializable")), Saves(), folder)
+    assert not folder.exists() and list((tmp_path / "gguf").iterdir()) == []  # the half-written folder is gone
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.warns(UserWarning, match="cannot keep the converted GGUF"):
+        hf._keep_converted(Saves(), Saves(), blocked / "gguf" / "m-0")
+    hf._keep_converted(Saves(), Saves(), folder)
+    assert (folder / "config.json").is_file() and [p.name for p in folder.parent.iterdir()] == ["m-0"]

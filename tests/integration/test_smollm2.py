@@ -108,3 +108,27 @@ def test_prefix_cache_equals_the_plain_path(backend):
     assert fast_tokens < 0.6 * plain.n_prefill_tokens
     params = GenerationParams(max_new_tokens=10)
     assert [c.text for c in backend.generate(prompts, params)] == [c.text for c in plain.generate(prompts, params)]
+
+
+def test_a_gguf_is_converted_once_and_read_back_the_same(tmp_path, monkeypatch):
+    """The first load keeps the de-quantized model as a transformers folder; the second reads
+    that folder and has the same weights, tokenizer, chat template and greedy text."""
+    import torch
+
+    monkeypatch.setenv("COTSCOPE_CACHE_DIR", str(tmp_path))
+    first = get_backend("smollm2-135m?dtype=float32", cache=False)
+    (folder,) = (tmp_path / "gguf").iterdir()
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert first.model.name_or_path != str(folder)
+    second = get_backend("smollm2-135m?dtype=float32", cache=False)
+    assert second.model.name_or_path == str(folder)  # read from the folder, not the GGUF
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    prompt = Prompt.chat("What is 17 + 25? Think step by step.", system="Be brief.")
+    assert first.render(prompt) == second.render(prompt)
+    text = "Héllo wörld 123 <|im_end|> 🙂"
+    assert first.encode(text) == second.encode(text) and first.tok.pad_token == second.tok.pad_token
+    params = GenerationParams(max_new_tokens=24)
+    assert first.generate([prompt], params)[0].text == second.generate([prompt], params)[0].text
+    uncached = get_backend("smollm2-135m?dtype=float32&gguf_cache=false", cache=False)
+    assert uncached.model.name_or_path != str(folder) and len(list((tmp_path / "gguf").iterdir())) == 1

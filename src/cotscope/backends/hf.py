@@ -9,13 +9,18 @@ a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs),
 ``device`` (cpu, cuda, ...), ``batch_size`` (default 32), ``prefix_cache`` (default true:
 prompts of one conversation that differ only in their assistant prefix, such as the
 truncation points of one trace, run their common token prefix through the model once and
-reuse its KV cache; false gives the plain reference path).
+reuse its KV cache; false gives the plain reference path), ``gguf_cache`` (default true: a
+GGUF file's de-quantized weights, config and tokenizer are kept as a transformers folder of
+safetensors in the dtype loaded, under ``$COTSCOPE_CACHE_DIR`` or ``~/.cache/cotscope``, keyed by
+the file's path, size and modification time; the next load reads that folder instead of
+parsing the GGUF again).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -116,20 +121,27 @@ class HFBackend(Backend):
         dtype_name = opts.pop("dtype", default_dtype(device))
         batch_size = int(opts.pop("batch_size", "32"))
         prefix_cache = opts.pop("prefix_cache", "true").lower() not in ("0", "false", "no")
+        gguf_cache = opts.pop("gguf_cache", "true").lower() not in ("0", "false", "no")
         if opts:
-            raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache")
+            raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache")
         dtype = getattr(torch, dtype_name, None)
         if not isinstance(dtype, torch.dtype):
             raise CotscopeError(f"unknown dtype {dtype_name!r}")
         kwargs: dict = {"gguf_file": gguf_file} if gguf_file else {}
-        unpacked: dict = {}
-        if gguf_file and dtype != torch.float32:  # unpacked either way without `kernels`; saying so spares a warning that they are not
-            unpacked["quantization_config"] = transformers.GgufConfig(dequantize=True)
+        weights: dict = {}
+        keep = _gguf_folder(Path(source) / gguf_file, dtype) if gguf_file and gguf_cache else None
+        if keep is not None and (keep / "config.json").is_file():
+            source, kwargs, weights, keep = str(keep), {}, {"use_safetensors": True}, None  # safetensors: never a pickle
+        elif gguf_file and (dtype != torch.float32 or keep is not None):
+            # unpacked either way without `kernels`; saying so spares a warning that they are not, and lets them be saved
+            weights["quantization_config"] = transformers.GgufConfig(dequantize=True)
         try:
             tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **unpacked)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **weights)
         except OSError as exc:
             raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
+        if keep is not None:
+            _keep_converted(model, tok, keep)
         model.to(device).eval()
         if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and model.config._attn_implementation == "sdpa":
             model.set_attn_implementation(_float32_attention())
@@ -817,6 +829,46 @@ def _make_hf(rest: str, opts: dict[str, str]) -> Backend:
     if not rest:
         raise CotscopeError("hf/ needs a hub id or a local path, e.g. hf/HuggingFaceTB/SmolLM2-135M-Instruct")
     return HFBackend.load(rest, opts=opts)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("COTSCOPE_CACHE_DIR") or Path.home() / ".cache" / "cotscope")
+
+
+def _gguf_folder(path: Path, dtype) -> Path:
+    """Where a GGUF file's conversion to `dtype` is kept: keyed by the file's path, size and
+    modification time, so a changed or moved file is converted again."""
+    import hashlib
+
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
+    return _cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def _keep_converted(model, tok, folder: Path) -> None:
+    """Write the converted model and tokenizer to `folder` as a transformers folder
+    (safetensors). It appears whole or not at all: written beside it, then renamed. A cache
+    that cannot be written costs only the next load's time: a warning, no error."""
+    import shutil
+    import tempfile
+    import warnings
+
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not (folder / "config.json").is_file():  # else another process made it first
+                raise
+    except (OSError, ValueError, RuntimeError) as exc:  # a full disk, a read-only home, a model transformers will not save
+        warnings.warn(f"cannot keep the converted GGUF under {folder.parent} ({exc}); it is parsed again on every load", stacklevel=3)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @register_backend("gguf", check=_check_gguf)
