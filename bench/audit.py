@@ -21,6 +21,7 @@ import time
 
 from cotscope import AuditConfig, audit, get_backend
 from cotscope.backends._threads import available_cores
+from cotscope.cli.main import _kv
 
 TARGET_S = {"full": 300.0, "truncate": 300.0, "brought": 900.0}
 TARGET_PEAK_MB = 2048.0
@@ -33,14 +34,14 @@ def main() -> int:
     parser.add_argument("--experiments", default=",".join(AuditConfig().experiments))
     parser.add_argument("--samples-in-flight", type=int, default=AuditConfig().samples_in_flight)
     parser.add_argument("--task", default=AuditConfig().task)
-    parser.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--task-arg", action="append", default=[], type=_kv, metavar="KEY=VALUE")
     parser.add_argument("--max-new-tokens", type=int, help="CoT budget (default: the model's, see cotscope audit --help).")
     parser.add_argument("--out", help="Keep the run directory here (default: a temporary one).")
     args = parser.parse_args()
     experiments = tuple(x for x in args.experiments.split(",") if x)
     budget = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     config = AuditConfig(model=args.model, n_samples=args.n_samples, experiments=experiments, samples_in_flight=args.samples_in_flight,
-                         task=args.task, task_args=dict(a.split("=", 1) for a in args.task_arg), **budget)
+                         task=args.task, task_args=dict(args.task_arg), **budget)
     brought = config.model != AuditConfig().model
     target = TARGET_S["truncate" if experiments == ("truncate",) else "brought" if brought else "full"]
     t0 = time.perf_counter()

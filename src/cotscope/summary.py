@@ -121,8 +121,9 @@ def caveats(s: Summary) -> list[str]:
     cont = s.metrics.get("cost/continuations_cut")
     if cont is not None and cont.value:
         out.append(
-            f"{cont.value * 100:.0f}% of continuations ended on their budget (continue_max_new_tokens={s.config.continue_max_new_tokens}): "
-            "'system continues' numbers include cut continuations; raise --continue-max-new-tokens."
+            f"{cont.value * 100:.0f}% of continuations ended on their budget (1.5x what the CoT spent after the cut, +16, "
+            f"at least continue_max_new_tokens={s.config.continue_max_new_tokens}): 'system continues' numbers include them, "
+            "answered where they stopped (such a continuation re-derives at more length than the original did, or loops)."
         )
     for role, k in s.n_correct.items():
         if k < FEW_CORRECT:
