@@ -342,6 +342,8 @@ def test_a_converted_gguf_is_keyed_by_its_file_and_dtype(tmp_path, monkeypatch):
 
 
 def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tmp_path):
+    import os
+
     from cotscope.backends import hf
 
     class Saves:
@@ -361,5 +363,9 @@ def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tm
     blocked.write_text("")
     with pytest.warns(UserWarning, match="cannot keep the converted GGUF"):
         hf._keep_converted(Saves(), Saves(), blocked / "gguf" / "m-0")
+    stale, fresh = folder.parent / ".m-1-killed", folder.parent / ".m-2-writing"  # one a killed run left; one being written now
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (0, 0))
     hf._keep_converted(Saves(), Saves(), folder)
-    assert (folder / "config.json").is_file() and [p.name for p in folder.parent.iterdir()] == ["m-0"]
+    assert (folder / "config.json").is_file() and sorted(p.name for p in folder.parent.iterdir()) == [".m-2-writing", "m-0"]

@@ -856,6 +856,7 @@ def _keep_converted(model, tok, folder: Path) -> None:
     tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
+        _drop_stale_partials(folder.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
@@ -869,6 +870,19 @@ def _keep_converted(model, tok, folder: Path) -> None:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _drop_stale_partials(root: Path, age_s: float = 3600.0) -> None:
+    """Remove folders that a conversion killed while writing left behind (hidden, older than `age_s`)."""
+    import shutil
+    import time
+
+    for p in root.glob(".*"):
+        try:
+            if p.is_dir() and time.time() - p.stat().st_mtime > age_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
 
 
 @register_backend("gguf", check=_check_gguf)
