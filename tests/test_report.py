@@ -119,3 +119,18 @@ def test_report_in_a_real_browser(run, browser, tmp_path):
     assert "<i>what</i>" in first.find_element(By.CSS_SELECTOR, "pre.question").text
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_a_value_fixed_by_definition_is_printed_as_fixed_not_as_a_zero_width_interval():
+    """The whole original CoT agrees with itself and nothing follows it: such points are exact
+    (no interval), and every printer says so instead of printing '[100, 100]' or '[0, 0]'."""
+    from cotscope import stats
+    from cotscope.report.html import _ci
+    from cotscope.report.table import _cell, fmt, fmt_interval
+
+    fixed, measured = stats.exact(1.0, 7), stats.rate([1.0] * 7)  # 7 of 7: Clopper-Pearson [59.0, 100]
+    for text in (fmt(fixed, True), fmt_interval(fixed, True), _cell(fixed, 100), _ci(fixed, True)):
+        assert "fixed" in text and "[" not in text
+    assert fmt(fixed, True).split() == ["100.0%", "(fixed)", "n=7"]
+    assert "[59.0, 100.0]" in fmt(measured, True) and "[59, 100]" in _cell(measured, 100)
+    assert _cell(stats.exact(0.0, 7), 1).strip() == "0 (fixed)"

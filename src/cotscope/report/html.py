@@ -173,6 +173,8 @@ def _fmt(value: float | None, percent: bool) -> str:
 def _ci(e, percent: bool) -> str:
     if e.value is None:
         return ""
+    if e.method == "exact":
+        return "(fixed by definition)"
     return f"[{_fmt(e.lo, percent)}, {_fmt(e.hi, percent)}]"
 
 

@@ -37,10 +37,15 @@ def render_table(summary: Summary) -> str:
     return "\n".join(lines)
 
 
+FIXED = "(fixed)"  # printed where an interval would be, for a value fixed by definition (method "exact")
+
+
 def fmt(e: Estimate, percent: bool) -> str:
     if e.value is None:
         return "n/a (n=0)"
     n = f"n={e.n}" + (f" ({e.n_items} items)" if e.n_items and e.n_items != e.n else "")
+    if e.method == "exact":
+        return (f"{e.value * 100:6.1f}%" if percent else f"{e.value:7.3f}") + f"  {FIXED}  {n}"
     if percent:
         return f"{e.value * 100:6.1f}%  [{e.lo * 100:.1f}, {e.hi * 100:.1f}]  {n}"
     return f"{e.value:7.3f}  [{e.lo:.3f}, {e.hi:.3f}]  {n}"
@@ -52,6 +57,8 @@ def fmt_interval(e: Estimate, percent: bool, signed: bool = False, digits: int =
         return "n/a"
     s = "+" if signed else ""
     n = f" n={e.n}" if with_n else ""
+    if e.method == "exact":
+        return (f"{e.value * 100:{s}.1f}%" if percent else f"{e.value:{s}.{digits}f}") + f" {FIXED}{n}"
     if percent:
         return f"{e.value * 100:{s}.1f}% [{e.lo * 100:{s}.1f}, {e.hi * 100:{s}.1f}]{n}"
     return f"{e.value:{s}.{digits}f} [{e.lo:{s}.{digits}f}, {e.hi:{s}.{digits}f}]{n}"
@@ -60,4 +67,6 @@ def fmt_interval(e: Estimate, percent: bool, signed: bool = False, digits: int =
 def _cell(est: Estimate, scale: float, width: int = 18) -> str:
     if est.value is None:
         return "n/a".rjust(width)
+    if est.method == "exact":  # 100% of the CoT agrees with itself; nothing follows all of it
+        return f"{est.value * scale:.0f} {FIXED}".rjust(width)
     return f"{est.value * scale:.0f} [{est.lo * scale:.0f}, {est.hi * scale:.0f}]".rjust(width)
