@@ -132,3 +132,18 @@ def test_a_gguf_is_converted_once_and_read_back_the_same(tmp_path, monkeypatch):
     assert first.generate([prompt], params)[0].text == second.generate([prompt], params)[0].text
     uncached = get_backend("smollm2-135m?dtype=float32&gguf_cache=false", cache=False)
     assert uncached.model.name_or_path != str(folder) and len(list((tmp_path / "gguf").iterdir())) == 1
+
+
+def test_a_damaged_converted_copy_is_read_again_from_the_gguf(tmp_path, monkeypatch):
+    """A kept conversion whose weights file is damaged gives a warning, the GGUF is read again,
+    and a sound copy replaces the damaged one."""
+    monkeypatch.setenv("COTSCOPE_CACHE_DIR", str(tmp_path))
+    get_backend("smollm2-135m?dtype=float32", cache=False)
+    (folder,) = (tmp_path / "gguf").iterdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by a full disk
+    with pytest.warns(UserWarning, match="could not be read.*reading the GGUF file again"):
+        again = get_backend("smollm2-135m?dtype=float32", cache=False)
+    assert again.model.name_or_path != str(folder)  # from the GGUF
+    assert weights.stat().st_size > 100_000_000  # a sound copy again
+    assert get_backend("smollm2-135m?dtype=float32", cache=False).model.name_or_path == str(folder)

@@ -130,14 +130,17 @@ class HFBackend(Backend):
         kwargs: dict = {"gguf_file": gguf_file} if gguf_file else {}
         weights: dict = {}
         keep = _gguf_folder(Path(source) / gguf_file, dtype) if gguf_file and gguf_cache else None
+        tok = model = None
         if keep is not None and (keep / "config.json").is_file():
-            source, kwargs, weights, keep = str(keep), {}, {"use_safetensors": True}, None  # safetensors: never a pickle
-        elif gguf_file and (dtype != torch.float32 or keep is not None):
+            tok, model = _read_converted(transformers, keep, dtype)
+            keep = None if model is not None else keep
+        if model is None and gguf_file and (dtype != torch.float32 or keep is not None):
             # unpacked either way without `kernels`; saying so spares a warning that they are not, and lets them be saved
             weights["quantization_config"] = transformers.GgufConfig(dequantize=True)
         try:
-            tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **weights)
+            if model is None:
+                tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+                model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **weights)
         except OSError as exc:
             raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
         if keep is not None:
@@ -843,6 +846,23 @@ def _gguf_folder(path: Path, dtype) -> Path:
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
     return _cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def _read_converted(transformers, folder: Path, dtype):
+    """(tokenizer, model) from a kept conversion (safetensors only: never a pickle), or (None,
+    None) with a warning when it cannot be read (a damaged file): the folder is removed, and the
+    caller reads the GGUF again and keeps a new one."""
+    import shutil
+    import warnings
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+        return tok, transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the copy: the GGUF is still there
+        warnings.warn(f"the converted GGUF at {folder} could not be read ({type(exc).__name__}: {exc}); "
+                      "reading the GGUF file again and replacing it", stacklevel=3)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, None
 
 
 def _keep_converted(model, tok, folder: Path) -> None:
