@@ -139,10 +139,12 @@ def test_grpo_steps_on_smollm2_change_the_weights(tmp_path):
     from cotscope.backends import get_backend
 
     out = tmp_path / "s"
+    base = get_backend("smollm2-135m", cache=False).model.state_dict()  # also keeps its conversion: training reads that copy
     assert main(["train", "--model", "smollm2-135m", "--rewards", "correct,tests.test_training:length", "--steps", "2", "--num-generations", "2",
                  "--prompts-per-step", "1", "--max-completion-length", "24", "--audit-every", "0", "--learning-rate", "1e-4",
                  "--out", str(out), "--no-progress"]) == 0
-    base = get_backend("smollm2-135m", cache=False).model.state_dict()
+    # the KL reference is a copy in the run directory, not the cache of the GGUF's conversion (which may be cleared)
+    assert (out / "base" / "model.safetensors").is_file()
     after = _weights(out / "checkpoints" / "checkpoint-2" / "model.safetensors")
     shared = [k for k in after if k in base]
     assert shared and any(not (base[k].float() == after[k].float()).all() for k in shared)

@@ -243,12 +243,18 @@ def train(
 
 def _loadable_reference(model, tok, run_dir: Path) -> None:
     """TRL loads the KL reference model from the policy's `name_or_path`; a model that cannot be
-    loaded from there (a GGUF file) is saved once as it starts, and named by that copy."""
+    loaded from there (a GGUF file), or that was read from cotscope's cache of converted GGUF
+    files (which may be cleared while a run waits to resume), is saved once as it starts, and
+    named by that copy: the run directory holds what a resumed run needs."""
     from transformers import AutoConfig
 
+    from ..backends.hf import _cache_root
+
+    name = model.config._name_or_path
     try:
-        AutoConfig.from_pretrained(model.config._name_or_path)
-        return
+        if not Path(name).resolve().is_relative_to(_cache_root().resolve()):
+            AutoConfig.from_pretrained(name)
+            return
     except (OSError, ValueError):
         pass
     base = run_dir / "base"
