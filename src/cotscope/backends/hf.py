@@ -120,31 +120,28 @@ class HFBackend(Backend):
         device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
         dtype_name = opts.pop("dtype", default_dtype(device))
         batch_size = int(opts.pop("batch_size", "32"))
-        prefix_cache = opts.pop("prefix_cache", "true").lower() not in ("0", "false", "no")
-        gguf_cache = opts.pop("gguf_cache", "true").lower() not in ("0", "false", "no")
+        prefix_cache, gguf_cache = _on_unless_off(opts, "prefix_cache"), _on_unless_off(opts, "gguf_cache")
         if opts:
             raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache")
         dtype = getattr(torch, dtype_name, None)
         if not isinstance(dtype, torch.dtype):
             raise CotscopeError(f"unknown dtype {dtype_name!r}")
-        kwargs: dict = {"gguf_file": gguf_file} if gguf_file else {}
-        weights: dict = {}
         keep = _gguf_folder(Path(source) / gguf_file, dtype) if gguf_file and gguf_cache else None
         tok = model = None
         if keep is not None and (keep / "config.json").is_file():
             tok, model = _read_converted(transformers, keep, dtype)
-            keep = None if model is not None else keep
-        if model is None and gguf_file and (dtype != torch.float32 or keep is not None):
+        if model is None:
+            kwargs: dict = {"gguf_file": gguf_file} if gguf_file else {}
             # unpacked either way without `kernels`; saying so spares a warning that they are not, and lets them be saved
-            weights["quantization_config"] = transformers.GgufConfig(dequantize=True)
-        try:
-            if model is None:
+            unpack = gguf_file and (dtype != torch.float32 or keep is not None)
+            weights = {"quantization_config": transformers.GgufConfig(dequantize=True)} if unpack else {}
+            try:
                 tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
                 model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **weights)
-        except OSError as exc:
-            raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
-        if keep is not None:
-            _keep_converted(model, tok, keep)
+            except OSError as exc:
+                raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
+            if keep is not None:
+                _keep_converted(model, tok, keep)
         model.to(device).eval()
         if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and model.config._attn_implementation == "sdpa":
             model.set_attn_implementation(_float32_attention())
@@ -832,6 +829,11 @@ def _make_hf(rest: str, opts: dict[str, str]) -> Backend:
     if not rest:
         raise CotscopeError("hf/ needs a hub id or a local path, e.g. hf/HuggingFaceTB/SmolLM2-135M-Instruct")
     return HFBackend.load(rest, opts=opts)
+
+
+def _on_unless_off(opts: dict[str, str], name: str) -> bool:
+    """A switch that is on unless the spec says 0, false or no."""
+    return opts.pop(name, "true").lower() not in ("0", "false", "no")
 
 
 def _cache_root() -> Path:
