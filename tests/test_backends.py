@@ -369,3 +369,27 @@ def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tm
     os.utime(stale, (0, 0))
     hf._keep_converted(Saves(), Saves(), folder)
     assert (folder / "config.json").is_file() and sorted(p.name for p in folder.parent.iterdir()) == [".m-2-writing", "m-0"]
+
+
+def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
+    """The store of prompt-prefix KV keeps at most `KV_STORE_BYTES` (whatever a token's KV
+    costs in this model and dtype); the conversation used longest ago leaves first, and one
+    entry larger than the budget is still kept (the last call's prefix)."""
+    import cotscope.backends.hf as hf
+
+    provider = organism_provider()
+    backend = hf.HFBackend(provider.model, provider.tok)
+    prompts = [Prompt.chat(f"Question {i}: what is {i} plus {i}?", prefix="Answer:") for i in range(4)]
+    backend.score(prompts[:1], [[" 1"]])
+    one = next(iter(backend._kv_store.values()))[2]
+    layers = provider.model.config.num_hidden_layers
+    assert one > 0 and one % (2 * layers) == 0  # keys and values of every layer
+    monkeypatch.setattr(hf, "KV_STORE_BYTES", int(2.5 * one))
+    for p in prompts[1:]:
+        backend.score([p], [[" 1"]])
+    kept = list(backend._kv_store.values())
+    assert sum(x[2] for x in kept) <= hf.KV_STORE_BYTES and len(kept) == 2
+    assert [x[0] for x in kept] == [backend._gen_row(p).ids[: len(x[0])] for p, x in zip(prompts[2:], kept, strict=True)]
+    monkeypatch.setattr(hf, "KV_STORE_BYTES", 1)
+    backend.score(prompts[:1], [[" 1"]])
+    assert len(backend._kv_store) == 1

@@ -34,13 +34,33 @@ def test_same_greedy_text_and_scores_as_transformers(path):
         assert x.n_prompt_tokens == y.n_prompt_tokens  # the same chat template and tokens
         assert x.text[:10] == y.text[:10]
     # Greedy decoding agrees token for token until two candidates are nearly tied; llama.cpp's
-    # quantized dot products then may pick the other one ("The colour is" / "The colour I'm").
-    assert a[0].text == b[0].text
+    # quantized dot products then may pick the other one ("The colour is" / "The colour I'm";
+    # on an AVX2 CPU, "2 + 3" / "2 + 3 =" at the 25th token, 0.19 nats apart in float32).
+    for prompt, x, y in zip(PROMPTS, a, b, strict=True):
+        assert_same_until_a_near_tie(prompt, x.text, y.text, cpp, hf)
     conts = [["A", "B", " The answer is"]] * 2
     sa, sb = cpp.score(PROMPTS, conts), hf.score(PROMPTS, conts)
     for ra, rb in zip(sa, sb):
         assert max(abs(u - v) for u, v in zip(ra, rb)) < 0.5  # Q4_1 arithmetic vs the fp32 dequantized copy
         assert ra.index(max(ra)) == rb.index(max(rb))
+
+
+def assert_same_until_a_near_tie(prompt, a: str, b: str, cpp, hf, tie_nats: float = 0.5) -> None:
+    """Two greedy texts of one prompt are the same, or part where both backends score the two
+    next tokens within `tie_nats` of each other."""
+    from cotscope.backends.base import common_prefix
+
+    if a == b:
+        return
+    tok = (hf.provider if hasattr(hf, "provider") else hf).tok
+    ta, tb = tok(a, add_special_tokens=False)["input_ids"], tok(b, add_special_tokens=False)["input_ids"]
+    i = common_prefix(ta, tb)
+    assert i < min(len(ta), len(tb)), f"one text is the other cut short: {a!r} / {b!r}"
+    prefixed = prompt.with_prefix(tok.decode(ta[:i]))
+    pair = [tok.decode(ta[i : i + 1]), tok.decode(tb[i : i + 1])]
+    for backend in (cpp, hf):
+        [(u, v)] = backend.score([prefixed], [pair])
+        assert abs(u - v) < tie_nats, f"{pair} at token {i} are {abs(u - v):.2f} nats apart, not a near tie"
 
 
 def test_a_truncation_sweep_evaluates_each_shared_prefix_once(path):
