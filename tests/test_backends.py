@@ -393,3 +393,27 @@ def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
     monkeypatch.setattr(hf, "KV_STORE_BYTES", 1)
     backend.score(prompts[:1], [[" 1"]])
     assert len(backend._kv_store) == 1
+
+
+def test_a_float32_cpu_head_in_chunks_gives_the_same_logits_and_stays_tied():
+    """`_split_head`: a head of more than 4 chunks of rows is multiplied a chunk at a time; the
+    logits equal one product over all rows, and the weights are still the embeddings'."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import cotscope.backends.hf as hf
+
+    config = transformers.LlamaConfig(vocab_size=4 * hf.HEAD_CHUNK + 7, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, config.vocab_size, (3, 5))
+    with torch.inference_mode():
+        want = model(input_ids=ids).logits
+        hf._split_head(model)
+        got = model(input_ids=ids).logits
+    assert "forward" in vars(model.lm_head)  # the chunked product replaced the module's own
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    small = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**config.to_dict(), "vocab_size": 100}))
+    hf._split_head(small)  # too few rows to split: left as it is
+    assert "forward" not in vars(small.lm_head)
