@@ -52,8 +52,8 @@ def assert_same_until_a_near_tie(prompt, a: str, b: str, cpp, hf, tie_nats: floa
 
     if a == b:
         return
-    tok = (hf.provider if hasattr(hf, "provider") else hf).tok
-    ta, tb = tok(a, add_special_tokens=False)["input_ids"], tok(b, add_special_tokens=False)["input_ids"]
+    provider = hf.provider if hasattr(hf, "provider") else hf
+    tok, ta, tb = provider.tok, provider.encode(a), provider.encode(b)
     i = common_prefix(ta, tb)
     assert i < min(len(ta), len(tb)), f"one text is the other cut short: {a!r} / {b!r}"
     prefixed = prompt.with_prefix(tok.decode(ta[:i]))
