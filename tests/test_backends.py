@@ -417,3 +417,72 @@ def test_a_float32_cpu_head_in_chunks_gives_the_same_logits_and_stays_tied():
     small = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**config.to_dict(), "vocab_size": 100}))
     hf._split_head(small)  # too few rows to split: left as it is
     assert "forward" not in vars(small.lm_head)
+
+
+def streamed(provider, prompts, params):
+    """Completions of `prompts` decoded by `provider`'s stream, all admitted at its first step."""
+    stream = provider.open_stream()
+    ticket = stream.add(prompts, [params] * len(prompts))
+    done: dict = {}
+    while stream.busy():
+        done |= dict(stream.step())
+    return done[ticket]
+
+
+def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it():
+    """A row that ends in the decode stream leaves its KV (prompt and generated tokens) in the
+    store: forcing the answer after the CoT, or cutting the CoT short, then runs only the new
+    tokens, with the numbers of a backend that runs it all."""
+    provider = organism_provider()
+    from cotscope.backends.hf import HFBackend
+
+    stored = HFBackend(provider.model, provider.tok)
+    prompts = chain_cot_prompts((4,), per=2)
+    cots = streamed(stored, prompts, GenerationParams(max_new_tokens=120, stop=("Answer:",)))
+    assert len(stored._kv_store) >= 2
+    later = [p.with_prefix(c.text.rstrip() + "\nAnswer:") for p, c in zip(prompts, cots, strict=True)]
+    later.append(prompts[0].with_prefix(cots[0].text.split("\n")[0] + "\nAnswer:"))
+    cands = [[" 1", " 12", " 7"]] * len(later)
+    before = stored.n_prefill_tokens
+    got = stored.score(later, cands)
+    fresh = HFBackend(provider.model, provider.tok)
+    want = fresh.score(later, cands)
+    assert stored.n_prefill_tokens - before < 0.3 * fresh.n_prefill_tokens
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, abs=2e-3)
+    off = HFBackend(provider.model, provider.tok, prefix_cache=False)
+    streamed(off, prompts, GenerationParams(max_new_tokens=120, stop=("Answer:",)))
+    assert not off._kv_store
+
+
+def test_rows_alone_in_their_conversation_start_in_one_pass():
+    """Prompts of different conversations joining the stream run through the model once (their
+    prompt and next-token logits together, not a prefix pass and then a pass of their last
+    token), and say what they say alone."""
+    provider = organism_provider()
+    prompts = chain_cot_prompts((3,), per=3)
+    params = GenerationParams(max_new_tokens=1)
+    calls = []
+    hook = provider.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        together = streamed(provider, prompts, params)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    solo = organism_provider()
+    assert together == [solo.generate([p], params)[0] for p in prompts]
+
+
+def test_rows_of_one_conversation_are_batched_by_the_tokens_they_feed():
+    """The truncation points of one trace feed a few tokens past the prefix they share; a row
+    that feeds many more runs in a pass of its own, not padding the others to its length."""
+    pytest.importorskip("torch")
+    from cotscope.backends.hf import FED_SLACK, HFBackend, _Row, _similar_lengths
+
+    text = list(range(100, 160))
+    rows = [_Row(text[:k] + [7, 8], "trace", k + 1) for k in (10, 20, 30, 40, 50)] + [_Row(text[:10] + list(range(300, 330)), "trace", 39)]
+    fed = HFBackend._fed_lengths(type("B", (), {"prefix_cache": True})(), rows)
+    assert fed == [2, 2, 2, 2, 1, 30]  # the longest row feeds its last token, the one that parts at the 11th its 30
+    lengths = [1] * 10 + [2, 3, 27]
+    assert _similar_lengths(lengths, lambda x: x, 0.2, FED_SLACK) == [[1] * 10 + [2, 3], [27]]
+    assert _similar_lengths(lengths, lambda x: x, 0.2) == [[1] * 10, [2, 3], [27]]  # without slack: three passes

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +66,7 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if device != "cpu" or cpu_has_bfloat16() else "float32"
 
 
+FED_SLACK = 32  # padding slots a prompt pass may carry whatever its share: a forward's fixed cost is about that many tokens' work
 HEAD_CHUNK = 1536  # output rows of the float32 head multiplied at a time on a CPU, see _split_head
 
 
@@ -237,6 +238,19 @@ class HFBackend(Backend):
         mask = torch.cat([pr_mask, s_mask], dim=1)
         return cache, ids.to(dev), mask.to(dev), lp
 
+    def _fed_lengths(self, rows: Sequence[_Row]) -> list[int]:
+        """How many tokens of each row a prompt pass feeds after its prefix KV (see `_layout`):
+        with the prefix cache, those past the prefix it shares with its group's longest row. The
+        truncation points of one trace feed a few tokens each, a new conversation one; batched
+        by whole length, a row feeding 27 tokens padded ten rows feeding 1-3 to 27 each."""
+        if not self.prefix_cache:
+            return [len(r.ids) for r in rows]
+        ref: dict = {}
+        for r in rows:
+            if r.group not in ref or len(r.ids) > len(ref[r.group].ids):
+                ref[r.group] = r
+        return [len(r.ids) - min(common_prefix(r.ids, ref[r.group].ids), r.limit) for r in rows]
+
     def _new_cache(self):
         """A DynamicCache whose full-attention layers write each new token in place (`_grow_layer`)."""
         from transformers import DynamicCache
@@ -270,14 +284,7 @@ class HFBackend(Backend):
         out: dict = {}
         need = []
         for g, ids in prefixes.items():
-            hit = self._kv_store.get(g)
-            m = common_prefix(hit[0], ids) if hit else 0
-            if hit:
-                self._kv_store.move_to_end(g)
-            if m < len(ids):  # another conversation may share more leading tokens (a rewriter's instructions)
-                for other in self._kv_store.values():
-                    if (n := common_prefix(other[0], ids)) > m:
-                        hit, m = other, n
+            m, hit = self._stored(g, ids)
             if hit and m == len(ids):
                 out[g] = [(k[:, :m], v[:, :m]) for k, v in hit[1]]
             else:
@@ -286,8 +293,23 @@ class HFBackend(Backend):
             self._run_prefixes(part, out)
         return out
 
-    def _run_prefixes(self, need: list, out: dict) -> None:
-        """Run prefixes past their stored KV in one batch; put each one's KV in `out` and the store."""
+    def _stored(self, g, ids: list[int]) -> tuple[int, tuple | None]:
+        """How many leading tokens of `ids` the KV store holds, and the entry that holds them:
+        the conversation's own, or another's that shares more leading tokens (a rewriter's
+        instructions, a generated CoT that a later prompt goes on from)."""
+        hit = self._kv_store.get(g)
+        m = common_prefix(hit[0], ids) if hit else 0
+        if hit:
+            self._kv_store.move_to_end(g)
+        if m < len(ids):
+            for other in self._kv_store.values():
+                if (n := common_prefix(other[0], ids)) > m:
+                    hit, m = other, n
+        return m, hit
+
+    def _run_prefixes(self, need: list, out: dict):
+        """Run prefixes past their stored KV in one batch; put each one's KV in `out` and the
+        store. Returns the batch's cache, its next-token logits and its attention mask."""
         import torch
 
         dev = self.model.device
@@ -296,18 +318,35 @@ class HFBackend(Backend):
         m_mask = torch.zeros((len(need), wm), dtype=torch.long)
         for r, (_, _, m, _) in enumerate(need):
             m_mask[r, wm - m :] = 1
-        cache = self._stack_kv([(hit[1] if hit else None, m) for _, _, m, hit in need], wm) if wm else None
-        mask = torch.cat([m_mask, n_mask], dim=1)
+        cache = self._stack_kv([(hit[1] if hit else None, m) for _, _, m, hit in need], wm) if wm else self._new_cache()
+        mask = torch.cat([m_mask, n_mask], dim=1).to(dev)
         with torch.inference_mode():
             res = self.model(
-                input_ids=n_ids.to(dev), attention_mask=mask.to(dev), position_ids=_positions(mask)[:, wm:].to(dev), cache=cache,
-                use_cache=True, logits_to_keep=1,  # only the KV is used; logits over every position would cost vocab x tokens of memory
+                input_ids=n_ids.to(dev), attention_mask=mask, position_ids=_positions(mask)[:, wm:], cache=cache,
+                use_cache=True, logits_to_keep=1,  # logits over every position would cost vocab x tokens of memory
             )
         self.n_prefill_tokens += sum(len(ids) - m for _, ids, m, _ in need)
         for r, (g, ids, _, _) in enumerate(need):
-            valid = mask[r].bool().to(dev)
+            valid = mask[r].bool()
             out[g] = [(layer.keys[r][:, valid], layer.values[r][:, valid]) for layer in res.cache.layers]
             self._remember(g, ids, out[g])
+        return res.cache, res.logits[:, -1, :], mask
+
+    def _start_alone(self, rows: Sequence[_Row]) -> list[tuple]:
+        """Start rows that are alone in their conversation: each runs past the KV the store
+        holds for its leading tokens (at least its last token, whose logits start decoding) in
+        one pass, where `_layout` and `_start` would take two (a pass costs about the same
+        however few tokens it feeds). Batches of similar length, each (cache, mask, last
+        positions, logits, the indices of its rows)."""
+        need = []
+        for i, r in enumerate(rows):
+            m, hit = self._stored(r.group, r.ids)
+            need.append((r.group, r.ids, min(m, r.limit), hit, i))
+        parts = []
+        for part in _similar_lengths(need, lambda x: len(x[1]) - x[2], self._padding_waste(), FED_SLACK):
+            cache, logits, mask = self._run_prefixes([x[:4] for x in part], {})
+            parts.append((cache, mask, _positions(mask)[:, -1], logits, [x[4] for x in part]))
+        return parts
 
     def _on_cpu(self) -> bool:
         return self.model.device.type == "cpu"
@@ -546,6 +585,7 @@ class _DecodeStream:
             stopped = b._ends(row.new, row.params.stop, row.tail, self.eos)
             if stopped or len(row.new) >= row.params.max_new_tokens:
                 self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt)
+                self._keep_kv(j, row)
             else:
                 keep.append(j)
         if not keep:
@@ -565,6 +605,18 @@ class _DecodeStream:
         done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
         return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
 
+    def _keep_kv(self, j: int, row: "_Live") -> None:
+        """Put a finished row's KV (its prompt and the tokens it generated, but the last, which
+        was never fed) in the backend's prefix store. A later prompt that goes on from that text
+        (the answer forced after a CoT or a continuation, a truncation of it) then runs only its
+        new tokens: on the default audit a fifth of the prompt tokens were such text."""
+        b = self.b
+        if not b.prefix_cache or row.ids is None:
+            return
+        ids = row.ids + row.new[:-1]
+        valid = self.mask[j].bool()
+        b._remember(("generated", tuple(ids)), ids, [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in self.cache.layers])
+
     def _admit(self) -> None:
         """Run queued prompts through the model and add them to the running batch."""
         import torch
@@ -575,11 +627,18 @@ class _DecodeStream:
         room = b.batch_size - len(self.rows)
         take, self.queue = self.queue[:room], self.queue[room:]
         rows = [b._gen_row(prompt) for _, _, prompt, _ in take]
-        live = [_Live(ticket, index, params, len(row.ids), b._stop_tail(params.stop))
+        live = [_Live(ticket, index, params, len(row.ids), b._stop_tail(params.stop), ids=row.ids)
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
-        # Prompts of similar length run together (little padding); then all join the batch at once.
+        # Prompts that feed a similar number of tokens past their shared prefix run together
+        # (little padding); then all join the batch at once.
         parts = [(self.cache, self.mask, self.last, self.logits, self.rows)] if self.rows else []
-        for chunk in _similar_lengths(list(range(len(rows))), lambda i: len(rows[i].ids), b._padding_waste()):
+        per_group = Counter(r.group for r in rows)
+        alone = [i for i, r in enumerate(rows) if per_group[r.group] == 1] if b.prefix_cache else []
+        for cache, mask, last, logits, which in b._start_alone([rows[i] for i in alone]) if alone else ():
+            parts.append((cache, mask, last, logits, [live[alone[j]] for j in which]))
+        rest = [i for i in range(len(rows)) if i not in set(alone)]
+        fed = dict(zip(rest, b._fed_lengths([rows[i] for i in rest]), strict=True))
+        for chunk in _similar_lengths(rest, lambda i: fed[i], b._padding_waste(), FED_SLACK):
             cache, ids, mask, lp = b._layout([rows[i] for i in chunk], list(range(len(chunk))))
             cache, logits, last = b._start(cache, ids, mask, lp)
             parts.append((cache, mask, last, logits, [live[i] for i in chunk]))
@@ -723,6 +782,7 @@ class _Live:
     n_prompt: int
     tail: int  # tokens decoded again to look for a stop string
     new: list[int] = field(default_factory=list)
+    ids: list[int] | None = None  # the prompt's tokens, for the KV store once the row ends
 
 
 def _pad_left(t, width: int):
@@ -760,14 +820,16 @@ def _choose(logits, params: GenerationParams):
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
-def _similar_lengths(items: list, length, waste: float = 0.2) -> list[list]:
+def _similar_lengths(items: list, length, waste: float = 0.2, slack: int = 0) -> list[list]:
     """`items` in batches of similar `length`: sorted by it, a batch closes before padding
-    (each item is padded to the batch's longest) would exceed `waste` of its slots. A batch of
-    rows of 40 and 240 tokens computes 200 padding columns for the short one."""
+    (each item is padded to the batch's longest) would exceed `waste` of its slots, or `slack`
+    slots if that is more. A batch of rows of 40 and 240 tokens computes 200 padding columns
+    for the short one; rows of 1 to 3 tokens are cheaper in one pass than in three."""
     batches: list[list] = []
     for x in sorted(items, key=length):
         b = batches[-1] if batches else None
-        if b is not None and length(x) * (len(b) + 1) * (1 - waste) <= sum(map(length, b)) + length(x):
+        slots = length(x) * (len(b) + 1) if b is not None else 0
+        if b is not None and slots - sum(map(length, b)) - length(x) <= max(waste * slots, slack):
             b.append(x)
         else:
             batches.append([x])
