@@ -636,7 +636,7 @@ class _DecodeStream:
         alone = [i for i, r in enumerate(rows) if per_group[r.group] == 1] if b.prefix_cache else []
         for cache, mask, last, logits, which in b._start_alone([rows[i] for i in alone]) if alone else ():
             parts.append((cache, mask, last, logits, [live[alone[j]] for j in which]))
-        rest = [i for i in range(len(rows)) if i not in set(alone)]
+        rest = sorted(set(range(len(rows))) - set(alone))
         fed = dict(zip(rest, b._fed_lengths([rows[i] for i in rest]), strict=True))
         for chunk in _similar_lengths(rest, lambda i: fed[i], b._padding_waste(), FED_SLACK):
             cache, ids, mask, lp = b._layout([rows[i] for i in chunk], list(range(len(chunk))))
@@ -923,7 +923,8 @@ def _on_unless_off(opts: dict[str, str], name: str) -> bool:
     return opts.pop(name, "true").lower() not in ("0", "false", "no")
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """Where converted models are kept: $COTSCOPE_CACHE_DIR, else ~/.cache/cotscope."""
     return Path(os.environ.get("COTSCOPE_CACHE_DIR") or Path.home() / ".cache" / "cotscope")
 
 
@@ -934,7 +935,7 @@ def _gguf_folder(path: Path, dtype) -> Path:
 
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
-    return _cache_root() / "gguf" / f"{path.stem}-{key}"
+    return cache_root() / "gguf" / f"{path.stem}-{key}"
 
 
 def _read_converted(transformers, folder: Path, dtype):

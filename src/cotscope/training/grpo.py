@@ -248,11 +248,11 @@ def _loadable_reference(model, tok, run_dir: Path) -> None:
     named by that copy: the run directory holds what a resumed run needs."""
     from transformers import AutoConfig
 
-    from ..backends.hf import _cache_root
+    from ..backends.hf import cache_root
 
     name = model.config._name_or_path
     try:
-        if not Path(name).resolve().is_relative_to(_cache_root().resolve()):
+        if not Path(name).resolve().is_relative_to(cache_root().resolve()):
             AutoConfig.from_pretrained(name)
             return
     except (OSError, ValueError):
