@@ -212,12 +212,7 @@ class HFBackend(Backend):
 
         pad = self.tok.pad_token_id
         dev = self.model.device
-        ref: dict = {}
-        for i in idx:
-            g = rows[i].group
-            if g not in ref or len(rows[i].ids) > len(rows[ref[g]].ids):
-                ref[g] = i
-        shared = {i: min(common_prefix(rows[i].ids, rows[ref[rows[i].group]].ids), rows[i].limit) for i in idx} if self.prefix_cache else {}
+        ref, shared = _shared_prefixes(rows, idx) if self.prefix_cache else ({}, {})
         group_len = {g: max(shared[i] for i in idx if rows[i].group == g) for g in ref} if shared else {}
         if not shared or min(group_len.values()) < 1:
             width = max(len(rows[i].ids) for i in idx)
@@ -245,11 +240,8 @@ class HFBackend(Backend):
         by whole length, a row feeding 27 tokens padded ten rows feeding 1-3 to 27 each."""
         if not self.prefix_cache:
             return [len(r.ids) for r in rows]
-        ref: dict = {}
-        for r in rows:
-            if r.group not in ref or len(r.ids) > len(ref[r.group].ids):
-                ref[r.group] = r
-        return [len(r.ids) - min(common_prefix(r.ids, ref[r.group].ids), r.limit) for r in rows]
+        _, shared = _shared_prefixes(rows, range(len(rows)))
+        return [len(r.ids) - shared[i] for i, r in enumerate(rows)]
 
     def _new_cache(self):
         """A DynamicCache whose full-attention layers write each new token in place (`_grow_layer`)."""
@@ -818,6 +810,17 @@ def _choose(logits, params: GenerationParams):
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def _shared_prefixes(rows: Sequence[_Row], idx: Sequence[int]) -> tuple[dict, dict]:
+    """Among the rows `idx`: each group's longest row (group -> index), and how many leading
+    tokens each row shares with its group's longest (index -> tokens, at most the row's limit)."""
+    ref: dict = {}
+    for i in idx:
+        g = rows[i].group
+        if g not in ref or len(rows[i].ids) > len(rows[ref[g]].ids):
+            ref[g] = i
+    return ref, {i: min(common_prefix(rows[i].ids, rows[ref[rows[i].group]].ids), rows[i].limit) for i in idx}
 
 
 def _similar_lengths(items: list, length, waste: float = 0.2, slack: int = 0) -> list[list]:
