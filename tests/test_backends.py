@@ -263,6 +263,87 @@ def test_rows_leaving_the_cache_are_replaced_from_the_end_in_place_and_joins_cop
     assert torch.equal(keys[:, :, :6], want) and keys.shape == (3, 2, 7, 4)
 
 
+def test_a_running_batchs_buffer_takes_joining_rows_and_crops_in_place():
+    """A running batch's buffer keeps room for more rows: rows that join are written into it
+    (its own rows moved right when the newcomers are wider), leading padding is cropped by
+    moving the rest left, and neither allocates; a join past its rows gets a new buffer. The
+    keys always equal the parts right-aligned with zeros on their left."""
+    torch = pytest.importorskip("torch")
+    from cotscope.backends.hf import GROW_TOKENS, _grow_layer
+
+    grow = _grow_layer()
+
+    def part(k):
+        layer = grow()
+        layer.update(k, k + 1)
+        return layer
+
+    def aligned(ks, width):
+        return torch.cat([torch.cat([torch.zeros(k.shape[0], 2, width - k.shape[2], 4), k], dim=-2) for k in ks])
+
+    ka, kb, kc = torch.randn(2, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 2, 4)
+    batch = grow.joined([part(ka[:1]), part(ka[1:])], 3, rows=4)  # two rows do not fit in the first's one
+    assert batch.mapped and batch.buf[0].shape[0] == 4 and batch.buf[0].shape[-2] == 3 + GROW_TOKENS
+    buffer = batch.buf[0].data_ptr()
+    joined = grow.joined([batch, part(kb), part(kc)], 5)  # wider than the batch: its rows move right
+    assert joined is batch and batch.buf[0].data_ptr() == buffer
+    want = aligned([ka, kb, kc], 5)
+    assert torch.equal(batch.keys, want) and torch.equal(batch.values, aligned([ka + 1, kb + 1, kc + 1], 5))
+    batch.crop_left(2)
+    assert batch.buf[0].data_ptr() == buffer and torch.equal(batch.keys, want[:, :, 2:])
+    nk = torch.randn(4, 2, 1, 4)
+    keys, _ = batch.update(nk, nk)
+    assert batch.buf[0].data_ptr() == buffer and torch.equal(keys, torch.cat([want[:, :, 2:], nk], dim=-2))
+    more = grow.joined([batch, part(kb)], 5)  # five rows do not fit in four
+    assert more.buf[0].data_ptr() != buffer and torch.equal(more.keys, aligned([torch.cat([want[:, :, 2:], nk], dim=-2), kb], 5))
+
+
+def test_a_batch_buffer_on_a_cpu_gives_its_memory_back_when_freed():
+    """The running batch's buffers and the KV store's entries are mappings of their own: freed,
+    their pages leave the process at once (heap pages would stay held by the allocator)."""
+    torch = pytest.importorskip("torch")
+    import os
+
+    from cotscope.backends.hf import _kv_buffer
+
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("reads resident memory from /proc")
+
+    def resident_mib():
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    before = resident_mib()
+    buf = _kv_buffer(torch.zeros(1), (64, 1024, 256), mapped=True)  # 64 MiB of float32
+    buf.fill_(1.0)
+    view = buf[:8]
+    del buf
+    assert resident_mib() - before > 60 and float(view.sum()) == 8 * 1024 * 256  # a view keeps it alive
+    del view
+    assert resident_mib() - before < 8
+
+
+def test_rows_join_a_running_batch_in_its_buffer_and_say_what_they_say_alone():
+    """Waves of calls join a running batch: once its buffer has room for them they are written
+    into it (no new buffer), and every row says what it says alone."""
+    prompts = chain_cot_prompts((3,), per=6)
+    params = GenerationParams(max_new_tokens=40)
+    provider = organism_provider()
+    stream = provider.open_stream()
+    tickets = [stream.add(prompts[:2], [params] * 2)]
+    done = dict(stream.step() + stream.step())
+    tickets.append(stream.add(prompts[2:4], [params] * 2))
+    done |= dict(stream.step())
+    buffer = stream.cache.layers[0].buf[0].data_ptr()
+    assert stream.cache.layers[0].buf[0].shape[0] >= 6  # room for the next wave
+    tickets.append(stream.add(prompts[4:], [params] * 2))
+    done |= dict(stream.step())
+    assert len(stream.rows) == 6 and stream.cache.layers[0].buf[0].data_ptr() == buffer
+    while stream.busy():
+        done |= dict(stream.step())
+    solo = organism_provider()
+    assert [o for t in tickets for o in done[t]] == [solo.generate([p], params)[0] for p in prompts]
+
+
 def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_cpu(monkeypatch):
     """bfloat16 is the default where the CPU multiplies it natively (float32 elsewhere, where
     torch emulates it), and the provider says which it ran. On a CPU, half-precision weights
@@ -382,6 +463,8 @@ def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
     prompts = [Prompt.chat(f"Question {i}: what is {i} plus {i}?", prefix="Answer:") for i in range(4)]
     backend.score(prompts[:1], [[" 1"]])
     one = next(iter(backend._kv_store.values()))[2]
+    kv = next(iter(backend._kv_store.values()))[1]
+    assert len({t.untyped_storage().data_ptr() for pair in kv for t in pair}) == 1  # one buffer an entry
     layers = provider.model.config.num_hidden_layers
     assert one > 0 and one % (2 * layers) == 0  # keys and values of every layer
     monkeypatch.setattr(hf, "KV_STORE_BYTES", int(2.5 * one))
