@@ -651,11 +651,12 @@ class _DecodeStream:
         # Join: every part left-padded to the widest, then stacked along the batch.
         width = max(mask.shape[1] for _, mask, _, _, _ in parts)
         total = sum(len(rows_) for *_, rows_ in parts)
+        room = min(b.batch_size, 2 * total) if b._on_cpu() else total  # spare rows cost a CPU nothing until written (_kv_buffer)
         merged = b._new_cache()
         grow = _grow_layer()
         for layer_idx, layers in enumerate(zip(*(cache.layers for cache, *_ in parts), strict=True)):
             if all(type(x) is grow for x in layers):  # into the batch's buffer, or one copy into a new one
-                merged.layers[layer_idx] = grow.joined(layers, width, rows=min(b.batch_size, 2 * total))
+                merged.layers[layer_idx] = grow.joined(layers, width, rows=room)
                 continue
             merged.update(torch.cat([_pad_left(x.keys, width) for x in layers]), torch.cat([_pad_left(x.values, width) for x in layers]), layer_idx)
             for x in layers:
@@ -686,8 +687,8 @@ def _grow_layer():
     buffer is reallocated once every `GROW_TOKENS` steps, or when the keys were replaced. The
     numbers are the same: attention reads the same values.
 
-    The running decode batch's buffers (`mapped`) also keep room for more rows, so rows that
-    join are written into free rows and rows that leave are replaced from the end, and
+    The running decode batch's buffers (`mapped`) also keep room for more rows on a CPU, so
+    rows that join are written into free rows and rows that leave are replaced from the end, and
     leading columns that only pad are cropped by moving the rest left: none of these
     reallocates. On a CPU those buffers get pages of their own (an anonymous mapping), which go
     back to the system as soon as a buffer is replaced. From the heap they would not: a batch
@@ -803,8 +804,8 @@ def _kv_buffer(like, shape, mapped: bool):
     """An empty tensor of `shape` like `like`. A running batch's buffer (`mapped`) on a CPU is
     an anonymous mapping of its own, unmapped when the tensor is freed, not heap memory that
     the allocator keeps (see `_grow_layer`)."""
-    import mmap
     import math
+    import mmap
 
     import torch
 
