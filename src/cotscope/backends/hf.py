@@ -704,14 +704,13 @@ def _grow_layer():
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            n = self.get_seq_length()
+            n, k = self.get_seq_length(), key_states.shape[0]
             need = n + key_states.shape[-2]
             if not self._inside() or need > self.buf[0].shape[-2]:
-                k = key_states.shape[0]
-                rows = max(k, self.buf[0].shape[0]) if self.buf is not None and self.mapped else k
+                spare = self.mapped and self.buf is not None and key_states.device.type == "cpu"  # as in _admit: spare rows only on a CPU
+                rows = max(k, self.buf[0].shape[0]) if spare else k
                 self.buf = tuple(self._room(old if n else None, new, need, rows, self.mapped)
                                  for old, new in ((self.keys, key_states), (self.values, value_states)))
-            k = key_states.shape[0]
             bk, bv = self.buf
             bk[:k, :, n:need] = key_states
             bv[:k, :, n:need] = value_states
