@@ -69,6 +69,8 @@ def main() -> int:
         print(f"prompt tokens run     {prefill_tokens} (generation and scoring, after prefix sharing and the KV store)")
     if steps := getattr(backend, "n_decode_row_steps", 0):
         print(f"decode row-steps      {steps}")
+    if drafted := getattr(backend, "n_draft_tokens", 0):
+        print(f"draft tokens          {drafted} checked, {backend.n_draft_kept} kept ({backend.n_draft_kept / drafted:.0%})")
     print(f"model calls           {usage.calls} calls, {usage.prompts} prompts, {usage.cache_hits} answered from the cache")
     check_peak = experiments != ("truncate",) and not brought
     ok = wall < target and (not check_peak or peak_mb < TARGET_PEAK_MB)

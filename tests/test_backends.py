@@ -358,7 +358,7 @@ def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_
     assert hf.default_dtype("cpu") == "bfloat16"
     b = get_backend("organism/faithful?dtype=bfloat16&device=cpu", cache=False)
     b = getattr(b, "provider", b)
-    assert b.precision == "cpu bfloat16" and b.model.config._attn_implementation == hf._float32_attention()
+    assert b.precision == "cpu bfloat16" and b.model.config._attn_implementation == hf._cpu_attention()
     assert get_backend("organism/faithful?dtype=float32&device=cpu", cache=False).usage.precision == "cpu float32"
     prompts = chain_cot_prompts(per=1)
     ids = torch.tensor([b.encode(b.render(prompts[-1]))])
@@ -366,7 +366,7 @@ def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_
         ours = b.model(input_ids=ids).logits.float()
         b.model.set_attn_implementation("sdpa")
         plain = b.model(input_ids=ids).logits.float()
-        b.model.set_attn_implementation(hf._float32_attention())
+        b.model.set_attn_implementation(hf._cpu_attention())
     assert (ours - plain).abs().max() < 0.1 * plain.abs().max()
     with torch.inference_mode():  # and through the decode path: the first greedy token is plain SDPA's
         first = b.generate([prompts[-1]], GenerationParams(max_new_tokens=1))[0].text

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .._errors import CotscopeError, require
+from ._draft import Drafter, RowIndex
 from ._memory import release_freed_memory
 from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion
 from .registry import ALIASES, register_backend
@@ -67,6 +68,10 @@ def default_dtype(device: str) -> str:
 
 
 FED_SLACK = 32  # padding slots a prompt pass may carry whatever its share: a forward's fixed cost is about that many tokens' work
+DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see _draft
+DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
+HOLE_SLACK = 32  # columns the decode stream's rows may leave unused (drafts not kept) before it packs them, see _DecodeStream._crop
+PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
 HEAD_CHUNK = 1536  # output rows of the float32 head multiplied at a time on a CPU, see _split_head
 
 
@@ -89,21 +94,38 @@ def _split_head(model) -> None:
 
 
 @functools.cache
-def _float32_attention() -> str:
-    """An attention implementation for half-precision weights on a CPU: transformers' SDPA on
-    queries, keys and values cast to float32, the output cast back. torch's CPU attention of
-    one new token over a bfloat16 KV took 2.1 ms where float32 took 0.3 (14 rows x 300
-    columns, 9 heads), which made bfloat16 decoding slower than float32; the matrix products
-    stay in bfloat16. Registered once, under its own name, for models that ask for it."""
+def _cpu_attention() -> str:
+    """transformers' SDPA for a model on a CPU, with two changes. Half-precision queries, keys
+    and values are cast to float32, the output cast back (torch's CPU attention of one new
+    token over a bfloat16 KV took 2.1 ms where float32 took 0.3, 14 rows x 300 columns, 9
+    heads, which made bfloat16 decoding slower than float32; the matrix products stay in
+    bfloat16). And a few queries a row (a decode step that checks a draft, see `_draft`) are
+    packed as transformers packs one: the query heads that share a key/value head become
+    queries of that head. transformers otherwise copies every row's keys and values once per
+    query head (`repeat_kv`): 13 rows x 300 columns checked 2 tokens a row in 238 ms against
+    131 for one. One query, and a prompt pass, take transformers' own path, so their numbers
+    are those of plain SDPA. Registered once, under its own name."""
+    import torch
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     def attention(module, query, key, value, attention_mask, **kwargs):
-        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
-        return out.to(query.dtype), weights
+        dtype = query.dtype
+        query, key, value = query.float(), key.float(), value.float()
+        b, h, q, d = query.shape
+        g = getattr(module, "num_key_value_groups", 1)
+        mask = attention_mask
+        if (1 < q <= PACKED_QUERIES and g > 1 and mask is not None and mask.dim() == 4 and mask.shape[1] == 1
+                and not module.training and not kwargs.get("dropout")):
+            mask = mask[:, :, None].expand(b, 1, g, q, mask.shape[-1]).reshape(b, 1, g * q, mask.shape[-1])
+            out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, h // g, g * q, d), key, value,
+                                                                   attn_mask=mask, scale=kwargs.get("scaling"))
+            return out.reshape(b, h, q, d).transpose(1, 2).contiguous().to(dtype), None
+        out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        return out.to(dtype), weights
 
-    name = "cotscope_sdpa_float32"
+    name = "cotscope_sdpa_cpu"
     AttentionInterface.register(name, attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
     return name
@@ -112,7 +134,7 @@ def _float32_attention() -> str:
 class HFBackend(Backend):
     """A causal LM run through transformers, batched, greedy or sampled."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True) -> None:
+    def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS) -> None:
         self.model = model
         self.tok = tokenizer
         self.batch_size = batch_size
@@ -125,6 +147,9 @@ class HFBackend(Backend):
         self.n_prefill_tokens = 0  # prompt tokens run through the model (generation and scoring)
         self.n_decode_row_steps = 0  # rows run by decode steps: one per generated token, none for a row that has ended
         self._kv_store: OrderedDict = OrderedDict()  # conversation -> (prefix ids, its KV per layer, its bytes), see _prefix_kv
+        self.drafter = Drafter(draft_tokens) if draft_tokens > 0 else None  # the decode stream's drafts, see _draft
+        self.n_draft_tokens = 0  # draft tokens the decode stream checked
+        self.n_draft_kept = 0  # of those, the ones it kept
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -142,9 +167,10 @@ class HFBackend(Backend):
         device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
         dtype_name = opts.pop("dtype", default_dtype(device))
         batch_size = int(opts.pop("batch_size", "32"))
+        draft_tokens = int(opts.pop("draft", str(DRAFT_TOKENS)))
         prefix_cache, gguf_cache = _on_unless_off(opts, "prefix_cache"), _on_unless_off(opts, "gguf_cache")
         if opts:
-            raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache")
+            raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache, draft")
         dtype = getattr(torch, dtype_name, None)
         if not isinstance(dtype, torch.dtype):
             raise CotscopeError(f"unknown dtype {dtype_name!r}")
@@ -165,12 +191,12 @@ class HFBackend(Backend):
             if keep is not None:
                 _keep_converted(model, tok, keep)
         model.to(device).eval()
-        if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and model.config._attn_implementation == "sdpa":
-            model.set_attn_implementation(_float32_attention())
+        if model.device.type == "cpu" and model.config._attn_implementation == "sdpa":
+            model.set_attn_implementation(_cpu_attention())
         if model.device.type == "cpu" and dtype == torch.float32:
             _split_head(model)
         release_freed_memory(force=True)  # what de-quantizing and converting the weights left
-        return cls(model, tok, batch_size=batch_size, prefix_cache=prefix_cache)
+        return cls(model, tok, batch_size=batch_size, prefix_cache=prefix_cache, draft_tokens=draft_tokens)
 
     # -- text ------------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
@@ -554,7 +580,8 @@ class _DecodeStream:
         self.rows: list[_Live] = []
         self.tickets: dict[int, list[Completion | None]] = {}
         self.n_tickets = 0
-        self.cache = self.mask = self.last = self.logits = None
+        self.cache = self.mask = self.last = None
+        self.fed_width = 0  # columns the last forward added: a draft's check, or 1
 
     def add(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> int:
         if any(q.temperature > 0 for q in params):
@@ -569,7 +596,7 @@ class _DecodeStream:
 
     def reset(self) -> None:
         self.queue, self.rows, self.tickets = [], [], {}
-        self.cache = self.mask = self.last = self.logits = None
+        self.cache = self.mask = self.last = None
 
     def step(self) -> list[tuple[int, list[Completion]]]:
         import torch
@@ -578,20 +605,10 @@ class _DecodeStream:
         self._admit()
         if not self.rows:
             return []
-        chosen = self.logits.argmax(dim=-1).tolist()
-        b.n_decode_row_steps += len(self.rows)
-        keep = []
-        for j, (row, t) in enumerate(zip(self.rows, chosen, strict=True)):
-            row.new.append(t)
-            stopped = b._ends(row.new, row.params.stop, row.tail, self.eos)
-            if stopped or len(row.new) >= row.params.max_new_tokens:
-                self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt)
-                self._keep_kv(j, row)
-            else:
-                keep.append(j)
+        keep = self._take()
         if not keep:
             self.rows, self.cache = [], None
-            self.mask = self.last = self.logits = None
+            self.mask = self.last = None
         else:
             if len(keep) < len(self.rows):
                 order = _fill_from_end(keep)
@@ -599,12 +616,81 @@ class _DecodeStream:
                 self.cache.batch_select_indices(sel)
                 self.mask, self.last = self.mask[sel], self.last[sel]
                 self.rows = [self.rows[j] for j in order]
-                chosen = [chosen[j] for j in order]
-                self._crop()
-            self.cache, self.logits, self.mask, self.last = b._step(chosen, self.cache, self.mask, self.last)
+            self._crop()
+            self._check()
         b._release()
         done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
         return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
+
+    def _take(self) -> list[int]:
+        """Each row keeps the tokens the last forward chose for it: the one after its last token,
+        then, while each matched its draft, the one after that draft token. Columns of draft
+        tokens not kept are masked out. A row that ends gets its completion and leaves its KV
+        in the store. Returns the rows that go on."""
+        import torch
+
+        b = self.b
+        keep, ended, took = [], [], []
+        for j, row in enumerate(self.rows):
+            n = 0
+            for i, t in enumerate(row.pred[: len(row.draft) + 1]):
+                row.new.append(t)
+                n += 1
+                stopped = b._ends(row.new, row.params.stop, row.tail, self.eos)
+                if stopped or len(row.new) >= row.params.max_new_tokens:
+                    self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt)
+                    ended.append(j)
+                    break
+                if i == len(row.draft) or row.draft[i] != t:
+                    keep.append(j)
+                    break
+            b.n_decode_row_steps += n
+            b.n_draft_kept += n - 1
+            took.append(min(n, row.fed))  # columns of the last forward that hold: the row's text but its last token
+        if self.fed_width > 1:  # a draft was checked: the columns not kept are masked out
+            width = self.mask.shape[1]
+            base = width - self.fed_width
+            cols = torch.arange(self.fed_width, device=self.mask.device)
+            ends = torch.tensor([t if row.fed else self.fed_width for row, t in zip(self.rows, took, strict=True)], device=self.mask.device)
+            self.mask = torch.cat([self.mask[:, :base], self.mask[:, base:] * (cols[None, :] < ends[:, None]).to(self.mask.dtype)], dim=1)
+        self.last = self.last + torch.tensor(took, device=self.last.device)
+        for j in ended:
+            row = self.rows[j]
+            self._keep_kv(j, row)
+            if b.drafter is not None:
+                b.drafter.learn((row.ids or []) + row.new)
+        return keep
+
+    def _check(self) -> None:
+        """One forward of every row's last token and its draft (see `_draft`): the model's
+        choice after each (`pred`), for `_take`."""
+        import torch
+
+        b = self.b
+        dev = b.model.device
+        drafts = []
+        most = max(1, DRAFT_SLOTS // len(self.rows) - 1)  # few rows: longer drafts, for a step costs about the same
+        for row in self.rows:
+            room = min(most, row.params.max_new_tokens - len(row.new) - 1)
+            if b.drafter is None or room <= 0:
+                drafts.append([])
+                continue
+            if row.index_ is None:
+                row.index_ = RowIndex()
+            drafts.append(b.drafter.propose((row.ids or []) + row.new, row.index_, room))
+        width = 1 + max(len(d) for d in drafts)
+        ids = torch.tensor([[row.new[-1], *d] + [row.new[-1]] * (width - 1 - len(d)) for row, d in zip(self.rows, drafts, strict=True)], device=dev)
+        fed = torch.tensor([1 + len(d) for d in drafts], device=dev)
+        cols = torch.arange(width, device=dev)
+        self.mask = torch.cat([self.mask, (cols[None, :] < fed[:, None]).to(self.mask.dtype)], dim=1)
+        with torch.inference_mode():
+            out = b.model(input_ids=ids, attention_mask=self.mask, position_ids=self.last[:, None] + 1 + cols[None, :], cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        pred = out.logits.argmax(dim=-1).tolist()
+        for row, d, p in zip(self.rows, drafts, pred, strict=True):
+            row.pred, row.draft, row.fed = p[: 1 + len(d)], d, 1 + len(d)
+            b.n_draft_tokens += len(d)
+        self.fed_width = width
 
     def _keep_kv(self, j: int, row: "_Live") -> None:
         """Put a finished row's KV (its prompt and the tokens it generated, but the last, which
@@ -632,7 +718,7 @@ class _DecodeStream:
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         # Prompts that feed a similar number of tokens past their shared prefix run together
         # (little padding); then all join the batch at once.
-        parts = [(self.cache, self.mask, self.last, self.logits, self.rows)] if self.rows else []
+        parts = [(self.cache, self.mask, self.last, None, self.rows)] if self.rows else []
         per_group = Counter(r.group for r in rows)
         alone = [i for i, r in enumerate(rows) if per_group[r.group] == 1] if b.prefix_cache else []
         for cache, mask, last, logits, which in b._start_alone([rows[i] for i in alone]) if alone else ():
@@ -643,8 +729,12 @@ class _DecodeStream:
             cache, ids, mask, lp = b._layout([rows[i] for i in chunk], list(range(len(chunk))))
             cache, logits, last = b._start(cache, ids, mask, lp)
             parts.append((cache, mask, last, logits, [live[i] for i in chunk]))
+        for _, _, _, logits, rows_ in parts[1 if self.rows else 0 :]:
+            for row, t in zip(rows_, logits.argmax(dim=-1).tolist(), strict=True):
+                row.pred = [t]
         if len(parts) == 1:
-            self.cache, self.mask, self.last, self.logits, self.rows = parts[0]
+            self.cache, self.mask, self.last, _, self.rows = parts[0]
+            self.fed_width = 0
             for layer in self.cache.layers:
                 layer.mapped = True  # the batch's buffers from now on (see _grow_layer)
             return
@@ -664,13 +754,26 @@ class _DecodeStream:
         self.cache = merged
         self.mask = torch.cat([_pad_left(mask, width) for _, mask, _, _, _ in parts])
         self.last = torch.cat([last for _, _, last, _, _ in parts])
-        self.logits = torch.cat([logits for _, _, _, logits, _ in parts])
         self.rows = [row for *_, rows_ in parts for row in rows_]
 
     def _crop(self) -> None:
-        """Drop the columns that are padding in every row (left by rows that have gone)."""
+        """Drop the columns that are padding in every row (left by rows that have gone), and
+        pack each row's columns to the right once drafts not kept have left more than
+        `HOLE_SLACK` unused columns beside the longest row."""
+        import torch
+
+        if any(type(layer) is not _grow_layer() for layer in self.cache.layers):
+            return
+        width = self.mask.shape[1]
+        if width - int(self.mask.sum(dim=1).max()) > HOLE_SLACK:
+            order = torch.sort(self.mask, dim=1, stable=True).indices  # each row's unused columns first, the rest in order
+            order = order[:, width - int(self.mask.sum(dim=1).max()) :]
+            for layer in self.cache.layers:
+                layer.pack(order)
+            self.mask = self.mask.gather(1, order)
+            return
         first = int(self.mask.any(dim=0).int().argmax())
-        if first == 0 or any(type(layer) is not _grow_layer() for layer in self.cache.layers):
+        if first == 0:
             return
         for layer in self.cache.layers:
             layer.crop_left(first)
@@ -761,6 +864,19 @@ def _grow_layer():
                     b[:r, :, : n - first] = b[:r, :, first:n].clone()  # the ranges overlap
             self.keys, self.values = self.buf[0][:r, :, : n - first], self.buf[1][:r, :, : n - first]
 
+        def pack(self, order) -> None:
+            """Keep, for each row r, the columns `order[r]` (in that order) as its first ones."""
+            r, w = order.shape
+            pick = order[:, None, :, None].expand(r, self.keys.shape[1], w, self.keys.shape[-1])
+            with torch.inference_mode():
+                packed = [t.gather(2, pick) for t in (self.keys, self.values)]
+                if not self._inside():
+                    self.keys, self.values = packed
+                    return
+                for b, t in zip(self.buf, packed, strict=True):
+                    b[:r, :, :w] = t
+            self.keys, self.values = self.buf[0][:r, :, :w], self.buf[1][:r, :, :w]
+
         @classmethod
         def joined(cls, layers, width: int, rows: int = 0):
             """One layer holding the rows of `layers` one after another, each right-aligned in
@@ -832,6 +948,10 @@ class _Live:
     tail: int  # tokens decoded again to look for a stop string
     new: list[int] = field(default_factory=list)
     ids: list[int] | None = None  # the prompt's tokens, for the KV store once the row ends
+    pred: list[int] = field(default_factory=list)  # the model's next token after its last, then after each draft token
+    draft: list[int] = field(default_factory=list)  # the draft the last forward checked (see _draft)
+    fed: int = 0  # tokens the last forward ran for the row (its last and its draft); 0 after its prompt pass
+    index_: RowIndex | None = None  # where n-grams of its text occur, for drafts
 
 
 def _pad_left(t, width: int):
@@ -962,11 +1082,14 @@ def _check_gguf(rest: str, opts: dict[str, str]) -> None:
 
 
 def _check_opts(rest: str, opts: dict[str, str]) -> None:
-    unknown = set(opts) - {"dtype", "device", "batch_size", "prefix_cache"}
+    known = ("dtype", "device", "batch_size", "prefix_cache", "gguf_cache", "draft")
+    unknown = set(opts) - set(known)
     if unknown:
-        raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: dtype, device, batch_size, prefix_cache")
+        raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: {', '.join(known)}")
     if "batch_size" in opts and not opts["batch_size"].isdigit():
         raise CotscopeError(f"option batch_size={opts['batch_size']!r} for {rest!r}: expected a positive integer")
+    if "draft" in opts and not opts["draft"].isdigit():
+        raise CotscopeError(f"option draft={opts['draft']!r} for {rest!r}: expected a whole number of tokens (0: no drafts)")
     if opts.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
         raise CotscopeError(f"option dtype={opts['dtype']!r} for {rest!r}: expected float32, float16 or bfloat16")
 
