@@ -42,7 +42,7 @@ def main() -> int:
     budget = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     config = AuditConfig(model=args.model, n_samples=args.n_samples, experiments=experiments, samples_in_flight=args.samples_in_flight,
                          task=args.task, task_args=dict(args.task_arg), **budget)
-    brought = config.model != AuditConfig().model
+    brought = config.model.split("?")[0] != AuditConfig().model  # the embedded model with options (?draft=0) keeps its targets
     target = TARGET_S["truncate" if experiments == ("truncate",) else "brought" if brought else "full"]
     t0 = time.perf_counter()
     backend = get_backend(config.model)

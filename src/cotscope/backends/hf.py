@@ -13,7 +13,8 @@ reuse its KV cache; false gives the plain reference path), ``gguf_cache`` (defau
 GGUF file's de-quantized weights, config and tokenizer are kept as a transformers folder of
 safetensors in the dtype loaded, under ``$COTSCOPE_CACHE_DIR`` or ``~/.cache/cotscope``, keyed by
 the file's path, size and modification time; the next load reads that folder instead of
-parsing the GGUF again).
+parsing the GGUF again), ``draft`` (default 4: the most draft tokens a greedy row of the
+decode stream checks a step, see `_draft`; 0: none).
 """
 
 from __future__ import annotations
@@ -764,10 +765,9 @@ class _DecodeStream:
 
         if any(type(layer) is not _grow_layer() for layer in self.cache.layers):
             return
-        width = self.mask.shape[1]
-        if width - int(self.mask.sum(dim=1).max()) > HOLE_SLACK:
-            order = torch.sort(self.mask, dim=1, stable=True).indices  # each row's unused columns first, the rest in order
-            order = order[:, width - int(self.mask.sum(dim=1).max()) :]
+        width, longest = self.mask.shape[1], int(self.mask.sum(dim=1).max())
+        if width - longest > HOLE_SLACK:
+            order = torch.sort(self.mask, dim=1, stable=True).indices[:, width - longest :]  # each row's used columns, right-aligned
             for layer in self.cache.layers:
                 layer.pack(order)
             self.mask = self.mask.gather(1, order)
