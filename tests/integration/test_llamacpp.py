@@ -191,3 +191,31 @@ def test_a_hostile_or_broken_gguf_chat_template_is_a_named_error(path, template,
     backend.template, backend._template = template, None
     with pytest.raises(CotscopeError, match=message):
         backend.render(PROMPTS[0])
+
+
+def test_drafts_keep_the_greedy_text_and_the_kv_holds_only_kept_tokens(path):
+    """Greedy rows run drafts (`backends._draft`): right ones are kept, wrong ones are cut with
+    their KV, so every sequence's KV ends at its last kept token, and the text is what the
+    model writes without drafts (up to a near-tie: llama.cpp rounds differently with a step's
+    size)."""
+    from cotscope.backends._draft import Drafter
+
+    class Wrong(Drafter):
+        def propose(self, seq, index, room):
+            return [seq[-1]] * min(self.k, room)  # the last token again, which the model seldom writes
+
+    prompts = [Prompt.chat("Repeat this list three times: apple, pear, plum, fig."), Prompt.chat(QUESTIONS[0]),
+               Prompt.chat("Count from 1 to 12, one number a line."), Prompt.chat(QUESTIONS[3])]
+    params = GenerationParams(max_new_tokens=48)
+    want = _provider(f"llamacpp/{path}").generate(prompts, params)  # no drafts, the default
+    drafted, wrong = _provider(f"llamacpp/{path}?draft=4"), _provider(f"llamacpp/{path}?draft=4")
+    wrong.drafter = Wrong(4)
+    for b in (drafted, wrong):
+        got = b.generate(prompts, params)
+        assert sum(x.text[:40] == y.text[:40] for x, y in zip(got, want, strict=True)) >= 3
+        assert b.n_decode_row_steps == sum(o.n_generated_tokens for o in got) - len(got)
+        for s in b.seqs:
+            if s.tokens:
+                assert b.L.llama_memory_seq_pos_max(b.mem, s.id) == len(s.tokens) - 1
+    assert 0 < drafted.n_draft_kept < drafted.n_draft_tokens
+    assert wrong.n_draft_tokens > 100 and wrong.n_draft_kept < wrong.n_draft_tokens / 4
