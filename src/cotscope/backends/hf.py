@@ -146,7 +146,7 @@ class HFBackend(Backend):
         self.n_generated_tokens = 0
         self.n_scored_tokens = 0
         self.n_prefill_tokens = 0  # prompt tokens run through the model (generation and scoring)
-        self.n_decode_row_steps = 0  # rows run by decode steps: one per generated token, none for a row that has ended
+        self.n_decode_row_steps = 0  # tokens decode steps gave rows: one per generated token after the first (a kept draft included), none for a row that has ended
         self._kv_store: OrderedDict = OrderedDict()  # conversation -> (prefix ids, its KV per layer, its bytes), see _prefix_kv
         self.drafter = Drafter(draft_tokens) if draft_tokens > 0 else None  # the decode stream's drafts, see _draft
         self.n_draft_tokens = 0  # draft tokens the decode stream checked
@@ -676,9 +676,9 @@ class _DecodeStream:
             if b.drafter is None or room <= 0:
                 drafts.append([])
                 continue
-            if row.index_ is None:
-                row.index_ = RowIndex()
-            drafts.append(b.drafter.propose((row.ids or []) + row.new, row.index_, room))
+            if row.grams is None:
+                row.grams = RowIndex()
+            drafts.append(b.drafter.propose((row.ids or []) + row.new, row.grams, room))
         width = 1 + max(len(d) for d in drafts)
         ids = torch.tensor([[row.new[-1], *d] + [row.new[-1]] * (width - 1 - len(d)) for row, d in zip(self.rows, drafts, strict=True)], device=dev)
         fed = torch.tensor([1 + len(d) for d in drafts], device=dev)
@@ -951,7 +951,7 @@ class _Live:
     pred: list[int] = field(default_factory=list)  # the model's next token after its last, then after each draft token
     draft: list[int] = field(default_factory=list)  # the draft the last forward checked (see _draft)
     fed: int = 0  # tokens the last forward ran for the row (its last and its draft); 0 after its prompt pass
-    index_: RowIndex | None = None  # where n-grams of its text occur, for drafts
+    grams: RowIndex | None = None  # where n-grams of its text occur, for drafts
 
 
 def _pad_left(t, width: int):
