@@ -422,6 +422,28 @@ def test_a_converted_gguf_is_keyed_by_its_file_and_dtype(tmp_path, monkeypatch):
     assert hf._gguf_folder(g, "float32") != grown
 
 
+def test_the_gguf_cache_drops_its_least_recently_used_conversions_past_its_budget(tmp_path):
+    """Past the budget the conversions used longest ago go; the one just written stays even when
+    it alone is over it, and a folder still being written (hidden) is not touched."""
+    import os
+
+    from cotscope.backends import hf
+
+    def folder(name, mib, used):
+        p = tmp_path / name
+        (p / "sub").mkdir(parents=True)
+        (p / "sub" / "model.safetensors").write_bytes(b"\0" * (mib * 2**20))
+        os.utime(p, (used, used))
+        return p
+
+    old, mid, new, partial = folder("a", 3, 100), folder("b", 3, 200), folder("c", 3, 300), folder(".d-x", 3, 50)
+    just = folder("e", 2, 400)
+    hf._evict_conversions(tmp_path, keep=just, budget=8 * 2**20)
+    assert [p.exists() for p in (old, mid, new, partial, just)] == [False, True, True, True, True]
+    hf._evict_conversions(tmp_path, keep=mid, budget=2**20)  # over the budget alone: kept, the rest go
+    assert mid.exists() and not new.exists() and not just.exists() and partial.exists()
+
+
 def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tmp_path):
     import os
 

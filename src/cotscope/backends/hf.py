@@ -19,6 +19,7 @@ decode stream checks a step, see `_draft`; 0: none).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -73,6 +74,7 @@ DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at mos
 DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
 HOLE_SLACK = 32  # columns the decode stream's rows may leave unused (drafts not kept) before it packs them, see _DecodeStream._crop
 PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
+GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
 HEAD_CHUNK = 1536  # output rows of the float32 head multiplied at a time on a CPU, see _split_head
 
 
@@ -1130,7 +1132,10 @@ def _read_converted(transformers, folder: Path, dtype):
 
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(folder))
-        return tok, transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+        with contextlib.suppress(OSError):
+            os.utime(folder)  # its last use, for _evict_conversions
+        return tok, model
     except Exception as exc:  # noqa: BLE001 - any failure to read the copy: the GGUF is still there
         warnings.warn(f"the converted GGUF at {folder} could not be read ({type(exc).__name__}: {exc}); "
                       "reading the GGUF file again and replacing it", stacklevel=3)
@@ -1158,11 +1163,32 @@ def _keep_converted(model, tok, folder: Path) -> None:
         except OSError:
             if not (folder / "config.json").is_file():  # else another process made it first
                 raise
+        _evict_conversions(folder.parent, keep=folder)
     except (OSError, ValueError, RuntimeError) as exc:  # a full disk, a read-only home, a model transformers will not save
         warnings.warn(f"cannot keep the converted GGUF under {folder.parent} ({exc}); it is parsed again on every load", stacklevel=3)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _evict_conversions(root: Path, keep: Path, budget: int = GGUF_CACHE_BYTES) -> None:
+    """Remove the least recently used conversions under `root` (a folder's modification time is
+    its last use) until the rest fit `budget` bytes; `keep`, just written, stays whatever its
+    size. Folders being written (hidden) are left to `_drop_stale_partials`."""
+    import shutil
+
+    def size(folder: Path) -> int:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    try:
+        kept = [(p.stat().st_mtime, p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep]
+        total = size(keep)
+        for _, p in sorted(kept, reverse=True):  # the most recently used first
+            total += size(p)
+            if total > budget:
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _drop_stale_partials(root: Path, age_s: float = 3600.0) -> None:
