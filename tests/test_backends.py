@@ -524,14 +524,19 @@ def test_a_float32_cpu_head_in_chunks_gives_the_same_logits_and_stays_tied():
     assert "forward" not in vars(small.lm_head)
 
 
-def streamed(provider, prompts, params):
-    """Completions of `prompts` decoded by `provider`'s stream, all admitted at its first step."""
+def streamed(provider, prompts, params, waves=1):
+    """Completions of `prompts` decoded by `provider`'s stream, admitted in `waves` calls, one
+    a step (all at its first step by default); the stream is left with nothing running."""
     stream = provider.open_stream()
-    ticket = stream.add(prompts, [params] * len(prompts))
-    done: dict = {}
+    size = -(-len(prompts) // waves)
+    tickets, done = [], {}
+    for s in range(0, len(prompts), size):
+        tickets.append(stream.add(prompts[s : s + size], [params] * len(prompts[s : s + size])))
+        done |= dict(stream.step())
     while stream.busy():
         done |= dict(stream.step())
-    return done[ticket]
+    assert stream.cache is None and not stream.rows
+    return [o for t in tickets for o in done[t]]
 
 
 def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it():

@@ -6,7 +6,7 @@ import pytest
 
 from cotscope import GenerationParams
 from cotscope.backends._draft import CORPUS_GRAMS, Drafter, RowIndex
-from .test_backends import chain_cot_prompts, organism_provider
+from .test_backends import chain_cot_prompts, organism_provider, streamed
 
 
 def test_a_draft_follows_the_latest_occurrence_of_the_last_tokens():
@@ -33,19 +33,6 @@ def test_the_corpus_of_finished_texts_is_bounded():
     assert d.propose([last, last + 1, last + 2], RowIndex(), 2) == [last + 3, last + 4]  # the latest text stays
 
 
-def run_stream(provider, prompts, params, waves=1):
-    stream = provider.open_stream()
-    step = -(-len(prompts) // waves)
-    tickets, done = [], {}
-    for s in range(0, len(prompts), step):
-        tickets.append(stream.add(prompts[s : s + step], [params] * len(prompts[s : s + step])))
-        done |= dict(stream.step())
-    while stream.busy():
-        done |= dict(stream.step())
-    assert stream.cache is None and not stream.rows
-    return [o for t in tickets for o in done[t]], stream
-
-
 def test_drafts_are_checked_and_the_stream_says_what_rows_say_alone():
     """Rows that join in waves, with drafts from their own text and from rows that ended: some
     drafts are kept, some are not, and every row's completion equals a call of its own and
@@ -53,11 +40,11 @@ def test_drafts_are_checked_and_the_stream_says_what_rows_say_alone():
     prompts = chain_cot_prompts((3, 5), per=4)
     params = GenerationParams(max_new_tokens=80, stop=("Answer:",))
     provider = organism_provider()
-    outs, _ = run_stream(provider, prompts, params, waves=3)
+    outs = streamed(provider, prompts, params, waves=3)
     assert 0 < provider.n_draft_kept < provider.n_draft_tokens
     plain = organism_provider()
     plain.drafter = None
-    assert run_stream(plain, prompts, params, waves=3)[0] == outs and plain.n_draft_tokens == 0
+    assert streamed(plain, prompts, params, waves=3) == outs and plain.n_draft_tokens == 0
     solo = organism_provider()
     assert outs == [solo.generate([p], params)[0] for p in prompts]
     assert provider.n_decode_row_steps == solo.n_decode_row_steps  # one per token kept, none for a row that ended
@@ -84,7 +71,7 @@ def test_wrong_drafts_leave_unused_columns_that_are_packed_away(monkeypatch):
         widths.append(self.mask.shape[1] - int(self.mask.sum(dim=1).max()))
 
     monkeypatch.setattr(hf._DecodeStream, "_check", watched)
-    outs, _ = run_stream(provider, prompts, params)
+    outs = streamed(provider, prompts, params)
     assert provider.n_draft_tokens > 100 and provider.n_draft_kept < provider.n_draft_tokens / 10
     assert max(widths) > hf.HOLE_SLACK // 2 and max(widths) <= hf.HOLE_SLACK + 5  # packed once past the slack
     solo = organism_provider()

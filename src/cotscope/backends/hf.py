@@ -678,8 +678,6 @@ class _DecodeStream:
             if b.drafter is None or room <= 0:
                 drafts.append([])
                 continue
-            if row.grams is None:
-                row.grams = RowIndex()
             drafts.append(b.drafter.propose((row.ids or []) + row.new, row.grams, room))
         width = 1 + max(len(d) for d in drafts)
         ids = torch.tensor([[row.new[-1], *d] + [row.new[-1]] * (width - 1 - len(d)) for row, d in zip(self.rows, drafts, strict=True)], device=dev)
@@ -953,7 +951,7 @@ class _Live:
     pred: list[int] = field(default_factory=list)  # the model's next token after its last, then after each draft token
     draft: list[int] = field(default_factory=list)  # the draft the last forward checked (see _draft)
     fed: int = 0  # tokens the last forward ran for the row (its last and its draft); 0 after its prompt pass
-    grams: RowIndex | None = None  # where n-grams of its text occur, for drafts
+    grams: RowIndex = field(default_factory=RowIndex)  # where n-grams of its text occur, for drafts
 
 
 def _pad_left(t, width: int):
