@@ -156,12 +156,16 @@ def test_compare_checks_every_system_before_running_any(tmp_path, capsys):
 HEADLINE = " Tom has 43 pencils.\nStep 1: 5 * 12 = 60.\nStep 2: 60 - 17 = 43.\nAnswer: 43"
 
 
-@pytest.mark.parametrize(("after_cue", "cot", "answer"), [
-    (HEADLINE, "Answer: Tom has 43 pencils.\nStep 1: 5 * 12 = 60.\nStep 2: 60 - 17 = 43.", "43"),  # a headline, then reasoning
-    (" 43", "", "43"),  # answers at once: no CoT
-    (" 43\nBecause 5 * 12 - 17 = 43.", "", "43"),  # answers, then explains after the answer: no CoT
+LONG_HEADLINE = " Tom has 43 pencils.\n" + "Step: 5 * 12 = 60, and 60 - 17 = 43.\n" * 40  # reasons past its budget
+
+
+@pytest.mark.parametrize(("after_cue", "cot", "answer", "finish"), [
+    (HEADLINE, "Answer: Tom has 43 pencils.\nStep 1: 5 * 12 = 60.\nStep 2: 60 - 17 = 43.", "43", "stop"),  # a headline, then reasoning
+    (" 43", "", "43", "stop"),  # answers at once: no CoT
+    (" 43\nBecause 5 * 12 - 17 = 43.", "", "43", "stop"),  # answers, then explains after the answer: no CoT
+    (LONG_HEADLINE, None, "43", "length"),  # a headline, then reasoning cut by the budget: a cut CoT, not "no CoT"
 ])
-def test_a_reply_that_opens_with_the_answer_cue_keeps_the_reasoning_after_it(after_cue, cot, answer):
+def test_a_reply_that_opens_with_the_answer_cue_keeps_the_reasoning_after_it(after_cue, cot, answer, finish):
     calls: list[tuple[str, tuple]] = []
 
     def reply(prompt, params):
@@ -172,11 +176,20 @@ def test_a_reply_that_opens_with_the_answer_cue_keeps_the_reasoning_after_it(aft
             return " 43"
         return "Answer:" + after_cue  # from scratch: the reply opens with the cue
 
-    system = get_system("cot", MockBackend(respond=reply), kind="numeric")
+    backend = MockBackend(respond=reply)
+    system = get_system("cot", backend, kind="numeric")
     trace = system.run([Sample(id="t", question="Tom has 5 boxes of 12 pencils and gives 17 away. How many are left?", answer="43")])[0]
-    assert "\n".join(s.text for s in trace.steps) == cot
-    assert trace.answer == answer and trace.finish_reason == "stop"
+    text = "\n".join(s.text for s in trace.steps)
+    if cot is None:  # the budget's first words of the read-on, from the cue
+        budget = system.params.max_new_tokens
+        assert text.startswith("Answer: Tom has 43 pencils.\nStep:") and len(" ".join(after_cue.split(" ")[:budget])) - len(text) < 20
+    else:
+        assert text == cot
+    assert trace.answer == answer and trace.finish_reason == finish
     assert calls.count(("Answer:", ())) == 1  # one second look (no stop strings), at the reply that stopped at once
+    # every generated token is counted: the first reply (the cue alone, 0 tokens), the read-on and the forced answer
+    read_on = after_cue.split(" ")[: system.params.max_new_tokens]
+    assert trace.tokens_by_role == {"model": backend.count_tokens(" ".join(read_on)) + backend.count_tokens(" 43")}
     if cot:
         # a continuation from a prefix of that CoT is not read again: the cue there ends the CoT
         calls.clear()

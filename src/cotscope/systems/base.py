@@ -102,19 +102,28 @@ class System(ABC):
         "no CoT" would measure a CoT that exists as an empty one. So a reply from scratch that
         stopped at once is read on, from the cue, without stop strings; if it writes more lines
         and then a new ``Answer:`` line, everything before that line is its CoT (headline
-        included). A reply that gives its answer and ends, or explains after it without a new
-        answer line, answered without a CoT, as before."""
+        included). A read-on that writes more lines until its budget ends is such a CoT cut off
+        before its answer line: it is kept as a CoT that hit the budget (``length``), so it is
+        counted as cut and left out of the metrics, not taken for an answer without a CoT. A
+        reply that gives its answer and ends, or explains after it without a new answer line,
+        answered without a CoT, as before. The read-on's tokens are counted either way (they
+        were generated and read)."""
         redo = [i for i, (p, c) in enumerate(zip(prefixes, completions, strict=True)) if not p and not c.text.strip() and c.finish_reason == "stop"]
         if not redo:
             return list(completions)
         again = self.backend.generate([prompts[i].with_prefix(ANSWER_CUE) for i in redo], self._params(max_new_tokens))
         out = list(completions)
         for i, c in zip(redo, again, strict=True):
+            first = completions[i]
             text, hit = cut_at_stop(c.text, ("\n" + ANSWER_CUE,))
-            if hit and "\n" in text.strip():
-                cot = ANSWER_CUE + text
-                n_new = completions[i].n_generated_tokens + self.backend.count_tokens(text)
-                out[i] = Completion(cot, completions[i].n_prompt_tokens, n_new, "stop")
+            lines = "\n" in text.strip()
+            if hit and lines:
+                cot, finish = ANSWER_CUE + text, "stop"
+            elif c.finish_reason == "length" and lines:
+                cot, finish = ANSWER_CUE + text, "length"
+            else:
+                cot, finish = first.text, first.finish_reason
+            out[i] = Completion(cot, first.n_prompt_tokens + c.n_prompt_tokens, first.n_generated_tokens + c.n_generated_tokens, finish)
         return out
 
     # -- shared machinery ------------------------------------------------------------------
