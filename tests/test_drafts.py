@@ -106,3 +106,46 @@ def test_a_cpu_checks_a_draft_with_grouped_queries_as_sdpa_does():
     plain, packed = logits.values()
     for r, n in enumerate(new_mask.sum(dim=1).tolist()):
         torch.testing.assert_close(packed[r, :n], plain[r, :n], rtol=1e-5, atol=1e-5)
+
+
+def test_rows_that_go_on_from_stored_text_join_the_next_check_without_a_prompt_pass():
+    """A prompt that goes on from a finished row's text with a few tokens more (the answer
+    forced after a CoT) joins the running batch on the stored KV: its last prompt tokens run in
+    the next check beside the running rows' tokens, not in a prompt pass of their own. Its text
+    equals a call of its own, and the steps it joins run one forward each."""
+    from cotscope.backends.hf import JOIN_TOKENS
+
+    prompts = chain_cot_prompts(n_ops=(1, 5), per=2)
+    short, long = GenerationParams(max_new_tokens=24, stop=("\n",)), GenerationParams(max_new_tokens=120, stop=("Answer:",))
+    provider = organism_provider()
+    stream = provider.open_stream()
+    first = stream.add(prompts[:2], [short] * 2)
+    running = stream.add(prompts[2:], [long] * 2)
+    done = {}
+    while first not in done:
+        done |= dict(stream.step())
+    follow = [p.with_prefix(o.text + "\nAn") for p, o in zip(prompts[:2], done[first], strict=True)]
+    fed = [len(provider.encode(provider.render(f))) - len(provider.encode(provider.render(p))) - o.n_generated_tokens + 1
+           for f, p, o in zip(follow, prompts[:2], done[first], strict=True)]
+    assert all(1 < n <= JOIN_TOKENS for n in fed)  # the stored KV holds all but a few tokens
+    forwards, steps, model = [0], 0, provider.model
+    forward = model.forward
+
+    def counted(*args, **kwargs):
+        forwards[0] += 1
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    try:
+        answers = stream.add(follow, [short] * 2)
+        while answers not in done:
+            done |= dict(stream.step())
+            steps += 1
+    finally:
+        del model.forward
+    assert stream.rows and forwards[0] == steps  # the running rows were still running: one forward a step
+    while stream.busy():
+        done |= dict(stream.step())
+    solo = organism_provider()
+    assert done[answers] == [solo.generate([p], short)[0] for p in follow]
+    assert done[running] == [solo.generate([p], long)[0] for p in prompts[2:]]

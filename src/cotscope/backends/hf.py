@@ -72,6 +72,7 @@ def default_dtype(device: str) -> str:
 FED_SLACK = 32  # padding slots a prompt pass may carry whatever its share: a forward's fixed cost is about that many tokens' work
 DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see _draft
 DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
+JOIN_TOKENS = 8  # prompt tokens past its stored KV up to which a row may join the decode stream's next check, see _DecodeStream._joining
 HOLE_SLACK = 32  # columns the decode stream's rows may leave unused (drafts not kept) before it packs them, see _DecodeStream._crop
 PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
 GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
@@ -347,9 +348,10 @@ class HFBackend(Backend):
                 use_cache=True, logits_to_keep=1,  # logits over every position would cost vocab x tokens of memory
             )
         self.n_prefill_tokens += sum(len(ids) - m for _, ids, m, _ in need)
-        for r, (g, ids, _, _) in enumerate(need):
+        longest = {g: r for r, (g, ids, _, _) in sorted(enumerate(need), key=lambda x: len(x[1][1]))}
+        for g, r in longest.items():  # rows of one conversation started alone: the store keeps the longest
             valid = mask[r].bool()
-            out[g] = self._remember(g, ids, [(layer.keys[r][:, valid], layer.values[r][:, valid]) for layer in res.cache.layers])
+            out[g] = self._remember(g, need[r][1], [(layer.keys[r][:, valid], layer.values[r][:, valid]) for layer in res.cache.layers])
         return res.cache, res.logits[:, -1, :], mask
 
     def _start_alone(self, rows: Sequence[_Row]) -> list[tuple]:
@@ -657,6 +659,10 @@ class _DecodeStream:
         b = self.b
         keep, ended, took = [], [], []
         for j, row in enumerate(self.rows):
+            if row.feed:  # joined this step on stored KV: its prompt's last tokens run in the next check
+                keep.append(j)
+                took.append(0)
+                continue
             n = 0
             for i, t in enumerate(row.pred[: len(row.draft) + 1]):
                 row.new.append(t)
@@ -671,7 +677,8 @@ class _DecodeStream:
                     break
             b.n_decode_row_steps += n
             b.n_draft_kept += n - 1
-            took.append(min(n, row.fed))  # columns of the last forward that hold: the row's text but its last token
+            took.append(row.fed if row.prompted else min(n, row.fed))  # columns of the last forward that hold: the row's text but its last token
+            row.prompted = False
         if self.fed_width > 1:  # a draft was checked: the columns not kept are masked out
             width = self.mask.shape[1]
             base = width - self.fed_width
@@ -693,26 +700,33 @@ class _DecodeStream:
 
         b = self.b
         dev = b.model.device
-        drafts = []
+        runs = []  # per row: its last token and its draft, or the prompt tokens it joined with
         most = max(1, DRAFT_SLOTS // len(self.rows) - 1)  # few rows: longer drafts, for a step costs about the same
+        most = max(most, max(len(row.feed) for row in self.rows) - 1)  # columns a joining row takes anyway
         for row in self.rows:
             room = min(most, row.params.max_new_tokens - len(row.new) - 1)
-            if b.drafter is None or room <= 0:
-                drafts.append([])
-                continue
-            drafts.append(b.drafter.propose((row.ids or []) + row.new, row.grams, room))
-        width = 1 + max(len(d) for d in drafts)
-        ids = torch.tensor([[row.new[-1], *d] + [row.new[-1]] * (width - 1 - len(d)) for row, d in zip(self.rows, drafts, strict=True)], device=dev)
-        fed = torch.tensor([1 + len(d) for d in drafts], device=dev)
+            if row.feed:
+                runs.append(row.feed)
+            elif b.drafter is None or room <= 0:
+                runs.append([row.new[-1]])
+            else:
+                runs.append([row.new[-1], *b.drafter.propose((row.ids or []) + row.new, row.grams, room)])
+        width = max(len(r) for r in runs)
+        ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in runs], device=dev)
+        fed = torch.tensor([len(r) for r in runs], device=dev)
         cols = torch.arange(width, device=dev)
         self.mask = torch.cat([self.mask, (cols[None, :] < fed[:, None]).to(self.mask.dtype)], dim=1)
         with torch.inference_mode():
             out = b.model(input_ids=ids, attention_mask=self.mask, position_ids=self.last[:, None] + 1 + cols[None, :], cache=self.cache, use_cache=True)
         self.cache = out.cache
         pred = out.logits.argmax(dim=-1).tolist()
-        for row, d, p in zip(self.rows, drafts, pred, strict=True):
-            row.pred, row.draft, row.fed = p[: 1 + len(d)], d, 1 + len(d)
-            b.n_draft_tokens += len(d)
+        for row, r, p in zip(self.rows, runs, pred, strict=True):
+            row.fed = len(r)
+            if row.feed:
+                row.pred, row.draft, row.feed, row.prompted = [p[len(r) - 1]], [], [], True
+                continue
+            row.pred, row.draft = p[: len(r)], r[1:]
+            b.n_draft_tokens += len(r) - 1
         self.fed_width = width
 
     def _keep_kv(self, j: int, row: "_Live") -> None:
@@ -743,16 +757,20 @@ class _DecodeStream:
         # (little padding); then all join the batch at once.
         parts = [(self.cache, self.mask, self.last, None, self.rows)] if self.rows else []
         alone = b._alone(rows)
+        joining = self._joining(rows, alone, live)
+        if joining:
+            parts.append(joining)
+            alone = [i for i in alone if not live[i].feed]
         for cache, mask, last, logits, which in b._start_alone([rows[i] for i in alone]) if alone else ():
             parts.append((cache, mask, last, logits, [live[alone[j]] for j in which]))
-        rest = sorted(set(range(len(rows))) - set(alone))
+        rest = sorted(set(range(len(rows))) - set(alone) - {i for i, row in enumerate(live) if row.feed})
         fed = dict(zip(rest, b._fed_lengths([rows[i] for i in rest]), strict=True))
         for chunk in _similar_lengths(rest, lambda i: fed[i], b._padding_waste(), FED_SLACK):
             cache, ids, mask, lp = b._layout([rows[i] for i in chunk], list(range(len(chunk))))
             cache, logits, last = b._start(cache, ids, mask, lp)
             parts.append((cache, mask, last, logits, [live[i] for i in chunk]))
         for _, _, _, logits, rows_ in parts[1 if self.rows else 0 :]:
-            for row, t in zip(rows_, logits.argmax(dim=-1).tolist(), strict=True):
+            for row, t in zip(rows_, logits.argmax(dim=-1).tolist() if logits is not None else (), strict=False):
                 row.pred = [t]
         if len(parts) == 1:
             self.cache, self.mask, self.last, _, self.rows = parts[0]
@@ -777,6 +795,41 @@ class _DecodeStream:
         self.mask = torch.cat([_pad_left(mask, width) for _, mask, _, _, _ in parts])
         self.last = torch.cat([last for _, _, last, _, _ in parts])
         self.rows = [row for *_, rows_ in parts for row in rows_]
+
+    def _joining(self, rows: Sequence[_Row], alone: Sequence[int], live: Sequence["_Live"]):
+        """Rows that join on the KV the store holds for all but a few tokens of their prompt (at
+        most `JOIN_TOKENS`, and the columns they add past a check's usual width cost the running
+        rows at most `FED_SLACK` slots): those tokens run in the next check, beside the running
+        rows' tokens, instead of in a prompt pass of their own (the answer forced after a
+        finished CoT feeds a few). A part for the join (cache, mask, last positions, no
+        logits, rows), or None."""
+        import torch
+
+        b = self.b
+        if not alone:
+            return None
+        n_rows = len(self.rows) + len(alone)
+        width = 1 + max(1, DRAFT_SLOTS // n_rows - 1) if b.drafter is not None else 1  # a check's widest row without them
+        parts = []
+        for i in alone:
+            m, hit = b._stored(rows[i].group, rows[i].ids)
+            m = min(m, rows[i].limit)
+            fed = len(rows[i].ids) - m
+            # Columns past that width cost every row: a few are cheaper than a pass of their own.
+            if hit is not None and 0 < fed <= JOIN_TOKENS and n_rows * (fed - width) <= FED_SLACK:
+                parts.append((i, m, hit))
+        if not parts:
+            return None
+        wm = max(m for _, m, _ in parts)
+        cache = b._stack_kv([(hit[1], m) for _, m, hit in parts], wm)
+        mask = torch.zeros((len(parts), wm), dtype=torch.long)
+        for r, (i, m, _) in enumerate(parts):
+            mask[r, wm - m :] = 1
+            live[i].feed = rows[i].ids[m:]
+        b.n_prefill_tokens += sum(len(rows[i].ids) - m for i, m, _ in parts)
+        last = torch.tensor([m - 1 for _, m, _ in parts])
+        dev = b.model.device
+        return cache, mask.to(dev), last.to(dev), None, [live[i] for i, _, _ in parts]
 
     def _crop(self) -> None:
         """Drop the columns that are padding in every row (left by rows that have gone), and
@@ -972,6 +1025,8 @@ class _Live:
     pred: list[int] = field(default_factory=list)  # the model's next token after its last, then after each draft token
     draft: list[int] = field(default_factory=list)  # the draft the last forward checked (see _draft)
     fed: int = 0  # tokens the last forward ran for the row (its last and its draft); 0 after its prompt pass
+    feed: list[int] = field(default_factory=list)  # prompt tokens the next check runs (a row that joined on stored KV)
+    prompted: bool = False  # the last forward ran the rest of its prompt, not a token it chose
     grams: RowIndex = field(default_factory=RowIndex)  # where n-grams of its text occur, for drafts
 
 
