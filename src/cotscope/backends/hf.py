@@ -348,10 +348,9 @@ class HFBackend(Backend):
                 use_cache=True, logits_to_keep=1,  # logits over every position would cost vocab x tokens of memory
             )
         self.n_prefill_tokens += sum(len(ids) - m for _, ids, m, _ in need)
-        longest = {g: r for r, (g, ids, _, _) in sorted(enumerate(need), key=lambda x: len(x[1][1]))}
-        for g, r in longest.items():  # rows of one conversation started alone: the store keeps the longest
+        for r, (g, ids, _, _) in enumerate(need):
             valid = mask[r].bool()
-            out[g] = self._remember(g, need[r][1], [(layer.keys[r][:, valid], layer.values[r][:, valid]) for layer in res.cache.layers])
+            out[g] = self._remember(g, ids, [(layer.keys[r][:, valid], layer.values[r][:, valid]) for layer in res.cache.layers])
         return res.cache, res.logits[:, -1, :], mask
 
     def _start_alone(self, rows: Sequence[_Row]) -> list[tuple]:
@@ -373,9 +372,10 @@ class HFBackend(Backend):
     def _alone(self, rows: Sequence[_Row]) -> list[int]:
         """The rows alone in their conversation, to start one by one past the store
         (`_start_alone`). Starting every row of a conversation so whenever the store held all
-        but a few tokens of their shared prefix (rows x those tokens within `FED_SLACK`) took
-        two in three fewer tiny passes and about 5% off the default audit, but its peak rose
-        from 1999 to 2165-2198 MiB on the AVX2 CPU, so it was not kept."""
+        but a few tokens of their shared prefix (rows x those tokens within `FED_SLACK`) ran
+        fewer prompt passes (221 against 277 on 8 samples of the default audit) and took about
+        5% off the full audit, but its peak rose from 1999 to 2165-2198 MiB on the AVX2 CPU,
+        so it was not kept."""
         if not self.prefix_cache:
             return []
         per_group = Counter(r.group for r in rows)
