@@ -666,8 +666,9 @@ class _DecodeStream:
                     break
             b.n_decode_row_steps += n
             b.n_draft_kept += n - 1
-            took.append(row.fed if row.prompted else min(n, row.fed))  # columns of the last forward that hold: the row's text but its last token
-            row.prompted = False
+            # Columns of the last forward that hold (the row's text but its last token): those it
+            # ran for certain (its last token, or the prompt tokens it joined with), then the kept drafts.
+            took.append(row.fed - len(row.draft) + n - 1)
         if self.fed_width > 1:  # a draft was checked: the columns not kept are masked out
             width = self.mask.shape[1]
             base = width - self.fed_width
@@ -690,8 +691,7 @@ class _DecodeStream:
         b = self.b
         dev = b.model.device
         runs = []  # per row: its last token and its draft, or the prompt tokens it joined with
-        most = max(1, DRAFT_SLOTS // len(self.rows) - 1)  # few rows: longer drafts, for a step costs about the same
-        most = max(most, max(len(row.feed) for row in self.rows) - 1)  # columns a joining row takes anyway
+        most = max(_most_draft(len(self.rows)), max(len(row.feed) for row in self.rows) - 1)  # columns a joining row takes anyway
         for row in self.rows:
             room = min(most, row.params.max_new_tokens - len(row.new) - 1)
             if row.feed:
@@ -712,7 +712,7 @@ class _DecodeStream:
         for row, r, p in zip(self.rows, runs, pred, strict=True):
             row.fed = len(r)
             if row.feed:
-                row.pred, row.draft, row.feed, row.prompted = [p[len(r) - 1]], [], [], True
+                row.pred, row.draft, row.feed = [p[len(r) - 1]], [], []
                 continue
             row.pred, row.draft = p[: len(r)], r[1:]
             b.n_draft_tokens += len(r) - 1
@@ -759,7 +759,9 @@ class _DecodeStream:
             cache, logits, last = b._start(cache, ids, mask, lp)
             parts.append((cache, mask, last, logits, [live[i] for i in chunk]))
         for _, _, _, logits, rows_ in parts[1 if self.rows else 0 :]:
-            for row, t in zip(rows_, logits.argmax(dim=-1).tolist() if logits is not None else (), strict=False):
+            if logits is None:  # rows joining on stored KV: their first token comes from the next check
+                continue
+            for row, t in zip(rows_, logits.argmax(dim=-1).tolist(), strict=True):
                 row.pred = [t]
         if len(parts) == 1:
             self.cache, self.mask, self.last, _, self.rows = parts[0]
@@ -798,7 +800,7 @@ class _DecodeStream:
         if not alone:
             return None
         n_rows = len(self.rows) + len(alone)
-        width = 1 + max(1, DRAFT_SLOTS // n_rows - 1) if b.drafter is not None else 1  # a check's widest row without them
+        width = 1 + _most_draft(n_rows) if b.drafter is not None else 1  # a check's widest row without them
         parts = []
         for i in alone:
             m, hit = b._stored(rows[i].group, rows[i].ids)
@@ -1013,10 +1015,15 @@ class _Live:
     ids: list[int] | None = None  # the prompt's tokens, for the KV store once the row ends
     pred: list[int] = field(default_factory=list)  # the model's next token after its last, then after each draft token
     draft: list[int] = field(default_factory=list)  # the draft the last forward checked (see _draft)
-    fed: int = 0  # tokens the last forward ran for the row (its last and its draft); 0 after its prompt pass
+    fed: int = 0  # tokens the last forward ran for the row (its last and its draft, or the prompt tokens it joined with); 0 after its prompt pass
     feed: list[int] = field(default_factory=list)  # prompt tokens the next check runs (a row that joined on stored KV)
-    prompted: bool = False  # the last forward ran the rest of its prompt, not a token it chose
     grams: RowIndex = field(default_factory=RowIndex)  # where n-grams of its text occur, for drafts
+
+
+def _most_draft(n_rows: int) -> int:
+    """The most draft tokens a row checks in a step of `n_rows` rows: one when the rows fill
+    `DRAFT_SLOTS`, more when few run, for a step costs about the same."""
+    return max(1, DRAFT_SLOTS // n_rows - 1)
 
 
 def _pad_left(t, width: int):
