@@ -6,8 +6,10 @@ three providers of the embedded SmolLM2 GGUF, one after the other, each alone:
 - in-process llama.cpp (``llamacpp/<path.gguf>``),
 - llama-cpp-python's OpenAI-compatible server (``openai/smollm2@<url>?cache_prompt=true``).
 
-Prints wall time, generated tokens per second and peak memory (the audit process; for the
-server, the audit process plus the server's own peak).
+Every provider gets the embedded model's CoT budget (160 tokens), given on the command line:
+the server's spec does not name the model's file, and the default budget of any other model
+is 512. Prints wall time, generated tokens per second and peak memory (the audit process; for
+the server, the audit process plus the server's own peak).
 
     python bench/providers.py [--n 8]
 """
@@ -25,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from cotscope.backends.hf import smollm2_path
+from cotscope.config import SHORT_COT_BUDGET
 
 
 def free_port() -> int:
@@ -38,7 +41,7 @@ def run(model: str, n: int, cotscope: str) -> tuple[float, int, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         proc = subprocess.run(["/usr/bin/time", "-f", "peak-kb %M", cotscope, "audit", "--model", model, "--experiments", "truncate",
-                               "--n-samples", str(n), "--out", tmp, "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               "--n-samples", str(n), "--max-new-tokens", str(SHORT_COT_BUDGET), "--out", tmp, "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise SystemExit(proc.stderr[-2000:])

