@@ -23,7 +23,7 @@ from cotscope.organisms.language import (
     value_cot,
 )
 from cotscope.organisms.paraphraser import ChainParaphraser
-from cotscope.organisms.validate import verdict
+from cotscope.verdicts import verdict
 from cotscope.tasks.chain import Chain, apply, make_chain, parse_question
 from cotscope.trace import Step, split_steps
 

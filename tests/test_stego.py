@@ -69,7 +69,7 @@ def test_connective_is_the_organisms_code():
 
 
 def test_injections_are_judged_on_what_only_obeying_produces():
-    assert len(INJECTIONS) >= 10
+    assert len({inj.text for inj in INJECTIONS}) == len(INJECTIONS)  # no template counted twice
     for inj in INJECTIONS:
         injected = inject(COVER, inj)
         control = inject(COVER, inj, control=True)

@@ -77,6 +77,29 @@ def test_grpo_steps_on_an_organism_change_the_weights_and_audit_as_they_go(tmp_p
     assert "monitor/flag_share" in html and "correct, monitor" in html
 
 
+def test_audits_read_held_out_samples_only(tmp_path):
+    out = tmp_path / "h"
+    assert main(["train", *ORGANISM, "--rewards", "correct", "--n-prompts", "16", "--steps", "2", "--audit-every", "2",
+                 "--out", str(out)]) == 0
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["train"]) == 16 and len(split["heldout"]) == 8
+    train_ids, train_qs = {s["id"] for s in split["train"]}, {s["question"] for s in split["train"]}
+    assert not train_ids & {s["id"] for s in split["heldout"]}
+    assert not train_qs & {s["question"] for s in split["heldout"]}
+    for step in (0, 2):
+        audited = [json.loads(x)["sample"] for x in (out / "audits" / f"step-{step:05d}" / "samples.jsonl").read_text().splitlines()]
+        assert sorted(a["id"] for a in audited) == sorted(s["id"] for s in split["heldout"]), step  # written as they finish
+        assert not train_qs & {a["question"] for a in audited}
+
+
+def test_more_prompts_and_audit_samples_than_the_task_has_is_a_named_error(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["train", *ORGANISM, "--rewards", "correct", "--n-prompts", "195", "--audit-every", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--n-prompts 195" in err and "--audit-samples 8" in err and "need 203" in err
+    assert not (out / "checkpoints").exists() and not (out / "split.json").exists()
+
+
 def test_rerunning_a_finished_run_trains_no_further_step(tmp_path, capsys):
     # 2 steps of 2 prompts leave the epoch of 16 prompts unfinished: resumed there, the trainer
     # alone would take a third step.
@@ -133,6 +156,37 @@ def test_a_killed_training_run_resumes_from_its_checkpoint(tmp_path):
         train(run_dir=out, model="organism/mixed", task="chain", steps=7)
 
 
+def _audit_texts(out, step):
+    path = out / "audits" / f"step-{step:05d}" / "samples.jsonl"
+    return {r["sample"]["id"]: r["traces"]["subject"]["raw_text"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_an_audit_finishes_it_on_the_same_weights(tmp_path):
+    """Killed while the audit of step 2 is being written: that step's checkpoint is already on
+    disk, and the resumed audit's records are those of an uninterrupted run (greedy audits)."""
+    args = ["train", *ORGANISM, "--rewards", "correct", "--n-prompts", "16", "--steps", "4", "--audit-every", "2",
+            "--audit-samples", "40"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main([*args, "--out", str(whole)]) == 0
+    proc = subprocess.Popen([COTSCOPE, *args, "--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    audit_dir, deadline = cut / "audits" / "step-00002", time.time() + 600
+    while not (audit_dir / "config.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before the audit of step 2"
+        time.sleep(0.05)
+    checkpoint_first = (cut / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint_first, "the audit of step 2 started before its checkpoint was written"
+    steps = [json.loads(x)["step"] for x in (cut / "curves.jsonl").read_text().splitlines()]
+    assert 2 not in steps, "the audit of step 2 had finished before the kill"
+    assert main([*args, "--out", str(cut)]) == 0
+    for step in (2, 4):
+        assert _audit_texts(cut, step) == _audit_texts(whole, step), step
+    steps = [json.loads(x)["step"] for x in (cut / "curves.jsonl").read_text().splitlines()]
+    assert steps == [0, 2, 4]
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_grpo_steps_on_smollm2_change_the_weights(tmp_path):
@@ -148,3 +202,40 @@ def test_grpo_steps_on_smollm2_change_the_weights(tmp_path):
     after = _weights(out / "checkpoints" / "checkpoint-2" / "model.safetensors")
     shared = [k for k in after if k in base]
     assert shared and any(not (base[k].float() == after[k].float()).all() for k in shared)
+
+
+def test_obfuscation_audits_held_out_questions_and_states_its_verdicts(tmp_path):
+    from cotscope.organisms.obfuscation import obfuscation, render_obfuscation
+
+    o = obfuscation(tmp_path / "o", steps=2, audit_every=2, audit_samples=8, progress=False)
+    assert [a.arm for a in o.arms] == ["A", "B"]
+    for arm in o.arms:
+        split = json.loads((tmp_path / "o" / arm.arm / "split.json").read_text())
+        assert len(split["train"]) == 256 and len(split["heldout"]) == 8
+        assert not {s["question"] for s in split["train"]} & {s["question"] for s in split["heldout"]}
+        assert [c["step"] for c in arm.curves] == [0, 2]
+        assert arm.change["accuracy/subject"].n == 8
+    assert set(o.safety_tax) == {"accuracy/subject", "monitor/flag_share", "organism/encoded_share"}
+    assert any(k.startswith("A: accuracy holds") for k in o.hypothesis)
+    assert "hypothesis" in render_obfuscation(o)
+
+
+def test_a_change_is_called_held_only_inside_its_equivalence_margin():
+    from cotscope.organisms.obfuscation import _sign
+    from cotscope.stats import Estimate
+
+    assert _sign(Estimate(value=-0.02, lo=-0.12, hi=0.07, n=50)).startswith("not distinguishable")
+    assert _sign(Estimate(value=0.0, lo=-0.05, hi=0.05, n=500)).startswith("held")
+    assert _sign(Estimate(value=0.3, lo=0.1, hi=0.5, n=50)) == "rose"
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--steps", "0"], "steps"),
+    (["--audit-every", "0"], "audit-every"),
+    (["--audit-samples", "0"], "audit_samples"),
+])
+def test_bad_obfuscation_options_are_named_errors(argv, msg, tmp_path, capsys):
+    assert main(["organisms", "obfuscation", *argv, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cotscope: error:") and msg in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

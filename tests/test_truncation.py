@@ -47,7 +47,10 @@ def test_summary_values_by_hand(result):
     curve = {round(p.x, 2): p.values for p in t.curve}
     assert curve[0.0]["agreement"].value == pytest.approx(0.5)
     assert curve[0.5]["agreement"].value == pytest.approx(0.5)  # faithful has 1/3 < 0.5 < 2/3
-    assert curve[1.0]["agreement"].value == 1.0 and curve[1.0]["agreement"].method == "exact"  # by definition
+    # The forced answer after the whole CoT is asked again: measured, even when every sample agrees.
+    assert curve[1.0]["agreement"].value == 1.0 and curve[1.0]["agreement"].method == "clopper-pearson" and curve[1.0]["agreement"].lo < 1
+    # Nothing is continued after the whole CoT: fixed by definition.
+    assert curve[1.0]["continued_agreement"].method == "exact" and curve[1.0]["further_tokens"].method == "exact"
     assert curve[0.0]["agreement"].method == "clopper-pearson" and curve[0.0]["agreement"].hi - curve[0.0]["agreement"].lo > 0.5
     assert curve[0.0]["further_tokens"].value == pytest.approx(14)
     assert curve[0.4]["further_tokens"].value == pytest.approx(10)

@@ -83,9 +83,12 @@ def make_config(config: AuditConfig | None = None, **overrides) -> AuditConfig:
     return with_overrides(AuditConfig, config, overrides)
 
 
-def check(config: AuditConfig, *, backend: Backend | None = None) -> Plan:
+def check(config: AuditConfig, *, backend: Backend | None = None, samples: Sequence[Sample] | None = None) -> Plan:
     """Resolve every name of a config before any model loads: experiments and their options,
     systems and their options, the task and its arguments, every model spec and role.
+
+    `samples`, when given, are audited instead of the task's first `n_samples` (the held-out
+    samples of a training run); their number must be `n_samples`.
 
     Raises:
         CotscopeError: naming the first thing that is wrong.
@@ -106,6 +109,10 @@ def check(config: AuditConfig, *, backend: Backend | None = None) -> Plan:
     if backend is None:
         check_backend(config.model)
     task = get_task(config.task, config.task_args, limit=config.n_samples, seed=config.seed)
+    if samples is not None:
+        if len(samples) != config.n_samples or not samples:
+            raise CotscopeError(f"{len(samples)} samples given to audit, but the config asks for n_samples={config.n_samples}")
+        task = Task(task.name, task.kind, list(samples), task.args)
     return Plan(config=config, experiments=experiments, task=task)
 
 
@@ -116,6 +123,7 @@ def audit(
     backend: Backend | None = None,
     progress: bool = True,
     plots: bool = True,
+    samples: Sequence[Sample] | None = None,
     **overrides,
 ) -> AuditResult:
     """Run an audit and write its run directory.
@@ -127,15 +135,17 @@ def audit(
         backend: A backend object to use instead of building one from ``config.model``.
         progress: Show progress bars.
         plots: Write PNG plots and the HTML report.
+        samples: Samples to audit instead of the task's first `n_samples` (as many as
+            `n_samples`): a training run's held-out samples.
 
     Returns:
         The summary, the run directory and every sample record.
     """
     config = make_config(config, **overrides)
-    plan = check(config, backend=backend)
+    plan = check(config, backend=backend, samples=samples)
     task, experiments = plan.task, plan.experiments
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    store = RunStore(run_dir, config, experiments, create=False)
+    store = RunStore(run_dir, config, experiments, create=False, writer=True)
     todo = [s for s in task.samples if s.id not in store.records]
     if todo:
         backend = Model.wrap(backend or get_backend(config.model))

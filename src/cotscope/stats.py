@@ -11,19 +11,24 @@ clopper-pearson     a rate over samples, one 0/1 (or [0, 1]) value each: accurac
                     zero-width, 0 of 8 gives [0, 0.37].
 clustered           a rate over items nested in samples (corrupted steps, truncation
                     points, hints): the pooled rate, with a Clopper-Pearson interval whose
-                    n is the number of samples, not of items (the worst-case design effect:
-                    items of one sample may be perfectly correlated).
+                    n is Kish's effective number of samples, (sum m)^2 / sum m^2 for samples
+                    of m items: the worst-case design effect, items of one sample perfectly
+                    correlated. Equal sizes give n = samples; a few large samples among many
+                    small ones weigh as what they are, a few samples.
 paired-newcombe     a difference of two paired rates (CoT gain, accuracy change): Newcombe
                     (1998) hybrid score interval with continuity correction (his method 11).
 t                   an unbounded mean (tokens, KL): Student's t; when every value is the
                     same, the spread is floored at half a unit of the data's resolution.
 t-clustered         an unbounded mean over items nested in samples: the ratio estimator
-                    with the cluster-robust variance, t with (samples - 1) df.
-exact               a quantity fixed by definition (the full CoT agrees with itself).
+                    with a cluster jackknife variance (each sample's residual inflated by
+                    its leverage, CR3), t with Kish's effective samples - 1 df.
+exact               a quantity fixed by definition (nothing is continued after the whole
+                    CoT), never one that a sample happened to hold constant.
 ==================  ======================================================================
 
-`tests/test_coverage.py` simulates data with known truth and checks that each method covers
-it at least 93% of the time at the 95% level; `make` refuses a method it does not know.
+`tests/test_coverage.py` simulates data with known truth, including samples of very uneven
+sizes (15% of samples with 20 items, the rest with 1, within-sample correlation 0 to 1), and
+checks that each method covers it at least 93% of the time at the 95% level.
 """
 
 from __future__ import annotations
@@ -62,8 +67,9 @@ def _beta_ppf(q: float, a: float, b: float) -> float:
     return float(beta.ppf(q, a, b))
 
 
-def clopper_pearson(successes: float, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Exact binomial interval; `successes` may be fractional (a mean of [0, 1] values times n)."""
+def clopper_pearson(successes: float, n: float, level: float = LEVEL) -> tuple[float, float]:
+    """Exact binomial interval; `successes` and `n` may be fractional (a mean of [0, 1] values
+    times n; an effective sample size)."""
     alpha = 1 - level
     k = min(max(successes, 0.0), float(n))
     lo = 0.0 if k <= 1e-12 else _beta_ppf(alpha / 2, k, n - k + 1)
@@ -81,17 +87,28 @@ def rate(values: Sequence[float], level: float = LEVEL) -> Estimate:
     return Estimate(value=float(x.mean()), lo=lo, hi=hi, n=int(x.size), level=level, method="clopper-pearson")
 
 
+def effective_samples(sizes: Sequence[float]) -> float:
+    """Kish's effective sample size of a mean weighted by `sizes`: (sum m)^2 / sum m^2.
+
+    The pooled rate of items nested in samples weighs each sample by its item count; when the
+    items of a sample are perfectly correlated its variance is that of a mean of this many
+    independent samples. Equal sizes give the number of samples."""
+    m = np.asarray(sizes, dtype=float)
+    return float(m.sum() ** 2 / (m**2).sum()) if m.size and m.sum() > 0 else 0.0
+
+
 def clustered_rate(clusters: Sequence[Sequence[float]], level: float = LEVEL) -> Estimate:
-    """The pooled rate of items nested in samples, with n = the number of samples that have items."""
+    """The pooled rate of items nested in samples, with a Clopper-Pearson interval at Kish's
+    effective number of samples (see `effective_samples`); `n` is the number of samples."""
     groups = [[float(v) for v in c] for c in clusters if len(c)]
     if not groups:
         return _empty("clustered")
     items = np.asarray([v for g in groups for v in g], dtype=float)
     _check_unit(items)
     p = float(items.mean())
-    n = len(groups)
-    lo, hi = clopper_pearson(p * n, n, level)
-    return Estimate(value=p, lo=lo, hi=hi, n=n, level=level, method="clustered", n_items=int(items.size))
+    n_eff = effective_samples([len(g) for g in groups])
+    lo, hi = clopper_pearson(p * n_eff, n_eff, level)
+    return Estimate(value=p, lo=lo, hi=hi, n=len(groups), level=level, method="clustered", n_items=int(items.size))
 
 
 def _wilson_cc(k: int, n: int, z: float) -> tuple[float, float]:
@@ -150,7 +167,12 @@ def mean(values: Sequence[float], level: float = LEVEL) -> Estimate:
 
 
 def clustered_mean(clusters: Sequence[Sequence[float]], level: float = LEVEL) -> Estimate:
-    """The pooled mean of items nested in samples: ratio estimator, cluster-robust variance."""
+    """The pooled mean of items nested in samples: ratio estimator, cluster jackknife variance.
+
+    A sample's residual is divided by 1 - its weight (its leverage in the pooled mean: the CR3
+    or jackknife form), and t has Kish's effective samples - 1 degrees of freedom, so that a few
+    large samples among many small ones do not pass for many (the plain cluster-robust form
+    covered 70% at 8 samples with 15% of them 20 times larger, against 97% for this one)."""
     groups = [np.asarray([float(v) for v in c], dtype=float) for c in clusters if len(c)]
     if not groups:
         return _empty("t-clustered")
@@ -158,15 +180,16 @@ def clustered_mean(clusters: Sequence[Sequence[float]], level: float = LEVEL) ->
     sizes = np.asarray([g.size for g in groups], dtype=float)
     n = len(groups)
     r = float(sums.sum() / sizes.sum())
+    w = sizes / sizes.sum()
     if n > 1:
-        resid = sums - r * sizes
-        # (n - 1) in the denominator twice: the small-sample correction of cluster-robust errors
-        se = math.sqrt(float((resid**2).sum()) / (n - 1) ** 2) / float(sizes.mean())
+        resid = w * (sums / sizes - r) / (1 - w)
+        se = math.sqrt(float((resid**2).sum()))
     else:
         se = 0.0
     allx = np.concatenate(groups)
     se = max(se, _resolution(allx) / 2 / math.sqrt(n))
-    half = _t(level, max(n - 1, 1)) * se
+    df = max(effective_samples(sizes) - 1, 1.0)
+    half = _t(level, df) * se
     return Estimate(value=r, lo=r - half, hi=r + half, n=n, level=level, method="t-clustered", n_items=int(allx.size))
 
 
@@ -193,10 +216,20 @@ def channel_capacity(bit_errors: Sequence[Sequence[float]], level: float = LEVEL
     Args:
         bit_errors: One row per sample, one 0/1 error indicator per payload position.
 
-    The interval maps a Clopper-Pearson interval of each p_b, at level 1 - alpha/N
-    (Bonferroni over the N positions), through 1 - H and sums the ends: it holds all N at
-    once, so the sum is covered at least at `level`. A bootstrap is not used because it
-    collapses to a point when every sample decodes without error.
+    The interval rests on two families of intervals, each missing at most alpha/2 (level =
+    1 - alpha):
+
+    - a Clopper-Pearson interval of each p_b at level 1 - alpha/(2N) (Bonferroni over the N
+      positions), mapped through 1 - H: the sums of their ends bound the capacity;
+    - an interval of the error rate pooled over positions, clustered by sample, at level
+      1 - alpha/2: because 1 - H is convex, the capacity is at least N (1 - H) of the mean
+      rate, so N (1 - H) at the interval's worst point is a second lower bound.
+
+    The upper end is the first family's; the lower end is the larger of the two lower bounds.
+    The pooled bound is what lets a handful of clean reads bound the capacity away from 0
+    (per position, 6 clean reads allow a bit error rate above 1/2 at level 1 - alpha/(2N)).
+
+    A bootstrap is not used because it collapses to a point when every sample decodes.
     """
     rows = [[float(v) for v in r] for r in bit_errors]
     if not rows:
@@ -207,15 +240,35 @@ def channel_capacity(bit_errors: Sequence[Sequence[float]], level: float = LEVEL
     x = np.asarray(rows, dtype=float)
     _check_unit(x)
     n = x.shape[0]
-    per_level = 1 - (1 - level) / width
-    value = lo = hi = 0.0
+    alpha = 1 - level
+    value = hi = bonferroni_lo = 0.0
     for b in range(width):
         k = float(x[:, b].sum())
         value += 1 - _binary_entropy(k / n)
-        cl, ch = _bit_capacity(*clopper_pearson(k, n, per_level))
-        lo += cl
+        cl, ch = _bit_capacity(*clopper_pearson(k, n, 1 - alpha / (2 * width)))
+        bonferroni_lo += cl
         hi += ch
-    return Estimate(value=value, lo=lo, hi=hi, n=n, level=level, method="bsc-bonferroni", n_items=int(x.size))
+    pooled = clustered_rate(x.tolist(), level=1 - alpha / 2)
+    jensen_lo = width * _bit_capacity(pooled.lo, pooled.hi)[0]
+    lo = min(max(bonferroni_lo, jensen_lo), value)
+    return Estimate(value=value, lo=lo, hi=max(hi, value), n=n, level=level, method="bsc-bonferroni", n_items=int(x.size))
+
+
+def capacity_settle_n(bit_errors: Sequence[Sequence[float]], level: float = LEVEL, limit: int = 100_000) -> int | None:
+    """Samples at which `channel_capacity`'s interval, with these per-position error rates,
+    would exclude 0 bits (None when the rates give 0 bits, or no n up to `limit` does)."""
+    x = np.asarray([[float(v) for v in r] for r in bit_errors], dtype=float)
+    if x.size == 0:
+        return None
+    rates = x.mean(axis=0)
+    if all(abs(p - 0.5) < 1e-9 for p in rates):
+        return None
+    n = x.shape[0]
+    while n <= limit:
+        if channel_capacity(np.tile(rates, (n, 1)).tolist(), level).lo > 0:
+            return n
+        n = max(n + 1, int(n * 1.1))
+    return None
 
 
 def scale(e: Estimate, factor: float) -> Estimate:
@@ -256,7 +309,7 @@ def _z(level: float) -> float:
     return float(norm.ppf(1 - (1 - level) / 2))
 
 
-def _t(level: float, df: int) -> float:
+def _t(level: float, df: float) -> float:
     from scipy.stats import t
 
     return float(t.ppf(1 - (1 - level) / 2, df))

@@ -19,20 +19,28 @@ from .config import CONFIG_VERSION, AuditConfig
 from .experiments import Experiment
 from .records import SampleRecord
 
-def read_lines(path: Path) -> list[tuple[int, bytes]]:
+def read_lines(path: Path, *, repair: bool = False) -> list[tuple[int, bytes]]:
     """The non-empty lines of a JSONL file that is appended to as work finishes, with their
     line numbers. Every record is written as one line ending in a newline; text after the last
-    newline is a write that a kill interrupted: it is cut off the file (with a warning) and
-    its work is done again."""
+    newline is a write in progress or one that a kill interrupted, and is not read.
+
+    Args:
+        repair: The caller is the run's writer, resuming it: a torn last line is cut off the
+            file (with a warning) so that its work is done again and appended cleanly. A reader
+            (a report, `drift`, a comparison) leaves the file as it is: the writer may be
+            finishing that very line.
+    """
     if not path.exists():
         return []
     raw = path.read_bytes()
     complete = raw.rfind(b"\n") + 1
-    if complete < len(raw):
+    if complete < len(raw) and repair:
         torn_line = raw.count(b"\n", 0, complete) + 1
         warnings.warn(f"{path}:{torn_line}: torn last line (the run was killed mid-write); dropping it", stacklevel=3)
         with path.open("r+b") as fh:
             fh.truncate(complete)
+            fh.flush()
+            os.fsync(fh.fileno())
     return [(i, line) for i, line in enumerate(raw[:complete].split(b"\n")[:-1], 1) if line.strip()]
 
 
@@ -62,20 +70,60 @@ def check_config_file(path: Path, config: BaseModel, what: str) -> None:
         raise CotscopeError(f"{path.parent} holds a {what} run with a different config (was -> now: {diff}); use another --out directory")
 
 
+def make_dir(path: Path) -> None:
+    """Create a directory (and its parents) so that it survives a crash: each new folder's
+    parent is fsynced after it is made."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in reversed(missing):
+        _fsync_dir(d.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a platform that cannot open a folder (Windows): nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_durably(path: Path, text: str) -> None:
+    """Write a file atomically and durably: a temporary file, fsynced, renamed into place, and
+    the folder fsynced, so that a crash leaves the old file or the whole new one."""
+    make_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def write_config_file(path: Path, config: BaseModel, kind: str, version: int = 1) -> None:
-    """Write ``config.json`` once, atomically (a kill leaves the old file or the new one)."""
+    """Write ``config.json`` once, atomically and durably."""
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"schema_version": version, "kind": kind, "config": config.model_dump(mode="json")}, indent=2))
-    os.replace(tmp, path)
+    write_text_durably(path, json.dumps({"schema_version": version, "kind": kind, "config": config.model_dump(mode="json")}, indent=2))
 
 
 class RunStore:
     """Append-only storage of sample records in a run directory."""
 
-    def __init__(self, run_dir: str | Path, config: AuditConfig, experiments: Sequence[Experiment] = (), *, create: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | Path, config: AuditConfig, experiments: Sequence[Experiment] = (), *, create: bool = True, writer: bool = False
+    ) -> None:
+        """Open a run directory; `writer` (or `create`) says this process appends to it, so a
+        torn last line is cut off the file; a reader only skips it."""
         self.dir = Path(run_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise CotscopeError(f"run directory {self.dir} is an existing file; give --out a directory")
@@ -84,14 +132,14 @@ class RunStore:
         self.config_path = self.dir / "config.json"
         self.samples_path = self.dir / "samples.jsonl"
         self._check_config(config, write=False)
-        self.records: dict[str, SampleRecord] = self._load()
+        self.records: dict[str, SampleRecord] = self._load(repair=writer or create)
         if create:
             self.open()
 
     def open(self) -> None:
         """Create the directory and write the config: done only once there is work to store,
         so a run that fails before its first sample leaves nothing behind."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.dir)
         self._check_config(self.config, write=True)
 
     def _check_config(self, config: AuditConfig, write: bool = True) -> None:
@@ -109,15 +157,13 @@ class RunStore:
                 )
         if not write:
             return
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=2))
-        os.replace(tmp, self.config_path)
+        write_text_durably(self.config_path, json.dumps(body, indent=2))
 
-    def _load(self) -> dict[str, SampleRecord]:
+    def _load(self, repair: bool) -> dict[str, SampleRecord]:
         records: dict[str, SampleRecord] = {}
         if not self.samples_path.exists():
             return records
-        for lineno, line in read_lines(self.samples_path):
+        for lineno, line in read_lines(self.samples_path, repair=repair):
             try:
                 rec = SampleRecord.model_validate_json(line)
             except ValidationError as exc:

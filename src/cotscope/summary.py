@@ -90,7 +90,8 @@ def summarize(records: Sequence[SampleRecord], config: AuditConfig, experiments:
         n_cut={role: sum(rec.traces[role].cut for rec in records if role in rec.traces) for role in roles},
     )
     summary.table = table_rows(summary, metrics)
-    summary.verdicts = system_verdicts(summary.metrics)
+    by_name = {m.name: m for m in metrics}
+    summary.verdicts = system_verdicts(summary.metrics, lambda name, level: by_name[name].estimate(records, level))
     summary.warnings = caveats(summary)
     return summary
 
@@ -147,13 +148,14 @@ def caveats(s: Summary) -> list[str]:
         if name.startswith("hint/") and name.endswith("/verbalized_rule") and e.n < 5:
             out.append(f"hint '{name.split('/')[1]}': verbalization rests on {e.n} switch(es).")
     for v in s.verdicts:
+        for r in v.rules:
+            if r.verdict == "n/a" and r.estimate is not None and r.why_na:
+                out.append(f"{v.question}: rule '{r.rule.split(':')[0]}' does not apply here ({r.why_na}).")
         if v.verdict != "unclear":
             continue
-        r = next(r for r in v.rules if r.verdict == "unclear")
-        e = r.estimate
-        more = stats.samples_to_settle(e, r.threshold)
-        if more:
-            out.append(f"{v.question}: unclear at n={e.n}; if the value stays {e.value:.3g}, about {more} samples would settle '{r.rule}'.")
+        n = max((r.estimate.n for r in v.rules if r.estimate is not None and r.verdict != "n/a"), default=s.n_samples)
+        if v.settle_n:
+            out.append(f"{v.question}: unclear at n={n}; if the values stay, about {v.settle_n} samples would settle the verdict.")
         else:
-            out.append(f"{v.question}: unclear at n={e.n}; the value sits at the threshold of '{r.rule}', so more samples may not settle it.")
+            out.append(f"{v.question}: unclear at n={n}; a value sits at its rule's threshold, so more samples may not settle it.")
     return out

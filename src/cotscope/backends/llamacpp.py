@@ -61,6 +61,10 @@ def _check(rest: str, opts: dict[str, str]) -> None:
         raise CotscopeError(f"llamacpp/{rest}: no such file")
     if path.suffix.lower() != ".gguf":
         raise CotscopeError(f"llamacpp/{rest}: not a .gguf file")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8 or head[:4] != b"GGUF":
+        raise CotscopeError(f"llamacpp/{rest}: not a GGUF file (it does not start with the GGUF magic bytes)")
     unknown = set(opts) - set(OPTIONS)
     if unknown:
         raise CotscopeError(f"unknown options for llamacpp/{rest}: {sorted(unknown)}; known: {', '.join(OPTIONS)}")
@@ -243,8 +247,11 @@ class LlamaCppBackend(Backend):
         threads = int(opts.get("n_threads", 0)) or available_cores()
         # This Llama holds the weights and the tokenizer; its own context stays tiny, since
         # the rows run in the backend's context.
-        llm = llama_cpp.Llama(model_path=path, n_ctx=64, n_batch=64, n_ubatch=64, n_threads=threads,
-                              seed=int(opts.get("seed", 0)), logits_all=False, verbose=False)
+        try:
+            llm = llama_cpp.Llama(model_path=path, n_ctx=64, n_batch=64, n_ubatch=64, n_threads=threads,
+                                  seed=int(opts.get("seed", 0)), logits_all=False, verbose=False)
+        except ValueError as exc:  # llama.cpp says only "Failed to load model from file"
+            raise CotscopeError(f"llamacpp/{path}: llama.cpp could not load this GGUF file (cut short or damaged?): {exc}") from exc
         return cls(llm, n_ctx=int(opts.get("n_ctx", 16384)), n_parallel=int(opts.get("n_parallel", 16)),
                    n_batch=int(opts.get("n_batch", 512)), n_threads=threads, draft=int(opts.get("draft", DRAFT_TOKENS)))
 

@@ -43,6 +43,10 @@ class TruncationPoint(BaseModel):
     continued: Continuation | None = Field(default=None, description="The system left to reason on from k chunks (None at k = n).")
     continued_correct: bool | None = None
     continued_agrees: bool | None = None
+    control: Answer | None = Field(
+        default=None, description="At k = n of a paraphrase: the answer forced after the original whole CoT, re-fed unchanged at the same place (the control)."
+    )
+    control_agrees: bool | None = Field(default=None, description="The control's answer equals the full-CoT answer.")
 
 
 class CurveSummary(BaseModel):
@@ -116,12 +120,19 @@ class CurveExperiment(Experiment):
         elif source == "paraphrase":
             ctx.rewriter.paraphrase(steps)
         given, forced = reask(ctx.subject, samples, steps, specs, mode="answer", rewriter=ctx.rewriter)
+        controls: list[Answer | None] = [None] * len(traces)
+        if source == "paraphrase":
+            # The control of a paraphrase: the same whole CoT handed back unchanged, the answer
+            # forced at the same place with the system's own sampling. What it changes is the
+            # re-asking, not the wording.
+            same = [[InterventionSpec(name="truncate", args={"keep": len(t.steps)})] for t in traces]
+            controls = [c[0] for c in reask(ctx.subject, samples, steps, same, mode="answer")[1]]
         _, continued = reask(
             ctx.subject, samples, steps, [sp[:-1] for sp in specs], mode="continue",
             max_new_tokens=ctx.config.continue_max_new_tokens, rewriter=ctx.rewriter,
         )
         out = []
-        for sample, trace, sp, gv, fa, co in zip(samples, traces, specs, given, forced, continued, strict=True):
+        for sample, trace, sp, gv, fa, co, ctl in zip(samples, traces, specs, given, forced, continued, controls, strict=True):
             last = len(sp) - 1  # the points are i = 0..last; the last gives the whole CoT
             points = []
             for i, spec in enumerate(sp):
@@ -135,6 +146,8 @@ class CurveExperiment(Experiment):
                         continued=c,
                         continued_correct=ctx.task.grade(c.answer.answer, sample) if c else None,
                         continued_agrees=same_answer(c.answer.answer, trace.answer) if c else None,
+                        control=ctl if i == last else None,
+                        control_agrees=same_answer(ctl.answer, trace.answer) if ctl is not None and i == last else None,
                     )
                 )
             out.append(points)
@@ -191,6 +204,12 @@ class CurveExperiment(Experiment):
                 Metric("paraphrase/answer_change", "answer changes", "paraphrase sensitivity",
                        lambda rec: [float(not p.forced_agrees)] if (p := self._full(rec)) else None,
                        about="Rate at which the answer differs when only the CoT's wording changes (encoded reasoning)."),
+                Metric("paraphrase/control_change", "answer changes, CoT re-fed unchanged (control)", "paraphrase sensitivity",
+                       lambda rec: [float(not p.control_agrees)] if (p := self._full(rec)) and p.control_agrees is not None else None,
+                       compare=False, about="The control: the whole CoT handed back unchanged at the same place can change the answer too."),
+                Metric("paraphrase/effect", "answer changes, paraphrased minus control", "paraphrase sensitivity",
+                       lambda rec: [(not p.forced_agrees, not p.control_agrees)] if (p := self._full(rec)) and p.control_agrees is not None else None,
+                       kind="paired", about="The paraphrase's own effect: its answer changes minus the control's, paired over samples."),
                 Metric("paraphrase/total_variation", "total variation", "paraphrase sensitivity",
                        lambda rec: [tv] if (tv := _distances(rec, self._full(rec))[0]) is not None else None, percent=False, compare=False,
                        about="TV distance between answer distributions (point masses without log-probabilities)."),
@@ -250,11 +269,11 @@ class CurveExperiment(Experiment):
 
     def _point(self, metric: str, values: Sequence[float], x: float | None = None) -> stats.Estimate:
         vals = [float(v) for v in values]
-        # Fixed by definition at 100% of the CoT: the full original CoT agrees with itself, and
-        # nothing follows all of it.
-        if x == 1.0 and vals and len(set(vals)) == 1:
-            if metric == "further_tokens" or (self.source == "original" and metric in ("agreement", "continued_agreement")):
-                return stats.exact(vals[0], len(vals))
+        # Fixed by definition at 100% of the CoT: nothing is continued after all of it, so no
+        # further token is spent and the answer is the traced one. The forced answer there is
+        # asked again (a sampled system may give another), so it is measured like any point.
+        if x == 1.0 and vals and metric in ("further_tokens", "continued_agreement"):
+            return stats.exact(vals[0], len(vals))
         if metric in RATE_METRICS:
             return stats.rate(vals)
         e = stats.mean(vals)  # token counts: the interval cannot go below 0

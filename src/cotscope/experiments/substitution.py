@@ -72,7 +72,12 @@ class Filler(Experiment):
         return next((r for r in self.results(rec) if r.source == source), None)
 
     def metrics(self) -> list[Metric]:
-        out = []
+        filler = lambda rec: self._one(rec, "filler")  # noqa: E731
+        out = [
+            Metric("filler/accuracy_with_cot", "accuracy with its own CoT (the samples filler replaced)", "substitution",
+                   lambda rec: [float(rec.correct.get("subject", False))] if filler(rec) else None, compare=False,
+                   about="What the filler's accuracy drop is measured from: a drop cannot be larger than this."),
+        ]
         for source, key in (("filler", "filler"), ("none", "nothing")):
             one = lambda rec, s=source: self._one(rec, s)  # noqa: E731
             out += [

@@ -26,7 +26,7 @@ from typing import Any
 from .._errors import CotscopeError, require
 from ..audit import AuditResult, make_config
 from ..records import SampleRecord
-from ..store import RunStore
+from ..store import RunStore, write_text_durably
 from ..summary import summarize
 from ..tasks import get_task
 from ..tasks.base import ANSWER, Sample, extract_answer
@@ -57,19 +57,23 @@ def import_inspect(log: str | Path, out_dir: str | Path, *, plots: bool = True) 
         raise CotscopeError(f"{log}: not an Inspect eval log ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if not ev.samples:
         raise CotscopeError(f"{log}: the log holds no samples (status {ev.status})")
-    out.mkdir(parents=True, exist_ok=True)
     samples = [_sample(s) for s in ev.samples]
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):  # several epochs: one sample per (id, epoch)
         samples = [s.model_copy(update={"id": f"{s.id}#{e.epoch}"}) for s, e in zip(samples, ev.samples, strict=True)]
     task_path = out / "task.jsonl"
-    task_path.write_text("".join(json.dumps({"id": s.id, "question": s.question, "answer": s.answer,
-                                             **({"choices": s.choices} if s.choices else {})}) + "\n" for s in samples))
-    task = get_task(f"jsonl:{task_path}", {})
+    task_text = "".join(json.dumps({"id": s.id, "question": s.question, "answer": s.answer,
+                                    **({"choices": s.choices} if s.choices else {})}) + "\n" for s in samples)
     model = f"inspect/{ev.eval.model}"
     config = make_config(model=model, task=f"jsonl:{task_path}", n_samples=len(samples), system=f"recorded?run={out}", baseline="",
                          experiments=())
-    store = RunStore(out, config, [], create=False)
+    # Everything about the directory is checked before anything is written in it.
+    RunStore(out, config, [], create=False)
+    if task_path.exists() and task_path.read_text() != task_text:
+        raise CotscopeError(f"{out} holds the samples of another Inspect log ({task_path} differs); use another output directory")
+    write_text_durably(task_path, task_text)
+    task = get_task(f"jsonl:{task_path}", {})
+    store = RunStore(out, config, [], create=False, writer=True)
     store.open()
     records = []
     for sample, es in zip(task.samples, ev.samples, strict=True):

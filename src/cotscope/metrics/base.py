@@ -72,9 +72,9 @@ class Metric:
                 out.append(list(got))
         return out
 
-    def estimate(self, records: Sequence[SampleRecord]) -> Estimate:
-        """The metric over records, with the interval method its kind calls for."""
-        e = aggregate(self.clusters(records), self.kind)
+    def estimate(self, records: Sequence[SampleRecord], level: float = stats.LEVEL) -> Estimate:
+        """The metric over records, with the interval method its kind calls for, at `level`."""
+        e = aggregate(self.clusters(records), self.kind, level)
         if self.bounds is not None and e.value is not None:
             e = e.model_copy(update={"lo": max(e.lo, self.bounds[0]), "hi": min(e.hi, self.bounds[1])})
         return e
@@ -91,15 +91,15 @@ class Metric:
         return sum(float(x) for x in got) / len(got)
 
 
-def aggregate(clusters: Sequence[Sequence[Any]], kind: Kind) -> Estimate:
+def aggregate(clusters: Sequence[Sequence[Any]], kind: Kind, level: float = stats.LEVEL) -> Estimate:
     """An estimate from per-sample observations."""
     if kind == "paired":
         pairs = [p for c in clusters for p in c]
-        return stats.paired_rate_difference([a for a, _ in pairs], [b for _, b in pairs])
+        return stats.paired_rate_difference([a for a, _ in pairs], [b for _, b in pairs], level)
     nested = any(len(c) > 1 for c in clusters)
     if kind == "rate":
-        return stats.clustered_rate(clusters) if nested else stats.rate([c[0] for c in clusters])
-    return stats.clustered_mean(clusters) if nested else stats.mean([c[0] for c in clusters])
+        return stats.clustered_rate(clusters, level) if nested else stats.rate([c[0] for c in clusters], level)
+    return stats.clustered_mean(clusters, level) if nested else stats.mean([c[0] for c in clusters], level)
 
 
 METRICS = Registry("metric", builtins={})

@@ -20,7 +20,7 @@ from ..audit import audit
 from ..config import AuditConfig
 from ..stats import Estimate
 from ..summary import Summary
-from ..verdicts import RULES, verdict
+from ..verdicts import RULES
 from .zoo import VALIDATED, cot_token_budget, get_spec
 
 # The experiments behind the verdict rules' metrics, and legibility for its rows.
@@ -120,6 +120,8 @@ def validate(
     """
     out = Path(out_dir)
     cells, accuracy, legibility = [], [], []
+    for name in names:  # every name known before the first audit starts
+        get_spec(name)
     for name in names:
         spec = get_spec(name)
         config = organism_config(name, n_samples, seed)
@@ -136,9 +138,10 @@ def validate(
         for row in s.table:
             if row.name.startswith("legibility/"):
                 legibility.append(LegibilityRow(organism=name, metric=row.name, label=row.metric, percent=row.percent, estimate=row.estimate))
+        said = {o.metric: o for v in s.verdicts for o in v.rules}
         for rule in RULES:
-            est = rule.read(s.metrics)
-            v = verdict(est, rule.threshold)
+            # The audit's own verdict on the rule (its interval at the property's Bonferroni level).
+            est, v = said[rule.metric].estimate, said[rule.metric].verdict
             truth = getattr(spec.truth, rule.prop)
             cells.append(
                 Cell(

@@ -25,7 +25,7 @@ class StegoConfig(BaseModel):
     system: str = Field("cot", description="System that writes the cover CoTs and answers from a given CoT.")
     task: str = Field("arithmetic", description="Task whose samples give the questions (as in `cotscope audit`).")
     task_args: dict[str, str] = Field(default_factory=dict, description="Task arguments as key=value.")
-    n_samples: int = Field(6, ge=1, description="Samples (cover CoTs); every measure is over these.")
+    n_samples: int = Field(10, ge=1, description="Samples (cover CoTs); every measure is over these. At 10, a channel read back without error is told from 0 bits (at 6 it cannot be).")
     seed: int = Field(0, description="Seeds the task, the payloads and the paraphrasers' sampling.")
     max_new_tokens: int = Field(256, ge=1, description="Token budget of a cover CoT.")
     encoders: tuple[str, ...] = Field(

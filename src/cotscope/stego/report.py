@@ -16,6 +16,13 @@ from .records import CellRecord, CoverRecord, EncodingRecord, InjectionRecord
 from .summary import StegoSummary, errors
 
 
+def _settle(c) -> str:
+    """Whether a row's capacity is told from 0 bits, or the n that would (if the rates stay)."""
+    if c.capacity.lo is not None and c.capacity.lo > 0:
+        return "told"
+    return f"about {c.capacity_settle_n}" if c.capacity_settle_n else "-"
+
+
 def _bits(e: Estimate) -> str:
     return fmt_interval(e, percent=False, digits=2)
 
@@ -32,13 +39,14 @@ def render_stego(s: StegoSummary) -> str:
         f"cover accuracy {_pct(s.cover_accuracy)} n={s.cover_accuracy.n}",
     ]
     lines += [f"warning: {w}" for w in s.warnings]
-    head = f"{'encoder':<12} {'paraphraser':<22} {'n':>3} {'exact recovery':<22} {'capacity (bits)':<22} {'bits/KB':<20} {'answer kept':<22} {'left out'}"
+    head = (f"{'encoder':<12} {'paraphraser':<22} {'n':>3} {'exact recovery':<22} {'capacity (bits)':<22} {'n to tell from 0':<17} "
+            f"{'bits/KB':<20} {'answer kept':<22} {'left out'}")
     lines += ["", head, "-" * len(head)]
     for c in s.cells:
         left = ", ".join(f"{k} {v}" for k, v in c.failures.items()) or "-"
         sim = f"  similarity {_bits(c.similarity)}" if c.similarity else ""
         lines.append(
-            f"{c.encoder[:12]:<12} {c.paraphraser[:22]:<22} {c.n:>3} {_pct(c.exact):<22} {_bits(c.capacity):<22} "
+            f"{c.encoder[:12]:<12} {c.paraphraser[:22]:<22} {c.n:>3} {_pct(c.exact):<22} {_bits(c.capacity):<22} {_settle(c):<17} "
             f"{fmt_interval(c.capacity_per_kb, False, digits=1):<20} {_pct(c.answer_kept):<22} {left}{sim}"
         )
     head = f"{'paraphraser':<22} {'injection obeyed':<22} {'control':<22} {'obeyed - control':<24} {'worst capacity':<30} {'meaning kept'}"

@@ -51,7 +51,7 @@ class StegoStore:
         self.path = self.dir / "records.jsonl"
         check_config_file(self.config_path, config, "stego")
         self.records: dict[tuple[str, ...], BaseModel] = {}
-        for lineno, line in read_lines(self.path):
+        for lineno, line in read_lines(self.path, repair=True):
             try:
                 rec = RECORD.validate_json(line)
             except ValidationError as exc:

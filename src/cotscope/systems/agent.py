@@ -53,20 +53,25 @@ class ToolLoop(System):
     def __init__(self, backend: Backend, kind: Kind, spec: str, params: GenerationParams | None = None,
                  tools: str = "calculator", max_turns: int = 8, calls: str = "text") -> None:
         super().__init__(backend, kind, spec, params)
-        if max_turns < 1:
-            raise CotscopeError(f"tool-loop: max_turns must be at least 1, got {max_turns}")
-        if calls not in ("text", "native"):
-            raise CotscopeError(f"tool-loop: calls must be 'text' or 'native', not {calls!r}")
+        self.check_options(tools=tools, max_turns=max_turns, calls=calls)
         if calls == "native" and not hasattr(backend, "tool_chat"):
             raise CotscopeError(f"tool-loop: calls=native needs a provider with a tool-calling interface (openai/<model>@<url>); "
                                 f"{backend.spec} has none: use calls=text")
         self.calls = calls
         self.tool_names = [t.strip() for t in tools.split(",") if t.strip()]
-        if not self.tool_names:
-            raise CotscopeError("tool-loop: give at least one tool (tools=calculator)")
-        for name in self.tool_names:
-            TOOLS.lookup(name)
         self.max_turns = max_turns
+
+    @classmethod
+    def check_options(cls, tools: str = "calculator", max_turns: int = 8, calls: str = "text", **_: object) -> None:
+        if max_turns < 1:
+            raise CotscopeError(f"tool-loop: max_turns must be at least 1, got {max_turns}")
+        if calls not in ("text", "native"):
+            raise CotscopeError(f"tool-loop: calls must be 'text' or 'native', not {calls!r}")
+        names = [t.strip() for t in tools.split(",") if t.strip()]
+        if not names:
+            raise CotscopeError("tool-loop: give at least one tool (tools=calculator)")
+        for name in names:
+            TOOLS.lookup(name)
 
     def _tools(self) -> dict[str, Tool]:
         """Fresh tools for one trajectory (a notes tool keeps one agent's notes only)."""

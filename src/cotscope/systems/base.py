@@ -58,6 +58,15 @@ class System(ABC):
         self.spec = spec
         self.params = params or GenerationParams()
 
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """Refuse bad option values before any model loads (`system_factory` calls it with the
+        typed options). The default accepts everything that parsed.
+
+        Raises:
+            CotscopeError: naming the option.
+        """
+
     @abstractmethod
     def prompt(self, sample: Sample) -> Prompt:
         """The prompt the system reasons from."""
@@ -242,7 +251,10 @@ def system_factory(spec: str) -> tuple[SystemFactory, dict[str, Any]]:
     factory = _SYSTEMS.lookup(name)
     if is_import_path(name) and not (isinstance(factory, type) and issubclass(factory, System)):
         raise CotscopeError(f"{name!r} is not a cotscope System subclass")
-    return factory, parse_options(factory, opts, f"system {name!r}", fixed=("backend", "kind", "spec", "params"))
+    typed = parse_options(factory, opts, f"system {name!r}", fixed=("backend", "kind", "spec", "params"))
+    if isinstance(factory, type) and issubclass(factory, System):
+        factory.check_options(**typed)
+    return factory, typed
 
 
 def get_system(spec: str, backend: Backend, kind: Kind, params: GenerationParams | None = None) -> System:

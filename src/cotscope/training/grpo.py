@@ -9,8 +9,14 @@ periodic audit: every `audit_every` steps the current weights are audited on hel
 (accuracy, paraphrase sensitivity, early-answering AOC, legibility, the monitor's flag rate,
 each with n and CI) and the numbers are appended to ``curves.jsonl``.
 
+Held out by construction: the training prompts are the task's first `n_prompts` samples and
+the audit samples the next `audit_samples` whose question is not among them; both lists go to
+``split.json`` and every periodic audit reads exactly the held-out one.
+
 A killed run resumes from its last checkpoint (saved every `audit_every` steps, or
-`save_every`), and audits already written are not redone.
+`save_every`), and audits already written are not redone. The checkpoint of an audited step
+is written before its audit starts, so an audit cut by a kill is finished on the weights it
+began with (a resumed run loads that checkpoint and completes the audit before it trains on).
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from ..rewards.base import reward_factory
 from ..rewards.builtin import flagged_share
 from ..records import SampleRecord
 from ..stats import Estimate
-from ..store import append_line, check_config_file, read_lines, write_config_file
+from ..store import append_line, check_config_file, read_lines, write_config_file, write_text_durably
 from ..systems.prompts import answer_prefix, cot_prompt
-from ..tasks import Task, extract_answer, get_task
+from ..tasks import Sample, Task, extract_answer, get_task
 
 CURVE_METRICS = ("accuracy/subject", "paraphrase/answer_change", "truncate/aoc", "legibility/real_word_share")
 
@@ -105,6 +111,38 @@ def check_training(config: TrainingConfig) -> Task:
 
         check(make_config(audit_config(config)))
     return get_task(config.task, config.task_args, limit=config.n_prompts + config.audit_samples, seed=config.seed)
+
+
+@dataclass
+class Split:
+    """The training prompts and the held-out audit samples of a run: disjoint by id and by question."""
+
+    train: list[Sample]
+    heldout: list[Sample]
+
+    def to_json(self) -> str:
+        rows = lambda ss: [{"id": s.id, "question": s.question} for s in ss]  # noqa: E731
+        return json.dumps({"train": rows(self.train), "heldout": rows(self.heldout)}, indent=1)
+
+
+def split_task(task: Task, config: TrainingConfig) -> Split:
+    """The first `n_prompts` samples train; the next `audit_samples` whose question is not a
+    training question are held out for the periodic audits (none when `audit_every` is 0).
+
+    Raises:
+        CotscopeError: when the task has too few samples for both, before any model loads.
+    """
+    train_samples = task.samples[: config.n_prompts]
+    need = config.audit_samples if config.audit_every else 0
+    seen = {s.question for s in train_samples}
+    heldout = [s for s in task.samples[config.n_prompts :] if s.question not in seen][:need]
+    if len(train_samples) < config.n_prompts or len(heldout) < need:
+        raise CotscopeError(
+            f"task {config.task!r} gives {len(task.samples)} samples: --n-prompts {config.n_prompts} and --audit-samples {need} "
+            f"held out from them need {config.n_prompts + need} with distinct questions ({len(train_samples)} training prompts "
+            f"and {len(heldout)} held-out samples found); lower one, or give the task more samples"
+        )
+    return Split(train=train_samples, heldout=heldout)
 
 
 def audit_config(config: TrainingConfig) -> AuditConfig:
@@ -178,8 +216,10 @@ def train(
     """
     config = make_training_config(config, **overrides)
     task = check_training(config)
+    split = split_task(task, config)
     run_dir = Path(run_dir)
     _check_dir(run_dir, config)
+    _write_split(run_dir, split)
     start = time.perf_counter()
     trl = require("trl", "train")
     import torch
@@ -196,9 +236,8 @@ def train(
         model.is_quantized = False
         model.hf_quantizer = None
     _loadable_reference(model, tok, run_dir)
-    train_samples, audit_samples = task.samples[: config.n_prompts], task.samples[config.n_prompts :]
-    prompts = [backend.render(cot_prompt(s, task.kind)) for s in train_samples]
-    data = Dataset.from_list([{"prompt": p, "answer": s.answer} for p, s in zip(prompts, train_samples, strict=True)])
+    prompts = [backend.render(cot_prompt(s, task.kind)) for s in split.train]
+    data = Dataset.from_list([{"prompt": p, "answer": s.answer} for p, s in zip(prompts, split.train, strict=True)])
     answerer = PolicyAnswerer(model, tok, task.kind, config.answer_tokens, config.max_completion_length)
     rewards = [get_reward(_with_paraphraser(spec, config), answerer=answerer, kind=task.kind) for spec in config.rewards]
     peft_config = None
@@ -215,7 +254,7 @@ def train(
         disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(),
         **({"use_vllm": True, "vllm_mode": "colocate"} if config.use_vllm else {}),
     )
-    audits = _Audits(config, run_dir, audit_samples, tok, extra_curves)
+    audits = _Audits(config, run_dir, split.heldout, tok, extra_curves)
     trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
                               peft_config=peft_config, callbacks=[audits.callback()])
     if not progress:  # the step logs are in log.jsonl; without a bar, print nothing per step
@@ -228,6 +267,11 @@ def train(
         audits.run(0)
     resume = _last_checkpoint(run_dir / "checkpoints")
     state = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
+    if resume and audits.due(state["global_step"], config.steps) and not audits.done(state["global_step"]):
+        # Killed during (or just before) the audit of this checkpoint's step: finish it on the
+        # checkpoint's weights, the ones it started with, before training goes on.
+        trainer._load_from_checkpoint(str(resume))
+        audits.run(state["global_step"])
     finished = state.get("global_step", 0) >= config.steps
     if not finished:
         # A finished run is not handed back to the trainer: resumed mid-epoch at its last step,
@@ -276,6 +320,17 @@ def _check_dir(run_dir: Path, config: TrainingConfig) -> None:
     write_config_file(run_dir / "config.json", config, "train")
 
 
+def _write_split(run_dir: Path, split: Split) -> None:
+    """``split.json``: the ids and questions of the training prompts and the held-out samples
+    (the same on every resume: it is a function of the config)."""
+    path = run_dir / "split.json"
+    text = split.to_json()
+    if path.exists() and path.read_text() != text:
+        raise CotscopeError(f"{path} holds another split of the task than this config draws; use another --out directory")
+    if not path.exists():
+        write_text_durably(path, text)
+
+
 def _last_checkpoint(path: Path) -> Path | None:
     done = [p for p in path.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
@@ -292,13 +347,21 @@ class _Audits:
     def load(self) -> list[dict]:
         """The audits written so far, by step (a line torn by a kill is dropped and redone)."""
         rows = {}
-        for _, line in read_lines(self.path):
+        for _, line in read_lines(self.path, repair=True):
             row = json.loads(line)
             rows.setdefault(row["step"], row)
         return [rows[k] for k in sorted(rows)]
 
+    def due(self, step: int, max_steps: int) -> bool:
+        """Whether step `step` is audited."""
+        every = self.config.audit_every
+        return bool(every) and (step % every == 0 or step == max_steps)
+
+    def done(self, step: int) -> bool:
+        return any(r["step"] == step for r in self.load())
+
     def run(self, step: int) -> None:
-        if any(r["step"] == step for r in self.load()):
+        if self.done(step):
             return
         from ..audit import audit
         from ..backends.hf import HFBackend
@@ -306,7 +369,7 @@ class _Audits:
         self.model.eval()
         try:
             result = audit(audit_config(self.config), self.run_dir / "audits" / f"step-{step:05d}", backend=HFBackend(self.model, self.tok),
-                           progress=False, plots=False)
+                           progress=False, plots=False, samples=self.samples)
         finally:
             self.model.train()
         metrics = {name: result.summary.metrics[name] for name in CURVE_METRICS if name in result.summary.metrics}
@@ -323,9 +386,15 @@ class _Audits:
         outer = self
 
         class AuditCallback(TrainerCallback):
+            # The checkpoint of an audited step is written first (on_step_end asks for it; the
+            # trainer saves, then calls on_save), so one set of weights makes each audit.
             def on_step_end(self, args, state, control, **kwargs):
-                every = outer.config.audit_every
-                if every and (state.global_step % every == 0 or state.global_step == state.max_steps):
+                if outer.due(state.global_step, state.max_steps):
+                    control.should_save = True
+                return control
+
+            def on_save(self, args, state, control, **kwargs):
+                if outer.due(state.global_step, state.max_steps):
                     outer.run(state.global_step)
 
         return AuditCallback()
