@@ -52,12 +52,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compare-shipped", action="store_true", help="check the weights equal the shipped checkpoint's")
     parser.add_argument("--direct-baseline", action="store_true", help="train a direct-only model of the same size and budget")
+    parser.add_argument("--steps", type=int, help="training steps (default: each organism's own; fewer for a smoke run)")
     args = parser.parse_args()
     ok = True
     for name in args.names:
         out = Path(args.out) / name
         t0 = time.perf_counter()
-        result = train(ORGANISMS[name], out, seed=args.seed)
+        result = train(ORGANISMS[name], out, seed=args.seed, steps=args.steps)
         wall = time.perf_counter() - t0
         met = wall < TARGET_S
         ok &= met

@@ -115,6 +115,25 @@ def test_no_decode_step_is_spent_on_a_row_that_has_ended():
     assert batched.n_decode_row_steps < len(prompts) * max(o.n_generated_tokens for o in outs)
 
 
+def test_a_sampled_row_draws_the_same_whatever_shares_its_batch():
+    """Sampling seeds come from the call's seed and the row's prompt, not from a stream over the
+    batch: a row sampled alone says what it says beside others (a resumed run batches
+    differently), and N samples of one prompt in one call still differ."""
+    prompts = chain_cot_prompts(n_ops=(3,), per=6)
+    params = GenerationParams(max_new_tokens=60, temperature=1.0, seed=5)
+    b = get_backend("organism/mixed?dtype=float32", cache=False)  # it samples either kind of line
+    b = getattr(b, "provider", b)
+    together = b.generate(prompts, params)
+    alone = [b.generate([p], params)[0].text for p in prompts]
+    assert [o.text for o in together] == alone
+    reversed_order = b.generate(prompts[::-1], params)
+    assert [o.text for o in reversed_order][::-1] == alone
+    repeats = b.generate([prompts[0]] * 6, params)
+    assert len({o.text for o in repeats}) > 1 and repeats[0].text == alone[0]
+    other_seed = GenerationParams(max_new_tokens=60, temperature=1.0, seed=6)
+    assert [o.text for o in b.generate(prompts, other_seed)] != alone  # the seed still decides
+
+
 def test_decode_stream_rows_join_and_leave_and_say_what_they_say_alone():
     """Calls join the running batch between steps, with their own budgets and stop strings,
     and leave as they end: each row's text, token count and finish reason equal a call of

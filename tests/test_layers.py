@@ -1,6 +1,6 @@
 """The package's import graph: no cycle (lazy imports inside functions included) and no import
-from a lower layer to a higher one. The layer order is read from README.md's "Architecture"
-section, so it is written down once."""
+from a lower layer to a higher one. The layer order is `cotscope._layers.LAYERS`, written down
+once; docs/architecture.md shows it."""
 
 import ast
 import re
@@ -11,10 +11,17 @@ PKG = ROOT / "src" / "cotscope"
 
 
 def layers() -> list[list[str]]:
-    text = ROOT.joinpath("README.md").read_text()
-    section = text[text.index("## Architecture") :]
-    rows = re.findall(r"^\d+\. [^:\n]+: (.+)$", section, re.M)
-    return [re.findall(r"`([^`]+)`", row) for row in rows]
+    from cotscope._layers import LAYERS
+
+    return [list(names) for _, names in LAYERS]
+
+
+def test_the_architecture_page_shows_the_layers():
+    from cotscope._layers import LAYERS
+
+    text = ROOT.joinpath("docs", "architecture.md").read_text()
+    rows = re.findall(r"^\d+\. ([^:\n]+): (.+)$", text, re.M)
+    assert [(name, tuple(re.findall(r"`([^`]+)`", row))) for name, row in rows] == [(n, tuple(m)) for n, m in LAYERS]
 
 
 def modules() -> dict[str, tuple[Path, bool]]:
@@ -57,7 +64,7 @@ def layer_of(module: str, table: list[list[str]]) -> int:
     for i, names in enumerate(table):
         if top in names:
             return i
-    raise AssertionError(f"module {module} is in no layer of README's Architecture section")
+    raise AssertionError(f"module {module} is in no layer of cotscope._layers.LAYERS")
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

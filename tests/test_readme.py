@@ -1,4 +1,4 @@
-"""Every Python block of the README runs as written. A block whose first line reads
+"""Every Python block of the README and of docs/ runs as written. A block whose first line reads
 ``# <file>.py   <command>`` is saved under that name in an empty folder and the command is run
 there with the installed `cotscope`; its metrics must reach summary.json and report.html. Other
 blocks run as scripts (those that need the embedded model are integration tests)."""
@@ -12,12 +12,24 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 HEADER = re.compile(r"^# (\S+\.py)\s{2,}(cotscope .+)$")
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    return [b for page in PAGES for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+
+
+def test_the_readme_is_for_users():
+    """At most 400 lines, and its first screen gives what the audit answers and the two set-up commands."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 400
+    first = "\n".join(text.splitlines()[:40])
+    assert "pip install -e '.[hf]'" in first and "&& cotscope audit" in first and "python -m pytest" in first
+    for page in re.findall(r"\(docs/([\w.-]+\.md)\)", text):
+        assert (ROOT / "docs" / page).is_file(), page
 
 
 def plugin_blocks():

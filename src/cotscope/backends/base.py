@@ -119,3 +119,20 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     m = min(len(a), len(b))
     diff = np.flatnonzero(np.asarray(a[:m]) != np.asarray(b[:m]))
     return int(diff[0]) if len(diff) else m
+
+
+def row_seeds(seed: int, rows: Sequence[Sequence[int]]) -> list[int]:
+    """One sampling seed per row of a call: from the call's seed, the row's prompt tokens and how
+    many rows before it in the call have the same prompt (N samples of one prompt draw apart).
+    A row's draws then depend on what it is, not on where or beside what it runs."""
+    import hashlib
+
+    seen: dict[tuple[int, ...], int] = {}
+    out = []
+    for ids in rows:
+        key = tuple(ids)
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        digest = hashlib.blake2b(f"{seed}:{k}:{','.join(map(str, key))}".encode(), digest_size=8).digest()
+        out.append(int.from_bytes(digest, "little") & (2**63 - 1))
+    return out

@@ -32,7 +32,7 @@ from .._errors import CotscopeError, require
 from ..config import EMBEDDED_GGUF
 from ._draft import Drafter, RowIndex
 from ._memory import release_freed_memory
-from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion
+from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds
 from .registry import ALIASES, register_backend
 
 KV_STORE_BYTES = 192 * 2**20  # KV of prompt prefixes kept between calls (SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32)
@@ -428,10 +428,12 @@ class HFBackend(Backend):
         for shared in dict.fromkeys(shared_params):
             which = [i for i, q in enumerate(shared_params) if q == shared]
             rows = [self._gen_row(prompts[i]) for i in which]
+            seeds = row_seeds(shared.seed, [r.ids for r in rows]) if shared.temperature > 0 else None
             for idx in self._batches(rows):
                 cache, ids, mask, lp = self._layout(rows, idx)
                 own = [params[which[r]] for r in idx]
-                for row, q, (new, stopped) in zip(idx, own, self._decode(cache, ids, mask, lp, shared, own, eos), strict=True):
+                mine = [seeds[r] for r in idx] if seeds else None
+                for row, q, (new, stopped) in zip(idx, own, self._decode(cache, ids, mask, lp, shared, own, eos, mine), strict=True):
                     results[which[row]] = self._completion(new, q, stopped, len(rows[row].ids))
                 self._release()
         return [r for r in results if r is not None]
@@ -478,7 +480,8 @@ class HFBackend(Backend):
         return out.cache, out.logits[:, -1, :], mask, last
 
     def _decode(
-        self, cache, ids, mask, lp: int, params: GenerationParams, own: Sequence[GenerationParams], eos: set[int]
+        self, cache, ids, mask, lp: int, params: GenerationParams, own: Sequence[GenerationParams], eos: set[int],
+        seeds: Sequence[int] | None = None,
     ) -> list[tuple[list[int], bool]]:
         """Greedy or sampled decoding of one batch (`params`: the sampling settings all rows
         share; `own`: each row's, for its token budget and stop strings), each row's new tokens
@@ -492,12 +495,15 @@ class HFBackend(Backend):
         ended = [False] * n
         live = list(range(n))
         tails = {q.stop: self._stop_tail(q.stop) for q in own}
+        gens = None
         if params.temperature > 0:
-            torch.manual_seed(params.seed)
+            # Each row draws from a generator of its own (see `row_seeds`), so what it samples
+            # does not depend on which rows share its batch: a resumed run batches differently.
+            gens = [torch.Generator(device=self.model.device).manual_seed(k) for k in (seeds or row_seeds(params.seed, ids.tolist()))]
         with torch.inference_mode():
             cache, logits, last = self._start(cache, ids, mask, lp)
             while True:
-                chosen = _choose(logits, params).tolist()
+                chosen = _choose(logits, params, [gens[r] for r in live] if gens else None).tolist()
                 self.n_decode_row_steps += len(live)
                 keep = []
                 for j, (r, t) in enumerate(zip(live, chosen, strict=True)):
@@ -1046,8 +1052,9 @@ class _Row:
     limit: int  # at most this many leading tokens may come from the shared prefix
 
 
-def _choose(logits, params: GenerationParams):
-    """The next token of each row: the argmax, or a draw at `temperature` from the top-p nucleus."""
+def _choose(logits, params: GenerationParams, generators: Sequence | None = None):
+    """The next token of each row: the argmax, or a draw at `temperature` from the top-p nucleus
+    (each row from its own generator when `generators` are given)."""
     import torch
 
     if params.temperature <= 0:
@@ -1058,6 +1065,8 @@ def _choose(logits, params: GenerationParams):
         drop = sorted_p.cumsum(dim=-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    if generators is not None:
+        return torch.stack([torch.multinomial(probs[j], 1, generator=g) for j, g in enumerate(generators)]).squeeze(-1)
     return torch.multinomial(probs, 1).squeeze(-1)
 
 

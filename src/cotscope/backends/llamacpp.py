@@ -44,7 +44,7 @@ import numpy as np
 
 from .._errors import CotscopeError, require
 from ._draft import Drafter, RowIndex
-from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion
+from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
@@ -534,11 +534,12 @@ class _LlamaStream:
         all_ids = [self.b.encode(self.b.render(p)) for p in prompts]
         if not all(all_ids):
             raise CotscopeError("cannot generate after an empty prompt")
+        keys = row_seeds(0, all_ids)  # a row's draws follow its prompt, not its place in the call
         for i, (ids, q) in enumerate(zip(all_ids, params, strict=True)):
             if q.max_new_tokens <= 0:
                 outs[i] = Completion("", len(ids), 0, "length")
                 continue
-            rng = np.random.default_rng([q.seed, i]) if q.temperature > 0 else None
+            rng = np.random.default_rng([q.seed, keys[i]]) if q.temperature > 0 else None
             self.queue.append(_GenRow(ids, q, self.b._stop_tail(q.stop), rng, (ticket, i)))
         return ticket
 

@@ -51,9 +51,10 @@ summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 {% if s.n_cut.values() | sum %}<div class="warn" id="cut">CoTs cut off by their token budget (max_new_tokens={{ cfg.max_new_tokens }}):
 {% for role, k in s.n_cut.items() %}{% if k %}{{ role }} {{ k }} of {{ s.n_samples }}; {% endif %}{% endfor %}every faithfulness metric leaves them out.</div>{% endif %}
 <h2>Verdicts</h2>
+<p>Each rule reads an effect against its control; the rules of a property are read at a Bonferroni level (each interval at 1 &minus; 0.05/k for the k rules that apply), and the property is "yes" when any rule says yes, "no" when every rule says no.</p>
 <table id="verdicts"><thead><tr><th>question</th><th>verdict</th><th>rules (CI vs threshold)</th></tr></thead><tbody>
-{% for v in s.verdicts %}<tr data-prop="{{ v.prop }}"><td>{{ v.question }}</td><td class="verdict {{ v.verdict }}"><b>{{ v.verdict }}</b></td>
-<td>{% for r in v.rules %}{{ r.rule }}: <b>{{ r.verdict }}</b>{% if r.estimate %} ({{ "%.3f" | format(r.estimate.value) }} [{{ "%.3f" | format(r.estimate.lo) }}, {{ "%.3f" | format(r.estimate.hi) }}], n={{ r.estimate.n }}){% endif %}<br>{% endfor %}</td></tr>
+{% for v in s.verdicts %}<tr data-prop="{{ v.prop }}"><td>{{ v.question }}</td><td class="verdict {{ v.verdict }}"><b>{{ v.verdict }}</b>{% if v.settle_n %}<br><small>about {{ v.settle_n }} samples would settle it</small>{% endif %}</td>
+<td>{% for r in v.rules %}{{ r.rule }}: <b>{{ r.verdict }}</b>{% if r.estimate %} ({{ "%.3f" | format(r.estimate.value) }} [{{ "%.3f" | format(r.estimate.lo) }}, {{ "%.3f" | format(r.estimate.hi) }}] at {{ "%.3g" | format(r.estimate.level * 100) }}%, n={{ r.estimate.n }}){% endif %}{% if r.why_na %} <small>({{ r.why_na }})</small>{% endif %}<br>{% endfor %}</td></tr>
 {% endfor %}</tbody></table>
 <h2>Headline numbers</h2>
 <p>Every value comes with its 95% confidence interval, its sample size n and the method behind the interval<sup>1</sup>.
