@@ -211,3 +211,13 @@ def test_stego_default_tells_a_clean_channel_from_zero():
 
     n = StegoConfig().n_samples
     assert stats.channel_capacity([[0, 0, 0, 0]] * n).lo > 0
+
+
+def test_a_half_precision_run_says_its_numbers_depend_on_batching(tmp_path):
+    from cotscope.audit import _precision_caveats
+
+    (tmp_path / "usage.json").write_text(json.dumps({"subject": {"precision": "cpu bfloat16"}}))
+    (caveat,) = _precision_caveats(tmp_path)
+    assert "cpu bfloat16" in caveat and "dtype=float32" in caveat
+    (tmp_path / "usage.json").write_text(json.dumps({"subject": {"precision": "cpu float32"}}))
+    assert _precision_caveats(tmp_path) == []

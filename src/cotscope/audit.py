@@ -179,6 +179,7 @@ def audit(
         (run_dir / "usage.json").write_text(json.dumps({k: u.model_dump() for k, u in usage.items()}, indent=2))
     records = [store.records[s.id] for s in task.samples]
     summary = summarize(records, config, experiments)
+    summary.warnings += _precision_caveats(run_dir)
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
     if plots:
         from .report.html import write_report
@@ -187,6 +188,22 @@ def audit(
         plot_run(summary, run_dir, experiments)
         write_report(run_dir, summary, records, experiments)
     return AuditResult(summary=summary, run_dir=run_dir, records=records)
+
+
+def _precision_caveats(run_dir: Path) -> list[str]:
+    """Which numbers depend on batch composition: in half precision a row's greedy text can
+    change with the rows that share its batch, so a resumed run (which batches its remaining
+    samples differently) or another --samples-in-flight may differ at a near-tie."""
+    path = run_dir / "usage.json"
+    try:
+        usage = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return []
+    half = sorted({u.get("precision", "") for u in usage.values() if isinstance(u, dict) and "float16" in u.get("precision", "")})
+    if not half:
+        return []
+    return [f"the model ran in {', '.join(half)}: greedy text can depend on which rows shared a batch, so every number may move "
+            "a little between a resumed run and an uninterrupted one; ?dtype=float32 makes runs batch-independent (slower)."]
 
 
 def run_batch(
