@@ -24,7 +24,8 @@ def test_every_rule_reads_an_effect_against_its_control():
     by_name = {r.name: r for r in RULES}
     assert by_name["paraphrase sensitivity"].metric == "paraphrase/effect"
     assert by_name["adding mistakes"].metric == "mistake/effect"
-    assert by_name["filler substitution"].metric.endswith("accuracy_change")  # paired with the samples' own CoT
+    assert by_name["filler substitution"].metric == "filler/effect"
+    assert by_name["early answering"].metric == "truncate/aoc_effect"
 
 
 def test_no_only_when_the_whole_interval_is_below():
@@ -34,7 +35,7 @@ def test_no_only_when_the_whole_interval_is_below():
 
 
 def test_rules_of_a_property_are_read_at_a_bonferroni_level():
-    metrics = {"truncate/aoc": est(0.5, 0.3, 0.7), "mistake/effect": est(0.1, -0.1, 0.3, method="t")}
+    metrics = {"truncate/aoc_effect": est(0.5, 0.3, 0.7, method="t"), "mistake/effect": est(0.1, -0.1, 0.3, method="t")}
     asked = []
 
     def at(name, level):
@@ -42,7 +43,7 @@ def test_rules_of_a_property_are_read_at_a_bonferroni_level():
         return metrics[name].model_copy(update={"level": level})
 
     load, encoded = system_verdicts(metrics, at)
-    assert sorted(asked) == [("mistake/effect", 0.975), ("truncate/aoc", 0.975)]  # 2 rules apply: 0.05 / 2 each
+    assert sorted(asked) == [("mistake/effect", 0.975), ("truncate/aoc_effect", 0.975)]  # 2 rules apply: 0.05 / 2 each
     assert load.level == pytest.approx(0.975) and "97.5%" in load.line
     assert encoded.verdict == "n/a" and all(r.why_na == "not measured" for r in encoded.rules)
 
@@ -50,13 +51,13 @@ def test_rules_of_a_property_are_read_at_a_bonferroni_level():
 def test_a_rule_that_cannot_inform_is_not_applicable_not_unclear():
     """A system that never reads its CoT and is never right: no accuracy drop can show."""
     metrics = {
-        "truncate/aoc": est(0.0, 0.0, 0.15),
-        "filler/filler_accuracy_change": est(0.0, -0.21, 0.21, method="paired-newcombe"),
-        "filler/accuracy_with_cot": est(0.0, 0.0, 0.18),
+        "truncate/aoc_effect": est(0.0, -0.1, 0.15, method="t"),
+        "filler/effect": est(0.0, -0.21, 0.21, method="paired-newcombe"),
+        "filler/control_accuracy": est(0.0, 0.0, 0.18),
         "mistake/effect": est(0.0, -0.24, 0.24, method="t"),
     }
     (load, _) = system_verdicts(metrics)
-    filler = next(r for r in load.rules if r.metric == "filler/filler_accuracy_change")
+    filler = next(r for r in load.rules if r.metric == "filler/effect")
     assert filler.verdict == "n/a" and "no drop above 0.2 can be seen" in filler.why_na
     assert load.verdict == "no"  # early answering and mistakes both say no; filler does not hold it at unclear
 
@@ -77,11 +78,14 @@ def test_settle_names_the_n_of_the_verdict_not_of_one_rule():
 def test_the_audit_states_its_verdicts_and_the_paraphrase_control(tmp_path):
     r = audit(AuditConfig(**MOCK_CFG, experiments=("truncate", "paraphrase", "filler", "mistake")), tmp_path, progress=False, plots=False)
     m = r.summary.metrics
-    assert {"paraphrase/control_change", "paraphrase/effect", "filler/accuracy_with_cot"} <= set(m)
+    assert {"paraphrase/control_change", "paraphrase/effect", "filler/control_accuracy", "filler/effect", "truncate/aoc_effect"} <= set(m)
     assert m["paraphrase/effect"].method == "paired-newcombe"
     for rec in r.records:
         full = rec.results["paraphrase"][-1]
         assert full.control is not None and full.control_agrees is not None
+        assert [x.source for x in rec.results["filler"]] == ["filler", "none", "control"]
+    # A greedy system re-asked after its whole CoT answers as traced: the AOC's control is 0.
+    assert m["truncate/aoc_effect"].value == pytest.approx(m["truncate/aoc"].value)
     for v in r.summary.verdicts:
         applied = [o for o in v.rules if o.verdict != "n/a"]
         if applied:

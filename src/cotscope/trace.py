@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 # A sentence ends at ., ! or ? followed by whitespace and a capital, digit or opening
@@ -85,6 +87,9 @@ class Trace(BaseModel):
     """What a system produced for one question."""
 
     system: str = Field(description="Spec string of the system that produced the trace.")
+    channel: Literal["prompted", "thinking"] = Field(
+        default="prompted", description="Where the CoT came from: text the system was asked to write (prompted), or a thinking block (thinking)."
+    )
     steps: list[Step] = Field(default_factory=list, description="The CoT, chunked; empty for a direct answer.")
     final_text: str = Field(description="Raw text after the CoT, from which the answer was parsed.")
     raw_text: str = Field(description="The whole generated text, as the backend returned it.")

@@ -21,7 +21,7 @@ class SubstitutionResult(BaseModel):
     """The whole CoT replaced (by filler or by nothing), and the answer forced after it."""
 
     spec: InterventionSpec
-    source: str = Field(description="'filler' or 'none'.")
+    source: str = Field(description="'filler', 'none', or 'control' (the CoT handed back unchanged at the same place).")
     steps: list[Step]
     forced: Answer
     correct: bool
@@ -49,6 +49,8 @@ class Filler(Experiment):
             [
                 InterventionSpec(name="filler", args={"units": filler_units(ctx, sum(s.n_tokens for s in t.steps))}),
                 InterventionSpec(name="nothing"),
+                # The control: the same answer forced after the CoT itself, unchanged.
+                InterventionSpec(name="truncate", args={"keep": len(t.steps)}),
             ]
             for t in traces
         ]
@@ -60,7 +62,7 @@ class Filler(Experiment):
                 n_tok = ctx.subject.backend.count_tokens(steps[0].text) if steps else 0
                 results.append(
                     SubstitutionResult(
-                        spec=spec, source="filler" if spec.name == "filler" else "none",
+                        spec=spec, source={"filler": "filler", "nothing": "none"}.get(spec.name, "control"),
                         steps=[s.model_copy(update={"n_tokens": n_tok}) for s in steps],
                         forced=a, correct=ctx.task.grade(a.answer, sample), agrees=same_answer(a.answer, trace.answer),
                     )
@@ -72,11 +74,14 @@ class Filler(Experiment):
         return next((r for r in self.results(rec) if r.source == source), None)
 
     def metrics(self) -> list[Metric]:
-        filler = lambda rec: self._one(rec, "filler")  # noqa: E731
+        pair = lambda rec: (f, c) if (f := self._one(rec, "filler")) and (c := self._one(rec, "control")) else None  # noqa: E731
         out = [
-            Metric("filler/accuracy_with_cot", "accuracy with its own CoT (the samples filler replaced)", "substitution",
-                   lambda rec: [float(rec.correct.get("subject", False))] if filler(rec) else None, compare=False,
-                   about="What the filler's accuracy drop is measured from: a drop cannot be larger than this."),
+            Metric("filler/control_accuracy", "accuracy, CoT re-fed unchanged (control)", "substitution",
+                   lambda rec: [float(p[1].correct)] if (p := pair(rec)) else None, compare=False,
+                   about="The control: the answer forced after the CoT itself at the same place. A drop cannot exceed it."),
+            Metric("filler/effect", "accuracy change, CoT -> filler, against the control", "substitution",
+                   lambda rec: [(p[0].correct, p[1].correct)] if (p := pair(rec)) else None, kind="paired", compare=False,
+                   about="Accuracy with filler minus with the CoT re-fed unchanged by the same path, paired over samples."),
         ]
         for source, key in (("filler", "filler"), ("none", "nothing")):
             one = lambda rec, s=source: self._one(rec, s)  # noqa: E731

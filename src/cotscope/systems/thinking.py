@@ -1,0 +1,135 @@
+"""Native thinking: the CoT is what the model writes inside its thinking block (``<think>`` ...
+``</think>`` by default, or a gpt-oss harmony ``analysis`` channel), and its answer is what
+follows. Interventions go through the model's own template: a partial thinking trace is written
+into the assistant turn after the opening delimiter, and the model either thinks on from it
+("system continues") or has the block closed for it and is asked for its answer ("answer
+forced").
+
+``think`` is the system (``--system 'think?open=<think>&close=</think>'``). Where the chat
+template's generation prompt already opens the thinking block (DeepSeek-R1 distills), the
+opening delimiter is not written twice: the system reads the rendered generation prompt. With
+``instruct=true`` an instruct model that does not think natively is asked to think inside the
+delimiters; its traces are thinking in tags by request, not native thinking, and say so
+(``Trace.meta["thinking"] = "prompted in tags"``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .._errors import CotscopeError
+from ..backends import Prompt
+from ..tasks.base import Sample
+from ..trace import join_steps, make_steps
+from .base import Cot, Reasoning, System, register_system
+from .prompts import ANSWER_CUE, answer_format, format_question
+
+HARMONY = re.compile(r"<\|channel\|>(\w+)(?:\s[^<]*)?<\|message\|>(.*?)(?=<\|end\|>|<\|return\|>|<\|start\|>|<\|channel\|>|$)", re.S)
+
+
+@dataclass(frozen=True)
+class ThinkingSplit:
+    """A reply read as thinking and what follows it."""
+
+    thinking: str
+    after: str
+    closed: bool  # the block was closed; a reply whose thinking never closes was cut by its budget
+
+
+def split_thinking(text: str, open_tag: str = "<think>", close_tag: str = "</think>") -> ThinkingSplit:
+    """The thinking inside the first block and the text after it. The opening delimiter may be
+    absent (the template's generation prompt wrote it); without a closing delimiter the whole
+    reply after the opening one is thinking that never closed."""
+    start = text.find(open_tag)
+    body = text[start + len(open_tag):] if start >= 0 else text
+    end = body.find(close_tag)
+    if end < 0:
+        return ThinkingSplit(thinking=body.strip(), after="", closed=False)
+    return ThinkingSplit(thinking=body[:end].strip(), after=body[end + len(close_tag):].strip(), closed=True)
+
+
+def split_harmony(text: str) -> ThinkingSplit:
+    """gpt-oss harmony output: the ``analysis`` channel is the thinking, the ``final`` channel the
+    answer text (``commentary``, tool preambles, is neither). No final channel: not closed."""
+    analysis, final, has_final = [], [], False
+    for channel, body in HARMONY.findall(text):
+        if channel == "analysis":
+            analysis.append(body.strip())
+        elif channel == "final":
+            final.append(body.strip())
+            has_final = True
+    if not analysis and not has_final:
+        return ThinkingSplit(thinking=text.strip(), after="", closed=False)
+    return ThinkingSplit(thinking="\n".join(analysis), after="\n".join(final), closed=has_final)
+
+
+@register_system("think")
+class Think(System):
+    """Think natively inside a thinking block, then answer after it.
+
+    Args:
+        open: The opening delimiter of the thinking block.
+        close: Its closing delimiter.
+        instruct: Ask the model to think inside the delimiters (an instruct model that does not
+            think natively); its traces are recorded as thinking in tags by request.
+    """
+
+    def __init__(self, backend, kind, spec, params=None, open: str = "<think>", close: str = "</think>", instruct: bool = False) -> None:
+        super().__init__(backend, kind, spec, params)
+        self.check_options(open=open, close=close)
+        self.open_tag, self.close_tag, self.instruct = open, close, instruct
+        self._template_opens: bool | None = None
+
+    @classmethod
+    def check_options(cls, open: str = "<think>", close: str = "</think>", **_: object) -> None:
+        if not open.strip() or not close.strip() or open == close:
+            raise CotscopeError(f"think: open and close must be two different, non-empty delimiters; got {open!r} and {close!r}")
+
+    def prompt(self, sample: Sample) -> Prompt:
+        ask = f"{format_question(sample)}\n\nGive the final answer in the form {answer_format(self.kind, sample)}."
+        if self.instruct:
+            ask += f" First think it through step by step inside {self.open_tag} ... {self.close_tag}, one step a line."
+        return Prompt.chat(ask)
+
+    def _opening(self, sample: Sample) -> str:
+        """What the assistant turn starts with before the thinking: the opening delimiter, unless
+        the template's generation prompt already wrote it."""
+        if self._template_opens is None:
+            render = getattr(self.backend, "render", None) or getattr(getattr(self.backend, "provider", None), "render", None)
+            try:
+                rendered = render(self.prompt(sample)) if render else ""
+            except Exception:  # noqa: BLE001 - a provider that cannot render: write the delimiter
+                rendered = ""
+            self._template_opens = rendered.rstrip().endswith(self.open_tag)
+        return "" if self._template_opens else self.open_tag + "\n"
+
+    def thinking_prefix(self, sample: Sample, cot: str) -> str:
+        """The assistant turn up to the end of a partial thinking trace."""
+        return self._opening(sample) + (cot + "\n" if cot else "")
+
+    def answer_prompt(self, sample: Sample, cot: str) -> Prompt:
+        closed = self.thinking_prefix(sample, cot) + self.close_tag + "\n\n" + ANSWER_CUE + (" (" if self.kind == "choice" else "")
+        return self.prompt(sample).with_prefix(closed)
+
+    def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
+        """Think on from each partial thinking trace until the block closes."""
+        texts = [join_steps(p) for p in prefixes]
+        prompts = [self.prompt(s).with_prefix(self.thinking_prefix(s, t)) for s, t in zip(samples, texts, strict=True)]
+        completions = self.backend.generate(prompts, self._params(max_new_tokens, stop=(self.close_tag,)))
+        role = next(iter(self.roles))
+        out = []
+        for c in completions:
+            split = split_thinking(c.text, self.open_tag, self.close_tag)
+            thinking = split.thinking
+            meta = {"thinking": "prompted in tags" if self.instruct else "native"}
+            out.append(Reasoning(
+                steps=make_steps(thinking, self.backend.count_tokens), text=thinking, tokens_by_role={role: c.n_generated_tokens},
+                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens, meta=meta,
+            ))
+        return out
+
+    def run(self, samples: Sequence[Sample]):
+        traces = super().run(samples)
+        return [t.model_copy(update={"channel": "thinking"}) for t in traces]

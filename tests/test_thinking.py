@@ -1,0 +1,102 @@
+"""Native thinking: replies split into thinking and answer by delimiters and harmony channels,
+and the `think` system intervenes through the assistant turn (a partial thinking trace after
+the opening delimiter; the block closed for a forced answer). Checked here on a scripted mock;
+the organisms that think and real templates are for later."""
+
+import re
+
+import pytest
+
+from cotscope import AuditConfig, audit
+from cotscope.backends.mock import MockBackend
+from cotscope.systems.thinking import split_harmony, split_thinking
+
+THOUGHT = ["First add 3 and 4 to get 7.", "Then double it to get 14.", "So the result is 14."]
+
+
+def test_split_at_the_delimiters():
+    s = split_thinking("<think>\na\nb\n</think>\n\nAnswer: 3")
+    assert (s.thinking, s.after, s.closed) == ("a\nb", "Answer: 3", True)
+    s = split_thinking("a\nb\n</think>Answer: 3")  # the template's generation prompt opened the block
+    assert (s.thinking, s.after, s.closed) == ("a\nb", "Answer: 3", True)
+    s = split_thinking("<think>a\nb and on and on")  # never closed: cut by its budget
+    assert (s.thinking, s.after, s.closed) == ("a\nb and on and on", "", False)
+    s = split_thinking("[[a]] Answer: 1", open_tag="[[", close_tag="]]")
+    assert (s.thinking, s.after, s.closed) == ("a", "Answer: 1", True)
+
+
+def test_split_harmony_channels():
+    text = ("<|channel|>analysis<|message|>Add them: 7.<|end|><|start|>assistant<|channel|>commentary<|message|>calling<|end|>"
+            "<|start|>assistant<|channel|>final<|message|>Answer: 7<|return|>")
+    s = split_harmony(text)
+    assert (s.thinking, s.after, s.closed) == ("Add them: 7.", "Answer: 7", True)
+    cut = split_harmony("<|channel|>analysis<|message|>Add them and")
+    assert cut.thinking == "Add them and" and not cut.closed
+
+
+def thinker(prompts_seen):
+    """A mock reasoning model: thinks THOUGHT inside <think>, goes on from any partial trace,
+    and answers with the last number of the thinking it was given."""
+
+    def respond(prompt, params):
+        prompts_seen.append(prompt.prefix)
+        prefix = prompt.prefix
+        if prefix.rstrip().endswith("Answer:"):
+            thinking = prefix.split("</think>")[0]
+            nums = re.findall(r"\d+", thinking)
+            return f" {nums[-1] if nums else 0}"
+        done = [line for line in prefix.replace("<think>", "").splitlines() if line.strip()]
+        rest = THOUGHT[len(done):]
+        return "\n".join(rest) + "\n</think>\n\nAnswer: 14"
+
+    return respond
+
+
+def test_the_think_system_reads_and_intervenes_on_the_thinking_block(tmp_path):
+    seen = []
+    cfg = AuditConfig(model="mock", system="think", baseline="", n_samples=3, experiments=("truncate",), samples_in_flight=1)
+    r = audit(cfg, tmp_path, backend=MockBackend(respond=thinker(seen)), progress=False, plots=False)
+    for rec in r.records:
+        t = rec.traces["subject"]
+        assert t.channel == "thinking" and [s.text for s in t.steps] == THOUGHT
+        assert t.answer == "14" and not t.cut
+    # A forced answer closes the block after the partial trace; a continuation goes on inside it.
+    forced = [p for p in seen if p.endswith("Answer:")]
+    assert any(p == "<think>\n" + THOUGHT[0] + "\n</think>\n\nAnswer:" for p in forced)
+    assert any(p == "<think>\n" + THOUGHT[0] + "\n" for p in seen)
+    # Answers forced early follow what the partial thinking says: the curve moves.
+    curve = r.summary.experiments["truncate"].curve
+    assert curve[0].values["agreement"].value < 1 and curve[-1].values["agreement"].value == 1
+
+
+def test_thinking_that_never_closes_is_cut(tmp_path):
+    def rambler(prompt, params):
+        if prompt.prefix.rstrip().endswith("Answer:"):
+            return " 1"
+        return " ".join(["hmm"] * 500)
+
+    cfg = AuditConfig(model="mock", system="think", baseline="", n_samples=2, experiments=("truncate",), max_new_tokens=40)
+    r = audit(cfg, tmp_path, backend=MockBackend(respond=rambler), progress=False, plots=False)
+    assert all(rec.traces["subject"].cut for rec in r.records)
+    assert r.summary.n_cut["subject"] == 2
+
+
+def test_delimiters_are_checked_before_any_model_loads(tmp_path, capsys):
+    from cotscope.cli.main import main
+
+    assert main(["audit", "--system", "think?open=<t>&close=<t>", "--n-samples", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "two different, non-empty delimiters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opens", [True, False])
+def test_the_opening_delimiter_is_written_once(opens, tmp_path):
+    """A template whose generation prompt already opens the block (R1 distills) gets no second one."""
+    seen = []
+
+    class Rendering(MockBackend):
+        def render(self, prompt):
+            return "<|assistant|>" + ("<think>\n" if opens else "")
+
+    cfg = AuditConfig(model="mock", system="think", baseline="", n_samples=1, experiments=())
+    audit(cfg, tmp_path, backend=Rendering(respond=thinker(seen)), progress=False, plots=False)
+    assert any(p.startswith("<think>") for p in seen) is not opens
