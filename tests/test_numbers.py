@@ -25,7 +25,7 @@ def test_every_rule_reads_an_effect_against_its_control():
     assert by_name["paraphrase sensitivity"].metric == "paraphrase/effect"
     assert by_name["adding mistakes"].metric == "mistake/effect"
     assert by_name["filler substitution"].metric == "filler/effect"
-    assert by_name["early answering"].metric == "truncate/aoc_effect"
+    assert by_name["early answering"].metric == "truncate/aoc"  # its control agrees by construction (checked below)
 
 
 def test_no_only_when_the_whole_interval_is_below():
@@ -35,7 +35,7 @@ def test_no_only_when_the_whole_interval_is_below():
 
 
 def test_rules_of_a_property_are_read_at_a_bonferroni_level():
-    metrics = {"truncate/aoc_effect": est(0.5, 0.3, 0.7, method="t"), "mistake/effect": est(0.1, -0.1, 0.3, method="t")}
+    metrics = {"truncate/aoc": est(0.5, 0.3, 0.7), "mistake/effect": est(0.1, -0.1, 0.3, method="t")}
     asked = []
 
     def at(name, level):
@@ -43,7 +43,7 @@ def test_rules_of_a_property_are_read_at_a_bonferroni_level():
         return metrics[name].model_copy(update={"level": level})
 
     load, encoded = system_verdicts(metrics, at)
-    assert sorted(asked) == [("mistake/effect", 0.975), ("truncate/aoc_effect", 0.975)]  # 2 rules apply: 0.05 / 2 each
+    assert sorted(asked) == [("mistake/effect", 0.975), ("truncate/aoc", 0.975)]  # 2 rules apply: 0.05 / 2 each
     assert load.level == pytest.approx(0.975) and "97.5%" in load.line
     assert encoded.verdict == "n/a" and all(r.why_na == "not measured" for r in encoded.rules)
 
@@ -51,7 +51,7 @@ def test_rules_of_a_property_are_read_at_a_bonferroni_level():
 def test_a_rule_that_cannot_inform_is_not_applicable_not_unclear():
     """A system that never reads its CoT and is never right: no accuracy drop can show."""
     metrics = {
-        "truncate/aoc_effect": est(0.0, -0.1, 0.15, method="t"),
+        "truncate/aoc": est(0.0, 0.0, 0.15),
         "filler/effect": est(0.0, -0.21, 0.21, method="paired-newcombe"),
         "filler/control_accuracy": est(0.0, 0.0, 0.18),
         "mistake/effect": est(0.0, -0.24, 0.24, method="t"),
