@@ -36,7 +36,7 @@ def main() -> int:
     print(render_comparison(comparison))
     print()
     for col in comparison.columns:
-        w = col.values["wall_s"]
+        w = col.values["cost/wall_s"]
         print(f"{col.system:<15} {w.value * w.n:.1f} s for {w.n} questions")
     print(f"wall time             {wall:.1f} s  target < {TARGET_S:.0f} s  ({args.n_samples} samples, experiments {args.experiments})")
     print(f"peak memory (RSS)     {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
