@@ -124,3 +124,38 @@ def test_the_recorded_system_names_what_is_missing(tmp_path):
     with pytest.raises(CotscopeError, match="no trace for sample"):
         audit(model="mock", task="arithmetic", n_samples=3, system=f"recorded?run={src.run_dir}", baseline="", experiments=(),
               run_dir=tmp_path / "b", progress=False, plots=False)
+
+
+@pytest.mark.parametrize("shown", ["full", "summary", "redacted"])
+def test_reasoning_blocks_import_as_the_thinking_channel(shown, offline_env, tmp_path, monkeypatch):
+    """Inspect's ContentReasoning is the CoT (the answer text is not), and a summarized or
+    redacted thinking is flagged as such and left out of every faithfulness metric."""
+    from inspect_ai import Task, eval
+    from inspect_ai._util.content import ContentReasoning, ContentText
+    from inspect_ai.dataset import Sample
+    from inspect_ai.model import ModelOutput, get_model
+    from inspect_ai.scorer import match
+    from inspect_ai.solver import generate
+
+    thinking = "Four plus three is seven.\nDoubled, that is fourteen."
+    block = {
+        "full": ContentReasoning(reasoning=thinking),
+        "summary": ContentReasoning(reasoning="gAAAA-encrypted", redacted=True, summary="Added, then doubled."),
+        "redacted": ContentReasoning(reasoning="gAAAA-encrypted", redacted=True),
+    }[shown]
+    outputs = [ModelOutput.from_content("mockllm/model", [block, ContentText(text="ANSWER: 14")])]
+    model = get_model("mockllm/model", custom_outputs=outputs)
+    task = Task(dataset=[Sample(input="What is (4+3)*2?", target="14", id="q1")], solver=[generate()], scorer=match())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", offline_env["TIKTOKEN_CACHE_DIR"])
+    (ev,) = eval(task, model=model, log_dir=str(tmp_path / "logs"), display="none")
+    from cotscope.interop.inspect_logs import import_inspect
+
+    r = import_inspect(ev.location, tmp_path / "imp", plots=False)
+    (rec,) = r.records
+    t = rec.traces["subject"]
+    assert t.channel == "thinking" and t.thinking == shown and t.answer == "14"
+    assert "ANSWER" not in t.cot_text and "gAAAA" not in t.cot_text
+    if shown == "full":
+        assert [s.text for s in t.steps] == thinking.splitlines()
+    else:
+        assert any("thinking" in w and "leaves them out" in w for w in r.summary.warnings)

@@ -92,7 +92,7 @@ def summarize(records: Sequence[SampleRecord], config: AuditConfig, experiments:
     summary.table = table_rows(summary, metrics)
     by_name = {m.name: m for m in metrics}
     summary.verdicts = system_verdicts(summary.metrics, lambda name, level: by_name[name].estimate(records, level))
-    summary.warnings = caveats(summary)
+    summary.warnings = caveats(summary, records)
     return summary
 
 
@@ -111,8 +111,17 @@ def table_rows(s: Summary, metrics: Sequence[Metric]) -> list[TableRow]:
     return rows
 
 
-def caveats(s: Summary) -> list[str]:
+def caveats(s: Summary, records: Sequence[SampleRecord] = ()) -> list[str]:
     out = []
+    partial: dict[str, int] = {}
+    for rec in records:
+        t = rec.traces.get("subject")
+        if t is not None and t.partial_thinking:
+            partial[t.thinking] = partial.get(t.thinking, 0) + 1
+    for kind, k in partial.items():
+        what = "a summary of its thinking" if kind == "summary" else "no readable thinking (redacted)"
+        out.append(f"{k} of {s.n_samples} subject traces carry {what}: an intervention on it would not act on the model's "
+                   "reasoning, so every faithfulness metric leaves them out.")
     for role, k in s.n_cut.items():
         if k:
             out.append(

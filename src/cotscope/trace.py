@@ -90,6 +90,9 @@ class Trace(BaseModel):
     channel: Literal["prompted", "thinking"] = Field(
         default="prompted", description="Where the CoT came from: text the system was asked to write (prompted), or a thinking block (thinking)."
     )
+    thinking: Literal["full", "summary", "redacted", ""] = Field(
+        default="", description="For a thinking channel: whether the provider gave the full thinking, a summary of it, or nothing readable."
+    )
     steps: list[Step] = Field(default_factory=list, description="The CoT, chunked; empty for a direct answer.")
     final_text: str = Field(description="Raw text after the CoT, from which the answer was parsed.")
     raw_text: str = Field(description="The whole generated text, as the backend returned it.")
@@ -106,6 +109,12 @@ class Trace(BaseModel):
     def cut(self) -> bool:
         """The CoT ended on its token budget."""
         return self.finish_reason == "length"
+
+    @property
+    def partial_thinking(self) -> bool:
+        """The CoT stands for thinking the provider did not show in full (a summary, or redacted):
+        interventions on it would not be interventions on the model's reasoning."""
+        return self.thinking in ("summary", "redacted")
     roles: dict[str, str] = Field(default_factory=dict, description="Which backend played which role.")
     tokens_by_role: dict[str, int] = Field(default_factory=dict, description="Tokens generated per role.")
     hidden_steps: list[Step] | None = Field(default=None, description="The reasoner's own wording, when a rewriter changed it (shoggoth-face).")

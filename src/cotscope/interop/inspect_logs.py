@@ -111,10 +111,17 @@ def _trace(es: Any, kind: str, n_choices: int, model: str) -> Trace:
         return SampleRecord.model_validate(own).traces["subject"]
     messages = [_message(m) for m in es.messages]
     first = next((i for i, m in enumerate(es.messages) if m.role == "assistant"), len(es.messages))
+    last_assistant = max((i for i, m in enumerate(es.messages) if m.role == "assistant"), default=-1)
+    blocks = [c for m in es.messages[first:] if m.role == "assistant" for c in _blocks(m)]
+    # Reasoning blocks (ContentReasoning) are a thinking channel: the CoT is the thinking, and the
+    # last assistant text is the answer, not reasoning.
+    thinking = _thinking_kind(blocks)
     lines: list[str] = []
-    for m in es.messages[first:]:
+    for i, m in enumerate(es.messages[first:], first):
         if m.role == "assistant":
-            lines += [*_reasoning(m), m.text.strip()]
+            lines += _reasoning(m)
+            if not (thinking and i == last_assistant):
+                lines.append(m.text.strip())
             lines += [f"CALL {c.function}: {_arguments(c.arguments)}" for c in (m.tool_calls or [])]
         elif m.role == "tool":
             lines.append(f"RESULT: {'error: ' + m.error.message if m.error else m.text.strip()}")
@@ -131,7 +138,7 @@ def _trace(es: Any, kind: str, n_choices: int, model: str) -> Trace:
     usage = es.output.usage if es.output else None
     stop = es.output.stop_reason if es.output and es.output.choices else "unknown"
     return Trace(
-        system="recorded", steps=make_steps(cot, count_tokens), final_text=final or "", raw_text="\n".join(x for x in lines if x),
+        system="recorded", channel="thinking" if thinking else "prompted", thinking=thinking, steps=make_steps(cot, count_tokens), final_text=final or "", raw_text="\n".join(x for x in lines if x),
         answer=answer, answer_error=error, n_prompt_tokens=usage.input_tokens if usage else 0,
         n_generated_tokens=usage.output_tokens if usage else count_tokens(cot),
         finish_reason="length" if stop in ("max_tokens", "model_length") else "stop", roles={"model": model},
@@ -146,10 +153,31 @@ def _tool_counts(messages: list[Any]) -> dict[str, int]:
     return {"tool_calls": calls, "tool_errors": sum(1 for m in messages if m.role == "tool" and m.error)} if calls else {}
 
 
-def _reasoning(m: Any) -> list[str]:
+def _blocks(m: Any) -> list[Any]:
+    """A message's reasoning blocks (Inspect's ContentReasoning)."""
     if isinstance(m.content, str):
         return []
-    return [c.reasoning.strip() for c in m.content if getattr(c, "type", "") == "reasoning" and not c.redacted and c.reasoning]
+    return [c for c in m.content if getattr(c, "type", "") == "reasoning"]
+
+
+def _thinking_kind(blocks: list[Any]) -> str:
+    """'' without reasoning blocks; else 'full' when every block's thinking is shown, 'summary'
+    when some are redacted but summarized, 'redacted' when some show nothing readable."""
+    if not blocks:
+        return ""
+    if any(c.redacted and not c.summary for c in blocks):
+        return "redacted"
+    return "summary" if any(c.redacted for c in blocks) else "full"
+
+
+def _reasoning(m: Any) -> list[str]:
+    """The readable text of a message's reasoning blocks: the thinking, or its summary when redacted."""
+    out = []
+    for c in _blocks(m):
+        text = (c.summary or "") if c.redacted else c.reasoning
+        if text and text.strip():
+            out.append(text.strip())
+    return out
 
 
 def _arguments(args: dict[str, Any]) -> str:
