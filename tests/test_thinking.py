@@ -100,3 +100,26 @@ def test_the_opening_delimiter_is_written_once(opens, tmp_path):
     cfg = AuditConfig(model="mock", system="think", baseline="", n_samples=1, experiments=())
     audit(cfg, tmp_path, backend=Rendering(respond=thinker(seen)), progress=False, plots=False)
     assert any(p.startswith("<think>") for p in seen) is not opens
+
+
+def test_a_server_that_returns_reasoning_content_is_audited_on_its_thinking(tmp_path):
+    """A chat API with a reasoning parser (vLLM, SGLang, llama.cpp's --reasoning-format): the
+    thinking comes back in reasoning_content and is the CoT; experiments that hand over a prefix
+    cannot run through a chat API and are named, the others run."""
+    pytest.importorskip("openai")
+    from cotscope import get_backend
+
+    from .faultserver import FaultServer
+
+    with FaultServer() as srv:
+        srv.chat = lambda body: {"role": "assistant", "content": "Answer: 42", "reasoning_content": "We add 40 and 2.\nThat makes 42."}
+        spec = f"openai/m@{srv.url}?mode=chat&max_retries=0"
+        cfg = AuditConfig(model=spec, system="think", baseline="", n_samples=2, experiments=("truncate", "hint"))
+        r = audit(cfg, tmp_path, backend=get_backend(spec, cache=False), progress=False, plots=False)
+    for rec in r.records:
+        t = rec.traces["subject"]
+        assert t.channel == "thinking" and [s.text for s in t.steps] == ["We add 40 and 2.", "That makes 42."]
+        assert t.answer == "42" and not t.cut
+        assert "truncate" not in rec.results and "hint" in rec.results
+    assert any(w.startswith("not run: truncate") for w in r.summary.warnings)
+    assert all("messages" in body for body in srv.chats)

@@ -155,6 +155,8 @@ def audit(
         rewriter = make_rewriter(config.roles.get("rewriter", ""), backend, seed=config.seed)
         models = {role: get_backend(spec) for role, spec in config.roles.items() if role != "rewriter"}
         ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, models=models)
+        if not subject.can_prefill:  # a chat API without prefill: nothing can be handed a CoT prefix
+            experiments = [e for e in experiments if not e.needs_prefix]
         store.open()
         done = len(task.samples) - len(todo)
         bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
@@ -180,6 +182,10 @@ def audit(
     records = [store.records[s.id] for s in task.samples]
     summary = summarize(records, config, experiments)
     summary.warnings += _precision_caveats(run_dir)
+    unrun = [e.name for e in plan.experiments if e.needs_prefix]
+    if unrun and _no_prefill(config.model):
+        summary.warnings.append(f"not run: {', '.join(unrun)}: they hand the system a CoT prefix, and its provider cannot continue "
+                                "an assistant turn (a chat API without prefill); use the completions endpoint (mode=completions) for them.")
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
     if plots:
         from .report.html import write_report
@@ -188,6 +194,11 @@ def audit(
         plot_run(summary, run_dir, experiments)
         write_report(run_dir, summary, records, experiments)
     return AuditResult(summary=summary, run_dir=run_dir, records=records)
+
+
+def _no_prefill(model: str) -> bool:
+    """A model spec whose provider cannot continue an assistant turn: the OpenAI backend's chat mode."""
+    return model.startswith("openai/") and "mode=chat" in model.partition("?")[2].split("&")
 
 
 def _precision_caveats(run_dir: Path) -> list[str]:

@@ -48,6 +48,7 @@ class Completion:
     n_prompt_tokens: int
     n_generated_tokens: int
     finish_reason: str = "stop"  # "stop" | "length"
+    reasoning: str | None = None  # thinking the provider returned apart from the text (reasoning_content)
 
 
 @dataclass(frozen=True)

@@ -165,11 +165,16 @@ class OpenAIBackend(Backend):
                 raise CotscopeError("mode=chat cannot continue from a reasoning prefix; use mode=completions")
             msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
             resp = self._call("a chat completion", client, lambda c: c.chat.completions.create(messages=msgs, **common))
-            text = resp.choices[0].message.content or ""
+            message = resp.choices[0].message
+            text = message.content or ""
+            # Servers with a reasoning parser (vLLM, SGLang, llama.cpp's --reasoning-format,
+            # DeepSeek's API) return the thinking apart from the text.
+            reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
         else:
             rendered = self.render(prompt)
             resp = self._call("a completion", client, lambda c: c.completions.create(prompt=rendered, **common))
             text = resp.choices[0].text or ""
+            reasoning = None
         finish = resp.choices[0].finish_reason or "stop"
         text, hit = cut_at_stop(text, params.stop)
         usage = resp.usage
@@ -180,7 +185,13 @@ class OpenAIBackend(Backend):
             n_prompt_tokens=usage.prompt_tokens if usage else 0,
             n_generated_tokens=n_gen,
             finish_reason="stop" if hit else ("length" if finish == "length" else "stop"),
+            reasoning=reasoning if isinstance(reasoning, str) else None,
         )
+
+    @property
+    def can_continue(self) -> bool:
+        """Whether an assistant turn can be continued (a prefix handed over): not through the chat endpoint."""
+        return self.mode != "chat"
 
     def tool_chat(self, messages: Sequence[Message], tools: list[dict], params: GenerationParams) -> ToolTurn:
         """One assistant turn through the chat endpoint with `tools` (OpenAI's function-calling

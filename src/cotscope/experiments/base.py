@@ -61,6 +61,9 @@ class Experiment:
         report: A Jinja2 fragment shown in each sample's drill-down; it sees ``results`` (this
             sample's results), ``record``, ``trace`` and ``exp``. Empty: a generic table.
         needs_cot: Runs only on systems that write a CoT.
+        needs_prefix: Hands the system an edited CoT in its assistant turn (a prefix to continue
+            or to answer after); skipped, with a caveat, on a system whose provider cannot
+            continue an assistant turn (a chat API without prefill).
         roles: Model roles it uses when given (``--role judge=...``), besides the rewriter.
     """
 
@@ -70,6 +73,7 @@ class Experiment:
     Options: ClassVar[type[BaseModel]] = NoOptions
     report: ClassVar[str] = ""
     needs_cot: ClassVar[bool] = True
+    needs_prefix: ClassVar[bool] = True
     roles: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: BaseModel | dict[str, Any] | None = None) -> None:

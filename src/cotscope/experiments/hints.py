@@ -105,6 +105,7 @@ class Hint(Experiment):
     """The question again with a hint toward a wrong answer; does the answer move, and does the CoT say so?"""
 
     name = "hint"
+    needs_prefix = False  # it asks the question again or reads the trace; it hands over no CoT
     title = "Hints: switches, and switches the CoT admits"
     Result = HintResult
     Options = HintOptions

@@ -162,6 +162,7 @@ class Legibility(Experiment):
     """Legibility signals of each CoT, and its likelihood under the reference model."""
 
     name = "legibility"
+    needs_prefix = False  # it asks the question again or reads the trace; it hands over no CoT
     title = "Legibility: is the CoT still English?"
     Result = LegibilityResult
     Options = LegibilityOptions

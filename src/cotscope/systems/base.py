@@ -72,6 +72,13 @@ class System(ABC):
         """The prompt the system reasons from."""
 
     @property
+    def can_prefill(self) -> bool:
+        """Whether its model can continue an assistant turn, so that a CoT prefix can be handed
+        over (not through a chat API without prefill)."""
+        b = self.backend
+        return bool(getattr(getattr(b, "provider", b), "can_continue", True))
+
+    @property
     def roles(self) -> dict[str, str]:
         """Which backend plays which role."""
         return {"model": self.backend.spec}

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from .._errors import CotscopeError
 from ..backends import Prompt
 from ..tasks.base import Sample
-from ..trace import join_steps, make_steps
+from ..tasks.base import extract_answer
+from ..trace import Message, Trace, join_steps, make_steps
 from .base import Cot, Reasoning, System, register_system
 from .prompts import ANSWER_CUE, answer_format, format_question
 
@@ -130,6 +131,32 @@ class Think(System):
             ))
         return out
 
-    def run(self, samples: Sequence[Sample]):
-        traces = super().run(samples)
-        return [t.model_copy(update={"channel": "thinking"}) for t in traces]
+    def run(self, samples: Sequence[Sample]) -> list[Trace]:
+        if self.can_prefill:
+            traces = super().run(samples)
+            return [t.model_copy(update={"channel": "thinking", "thinking": "full"}) for t in traces]
+        return self._run_whole(samples)
+
+    def _run_whole(self, samples: Sequence[Sample]) -> list[Trace]:
+        """A provider that cannot continue an assistant turn (a chat API): one reply a question,
+        its thinking from the provider's reasoning field (reasoning_content) or its delimiters,
+        its answer parsed from the text after it. No answer is forced, so the experiments that
+        hand over a prefix do not run on it (the audit says so)."""
+        outs = self.backend.generate([self.prompt(s) for s in samples], self._params(self.params.max_new_tokens))
+        role = next(iter(self.roles))
+        traces = []
+        for sample, c in zip(samples, outs, strict=True):
+            if c.reasoning is not None:
+                split = ThinkingSplit(thinking=c.reasoning.strip(), after=c.text.strip(), closed=not (c.finish_reason == "length" and not c.text.strip()))
+            else:
+                split = split_thinking(c.text, self.open_tag, self.close_tag)
+            answer, error = extract_answer(split.after, self.kind, len(sample.choices or []) or None)
+            traces.append(Trace(
+                system=self.spec, channel="thinking", thinking="full", steps=make_steps(split.thinking, self.backend.count_tokens),
+                final_text=split.after, raw_text=c.text, answer=answer, answer_error=error, n_prompt_tokens=c.n_prompt_tokens,
+                n_generated_tokens=c.n_generated_tokens, finish_reason="stop" if split.closed else "length",
+                tokens_by_role={role: c.n_generated_tokens}, roles=self.roles,
+                meta={"thinking": "prompted in tags" if self.instruct else "native"},
+                messages=[*self.prompt(sample).messages, Message(role="assistant", content=split.after)],
+            ))
+        return traces
