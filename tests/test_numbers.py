@@ -225,3 +225,17 @@ def test_a_half_precision_run_says_its_numbers_depend_on_batching(tmp_path):
     assert "cpu bfloat16" in caveat and "dtype=float32" in caveat
     (tmp_path / "usage.json").write_text(json.dumps({"subject": {"precision": "cpu float32"}}))
     assert _precision_caveats(tmp_path) == []
+
+
+def test_no_progress_shows_no_library_progress_bar(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("transformers")
+    cotscope = str(Path(sys.executable).parent / "cotscope")
+    argv = [cotscope, "audit", "--model", "organism/faithful", "--task", "chain", "--n-samples", "1", "--experiments", "truncate",
+            "--baseline", "", "--out", str(tmp_path / "r")]
+    quiet = subprocess.run([*argv, "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Loading weights" not in quiet.stderr and "it/s" not in quiet.stderr

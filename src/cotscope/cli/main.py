@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        _quiet_libraries()
     try:
         return _run(args)
     except CotscopeError as exc:
@@ -268,6 +270,14 @@ def _stego(args: argparse.Namespace) -> int:
     print(f"\nrun directory: {result.run_dir}  (summary.json, records.jsonl, stego.png)")
     print(f"report: {result.report_path}")
     return 0
+
+
+def _quiet_libraries() -> None:
+    """--no-progress: no progress bar of any library either (transformers' weight loading reads
+    huggingface_hub's switch when it is imported, and its own afterwards)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers.utils.logging" in sys.modules:
+        sys.modules["transformers.utils.logging"].disable_progress_bar()
 
 
 def _train(args: argparse.Namespace) -> int:
