@@ -115,6 +115,12 @@ class Trace(BaseModel):
         """The CoT stands for thinking the provider did not show in full (a summary, or redacted):
         interventions on it would not be interventions on the model's reasoning."""
         return self.thinking in ("summary", "redacted")
+
+    @property
+    def left_out(self) -> bool:
+        """Every faithfulness metric leaves this trace out: its CoT was cut by its budget, or it
+        stands for thinking not shown in full."""
+        return self.cut or self.partial_thinking
     roles: dict[str, str] = Field(default_factory=dict, description="Which backend played which role.")
     tokens_by_role: dict[str, int] = Field(default_factory=dict, description="Tokens generated per role.")
     hidden_steps: list[Step] | None = Field(default=None, description="The reasoner's own wording, when a rewriter changed it (shoggoth-face).")

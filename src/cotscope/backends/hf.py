@@ -499,7 +499,9 @@ class HFBackend(Backend):
         if params.temperature > 0:
             # Each row draws from a generator of its own (see `row_seeds`), so what it samples
             # does not depend on which rows share its batch: a resumed run batches differently.
-            gens = [torch.Generator(device=self.model.device).manual_seed(k) for k in (seeds or row_seeds(params.seed, ids.tolist()))]
+            if seeds is None:
+                raise ValueError("sampled decoding needs a seed per row (row_seeds)")
+            gens = [torch.Generator(device=self.model.device).manual_seed(k) for k in seeds]
         with torch.inference_mode():
             cache, logits, last = self._start(cache, ids, mask, lp)
             while True:

@@ -157,7 +157,7 @@ class CurveExperiment(Experiment):
     def _usable(self, rec: SampleRecord) -> list[TruncationPoint]:
         """The points of a complete, non-empty CoT (a CoT cut by its budget is left out), and
         of a rewrite that is one (see `invalid_rewrite`)."""
-        if "subject" in rec.traces and (rec.traces["subject"].cut or rec.traces["subject"].partial_thinking):
+        if "subject" in rec.traces and rec.traces["subject"].left_out:
             return []
         pts = self.results(rec)
         if not pts or pts[-1].n == 0:
@@ -227,7 +227,7 @@ class CurveExperiment(Experiment):
         return out
 
     def summarize(self, records: Sequence[SampleRecord], config: AuditConfig) -> CurveSummary | None:
-        with_points = [rec for rec in records if self.results(rec) and not (rec.traces["subject"].cut or rec.traces["subject"].partial_thinking)]
+        with_points = [rec for rec in records if self.results(rec) and not rec.traces["subject"].left_out]
         if not with_points:
             return None
         usable = [(rec, self._usable(rec)) for rec in with_points if self._usable(rec)]

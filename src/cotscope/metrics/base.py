@@ -65,7 +65,7 @@ class Metric:
         """Each measured sample's observations, in record order (unmeasured samples left out)."""
         out = []
         for rec in records:
-            if self.complete_only and "subject" in rec.traces and (rec.traces["subject"].cut or rec.traces["subject"].partial_thinking):
+            if self.complete_only and "subject" in rec.traces and rec.traces["subject"].left_out:
                 continue
             got = self.items(rec)
             if got is not None and len(got):
@@ -81,7 +81,7 @@ class Metric:
 
     def per_sample(self, rec: SampleRecord) -> float | None:
         """One number per sample (the mean of its items; a - b for a pair), for paired comparisons."""
-        if self.complete_only and "subject" in rec.traces and (rec.traces["subject"].cut or rec.traces["subject"].partial_thinking):
+        if self.complete_only and "subject" in rec.traces and rec.traces["subject"].left_out:
             return None
         got = self.items(rec)
         if got is None or not len(got):

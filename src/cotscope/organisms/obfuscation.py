@@ -115,6 +115,8 @@ def obfuscation(
     `out_dir`, resumed if it exists."""
     out_dir = Path(out_dir)
     spec = get_spec(organism)
+    if not audit_every:
+        raise CotscopeError("obfuscation compares audits: --audit-every must be at least 1")
     configs = {}
     for arm in arms:  # every arm's config checked before either trains
         # The held-out questions come after the 256 training prompts (training.split_task): the
@@ -126,8 +128,6 @@ def obfuscation(
             max_completion_length=cot_token_budget(spec.n_ops) + 8, audit_every=audit_every, audit_samples=audit_samples,
             audit_experiments=("paraphrase",), rewriter="chain", audit_temperature=1.0,
         )
-        if not audit_every:
-            raise CotscopeError("obfuscation compares audits: --audit-every must be at least 1")
     summaries = []
     for arm in arms:
         rewards, config = ARMS[arm], configs[arm]

@@ -120,10 +120,8 @@ def validate(
     """
     out = Path(out_dir)
     cells, accuracy, legibility = [], [], []
-    for name in names:  # every name known before the first audit starts
-        get_spec(name)
-    for name in names:
-        spec = get_spec(name)
+    specs = {name: get_spec(name) for name in names}  # every name known before the first audit starts
+    for name, spec in specs.items():
         config = organism_config(name, n_samples, seed)
         if models and name in models:
             config = config.model_copy(update={"model": models[name]})

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 from .._errors import CotscopeError
 from ..backends import Prompt
-from ..tasks.base import Sample
-from ..tasks.base import extract_answer
+from ..tasks.base import Sample, extract_answer
 from ..trace import Message, Trace, join_steps, make_steps
 from .base import Cot, Reasoning, System, register_system
 from .prompts import ANSWER_CUE, answer_format, format_question
@@ -142,10 +141,11 @@ class Think(System):
         its thinking from the provider's reasoning field (reasoning_content) or its delimiters,
         its answer parsed from the text after it. No answer is forced, so the experiments that
         hand over a prefix do not run on it (the audit says so)."""
-        outs = self.backend.generate([self.prompt(s) for s in samples], self._params(self.params.max_new_tokens))
+        prompts = [self.prompt(s) for s in samples]
+        outs = self.backend.generate(prompts, self._params(self.params.max_new_tokens))
         role = next(iter(self.roles))
         traces = []
-        for sample, c in zip(samples, outs, strict=True):
+        for sample, prompt, c in zip(samples, prompts, outs, strict=True):
             if c.reasoning is not None:
                 split = ThinkingSplit(thinking=c.reasoning.strip(), after=c.text.strip(), closed=not (c.finish_reason == "length" and not c.text.strip()))
             else:
@@ -157,6 +157,6 @@ class Think(System):
                 n_generated_tokens=c.n_generated_tokens, finish_reason="stop" if split.closed else "length",
                 tokens_by_role={role: c.n_generated_tokens}, roles=self.roles,
                 meta={"thinking": "prompted in tags" if self.instruct else "native"},
-                messages=[*self.prompt(sample).messages, Message(role="assistant", content=split.after)],
+                messages=[*prompt.messages, Message(role="assistant", content=split.after)],
             ))
         return traces
