@@ -147,3 +147,45 @@ def test_a_damaged_converted_copy_is_read_again_from_the_gguf(tmp_path, monkeypa
     assert again.model.name_or_path != str(folder)  # from the GGUF
     assert weights.stat().st_size > 100_000_000  # a sound copy again
     assert get_backend("smollm2-135m?dtype=float32", cache=False).model.name_or_path == str(folder)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["mistral", "gemma2"])
+def test_a_sliding_window_model_audits_and_decodes_as_transformers_generate(tmp_path, backend, arch):
+    """A model whose layers keep a window of 8 tokens, shorter than every prompt (Mistral: all
+    layers; Gemma 2: every other layer): an audit through hf/ runs, and batched greedy text of
+    prompts of different lengths equals transformers' own `generate` on each alone."""
+    import torch
+    import transformers
+
+    from cotscope.backends.hf_window import WindowedHFBackend
+
+    torch.manual_seed(0)
+    tok = backend.tok
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    if arch == "mistral":
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(sliding_window=8, **common))
+    else:
+        model = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(sliding_window=8, head_dim=8, **common))
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    tiny = get_backend(f"hf/{tmp_path / 'model'}?batch_size=4", cache=False).provider
+    assert isinstance(tiny, WindowedHFBackend)
+
+    result = audit(AuditConfig(model=f"hf/{tmp_path / 'model'}", n_samples=2, max_new_tokens=24, continue_max_new_tokens=8),
+                   tmp_path / "run", progress=False, plots=False)
+    assert len(result.records) == 2 and all(r.traces["subject"].n_generated_tokens > 0 for r in result.records)
+    assert all(r.results.get("truncate") for r in result.records)
+
+    prompts = [Prompt.chat("What is 2 + 3?"), Prompt.chat("Tom has 12 apples and buys 5 more. How many now?", prefix="Step 1:"),
+               Prompt.chat("Name a colour.")]
+    params = GenerationParams(max_new_tokens=16)
+    ours = tiny.generate(prompts, params)
+    for prompt, got in zip(prompts, ours, strict=True):
+        ids = torch.tensor([tiny.encode(tiny.render(prompt))])
+        assert ids.shape[1] > 8
+        with torch.inference_mode():
+            ref = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
+                                      pad_token_id=tok.pad_token_id)
+        assert got.text == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)

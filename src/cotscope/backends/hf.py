@@ -195,6 +195,11 @@ class HFBackend(Backend):
             if keep is not None:
                 _keep_converted(model, tok, keep)
         model.to(device).eval()
+        from .hf_window import WindowedHFBackend, has_windowed_layers
+
+        if has_windowed_layers(model):  # layers that keep a window of tokens: transformers' own generate and cache
+            release_freed_memory(force=True)
+            return WindowedHFBackend(model, tok, batch_size=batch_size)
         if model.device.type == "cpu" and model.config._attn_implementation == "sdpa":
             model.set_attn_implementation(_cpu_attention())
         if model.device.type == "cpu" and dtype == torch.float32:

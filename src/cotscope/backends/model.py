@@ -65,7 +65,7 @@ class Model(Backend):
         if not prompts:
             return []
         if lockstep.active():  # merged with the other jobs' calls; budgets may differ within a batch
-            if self.cache and hasattr(self.provider, "open_stream") and all(q.temperature <= 0 for q in params):
+            if self.cache and getattr(self.provider, "open_stream", None) is not None and all(q.temperature <= 0 for q in params):
                 return lockstep.submit((id(self), "stream"), self._generate_round, prompts, params, stream=self._open_stream)
             return lockstep.submit((id(self), "generate", replace(params[0], max_new_tokens=0)), self._generate_round, prompts, params)
         return self._generate_now(prompts, params)
