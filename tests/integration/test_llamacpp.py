@@ -3,6 +3,7 @@ SmolLM2): the same greedy text, the same scores up to quantization, and a trunca
 that evaluates each shared prefix once."""
 
 import pytest
+from types import SimpleNamespace
 
 from cotscope import CotscopeError
 from cotscope.backends import GenerationParams, Prompt, check_backend, get_backend
@@ -151,6 +152,40 @@ def test_a_small_kv_pool_drops_idle_prefixes_and_a_row_too_long_for_it_fails_cle
     with pytest.raises(CotscopeError, match="raise n_ctx"):
         cpp.generate([Prompt.chat("Count on. " * 80)], GenerationParams(max_new_tokens=16))
     assert cpp.generate(prompts[:1], GenerationParams(max_new_tokens=16))[0].text == outs[0].text  # still usable
+
+
+def test_a_pool_that_cannot_hold_the_batch_splits_it_and_finishes(path):
+    """A pool that holds the work of at most two rows a step (as when a model's KV use is not
+    what admission counts, e.g. sliding-window layers): once no idle prefix is left to drop,
+    the step runs in halves and fewer rows are admitted from then on; it finishes within a
+    minute with the text it gives with room to spare (where no near-tie is tipped by a step's size)."""
+    import time
+
+    prompts = [Prompt.chat(q) for q in QUESTIONS * 2]
+    params = GenerationParams(max_new_tokens=16)
+    roomy = [o.text for o in _provider(f"llamacpp/{path}?n_parallel=8").generate(prompts, params)]
+    alone = [o.text for o in _provider(f"llamacpp/{path}?n_parallel=1").generate(prompts, params)]
+    sure = [i for i in range(len(prompts)) if roomy[i] == alone[i]]  # not a near-tie that a batch's size tips
+    assert len(sure) >= len(prompts) // 2
+    tight = _provider(f"llamacpp/{path}?n_parallel=8")
+    decode, refused = tight.L.llama_decode, []
+
+    def small_pool(ctx, batch):
+        if len({batch.seq_id[i][0] for i in range(batch.n_tokens)}) > 2:
+            refused.append(batch.n_tokens)
+            return 1  # llama.cpp's "no memory slot for this batch"
+        return decode(ctx, batch)
+
+    tight.L = SimpleNamespace(**{k: getattr(tight.L, k) for k in dir(tight.L) if not k.startswith("__")})
+    tight.L.llama_decode = small_pool
+    start = time.monotonic()
+    outs = tight.generate(prompts, params)
+    assert time.monotonic() - start < 60
+    assert refused and tight.n_parallel <= 2
+    assert len(outs) == len(prompts) and [outs[i].text for i in sure] == [roomy[i] for i in sure]
+    with pytest.raises(CotscopeError, match="raise n_ctx"):  # one row that does not fit is a named error
+        tight.L.llama_decode = lambda ctx, batch: 1
+        tight.generate(prompts[:1], params)
 
 
 def test_sampled_rows_follow_their_seed(path):

@@ -398,7 +398,6 @@ class LlamaCppBackend(Backend):
         """One llama_decode over the running rows (generating rows' next tokens first, then
         prompt tokens); hand each row its logits; return the rows that finished, their
         sequences freed."""
-        L, batch = self.L, self.batch
         plan: list[tuple[_Row, int]] = []  # (row, tokens it runs)
         room = self.n_batch
         if self.drafter is not None:
@@ -411,6 +410,22 @@ class LlamaCppBackend(Backend):
                 break
             plan.append((r, k))
             room -= k
+        self._run(plan)
+        done = [r for r in running if r.finished]
+        for r in done:
+            if isinstance(r, _GenRow) and self.drafter is not None:
+                self.drafter.learn(r.ids[: r.n_prompt] + r.new)
+        for r in done:
+            running.remove(r)
+            self.live.discard(r)
+            r.seq.busy = False
+        return done
+
+    def _run(self, plan: list[tuple[_Row, int]]) -> None:
+        """Decode the planned tokens and hand each row its logits. When the pool cannot hold
+        them even after idle sequences are dropped, the rows run in two halves (and fewer rows
+        are admitted from then on); one row that does not fit is a named error."""
+        L, batch = self.L, self.batch
         n, reads = 0, []
         for r, k in plan:
             for pos in range(r.n_done, r.n_done + k):
@@ -421,7 +436,12 @@ class LlamaCppBackend(Backend):
                     reads.append((n, r, pos))
                 n += 1
         batch.n_tokens = n
-        self._decode(plan)
+        if not self._decode(plan):
+            half = len(plan) // 2
+            self.n_parallel = max(1, min(self.n_parallel, half))
+            self._run(plan[:half])
+            self._run(plan[half:])
+            return
         for r, k in plan:
             self.n_prefill_tokens += max(0, min(r.n_done + k, r.n_prompt) - r.n_done)
             r.seq.extend(r.ids[r.n_done : r.n_done + k])
@@ -433,25 +453,19 @@ class LlamaCppBackend(Backend):
             if isinstance(r, _GenRow) and r.cut is not None:  # a draft token not kept, and what came after it
                 self._drop(r.seq, r.cut)
                 r.n_done, r.cut = r.cut, None
-        done = [r for r in running if r.finished]
-        for r in done:
-            if isinstance(r, _GenRow) and self.drafter is not None:
-                self.drafter.learn(r.ids[: r.n_prompt] + r.new)
-        for r in done:
-            running.remove(r)
-            self.live.discard(r)
-            r.seq.busy = False
-        return done
 
-    def _decode(self, plan: list[tuple[_Row, int]]) -> None:
-        """llama_decode the batch; when the pool is full, drop idle sequences' KV and retry."""
+    def _decode(self, plan: list[tuple[_Row, int]]) -> bool:
+        """llama_decode the batch; when the pool is full, drop idle sequences' KV and retry.
+        False when it is still full with nothing idle and the batch has rows to split."""
         while True:
             rc = self.L.llama_decode(self.ctx, self.batch)
             if rc == 0:
-                return
+                return True
             for r, _ in plan:  # on failure llama.cpp restores the pool; make sure of it
                 self.L.llama_memory_seq_rm(self.mem, r.seq.id, r.n_done, -1)
             idle = [s for s in self.seqs if not s.busy and s.tokens]
+            if rc == 1 and not idle and len(plan) > 1:
+                return False
             if rc != 1 or not idle:
                 why = "the KV pool is full" if rc == 1 else f"error code {rc}"
                 raise CotscopeError(f"llama.cpp decode failed ({why}; {len(plan)} rows running, n_ctx={self.n_ctx}): raise n_ctx or lower n_parallel")
