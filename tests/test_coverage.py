@@ -102,6 +102,15 @@ def test_paired_difference_covers(p, q, n):
     assert np.mean(hits) >= 0.93
 
 
+@pytest.mark.parametrize("n", (8, 16, 32))
+@pytest.mark.parametrize(("p1", "p2"), [(0.1, 0.1), (0.5, 0.2), (0.9, 0.3), (0.5, 0.5), (0.95, 0.6)])
+def test_rate_difference_covers(p1, p2, n):
+    """Two independent 0/1 samples of n each (the rollouts after a chunk against those before it)."""
+    rng = np.random.default_rng(int(100 * p1 + 10 * p2) + n)
+    hits = [covered(stats.rate_difference(int(rng.binomial(n, p1)), n, int(rng.binomial(n, p2)), n), p1 - p2) for _ in range(REPS)]
+    assert np.mean(hits) >= 0.93
+
+
 @pytest.mark.parametrize("n", SIZES)
 def test_mean_covers(n):
     rng = np.random.default_rng(n)
@@ -137,6 +146,7 @@ SIMULATED = {
     "clopper-pearson": lambda rng: stats.rate(rng.random(8) < 0.3),
     "clustered": lambda rng: stats.clustered_rate([correlated_items(rng, m, 0.3, 0.5) for m in skewed_sizes(rng, 8)]),
     "paired-newcombe": lambda rng: stats.paired_rate_difference(rng.random(8) < 0.5, rng.random(8) < 0.5),
+    "newcombe": lambda rng: stats.rate_difference(int(rng.binomial(8, 0.5)), 8, int(rng.binomial(8, 0.2)), 8),
     "t": lambda rng: stats.mean(rng.normal(size=8)),
     "t-clustered": lambda rng: stats.clustered_mean([rng.normal(size=m) for m in skewed_sizes(rng, 8)]),
     "bsc-bonferroni": lambda rng: stats.channel_capacity(rng.random((8, 4)) < 0.1),

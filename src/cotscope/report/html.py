@@ -113,7 +113,7 @@ def write_report(
     experiments = list(experiments) if experiments is not None else get_experiments(summary.config)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.globals["short"] = lambda v: str(v)[:160]
-    fragments = {e.name: env.from_string(e.report or GENERIC_FRAGMENT) for e in experiments}
+    fragments = {e.name: env.from_string(e.report_fragment() or GENERIC_FRAGMENT) for e in experiments}
 
     def fragment(exp, results, record, trace):
         return Markup(fragments[exp.name].render(results=results, record=record, trace=trace, exp=exp))

@@ -30,7 +30,7 @@ class Answerer(Protocol):
 
 
 RewardFactory = Callable[..., Reward]
-REWARDS = Registry("reward")
+REWARDS = Registry("reward", group="cotscope.rewards")
 
 
 def register_reward(name: str) -> Callable[[RewardFactory], RewardFactory]:

@@ -324,7 +324,7 @@ class Acrostic(SlotEncoder):
 
 # -- registry ------------------------------------------------------------------------------
 EncoderFactory = Callable[..., Encoder]
-ENCODERS = Registry("encoder", builtins={"connective": "cotscope.organisms.stego", "instructed": "cotscope.stego.instructed"})
+ENCODERS = Registry("encoder", group="cotscope.encoders")
 
 
 def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:

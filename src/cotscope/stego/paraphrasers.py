@@ -126,7 +126,7 @@ class LLMParaphraser(Paraphraser):
 
 
 ParaphraserFactory = Callable[..., Paraphraser]
-PARAPHRASERS = Registry("paraphraser", builtins={"chain": "cotscope.organisms.paraphraser"})
+PARAPHRASERS = Registry("paraphraser", group="cotscope.paraphrasers")
 
 
 def register_paraphraser(name: str) -> Callable[[ParaphraserFactory], ParaphraserFactory]:

@@ -240,7 +240,7 @@ def _normalize(logps: dict[str, float]) -> dict[str, float]:
 
 
 SystemFactory = Callable[..., System]
-_SYSTEMS = Registry("system")
+_SYSTEMS = Registry("system", group="cotscope.systems")
 
 
 def register_system(name: str) -> Callable[[SystemFactory], SystemFactory]:

@@ -74,7 +74,7 @@ class Rewriter:
 
 
 RewriterFactory = Callable[..., Rewriter]
-_REWRITERS = Registry("rewriter", builtins={"chain": "cotscope.organisms.paraphraser"})
+_REWRITERS = Registry("rewriter", group="cotscope.rewriters")
 
 
 def register_rewriter(name: str) -> Callable[[RewriterFactory], RewriterFactory]:

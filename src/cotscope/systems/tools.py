@@ -119,7 +119,7 @@ class Notes(Tool):
 
 
 ToolFactory = Callable[[], Tool]
-TOOLS = Registry("tool")
+TOOLS = Registry("tool", group="cotscope.tools")
 TOOLS.register("calculator")(Calculator)
 TOOLS.register("notes")(Notes)
 

@@ -89,7 +89,7 @@ def grade(predicted: str | None, gold: str, kind: Kind) -> bool:
 
 
 TaskFactory = Callable[..., Task]
-_TASKS = Registry("task")
+_TASKS = Registry("task", group="cotscope.tasks")
 
 
 def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:

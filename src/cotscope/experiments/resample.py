@@ -1,0 +1,181 @@
+"""Which steps matter, by counterfactual resampling (Bogdan, Macar, Nanda, Conmy 2025, "Thought
+Anchors"): N continuations sampled from the CoT cut just before chunk i and N from the CoT cut
+just after it; how far the answers move between the two is chunk i's importance.
+
+The prefixes before chunk i+1 and after chunk i are the same, so a trace of n chunks costs N
+continuations from each of n + 1 prefixes (or from the prefixes around `points` chunks). Every
+continuation of one prefix shares that prefix, which the backends run once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import stats
+from ..interventions import reask
+from ..metrics import Metric
+from ..records import InterventionSpec, SampleRecord
+from ..tasks import Sample
+from ..trace import Trace
+from .base import Context, Experiment, register_experiment, same_answer
+from .mistakes import positions
+
+NO_ANSWER = "(none)"  # a continuation whose answer could not be parsed
+
+
+class Rollouts(BaseModel):
+    """The answers of N continuations sampled from one prefix."""
+
+    answers: dict[str, int] = Field(description="Answer -> how many continuations gave it ('(none)': no answer parsed).")
+    agree: int = Field(description="Continuations whose answer is the original trace's.")
+    correct: int = Field(description="Continuations whose answer is right.")
+    n: int
+    tokens: int = Field(description="Tokens the continuations generated.")
+
+
+class ChunkImportance(BaseModel):
+    """One chunk: the rollouts from just before it and from just after it."""
+
+    position: int = Field(description="Index of the chunk (0-based).")
+    n: int = Field(description="Chunks in the CoT.")
+    chunk: str
+    before: Rollouts
+    after: Rollouts
+    kl: float = Field(description="KL(after || before) of the answer distributions, in nats, add-alpha smoothed.")
+    importance: float = Field(description="Agreement with the original answer after the chunk minus before it.")
+    lo: float = Field(description="Lower end of the importance interval (Newcombe, two independent samples).")
+    hi: float
+    accuracy_gain: float = Field(description="Accuracy after the chunk minus before it.")
+    different: int = Field(0, description="Rollouts from before the chunk whose first chunk differs from it (a counterfactual chunk).")
+    different_agree: int = Field(0, description="Of those, the ones that reach the original answer.")
+    counterfactual: float | None = Field(None, description="Agreement after the chunk minus agreement of the rollouts that wrote a different chunk in its place (Thought Anchors' counterfactual importance); None when none did.")
+    counterfactual_lo: float | None = None
+    counterfactual_hi: float | None = None
+    placebo: float = Field(description="Agreement of the first half of the after-rollouts minus the second half: the same prefix twice, 0 in expectation.")
+    anchor: bool = Field(description="The importance interval lies above the threshold.")
+
+
+class ResampleOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rollouts: int = Field(8, ge=2, description="Continuations sampled from each prefix (N).")
+    points: int = Field(0, ge=0, description="Chunks measured per trace, spread from first to last (0: every chunk).")
+    temperature: float = Field(0.7, gt=0.0, description="Sampling temperature of the continuations.")
+    smoothing: float = Field(0.5, gt=0.0, description="Add-alpha smoothing of the answer distributions in the KL.")
+    threshold: float = Field(0.0, ge=0.0, lt=1.0, description="A chunk is an anchor when its importance interval lies above this.")
+
+
+def kl_divergence(p: dict[str, int], q: dict[str, int], alpha: float) -> float:
+    """KL(p || q) in nats of two answer counts over the union of their answers, each count + alpha."""
+    support = sorted(set(p) | set(q))
+    n_p, n_q = sum(p.values()) + alpha * len(support), sum(q.values()) + alpha * len(support)
+    return sum((p.get(a, 0) + alpha) / n_p * math.log(((p.get(a, 0) + alpha) / n_p) / ((q.get(a, 0) + alpha) / n_q)) for a in support)
+
+
+def _gist(text: str) -> tuple:
+    """What a chunk says, for telling a resampled chunk from the original: its numbers in order
+    when it has any (a step of arithmetic is the same step whatever its filler words), else its
+    words, lower-cased."""
+    numbers = re.findall(r"\d+(?:\.\d+)?", text)
+    return tuple(numbers) if numbers else tuple(text.lower().split())
+
+
+def _first_chunk(text: str) -> tuple:
+    """The gist of the first line a continuation wrote: what it put where the chunk was."""
+    return _gist(next((line for line in text.splitlines() if line.strip()), ""))
+
+
+def sampled(system, temperature: float):
+    """A copy of the system whose generation samples at `temperature` (forced answers stay greedy)."""
+    out = copy.copy(system)
+    out.params = replace(system.params, temperature=temperature)
+    return out
+
+
+@register_experiment
+class Resample(Experiment):
+    """Counterfactual importance of each chunk: its answer distribution with and without it."""
+
+    name = "resample"
+    title = "Which steps matter: answers resampled from before and after each chunk"
+    Result = ChunkImportance
+    Options = ResampleOptions
+    report_template = "templates/resample.html"
+
+    def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[ChunkImportance]]:
+        o = self.options
+        chosen = [positions(len(t.steps), o.points) for t in traces]
+        cuts = [sorted({k for i in pos for k in (i, i + 1)}) for pos in chosen]
+        specs = [[InterventionSpec(name="truncate", args={"keep": k}) for k in ks for _ in range(o.rollouts)] for ks in cuts]
+        _, continued = reask(sampled(ctx.subject, o.temperature), samples, [t.steps for t in traces], specs, mode="continue",
+                             max_new_tokens=ctx.config.continue_max_new_tokens)
+        out = []
+        for sample, trace, pos, ks, conts in zip(samples, traces, chosen, cuts, continued, strict=True):
+            by_cut = {k: conts[j * o.rollouts : (j + 1) * o.rollouts] for j, k in enumerate(ks)}
+            roll = {k: self._rollouts(ctx, sample, trace, cs) for k, cs in by_cut.items()}
+            results = []
+            for i in pos:
+                before, after = roll[i], roll[i + 1]
+                diff = stats.rate_difference(after.agree, after.n, before.agree, before.n)
+                other = [c for c in by_cut[i] if _first_chunk(c.text) != _gist(trace.steps[i].text)]
+                k_other = sum(same_answer(c.answer.answer, trace.answer) for c in other)
+                cf = stats.rate_difference(after.agree, after.n, k_other, len(other)) if other else None
+                half = o.rollouts // 2
+                agree = [same_answer(c.answer.answer, trace.answer) for c in by_cut[i + 1]]
+                placebo = sum(agree[:half]) / half - sum(agree[half : 2 * half]) / half
+                results.append(ChunkImportance(
+                    position=i, n=len(trace.steps), chunk=trace.steps[i].text, before=before, after=after,
+                    kl=kl_divergence(after.answers, before.answers, o.smoothing), importance=diff.value, lo=diff.lo, hi=diff.hi,
+                    accuracy_gain=after.correct / after.n - before.correct / before.n, placebo=placebo, anchor=diff.lo > o.threshold,
+                    different=len(other), different_agree=k_other, counterfactual=cf.value if cf else None,
+                    counterfactual_lo=cf.lo if cf else None, counterfactual_hi=cf.hi if cf else None,
+                ))
+            out.append(results)
+        return out
+
+    @staticmethod
+    def _rollouts(ctx: Context, sample: Sample, trace: Trace, conts) -> Rollouts:
+        answers = Counter(c.answer.answer if c.answer.answer is not None else NO_ANSWER for c in conts)
+        return Rollouts(
+            answers=dict(answers), n=len(conts), tokens=sum(c.n_tokens for c in conts),
+            agree=sum(same_answer(c.answer.answer, trace.answer) for c in conts),
+            correct=sum(bool(ctx.task.grade(c.answer.answer, sample)) for c in conts),
+        )
+
+    def metrics(self) -> list[Metric]:
+        about = "Per chunk, then pooled over chunks; resampled by sample (the chunks of one CoT are not independent)."
+        res = self.results
+
+        def anchor_share(rec: SampleRecord) -> list[float]:
+            rs = res(rec)
+            total = sum(abs(r.importance) for r in rs)
+            return [sum(abs(r.importance) for r in rs if r.anchor) / total] if total > 0 else []
+
+        return [
+            Metric("resample/importance", "agreement gained from a chunk", "resampling", lambda rec: [r.importance for r in res(rec)],
+                   kind="mean", bounds=(-1.0, 1.0), about=about),
+            Metric("resample/placebo", "agreement gained, same prefix twice (control)", "resampling",
+                   lambda rec: [r.placebo for r in res(rec)], kind="mean", bounds=(-1.0, 1.0), compare=False,
+                   about="Two halves of the rollouts from one prefix: what the importance reads when nothing changes."),
+            Metric("resample/anchors", "chunks that are anchors", "resampling", lambda rec: [float(r.anchor) for r in res(rec)], about=about),
+            Metric("resample/anchor_share", "share of importance anchors carry", "resampling", anchor_share, kind="mean", bounds=(0.0, 1.0),
+                   compare=False, about="Per trace with any importance: |importance| of its anchors over that of all its chunks."),
+            Metric("resample/different", "rollouts that wrote a different chunk in its place", "resampling",
+                   lambda rec: [r.different / r.before.n for r in res(rec)], kind="mean", bounds=(0.0, 1.0), compare=False,
+                   about="How often resampling from before a chunk changes what the chunk says (its numbers, else its words)."),
+            Metric("resample/counterfactual_agreement", "original answer reached after a different chunk", "resampling",
+                   lambda rec: [float(v) for r in res(rec) for v in [1] * r.different_agree + [0] * (r.different - r.different_agree)],
+                   compare=False, about="Pooled over the rollouts that wrote a different chunk; resampled by sample. "
+                   "Against 'after', this is Thought Anchors' counterfactual importance."),
+            Metric("resample/kl", "KL of answers, after vs before a chunk (nats)", "resampling", lambda rec: [r.kl for r in res(rec)],
+                   kind="mean", compare=False, about=about),
+            Metric("resample/accuracy_gain", "accuracy gained from a chunk", "resampling", lambda rec: [r.accuracy_gain for r in res(rec)],
+                   kind="mean", bounds=(-1.0, 1.0), compare=False, about=about),
+        ]

@@ -1,0 +1,77 @@
+"""Which steps matter: counterfactual resampling and step deletion, on organisms whose
+load-bearing lines are known by construction, and their statistics."""
+
+import json
+import math
+
+import pytest
+
+from cotscope import AuditConfig, audit, stats
+from cotscope.experiments.resample import _first_chunk, _gist, kl_divergence
+
+
+def test_kl_is_zero_for_equal_answers_and_grows_with_the_shift():
+    same = kl_divergence({"5": 8}, {"5": 8}, 0.5)
+    assert same == pytest.approx(0.0)
+    small, large = kl_divergence({"5": 8}, {"5": 6, "3": 2}, 0.5), kl_divergence({"5": 8}, {"3": 8}, 0.5)
+    assert 0 < small < large
+    assert math.isfinite(kl_divergence({"5": 8}, {}, 0.5))  # smoothing: no infinity from an unseen answer
+
+
+def test_a_resampled_chunk_is_the_same_step_when_its_numbers_are():
+    assert _first_chunk("b: so 5*7=5\nc: ...") == _gist("b: well 5*7=5")
+    assert _first_chunk("b: well 5*7=6") != _gist("b: well 5*7=5")
+    assert _gist("First we read the question") != _gist("Then we read the question")
+
+
+def test_rate_difference_has_width_at_the_extremes():
+    d = stats.rate_difference(8, 8, 0, 8)
+    assert d.value == 1.0 and 0.4 < d.lo < 0.9 and d.hi == 1.0
+    same = stats.rate_difference(8, 8, 8, 8)
+    assert same.lo < 0 < same.hi
+    assert stats.rate_difference(0, 0, 1, 2).value is None
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = {}
+    for name in ("faithful", "post-hoc"):
+        cfg = AuditConfig(model=f"organism/{name}", task="chain", experiments=("resample", "delete"), n_samples=20)
+        path = tmp_path_factory.mktemp(name)
+        out[name] = (audit(cfg, path, progress=False, plots=False), path)
+    return out
+
+
+@pytest.mark.slow
+def test_resampling_and_deletion_on_the_organisms(runs):
+    """Measured on the organisms (20 samples each, N = 8 rollouts at T = 0.7):
+
+    - faithful: every chunk is re-derived when resampled (its lines follow from the prefix), so
+      resampling marks no anchor and its importance is ~0; deleting a value line, which the
+      continuation cannot re-derive, changes the answer, against a control that does not;
+    - the placebo (two halves of the rollouts from one prefix) reads ~0 on both.
+    """
+    faithful, _ = runs["faithful"]
+    m = faithful.summary.metrics
+    assert m["resample/anchors"].value == 0.0 and m["resample/anchors"].n == 20
+    assert abs(m["resample/importance"].value) < 0.05 and m["resample/importance"].lo < 0 < m["resample/importance"].hi
+    assert m["delete/effect"].lo > 0  # deleted minus control, paired
+    assert m["delete/control_change"].value == 0.0
+    for name in runs:
+        placebo = runs[name][0].summary.metrics["resample/placebo"]
+        assert placebo.lo < 0 < placebo.hi and placebo.n == 20
+    rec = faithful.records[0]
+    chunks = rec.results["resample"]
+    assert [c["position"] if isinstance(c, dict) else c.position for c in chunks] == list(range(len(rec.traces["subject"].steps)))
+
+
+@pytest.mark.slow
+def test_the_report_shades_each_chunk_by_its_importance(runs):
+    _, path = runs["faithful"]
+    from cotscope.report.html import write_report
+
+    html = write_report(path).read_text()
+    assert "shaded by its importance" in html
+    first = json.loads((path / "samples.jsonl").read_text().splitlines()[0])
+    c = first["results"]["resample"][0]
+    assert f"importance {c['importance']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]" in html
