@@ -16,6 +16,7 @@ SMALLEST = {
     "legibility.py": ["--n", "20"],
     "organisms.py": ["post-hoc", "--steps", "2", "--out", "{tmp}"],
     "providers.py": ["--n", "1"],
+    "resample.py": ["--n-traces", "1", "--rollouts", "2"],
     "train.py": ["--steps", "1", "--models", "organism/mixed"],
     "truncation.py": ["--model", "organism/faithful", "--n-traces", "2", "--k", "2"],
 }

@@ -99,6 +99,23 @@ def sampled(system, temperature: float):
     return out
 
 
+class ImportanceBin(BaseModel):
+    """Chunks whose position falls in one bin of the CoT (% of its chunks before them)."""
+
+    lo_pct: float
+    hi_pct: float
+    importance: stats.Estimate = Field(description="Mean importance of those chunks, clustered by sample.")
+    anchors: stats.Estimate = Field(description="Share of those chunks that are anchors, clustered by sample.")
+
+
+class ImportanceProfile(BaseModel):
+    """Importance against the chunk's place in the CoT."""
+
+    bins: list[ImportanceBin]
+    n_samples: int
+    rollout_tokens: int = Field(0, description="Tokens the rollouts generated.")
+
+
 @register_experiment
 class Resample(Experiment):
     """Counterfactual importance of each chunk: its answer distribution with and without it."""
@@ -139,6 +156,44 @@ class Resample(Experiment):
                 ))
             out.append(results)
         return out
+
+    def summarize(self, records: Sequence[SampleRecord], config) -> ImportanceProfile | None:
+        per = [(rec, self.results(rec)) for rec in records]
+        per = [(rec, rs) for rec, rs in per if rs]
+        if not per:
+            return None
+        edges = [0, 20, 40, 60, 80, 100]
+        bins = []
+        for lo, hi in zip(edges, edges[1:]):
+            inside = lambda r: lo <= 100 * r.position / r.n < hi or (hi == 100 and r.position == r.n - 1)  # noqa: E731
+            imp = [[r.importance for r in rs if inside(r)] for _, rs in per]
+            anc = [[float(r.anchor) for r in rs if inside(r)] for _, rs in per]
+            bins.append(ImportanceBin(lo_pct=lo, hi_pct=hi, importance=stats.clustered_mean([c for c in imp if c]),
+                                      anchors=stats.clustered_rate([c for c in anc if c])))
+        tokens = sum(r.before.tokens + r.after.tokens for _, rs in per for r in rs)
+        return ImportanceProfile(bins=bins, n_samples=len(per), rollout_tokens=tokens)
+
+    def plot(self, summary):
+        prof = summary.experiments.get(self.name)
+        if prof is None:
+            return None
+        if isinstance(prof, dict):
+            prof = ImportanceProfile.model_validate(prof)
+        from ._plots import _plt
+
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        xs = [(b.lo_pct + b.hi_pct) / 2 for b in prof.bins if b.importance.value is not None]
+        es = [b.importance for b in prof.bins if b.importance.value is not None]
+        ax.errorbar(xs, [e.value for e in es], yerr=[[e.value - e.lo for e in es], [e.hi - e.value for e in es]], marker="o", capsize=4,
+                    color="#C44E52", label="importance (agreement after - before)")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        for x, e in zip(xs, es, strict=True):
+            ax.annotate(f"n={e.n}", (x, e.hi), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+        ax.set(xlabel="chunk position (% of the CoT before it)", ylabel="importance", xlim=(0, 100), ylim=(-1.05, 1.05))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        return fig
 
     @staticmethod
     def _rollouts(ctx: Context, sample: Sample, trace: Trace, conts) -> Rollouts:
