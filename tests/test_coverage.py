@@ -111,6 +111,46 @@ def test_rate_difference_covers(p1, p2, n):
     assert np.mean(hits) >= 0.93
 
 
+@pytest.mark.parametrize(("n_pos", "n_neg"), [(3, 20), (8, 8), (20, 20), (40, 10)])
+@pytest.mark.parametrize(("tpr", "tnr"), [(0.5, 0.5), (0.9, 0.8), (1.0, 0.95), (0.2, 1.0)])
+def test_g_mean_squared_covers(tpr, tnr, n_pos, n_neg):
+    """A monitor's flags: TPR x TNR from two binomial samples; small k gives an interval, not NaN."""
+    rng = np.random.default_rng(int(100 * tpr + 10 * tnr) + n_pos + 7 * n_neg)
+    hits = []
+    for _ in range(REPS):
+        e = stats.g_mean_squared(int(rng.binomial(n_pos, tpr)), n_pos, int(rng.binomial(n_neg, tnr)), n_neg)
+        assert e.lo is not None and math.isfinite(e.lo) and math.isfinite(e.hi)
+        hits.append(covered(e, tpr * tnr))
+    assert np.mean(hits) >= 0.93
+
+
+@pytest.mark.parametrize(("n_pos", "n_neg"), [(5, 20), (10, 10), (30, 30), (60, 15)])
+@pytest.mark.parametrize("shift", (0.0, 1.0, 2.5))
+@pytest.mark.parametrize("scores", ("normal", "binary", "ten-point"))
+def test_auroc_covers(shift, n_pos, n_neg, scores):
+    """Binormal scores (continuous, a 0/1 rule's flags, or an LLM's 0-10 score) with the
+    positives shifted by `shift` sd: the true AUC is Phi(shift / sqrt 2) for continuous
+    scores; for the discretized ones it is computed from the cell probabilities."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(int(10 * shift) + n_pos + 3 * n_neg + len(scores))
+    cut = {"normal": None, "binary": np.array([shift / 2]), "ten-point": np.linspace(-1.5, shift + 1.5, 10)}[scores]
+
+    def draw(mu, k):
+        v = rng.normal(mu, 1.0, size=k)
+        return v if cut is None else np.searchsorted(cut, v).astype(float)
+
+    if cut is None:
+        truth = float(norm.cdf(shift / math.sqrt(2)))
+    else:
+        edges = np.concatenate([[-np.inf], cut, [np.inf]])
+        p = np.diff(norm.cdf(edges, loc=shift))
+        q = np.diff(norm.cdf(edges, loc=0.0))
+        truth = float(sum(p[i] * (q[:i].sum() + 0.5 * q[i]) for i in range(len(p))))
+    hits = [covered(stats.auroc(draw(shift, n_pos), draw(0.0, n_neg)), truth) for _ in range(REPS)]
+    assert np.mean(hits) >= 0.93
+
+
 @pytest.mark.parametrize("n", SIZES)
 def test_mean_covers(n):
     rng = np.random.default_rng(n)
@@ -146,6 +186,8 @@ SIMULATED = {
     "clopper-pearson": lambda rng: stats.rate(rng.random(8) < 0.3),
     "clustered": lambda rng: stats.clustered_rate([correlated_items(rng, m, 0.3, 0.5) for m in skewed_sizes(rng, 8)]),
     "paired-newcombe": lambda rng: stats.paired_rate_difference(rng.random(8) < 0.5, rng.random(8) < 0.5),
+    "gmean-bonferroni": lambda rng: stats.g_mean_squared(int(rng.binomial(8, 0.7)), 8, int(rng.binomial(8, 0.8)), 8),
+    "auroc-logit": lambda rng: stats.auroc(rng.normal(1.0, 1.0, 8), rng.normal(0.0, 1.0, 8)),
     "newcombe": lambda rng: stats.rate_difference(int(rng.binomial(8, 0.5)), 8, int(rng.binomial(8, 0.2)), 8),
     "t": lambda rng: stats.mean(rng.normal(size=8)),
     "t-clustered": lambda rng: stats.clustered_mean([rng.normal(size=m) for m in skewed_sizes(rng, 8)]),

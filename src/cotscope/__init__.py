@@ -8,6 +8,7 @@ from .config import AuditConfig
 from .experiments import Context, Experiment, register_experiment, same_answer
 from .interventions import register_intervention
 from .metrics import Metric, register_metric
+from .monitors import Monitor, monitor, register_monitor
 from .stats import Estimate
 from .stego import StegoConfig, stego
 from .summary import Summary
@@ -18,6 +19,9 @@ from .trace import Answer, Message, Step, ToolCall, Trace
 __version__ = "0.2.0"
 
 __all__ = [
+    "Monitor",
+    "monitor",
+    "register_monitor",
     "Answer",
     "AuditConfig",
     "AuditResult",

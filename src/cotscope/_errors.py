@@ -17,6 +17,13 @@ def first_error(exc) -> tuple[str, dict]:
     return ".".join(str(p) for p in err["loc"]), err
 
 
+def load_module(name: str):
+    """Import a module by name: the one place cotscope imports a module named by a string."""
+    import importlib
+
+    return importlib.import_module(name)
+
+
 def require(module: str, extra: str, pip_line: str | None = None):
     """Import an optional dependency or raise `MissingDependency` with the install line.
 
@@ -25,8 +32,6 @@ def require(module: str, extra: str, pip_line: str | None = None):
         extra: The cotscope extra that provides it, e.g. ``"hf"``.
         pip_line: Install command to show instead of the extra's.
     """
-    from ._registry import load_module
-
     try:
         return load_module(module)
     except ImportError as exc:

@@ -13,7 +13,6 @@ a module that registers the name when imported, or the factory itself.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import types
 import re
@@ -21,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ._errors import CotscopeError
+from ._errors import CotscopeError, load_module
 
 F = TypeVar("F")
 
@@ -33,11 +32,6 @@ def is_import_path(name: str) -> bool:
     """``package.module:attr``: dotted Python names on each side of one colon."""
     module, sep, attr = name.partition(":")
     return bool(sep and _DOTTED.match(module) and _DOTTED.match(attr))
-
-
-def load_module(name: str) -> types.ModuleType:
-    """Import a module by name: the one place cotscope imports a module named by a string."""
-    return importlib.import_module(name)
 
 
 @functools.cache

@@ -41,7 +41,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni"]
-METHODS: tuple[str, ...] = ("clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni")
+METHODS: tuple[str, ...] = (
+    "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni", "gmean-bonferroni",
+    "auroc-logit",
+)
 LEVEL = 0.95
 
 
@@ -168,6 +171,44 @@ def rate_difference(k1: int, n1: int, k2: int, n2: int, level: float = LEVEL) ->
     lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return Estimate(value=d, lo=max(-1.0, lo), hi=min(1.0, hi), n=n1 + n2, level=level, method="newcombe")
+
+
+def g_mean_squared(tp: int, n_pos: int, tn: int, n_neg: int, level: float = LEVEL) -> Estimate:
+    """TPR x TNR (a monitor's g-mean², as in OpenAI's monitorability evals): the product of
+    Clopper-Pearson limits of each rate at level 1 - alpha/2 (Bonferroni: both hold at once with
+    probability at least `level`, and the product is monotone in each). Defined, never NaN, for
+    any counts with n_pos and n_neg above 0; `n` is n_pos + n_neg."""
+    if n_pos <= 0 or n_neg <= 0:
+        return _empty("gmean-bonferroni")
+    half = 1 - (1 - level) / 2
+    l1, u1 = clopper_pearson(tp, n_pos, half)
+    l2, u2 = clopper_pearson(tn, n_neg, half)
+    return Estimate(value=(tp / n_pos) * (tn / n_neg), lo=l1 * l2, hi=u1 * u2, n=n_pos + n_neg, level=level, method="gmean-bonferroni")
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float], level: float = LEVEL) -> Estimate:
+    """The area under the ROC curve (Mann-Whitney, ties count one half) with DeLong's variance,
+    on the logit scale with t on the smaller group's degrees of freedom; an AUC of 0 or 1 is
+    moved half a pair inward first, and the variance is at least Hanley and McNeil's at that AUC,
+    so a perfect split has an interval of some width."""
+    x = np.asarray([float(v) for v in positives], dtype=float)
+    y = np.asarray([float(v) for v in negatives], dtype=float)
+    m, n = x.size, y.size
+    if m == 0 or n == 0:
+        return _empty("auroc-logit")
+    psi = (x[:, None] > y[None, :]).astype(float) + 0.5 * (x[:, None] == y[None, :])
+    auc = float(psi.mean())
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    var = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
+    a = min(max(auc, 0.5 / (m * n)), 1 - 0.5 / (m * n))
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    hanley = (a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n)
+    var = max(var, hanley)
+    z = _t(level, max(min(m, n) - 1, 1))  # t on the smaller group's df: z undercovered a 0/1 rule at 15 negatives
+    logit = math.log(a / (1 - a))
+    half = z * math.sqrt(var) / (a * (1 - a))
+    lo, hi = 1 / (1 + math.exp(-(logit - half))), 1 / (1 + math.exp(-(logit + half)))
+    return Estimate(value=auc, lo=lo, hi=hi, n=m + n, level=level, method="auroc-logit")
 
 
 def mean(values: Sequence[float], level: float = LEVEL) -> Estimate:

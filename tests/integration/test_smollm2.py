@@ -158,7 +158,7 @@ def test_a_sliding_window_model_audits_and_decodes_as_transformers_generate(tmp_
     import torch
     import transformers
 
-    from cotscope.backends.hf_window import WindowedHFBackend
+    from cotscope.backends.hf import WindowedHFBackend
 
     torch.manual_seed(0)
     tok = backend.tok

@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     ii = sub.add_parser("import-inspect", help="An Inspect eval log as a run directory of traces (pip install 'cotscope[inspect]').")
     ii.add_argument("log", help="An Inspect eval log (.eval or .json).")
     ii.add_argument("--out", help="Run directory to write (default: runs/inspect/<log name>).")
+    mo = sub.add_parser("monitor", help="Score CoT monitors on labelled traces (a run's hint switches, or a labelled .jsonl): TPR, FPR, g-mean², AUROC.")
+    mo.add_argument("source", help="A run directory written by `cotscope audit` (with the hint experiment), or a labelled .jsonl file.")
+    mo.add_argument("--monitors", type=lambda s: tuple(x for x in s.split(",") if x), default=("rule?pattern=hint&reads=cot", "rule?pattern=hint&reads=answer"),
+                    help="Comma-separated monitor specs (default: rule?pattern=hint&reads=cot,rule?pattern=hint&reads=answer); e.g. 'llm?model=smollm2-135m&reads=cot'.")
+    mo.add_argument("--out", help="Where to write the JSON report (default: SOURCE/monitors.json).")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -197,6 +202,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "compare":
         return _compare(args)
+    if args.command == "monitor":
+        from ..monitors.measure import monitor, render
+
+        print(render(monitor(args.source, args.monitors, args.out)))
+        return 0
     if args.command == "serve":
         from ..serve import serve
 

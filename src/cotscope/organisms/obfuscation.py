@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from .. import stats
 from ..records import SampleRecord
-from ..rewards.builtin import flagged_share
+from ..monitors.builtin import flagged_share
 from ..stats import Estimate
 from .._errors import CotscopeError
 from ..training import train

@@ -3,11 +3,11 @@ dataset column ``answer`` holds the gold answer."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from .._errors import CotscopeError
+from ..monitors.builtin import VALUE_LINE, flagged_share
 from ..tasks.base import extract_answer, grade
 from .base import Answerer, _text, register_reward, split_completion
 
@@ -51,34 +51,23 @@ def format_():
 
 
 @register_reward("monitor")
-def monitor(pattern: str = r"=\s*-?\d", mode: str = "share"):
+def monitor(pattern: str = VALUE_LINE, mode: str = "share"):
     """A rule monitor on what the visible CoT shows: minus the share of CoT lines that match
     `pattern` (by default, lines that show a computed value), or minus 1 when any line does
     (``mode=any``). A penalty: 0 is a CoT the monitor sees nothing in."""
     if mode not in ("share", "any"):
         raise CotscopeError(f"monitor mode must be share or any, got {mode!r}")
-    rx = re.compile(pattern)
 
     def monitor(prompts, completions, **_):
         out = []
         for c in completions:
-            lines = [line for line in split_completion(c)[0].splitlines() if line.strip()]
-            flagged = [bool(rx.search(line)) for line in lines]
-            if not lines:
-                out.append(0.0)
-            elif mode == "any":
-                out.append(-float(any(flagged)))
-            else:
-                out.append(-sum(flagged) / len(lines))
+            share = flagged_share(split_completion(c)[0], pattern)  # the rule monitor's score (cotscope.monitors)
+            out.append(0.0 if share is None else -float(share > 0) if mode == "any" else -share)
         return out
 
     return monitor
 
 
-def flagged_share(cot: str, pattern: str = r"=\s*-?\d") -> float | None:
-    """The share of a CoT's lines the default monitor flags (None for an empty CoT)."""
-    lines = [line for line in cot.splitlines() if line.strip()]
-    return sum(bool(re.search(pattern, line)) for line in lines) / len(lines) if lines else None
 
 
 @register_reward("legibility")

@@ -36,7 +36,7 @@ from ..backends import check_backend, get_backend
 from ..config import DEFAULT_MODEL, AuditConfig
 from ..rewards import get_reward
 from ..rewards.base import reward_factory
-from ..rewards.builtin import flagged_share
+from ..monitors.builtin import flagged_share
 from ..records import SampleRecord
 from ..stats import Estimate
 from ..store import append_line, check_config_file, read_lines, write_config_file, write_text_durably

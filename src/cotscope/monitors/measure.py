@@ -1,0 +1,177 @@
+"""Monitors measured against ground truth, and the labelled traces to measure them on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .. import stats
+from .._errors import CotscopeError
+from ..stats import Estimate
+from ..trace import Trace, make_steps
+from .base import LabelledTrace, Monitor, MonitorVerdict, get_monitor
+
+
+class Rates(BaseModel):
+    """One monitor on one labelled set."""
+
+    monitor: str
+    reads: str
+    n_pos: int
+    n_neg: int
+    tpr: Estimate = Field(description="Flagged among positives (recall).")
+    fpr: Estimate = Field(description="Flagged among negatives.")
+    g_mean2: Estimate = Field(description="TPR x (1 - FPR).")
+    auroc: Estimate = Field(description="Across every threshold, from the scores.")
+    voided: int = Field(description="Flags voided because their quote is not in the text read.")
+    errors: int = Field(description="Replies that could not be read (score 0, not flagged).")
+    roc: list[tuple[float, float]] = Field(default_factory=list, description="(FPR, TPR) at each distinct score threshold.")
+
+
+class Agreement(BaseModel):
+    """Two monitors on the same traces."""
+
+    a: str
+    b: str
+    agreement: Estimate = Field(description="Share of traces both flag or both pass.")
+    recall_difference: Estimate = Field(description="TPR of a minus TPR of b, paired on the same positives.")
+
+
+class MonitorReport(BaseModel):
+    n: int
+    source: str
+    rates: list[Rates]
+    pairs: list[Agreement] = Field(default_factory=list)
+    verdicts: dict[str, list[MonitorVerdict]] = Field(default_factory=dict, description="Per monitor, per trace in order.")
+
+
+def _roc(pos: list[float], neg: list[float]) -> list[tuple[float, float]]:
+    points = [(0.0, 0.0)]
+    for t in sorted(set(pos) | set(neg), reverse=True):
+        points.append((sum(v >= t for v in neg) / len(neg), sum(v >= t for v in pos) / len(pos)))
+    return points + [(1.0, 1.0)]
+
+
+def rates(monitor: Monitor, items: Sequence[LabelledTrace], verdicts: Sequence[MonitorVerdict]) -> Rates:
+    pos = [v for it, v in zip(items, verdicts, strict=True) if it.label]
+    neg = [v for it, v in zip(items, verdicts, strict=True) if not it.label]
+    tp, fp = sum(v.flagged for v in pos), sum(v.flagged for v in neg)
+    return Rates(
+        monitor=monitor.spec, reads=monitor.reads, n_pos=len(pos), n_neg=len(neg),
+        tpr=stats.rate([float(v.flagged) for v in pos]), fpr=stats.rate([float(v.flagged) for v in neg]),
+        g_mean2=stats.g_mean_squared(tp, len(pos), len(neg) - fp, len(neg)),
+        auroc=stats.auroc([v.score if not v.voided else 0.0 for v in pos], [v.score if not v.voided else 0.0 for v in neg]),
+        voided=sum(v.voided for v in verdicts), errors=sum(v.error is not None for v in verdicts),
+        roc=_roc([v.score for v in pos], [v.score for v in neg]) if pos and neg else [],
+    )
+
+
+def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], source: str = "") -> MonitorReport:
+    """Every monitor on every labelled trace: its rates, and each pair's agreement and paired
+    recall difference (CoT-only against answer-only, on the same traces)."""
+    mons = [get_monitor(m) if isinstance(m, str) else m for m in monitors]
+    verdicts = {m.spec: m.judge(items) for m in mons}
+    out = [rates(m, items, verdicts[m.spec]) for m in mons]
+    pairs = []
+    for i, a in enumerate(mons):
+        for b in mons[i + 1 :]:
+            va, vb = verdicts[a.spec], verdicts[b.spec]
+            pos = [j for j, it in enumerate(items) if it.label]
+            pairs.append(Agreement(
+                a=a.spec, b=b.spec, agreement=stats.rate([float(x.flagged == y.flagged) for x, y in zip(va, vb, strict=True)]),
+                recall_difference=stats.paired_rate_difference([float(va[j].flagged) for j in pos], [float(vb[j].flagged) for j in pos]),
+            ))
+    return MonitorReport(n=len(items), source=source, rates=out, pairs=pairs, verdicts=verdicts)
+
+
+# -- labelled traces ---------------------------------------------------------------------------
+def hint_switches(run_dir: str | Path) -> list[LabelledTrace]:
+    """An audit run's hinted traces, labelled: positive when the answer moved to the hint (the
+    model used it), negative when it did not move; traces whose answer was the hinted one already
+    are left out."""
+    from ..records import SampleRecord
+    from ..store import read_lines
+
+    path = Path(run_dir) / "samples.jsonl"
+    if not path.is_file():
+        raise CotscopeError(f"{run_dir} is not a cotscope run directory (no samples.jsonl)")
+    out = []
+    for _, line in read_lines(path):
+        rec = SampleRecord.model_validate_json(line)
+        for j, h in enumerate(rec.results.get("hint") or []):
+            h = h if isinstance(h, dict) else h.model_dump()
+            if not h.get("eligible"):
+                continue
+            trace = Trace.model_validate(h["trace"])
+            if trace.cut or not trace.steps:
+                continue
+            out.append(LabelledTrace(id=f"{rec.sample.id}:{h['kind']}:{j}", question=rec.sample.question, trace=trace,
+                                     label=bool(h["switched"]), source=f"hint switch ({h['kind']})"))
+    return out
+
+
+def load_labelled(path: str | Path) -> list[LabelledTrace]:
+    """A labelled file, one JSON object a line: ``{"id", "question", "cot", "answer", "label"}``
+    (a CoT as text) or ``{"id", "trace": <a cotscope Trace>, "label"}``. A malformed line is a
+    named error with its line number.
+
+    Raises:
+        CotscopeError: for a missing file or a malformed line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CotscopeError(f"no labelled file at {p}")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if "trace" in row:
+                trace = Trace.model_validate(row["trace"])
+            else:
+                cot, answer = str(row["cot"]), str(row.get("answer", ""))
+                trace = Trace(system="file", steps=make_steps(cot, lambda s: len(s.split())), final_text=answer, raw_text=cot,
+                              answer=answer or None, channel=row.get("channel", "prompted"))
+            label = row["label"]
+            if not isinstance(label, (bool, int)) or label not in (0, 1):
+                raise ValueError(f"label must be true/false or 0/1, got {label!r}")
+            out.append(LabelledTrace(id=str(row.get("id", n)), question=str(row.get("question", "")), trace=trace,
+                                     label=bool(label), source=p.name))
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError, ValidationError) as exc:
+            raise CotscopeError(f"{p}:{n}: not a labelled trace ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return out
+
+
+def monitor(source: str | Path, monitors: Sequence[str], out: str | Path | None = None) -> MonitorReport:
+    """Score monitors on labelled traces without generating anything: an audit run directory
+    (its hint switches) or a labelled ``.jsonl`` file. Writes ``monitors.json`` beside a run
+    (or to `out`).
+
+    Raises:
+        CotscopeError: when the source holds no labelled trace, or only one class of them.
+    """
+    src = Path(source)
+    items = load_labelled(src) if src.is_file() else hint_switches(src)
+    if not items:
+        raise CotscopeError(f"{src}: no labelled traces (an audit run needs the hint experiment; a file needs lines with a label)")
+    report = measure(items, monitors, source=str(src))
+    dest = Path(out) if out else (src / "monitors.json" if src.is_dir() else src.with_suffix(".monitors.json"))
+    dest.write_text(report.model_dump_json(indent=2))
+    return report
+
+
+def render(report: MonitorReport) -> str:
+    pct = lambda e: "n/a" if e.value is None else f"{100 * e.value:5.1f}% [{100 * e.lo:.0f}, {100 * e.hi:.0f}]"  # noqa: E731
+    num = lambda e: "n/a" if e.value is None else f"{e.value:.2f} [{e.lo:.2f}, {e.hi:.2f}]"  # noqa: E731
+    lines = [f"monitors on {report.source}: {report.n} labelled traces", ""]
+    lines.append(f"  {'monitor':<44} {'pos':>4} {'neg':>4}  {'TPR':<18} {'FPR':<18} {'g-mean²':<18} {'AUROC':<18} voided")
+    for r in report.rates:
+        lines.append(f"  {r.monitor[:44]:<44} {r.n_pos:>4} {r.n_neg:>4}  {pct(r.tpr):<18} {pct(r.fpr):<18} {num(r.g_mean2):<18} {num(r.auroc):<18} {r.voided}")
+    for p in report.pairs:
+        lines.append(f"  {p.a[:30]} vs {p.b[:30]}: agree {pct(p.agreement)}, recall difference {num(p.recall_difference)} (paired, n={p.recall_difference.n})")
+    lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong on the logit scale (cotscope.stats)")
+    return "\n".join(lines)
