@@ -123,3 +123,24 @@ def test_a_server_that_returns_reasoning_content_is_audited_on_its_thinking(tmp_
         assert "truncate" not in rec.results and "hint" in rec.results
     assert any(w.startswith("not run: truncate") for w in r.summary.warnings)
     assert all("messages" in body for body in srv.chats)
+
+
+@pytest.mark.parametrize("name", ["faithful", "encoded"])
+def test_a_thinking_twin_gives_its_plain_organisms_numbers(name, tmp_path):
+    """organism/<name>-think writes its CoT in a <think> block that its template opens; audited
+    through the think system (partial thinking in the assistant turn, the block closed for a
+    forced answer), every number equals the plain organism's under the cot system."""
+    experiments = ("truncate", "paraphrase", "mistake")
+    from cotscope.organisms.zoo import get_spec
+
+    common = dict(task="chain", task_args=get_spec(name).task_args, n_samples=8, max_new_tokens=120, continue_max_new_tokens=120,
+                  experiments=experiments, roles={"rewriter": "chain"})
+    plain = audit(AuditConfig(model=f"organism/{name}", system="cot", **common), tmp_path / "plain", progress=False, plots=False)
+    twin = audit(AuditConfig(model=f"organism/{name}-think", system="think", **common), tmp_path / "twin", progress=False, plots=False)
+    t = twin.records[0].traces["subject"]
+    assert t.channel == "thinking" and t.thinking == "full" and t.steps
+    assert [s.text for s in t.steps] == [s.text for s in plain.records[0].traces["subject"].steps]
+    compared = [k for k, e in plain.summary.metrics.items() if e.value is not None and k.split("/")[0] in (*experiments, "accuracy")]
+    assert len(compared) > 10
+    for key in compared:
+        assert twin.summary.metrics[key].value == pytest.approx(plain.summary.metrics[key].value), key

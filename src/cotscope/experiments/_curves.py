@@ -60,14 +60,6 @@ class CurveSummary(BaseModel):
     by_k: list[CurvePoint] = Field(description="Metrics against the number of chunks given, over samples with that many.")
 
 
-REPORT = """<table><tr><th>k / n</th><th>CoT given (last step)</th><th>forced answer</th><th>continued answer</th><th>further tokens</th></tr>
-{% for p in results %}<tr><td class="num">{{ p.k }} / {{ p.n }}</td><td>{% set st = p.steps if p.steps is not none else trace.steps[:p.spec.args["keep"]] %}{{ st[-1].text if st else "(nothing)" }}</td>
-<td class="{{ 'ok' if p.forced_agrees else 'bad' }}">{{ p.forced.answer }}</td>
-<td>{% if p.continued %}<span class="{{ 'ok' if p.continued_agrees else 'bad' }}">{{ p.continued.answer.answer }}</span>{% endif %}</td>
-<td class="num">{{ p.continued.n_tokens if p.continued else "" }}</td></tr>{% endfor %}</table>
-{% set full = results | selectattr("k", "equalto", results[-1].n) | list if results else [] %}{% if full and full[0].steps is not none %}
-<div class="cols"><div class="col"><h4>original</h4><ol class="steps">{% for st in trace.steps %}<li>{{ st.text }}</li>{% endfor %}</ol><p>answer {{ trace.answer }}</p></div>
-<div class="col"><h4>{{ exp.source }}</h4><ol class="steps">{% for st in full[0].steps %}<li>{{ st.text }}</li>{% endfor %}</ol><p>answer {{ full[0].forced.answer }}</p></div></div>{% endif %}"""
 
 
 class CurveOptions(BaseModel):
@@ -96,7 +88,7 @@ class CurveExperiment(Experiment):
     intervention: ClassVar[str] = ""  # the edit at each point ('' : the experiment's name)
     Options = CurveOptions
     Result = TruncationPoint
-    report = REPORT
+    report_template = "templates/curve.html"
 
     def cuts(self, trace: Trace) -> list[int]:
         """The chunks given at each point of the curve, from none to all: every chunk, or

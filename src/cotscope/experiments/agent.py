@@ -114,10 +114,7 @@ class CorruptResult(Experiment):
     title = "Agents: a tool result corrupted, the agent goes on"
     Result = CorruptedResult
     Options = CorruptOptions
-    report = """<table><tr><th>call</th><th>result</th><th>corrupted</th><th>answer after going on</th><th>noticed</th><th>control: result intact</th></tr>
-{% for r in results %}<tr><td>{{ r.call }}</td><td>{{ r.original_result }}</td><td>{{ r.corrupted_result }}</td>
-<td class="{{ 'bad' if r.changed else 'ok' }}">{{ r.continued.answer.answer }}{{ " (changed)" if r.changed else "" }}</td>
-<td>{{ r.noticed or "" }}</td><td>{{ r.control.answer.answer }}{{ " (changed)" if r.control_changed else "" }}{{ " · " + r.control_noticed if r.control_noticed else "" }}</td></tr>{% endfor %}</table>"""
+    report_template = "templates/corrupt_result.html"
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[CorruptedResult]]:
         seed = ctx.config.seed
@@ -203,10 +200,7 @@ class DropCall(Experiment):
     title = "Agents: a tool call dropped from the trajectory"
     Result = DroppedCall
     Options = DropOptions
-    report = """<table><tr><th>call dropped</th><th>its result</th><th>answer without it</th><th>control: nothing dropped</th></tr>
-{% for r in results %}<tr><td>{{ r.call }}</td><td>{{ r.result }}</td>
-<td class="{{ 'bad' if r.changed else 'ok' }}">{{ r.forced.answer }}{{ " (changed)" if r.changed else "" }}</td>
-<td>{{ r.control.answer }}{{ " (changed)" if r.control_changed else "" }}</td></tr>{% endfor %}</table>"""
+    report_template = "templates/drop_call.html"
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[DroppedCall]]:
         chosen = [_spread(tool_spans(t), self.options.calls) for t in traces]

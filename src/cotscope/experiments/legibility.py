@@ -167,10 +167,7 @@ class Legibility(Experiment):
     Result = LegibilityResult
     Options = LegibilityOptions
     roles = ("reference", "judge", "judge2")
-    report = """<table><tr><th>real words</th><th>in language</th><th>non-ASCII</th><th>symbols</th><th>compression</th><th>repeated 3-grams</th><th>words/step</th><th>NLL/token</th></tr>
-{% for r in results %}<tr><td class="num">{{ "%.2f" | format(r.real_word_share) if r.real_word_share is not none else "" }}</td><td class="num">{{ "%.2f" | format(r.language_share) if r.language_share is not none else "" }}</td>
-<td class="num">{{ "%.3f" | format(r.non_ascii_share) }}</td><td class="num">{{ "%.3f" | format(r.symbol_share) }}</td><td class="num">{{ "%.2f" | format(r.compression_ratio) }}</td>
-<td class="num">{{ "%.2f" | format(r.repeated_trigram_share) }}</td><td class="num">{{ "%.1f" | format(r.mean_step_words) }}</td><td class="num">{{ "%.2f" | format(r.nll_per_token) if r.nll_per_token is not none else "" }}</td></tr>{% endfor %}</table>"""
+    report_template = "templates/legibility.html"
 
     def check(self) -> None:
         require("wordfreq", "legibility", "pip install wordfreq")

@@ -94,10 +94,7 @@ class Mistake(Experiment):
     title = "Adding mistakes: one step corrupted, the system continues"
     Result = MistakeResult
     Options = MistakeOptions
-    report = """<table><tr><th>step</th><th>original</th><th>corrupted</th><th>answer after continuing</th><th>control: same step, uncorrupted</th></tr>
-{% for m in results %}<tr><td class="num">{{ m.position + 1 }}</td><td>{{ m.original_step }}</td><td>{{ m.corrupted_step }}</td>
-<td class="{{ 'bad' if m.changed else 'ok' }}">{{ m.continued.answer.answer }}{{ " (changed)" if m.changed else "" }}</td>
-<td>{% if m.control %}{{ m.control.answer.answer }}{{ " (changed)" if m.control_changed else "" }}{% endif %}</td></tr>{% endfor %}</table>"""
+    report_template = "templates/mistake.html"
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[MistakeResult]]:
         seed = ctx.config.seed

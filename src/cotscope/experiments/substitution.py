@@ -41,8 +41,7 @@ class Filler(Experiment):
     name = "filler"
     title = "Substitution: the CoT replaced by filler or by nothing"
     Result = SubstitutionResult
-    report = """<div class="cols">{% for sub in results %}<div class="col"><h4>{{ sub.source }}</h4><ol class="steps">{% for st in sub.steps %}<li>{{ st.text | truncate(200) }}</li>{% endfor %}</ol>
-<p>answer <span class="{{ 'ok' if sub.agrees else 'bad' }}">{{ sub.forced.answer }}</span></p></div>{% endfor %}</div>"""
+    report_template = "templates/filler.html"
 
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[SubstitutionResult]]:
         specs = [

@@ -123,5 +123,9 @@ class LLMMonitor(Monitor):
             self._backend = get_backend(self.model)
         # The trace is data inside the prompt: whatever it says, the reply is parsed for SCORE and QUOTE only.
         prompts = [Prompt.chat(PROMPTS[self.prompt].format(question=q or "(not given)", text=t)) for t, q in zip(texts, questions, strict=True)]
-        replies = self._backend.generate(prompts, GenerationParams(max_new_tokens=self.max_new_tokens))
-        return [parse_reply(r.text) for r in replies]
+        # The reply is opened with "SCORE:" where the provider can continue an assistant turn: a
+        # small model otherwise answers the task instead of scoring it (the embedded model did, 70 of 70).
+        provider = getattr(self._backend, "provider", self._backend)
+        lead = "SCORE:" if getattr(provider, "can_continue", True) else ""
+        replies = self._backend.generate([p.with_prefix(lead) for p in prompts], GenerationParams(max_new_tokens=self.max_new_tokens))
+        return [parse_reply(lead + r.text) for r in replies]

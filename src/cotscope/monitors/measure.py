@@ -168,9 +168,9 @@ def render(report: MonitorReport) -> str:
     pct = lambda e: "n/a" if e.value is None else f"{100 * e.value:5.1f}% [{100 * e.lo:.0f}, {100 * e.hi:.0f}]"  # noqa: E731
     num = lambda e: "n/a" if e.value is None else f"{e.value:.2f} [{e.lo:.2f}, {e.hi:.2f}]"  # noqa: E731
     lines = [f"monitors on {report.source}: {report.n} labelled traces", ""]
-    lines.append(f"  {'monitor':<44} {'pos':>4} {'neg':>4}  {'TPR':<18} {'FPR':<18} {'g-mean²':<18} {'AUROC':<18} voided")
+    lines.append(f"  {'monitor':<44} {'pos':>4} {'neg':>4}  {'TPR':<18} {'FPR':<18} {'g-mean²':<18} {'AUROC':<18} voided errors")
     for r in report.rates:
-        lines.append(f"  {r.monitor[:44]:<44} {r.n_pos:>4} {r.n_neg:>4}  {pct(r.tpr):<18} {pct(r.fpr):<18} {num(r.g_mean2):<18} {num(r.auroc):<18} {r.voided}")
+        lines.append(f"  {r.monitor[:44]:<44} {r.n_pos:>4} {r.n_neg:>4}  {pct(r.tpr):<18} {pct(r.fpr):<18} {num(r.g_mean2):<18} {num(r.auroc):<18} {r.voided:>6} {r.errors:>6}")
     for p in report.pairs:
         lines.append(f"  {p.a[:30]} vs {p.b[:30]}: agree {pct(p.agreement)}, recall difference {num(p.recall_difference)} (paired, n={p.recall_difference.n})")
     lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong on the logit scale (cotscope.stats)")
