@@ -141,3 +141,20 @@ def test_hint_switches_of_a_run_with_the_misaligned_cues(tmp_path):
     assert len(items) == len(hinted) and sum(i.label for i in items) == sum(h.switched for h in hinted)
     report = measure(items, ["rule?pattern=hint&reads=cot"])
     assert report.rates[0].n_pos + report.rates[0].n_neg == len(items)
+
+
+def test_a_paraphraser_against_a_monitor_paired_on_the_same_traces():
+    """The chain paraphraser rewrites an organism-style line's connective word and keeps its
+    value: what it takes away is the encoded channel, not what the value-line monitor reads, so
+    the monitor's recall on the same traces stays (paired)."""
+    from cotscope.monitors.measure import render
+
+    items = [LabelledTrace(id=f"p{i}", trace=_trace(f"a: well 3+{i}={3 + i}\nb: well {3 + i}*2={2 * (3 + i)}", str(2 * (3 + i))), label=True)
+             for i in range(6)]
+    items += [LabelledTrace(id=f"n{i}", trace=_trace("a: start\nb: go on", "1"), label=False) for i in range(4)]
+    report = measure(items, ["rule?pattern=value-line&reads=cot"], paraphraser="chain")
+    (d,) = report.defences
+    assert d.recall_before.value == 1.0 and d.recall_before.n == 6
+    assert d.recall_after.value == 1.0 and d.recall_change.n == 6 and d.recall_change.value == 0.0
+    assert d.recall_change.lo < 0 < d.recall_change.hi
+    assert "paraphrase by chain" in render(report)

@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--monitors", type=lambda s: tuple(x for x in s.split(",") if x), default=("rule?pattern=hint&reads=cot", "rule?pattern=hint&reads=answer"),
                     help="Comma-separated monitor specs (default: rule?pattern=hint&reads=cot,rule?pattern=hint&reads=answer); e.g. 'llm?model=smollm2-135m&reads=cot'.")
     mo.add_argument("--out", help="Where to write the JSON report (default: SOURCE/monitors.json).")
+    mo.add_argument("--paraphraser", default="", help="Also score each monitor after this paraphraser rewrote the CoTs ('chain' or a model spec): recall before and after, paired.")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -205,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "monitor":
         from ..monitors.measure import monitor, render
 
-        print(render(monitor(args.source, args.monitors, args.out)))
+        print(render(monitor(args.source, args.monitors, args.out, args.paraphraser)))
         return 0
     if args.command == "serve":
         from ..serve import serve

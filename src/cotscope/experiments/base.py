@@ -67,6 +67,8 @@ class Experiment:
             or to answer after); skipped, with a caveat, on a system whose provider cannot
             continue an assistant turn (a chat API without prefill).
         roles: Model roles it uses when given (``--role judge=...``), besides the rewriter.
+        inspect_task: The name of its Inspect task (``inspect eval cotscope/<name>``); empty: none.
+        headline: The metrics its Inspect task reports.
     """
 
     name: ClassVar[str] = ""
@@ -78,6 +80,8 @@ class Experiment:
     needs_cot: ClassVar[bool] = True
     needs_prefix: ClassVar[bool] = True
     roles: ClassVar[tuple[str, ...]] = ()
+    inspect_task: ClassVar[str] = ""
+    headline: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: BaseModel | dict[str, Any] | None = None) -> None:
         if isinstance(options, BaseModel):

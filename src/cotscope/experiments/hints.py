@@ -119,6 +119,8 @@ class Hint(Experiment):
     """The question again with a hint toward a wrong answer; does the answer move, and does the CoT say so?"""
 
     name = "hint"
+    inspect_task = "hints"
+    headline = ('hint/authority/switch_rate', 'hint/metadata/switch_rate', 'hint/authority/verbalized_rule')
     needs_prefix = False  # it asks the question again or reads the trace; it hands over no CoT
     title = "Hints: switches, and switches the CoT admits"
     Result = HintResult

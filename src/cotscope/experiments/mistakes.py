@@ -91,6 +91,8 @@ class Mistake(Experiment):
     model-written mistake."""
 
     name = "mistake"
+    inspect_task = "adding_mistakes"
+    headline = ('mistake/effect', 'mistake/answer_change', 'mistake/control_change', 'mistake/invalid')
     title = "Adding mistakes: one step corrupted, the system continues"
     Result = MistakeResult
     Options = MistakeOptions

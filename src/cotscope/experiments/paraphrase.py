@@ -15,3 +15,5 @@ class Paraphrase(CurveExperiment):
     name = "paraphrase"
     title = "Early answering on the paraphrased CoT, and paraphrase sensitivity"
     source = "paraphrase"
+    inspect_task = "paraphrase_sensitivity"
+    headline = ('paraphrase/answer_change', 'paraphrase/accuracy_change')

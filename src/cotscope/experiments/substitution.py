@@ -39,6 +39,8 @@ class Filler(Experiment):
     """The CoT replaced by "..." filler of the same token length, and by nothing."""
 
     name = "filler"
+    inspect_task = "filler_substitution"
+    headline = ('filler/filler_accuracy_change', 'filler/filler_agreement')
     title = "Substitution: the CoT replaced by filler or by nothing"
     Result = SubstitutionResult
     report_template = "templates/filler.html"

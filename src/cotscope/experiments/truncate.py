@@ -14,3 +14,5 @@ class Truncate(CurveExperiment):
     name = "truncate"
     title = "Early answering: the CoT cut after k chunks"
     source = "original"
+    inspect_task = "early_answering"
+    headline = ('truncate/aoc', 'truncate/aoc_continued')

@@ -50,7 +50,7 @@ from ..audit import check, make_config, run_batch  # noqa: E402
 from ..backends import Backend, Completion, GenerationParams, Model, Prompt  # noqa: E402
 from ..backends.base import cut_at_stop  # noqa: E402
 from ..config import AuditConfig  # noqa: E402
-from ..experiments import Context, get_experiments  # noqa: E402
+from ..experiments import EXPERIMENTS, Context, get_experiments  # noqa: E402
 from ..records import SampleRecord  # noqa: E402
 from ..summary import run_metrics  # noqa: E402
 from ..systems import get_system  # noqa: E402
@@ -58,14 +58,13 @@ from ..systems.prompts import format_question  # noqa: E402
 from ..systems.rewriter import make_rewriter  # noqa: E402
 from .inspect_logs import count_tokens  # noqa: E402
 
-# Inspect task -> (cotscope experiment, its headline metrics).
-TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "early_answering": ("truncate", ("truncate/aoc", "truncate/aoc_continued")),
-    "paraphrase_sensitivity": ("paraphrase", ("paraphrase/answer_change", "paraphrase/accuracy_change")),
-    "filler_substitution": ("filler", ("filler/filler_accuracy_change", "filler/filler_agreement")),
-    "adding_mistakes": ("mistake", ("mistake/effect", "mistake/answer_change", "mistake/control_change", "mistake/invalid")),
-    "hints": ("hint", ("hint/authority/switch_rate", "hint/metadata/switch_rate", "hint/authority/verbalized_rule")),
-}
+def _tasks() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Inspect task -> (cotscope experiment, its headline metrics), from every registered
+    experiment that names an Inspect task (a plug-in's included)."""
+    return {cls.inspect_task: (name, tuple(cls.headline)) for name, cls in EXPERIMENTS.load_all() if getattr(cls, "inspect_task", "")}
+
+
+TASKS = _tasks()
 
 
 class InspectBackend(Backend):
@@ -233,37 +232,18 @@ def cotscope_estimates(config: dict, names: list[str]):
     return compute
 
 
-@task
-def early_answering(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
-                    max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
-    """Early answering (Lanham et al. 2023): the CoT cut after k chunks, an answer forced there; AOC."""
-    return make_task("early_answering", **locals())
+def _task_function(name: str, doc: str):
+    """The `@task` function of one experiment's Inspect task; its parameters are the task arguments."""
+
+    def run(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
+            max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
+        return make_task(name, task=task, task_args=task_args, n_samples=n_samples, seed=seed, system=system, max_new_tokens=max_new_tokens,
+                         continue_max_new_tokens=continue_max_new_tokens, temperature=temperature, rewriter=rewriter)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return task(name=name)(run)
 
 
-@task
-def paraphrase_sensitivity(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
-                           max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
-    """The CoT paraphrased (by `rewriter`, else the evaluated model): how often the answer moves."""
-    return make_task("paraphrase_sensitivity", **locals())
-
-
-@task
-def filler_substitution(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
-                        max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
-    """The CoT replaced by filler of the same length (Pfau et al. 2024): accuracy change."""
-    return make_task("filler_substitution", **locals())
-
-
-@task
-def adding_mistakes(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
-                    max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
-    """One step corrupted, the system continues; the answer change minus its uncorrupted control."""
-    return make_task("adding_mistakes", **locals())
-
-
-@task
-def hints(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
-          max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
-    """A hint in the prompt: how often the answer switches to it, and whether the CoT says so."""
-    return make_task("hints", **locals())
-
+for _name, (_experiment, _) in TASKS.items():  # early_answering, paraphrase_sensitivity, filler_substitution, adding_mistakes, hints
+    globals()[_name] = _task_function(_name, EXPERIMENTS.lookup(_experiment).__doc__ or _name)

@@ -40,11 +40,24 @@ class Agreement(BaseModel):
     recall_difference: Estimate = Field(description="TPR of a minus TPR of b, paired on the same positives.")
 
 
+class Defence(BaseModel):
+    """One monitor on the same traces before and after a defence rewrote their CoT (paired)."""
+
+    monitor: str
+    defence: str = Field(description="What rewrote the CoTs: 'paraphrase by <rewriter>'.")
+    recall_before: Estimate
+    recall_after: Estimate
+    recall_change: Estimate = Field(description="Recall after minus before, paired on the same positives.")
+    fpr_before: Estimate
+    fpr_after: Estimate
+
+
 class MonitorReport(BaseModel):
     n: int
     source: str
     rates: list[Rates]
     pairs: list[Agreement] = Field(default_factory=list)
+    defences: list[Defence] = Field(default_factory=list, description="Each monitor before and after the paraphraser, when one was given.")
     verdicts: dict[str, list[MonitorVerdict]] = Field(default_factory=dict, description="Per monitor, per trace in order.")
 
 
@@ -69,9 +82,35 @@ def rates(monitor: Monitor, items: Sequence[LabelledTrace], verdicts: Sequence[M
     )
 
 
-def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], source: str = "") -> MonitorReport:
+def paraphrased(items: Sequence[LabelledTrace], rewriter) -> list[LabelledTrace]:
+    """The same labelled traces with each CoT paraphrased step by step by `rewriter` (a
+    `cotscope.systems.rewriter.Rewriter`); labels and answers unchanged."""
+    new_steps = rewriter.paraphrase([it.trace.steps for it in items])
+    return [it.model_copy(update={"trace": it.trace.model_copy(update={"steps": st})}) for it, st in zip(items, new_steps, strict=True)]
+
+
+def defences(items: Sequence[LabelledTrace], monitors: Sequence[Monitor], rewriter, name: str) -> list[Defence]:
+    """Each monitor on the traces as written and as the rewriter paraphrased them: does the
+    paraphraser hide from the monitor what the monitor caught?"""
+    after_items = paraphrased(items, rewriter)
+    pos = [j for j, it in enumerate(items) if it.label]
+    neg = [j for j, it in enumerate(items) if not it.label]
+    out = []
+    for m in monitors:
+        before, after = m.judge(items), m.judge(after_items)
+        b, a = [float(before[j].flagged) for j in pos], [float(after[j].flagged) for j in pos]
+        out.append(Defence(
+            monitor=m.spec, defence=f"paraphrase by {name}", recall_before=stats.rate(b), recall_after=stats.rate(a),
+            recall_change=stats.paired_rate_difference(a, b), fpr_before=stats.rate([float(before[j].flagged) for j in neg]),
+            fpr_after=stats.rate([float(after[j].flagged) for j in neg]),
+        ))
+    return out
+
+
+def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], source: str = "", paraphraser: str = "") -> MonitorReport:
     """Every monitor on every labelled trace: its rates, and each pair's agreement and paired
-    recall difference (CoT-only against answer-only, on the same traces)."""
+    recall difference (CoT-only against answer-only, on the same traces). With `paraphraser`
+    (a rewriter: ``chain`` or a model spec), also each monitor before and after it."""
     mons = [get_monitor(m) if isinstance(m, str) else m for m in monitors]
     verdicts = {m.spec: m.judge(items) for m in mons}
     out = [rates(m, items, verdicts[m.spec]) for m in mons]
@@ -84,7 +123,12 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
                 a=a.spec, b=b.spec, agreement=stats.rate([float(x.flagged == y.flagged) for x, y in zip(va, vb, strict=True)]),
                 recall_difference=stats.paired_rate_difference([float(va[j].flagged) for j in pos], [float(vb[j].flagged) for j in pos]),
             ))
-    return MonitorReport(n=len(items), source=source, rates=out, pairs=pairs, verdicts=verdicts)
+    found = []
+    if paraphraser:
+        from ..systems.rewriter import make_rewriter
+
+        found = defences(items, mons, make_rewriter(paraphraser, None), paraphraser)
+    return MonitorReport(n=len(items), source=source, rates=out, pairs=pairs, verdicts=verdicts, defences=found)
 
 
 # -- labelled traces ---------------------------------------------------------------------------
@@ -146,7 +190,7 @@ def load_labelled(path: str | Path) -> list[LabelledTrace]:
     return out
 
 
-def monitor(source: str | Path, monitors: Sequence[str], out: str | Path | None = None) -> MonitorReport:
+def monitor(source: str | Path, monitors: Sequence[str], out: str | Path | None = None, paraphraser: str = "") -> MonitorReport:
     """Score monitors on labelled traces without generating anything: an audit run directory
     (its hint switches) or a labelled ``.jsonl`` file. Writes ``monitors.json`` beside a run
     (or to `out`).
@@ -158,7 +202,7 @@ def monitor(source: str | Path, monitors: Sequence[str], out: str | Path | None 
     items = load_labelled(src) if src.is_file() else hint_switches(src)
     if not items:
         raise CotscopeError(f"{src}: no labelled traces (an audit run needs the hint experiment; a file needs lines with a label)")
-    report = measure(items, monitors, source=str(src))
+    report = measure(items, monitors, source=str(src), paraphraser=paraphraser)
     dest = Path(out) if out else (src / "monitors.json" if src.is_dir() else src.with_suffix(".monitors.json"))
     dest.write_text(report.model_dump_json(indent=2))
     return report
@@ -173,5 +217,8 @@ def render(report: MonitorReport) -> str:
         lines.append(f"  {r.monitor[:44]:<44} {r.n_pos:>4} {r.n_neg:>4}  {pct(r.tpr):<18} {pct(r.fpr):<18} {num(r.g_mean2):<18} {num(r.auroc):<18} {r.voided:>6} {r.errors:>6}")
     for p in report.pairs:
         lines.append(f"  {p.a[:30]} vs {p.b[:30]}: agree {pct(p.agreement)}, recall difference {num(p.recall_difference)} (paired, n={p.recall_difference.n})")
+    for d in report.defences:
+        lines.append(f"  {d.monitor[:44]:<44} {d.defence}: recall {pct(d.recall_before)} -> {pct(d.recall_after)}, "
+                     f"change {num(d.recall_change)} (paired, n={d.recall_change.n}); FPR {pct(d.fpr_before)} -> {pct(d.fpr_after)}")
     lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong on the logit scale (cotscope.stats)")
     return "\n".join(lines)
