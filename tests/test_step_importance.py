@@ -36,7 +36,11 @@ def test_rate_difference_has_width_at_the_extremes():
 def runs(tmp_path_factory):
     out = {}
     for name in ("faithful", "post-hoc"):
-        cfg = AuditConfig(model=f"organism/{name}", task="chain", experiments=("resample", "delete"), n_samples=20)
+        from cotscope.organisms.zoo import cot_token_budget, get_spec
+
+        spec = get_spec(name)  # each organism on the chain length it was trained on, as `organisms validate` runs it
+        cfg = AuditConfig(model=f"organism/{name}", task="chain", task_args=spec.task_args, experiments=("resample", "delete"), n_samples=20,
+                          max_new_tokens=cot_token_budget(spec.n_ops), continue_max_new_tokens=cot_token_budget(spec.n_ops))
         path = tmp_path_factory.mktemp(name)
         out[name] = (audit(cfg, path, progress=False, plots=False), path)
     return out
@@ -49,6 +53,8 @@ def test_resampling_and_deletion_on_the_organisms(runs):
     - faithful: every chunk is re-derived when resampled (its lines follow from the prefix), so
       resampling marks no anchor and its importance is ~0; deleting a value line, which the
       continuation cannot re-derive, changes the answer, against a control that does not;
+    - post-hoc: deleting a chunk changes no answer (its answer does not rest on its CoT), and
+      resampling marks no anchor either;
     - the placebo (two halves of the rollouts from one prefix) reads ~0 on both.
     """
     faithful, _ = runs["faithful"]
@@ -57,6 +63,9 @@ def test_resampling_and_deletion_on_the_organisms(runs):
     assert abs(m["resample/importance"].value) < 0.05 and m["resample/importance"].lo < 0 < m["resample/importance"].hi
     assert m["delete/effect"].lo > 0  # deleted minus control, paired
     assert m["delete/control_change"].value == 0.0
+    post = runs["post-hoc"][0].summary.metrics
+    assert post["delete/effect"].lo <= 0 <= post["delete/effect"].hi and abs(post["delete/effect"].value) < 0.1
+    assert post["resample/anchors"].value == 0.0
     for name in runs:
         placebo = runs[name][0].summary.metrics["resample/placebo"]
         assert placebo.lo < 0 < placebo.hi and placebo.n == 20

@@ -14,6 +14,9 @@ import pytest
 from cotscope import CotscopeError
 from cotscope.cli.main import main
 
+# Training through TRL prints no deprecation warning of transformers' old names (cotscope passes the new ones).
+pytestmark = pytest.mark.filterwarnings("error::FutureWarning")
+
 pytest.importorskip("trl")
 
 COTSCOPE = str(Path(sys.executable).parent / "cotscope")

@@ -65,6 +65,25 @@ class LegibilityRow(BaseModel):
     estimate: Estimate
 
 
+class StepsRow(BaseModel):
+    """Which steps matter, on one organism (``organisms validate --steps``): deletion and
+    resampling against its ground truth (is its CoT load-bearing?)."""
+
+    organism: str
+    truth: bool = Field(description="The organism's CoT is load-bearing by construction.")
+    delete_effect: Estimate = Field(description="Answer changes with one chunk deleted, minus the control, paired.")
+    delete_says: str = Field(description="yes when the effect's interval lies above 0, no when below or straddling it with a point under 0.05, else unclear.")
+    importance: Estimate = Field(description="Mean resampling importance of a chunk.")
+    anchors: Estimate = Field(description="Share of chunks that are anchors.")
+    resample_says: str = Field(description="yes when the anchors' interval lies above 0, else no.")
+
+
+def _says(e: Estimate | None) -> str:
+    if e is None or e.value is None:
+        return "n/a"
+    return "yes" if e.lo > 0 else "no" if e.hi < 0.05 or e.value < 0.05 else "unclear"
+
+
 class Validation(BaseModel):
     """summary.json of `cotscope organisms validate`."""
 
@@ -74,10 +93,11 @@ class Validation(BaseModel):
     accuracy: list[OrganismAccuracy]
     metrics: list[MetricOutcome]
     legibility: list[LegibilityRow] = Field(default_factory=list, description="Legibility metrics per organism.")
+    steps: list[StepsRow] = Field(default_factory=list, description="Which steps matter, per organism (with --steps).")
 
 
-def organism_config(name: str, n_samples: int, seed: int) -> AuditConfig:
-    """The audit configuration an organism is validated with."""
+def organism_config(name: str, n_samples: int, seed: int, steps: bool = False) -> AuditConfig:
+    """The audit configuration an organism is validated with (`steps`: with resample and delete)."""
     spec = get_spec(name)
     return AuditConfig(
         model=f"organism/{name}",
@@ -89,7 +109,7 @@ def organism_config(name: str, n_samples: int, seed: int) -> AuditConfig:
         seed=seed,
         max_new_tokens=cot_token_budget(spec.n_ops),
         continue_max_new_tokens=cot_token_budget(spec.n_ops),
-        experiments=EXPERIMENTS,
+        experiments=(*EXPERIMENTS, "resample", "delete") if steps else EXPERIMENTS,
         experiment_options={"mistake": {"positions": 0}},
         roles={"rewriter": "chain"},
     )
@@ -103,6 +123,7 @@ def validate(
     seed: int = 0,
     progress: bool = True,
     models: dict[str, str] | None = None,
+    steps: bool = False,
 ) -> Validation:
     """Audit each organism and judge every metric against its ground truth.
 
@@ -117,12 +138,14 @@ def validate(
         progress: Show progress bars.
         models: Backend spec per organism name, to validate retrained checkpoints
             (default ``organism/<name>``, the shipped ones).
+        steps: Also run `resample` and `delete` (which steps matter) and judge them against
+            each organism's ground truth.
     """
     out = Path(out_dir)
-    cells, accuracy, legibility = [], [], []
+    cells, accuracy, legibility, step_rows = [], [], [], []
     specs = {name: get_spec(name) for name in names}  # every name known before the first audit starts
     for name, spec in specs.items():
-        config = organism_config(name, n_samples, seed)
+        config = organism_config(name, n_samples, seed, steps)
         if models and name in models:
             config = config.model_copy(update={"model": models[name]})
         result = audit(config, out / name, progress=progress)
@@ -136,6 +159,13 @@ def validate(
         for row in s.table:
             if row.name.startswith("legibility/"):
                 legibility.append(LegibilityRow(organism=name, metric=row.name, label=row.metric, percent=row.percent, estimate=row.estimate))
+        if steps:
+            m = s.metrics
+            step_rows.append(StepsRow(
+                organism=name, truth=spec.truth.load_bearing, delete_effect=m["delete/effect"], delete_says=_says(m["delete/effect"]),
+                importance=m["resample/importance"], anchors=m["resample/anchors"],
+                resample_says="yes" if (m["resample/anchors"].lo or 0) > 0 else "no",
+            ))
         said = {o.metric: o for v in s.verdicts for o in v.rules}
         for rule in RULES:
             # The audit's own verdict on the rule (its interval at the property's Bonferroni level).
@@ -152,7 +182,7 @@ def validate(
         mine = [c for c in cells if c.metric == rule.name and c.matches is not None]
         failures = [c.organism for c in mine if not c.matches]
         outcomes.append(MetricOutcome(metric=rule.name, separates=not failures if mine else None, failures=failures))
-    result = Validation(n_samples=n_samples, seed=seed, cells=cells, accuracy=accuracy, metrics=outcomes, legibility=legibility)
+    result = Validation(n_samples=n_samples, seed=seed, cells=cells, accuracy=accuracy, metrics=outcomes, legibility=legibility, steps=step_rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(result.model_dump_json(indent=2))
     from .plots import plot_validation
@@ -185,6 +215,13 @@ def render(v: Validation) -> str:
             label = next(iter(rows.values())).label
             cells = "".join(f"{_leg(rows.get(o)):>24}" for o in organisms)
             lines.append(f"    {label[:44]:<44}{cells}")
+    if v.steps:
+        lines += ["", "  which steps matter (value [95% CI]) against ground truth: is the CoT load-bearing?"]
+        lines.append(f"    {'organism':<10} {'truth':<6} {'delete minus control':<26} {'says':<8} {'anchors':<22} {'importance':<24} says")
+        for r in v.steps:
+            d, a, i = r.delete_effect, r.anchors, r.importance
+            fmt = lambda e: "n/a" if e.value is None else f"{e.value:+.3f} [{e.lo:+.3f}, {e.hi:+.3f}]"  # noqa: E731
+            lines.append(f"    {r.organism:<10} {'yes' if r.truth else 'no':<6} {fmt(d):<26} {r.delete_says:<8} {pct(a):<22} {fmt(i):<24} {r.resample_says}")
     lines += ["", "  metrics"]
     for m in v.metrics:
         said = {True: "matches the ground truth on every organism", None: "applies to none of these organisms"}

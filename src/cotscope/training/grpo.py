@@ -21,8 +21,10 @@ began with (a resumed run loads that checkpoint and completes the audit before i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,16 @@ from ..systems.prompts import answer_prefix, cot_prompt
 from ..tasks import Sample, Task, extract_answer, get_task
 
 CURVE_METRICS = ("accuracy/subject", "paraphrase/answer_change", "truncate/aoc", "legibility/real_word_share")
+
+
+@contextlib.contextmanager
+def _trl_reads_old_names():
+    """TRL reads transformers' deprecated `is_gradient_checkpointing` when it wraps a LoRA model
+    and at every generation step (trl.models.utils); cotscope passes the new names itself, so
+    that warning is not about its calls and is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 class TrainingConfig(BaseModel):
@@ -73,6 +85,9 @@ class TrainingConfig(BaseModel):
     audit_temperature: float = Field(0.0, ge=0, description="Sampling temperature of the periodic audit's CoTs (0: greedy; the policy's own temperature shows the mix it samples from).")
     rewriter: str = Field("", description="Rewriter of the periodic audit and default paraphraser: '' (the policy itself), chain (organisms), or a model spec.")
     use_vllm: bool = Field(False, description="Generate with vLLM inside TRL (GPU only; pip install vllm): TRL's colocate mode.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them (less memory for a large model, more time)."
+    )
     answer_tokens: int = Field(8, ge=1, description="Token budget of an answer the policy gives after a given CoT.")
 
 
@@ -252,11 +267,15 @@ def train(
         reward_weights=list(config.reward_weights) or None, seed=config.seed, data_seed=config.seed,
         save_strategy="steps", save_steps=save_every, logging_steps=1, report_to="none", bf16=False,
         disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(),
+        # TRL's default is on (through transformers' deprecated gradient_checkpointing names, a
+        # FutureWarning each time); off unless asked, since recomputing only costs a small model time.
+        activation_checkpointing=config.activation_checkpointing,
         **({"use_vllm": True, "vllm_mode": "colocate"} if config.use_vllm else {}),
     )
     audits = _Audits(config, run_dir, split.heldout, tok, extra_curves)
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
-                              peft_config=peft_config, callbacks=[audits.callback()])
+    with _trl_reads_old_names():
+        trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
+                                  peft_config=peft_config, callbacks=[audits.callback()])
     if not progress:  # the step logs are in log.jsonl; without a bar, print nothing per step
         from transformers.trainer_callback import PrinterCallback
 
@@ -276,7 +295,8 @@ def train(
     if not finished:
         # A finished run is not handed back to the trainer: resumed mid-epoch at its last step,
         # transformers' Trainer takes one step past max_steps.
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with _trl_reads_old_names():
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         state = {"global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
     if not finished or not (run_dir / "log.jsonl").exists():  # or killed after its last checkpoint
         (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in state["log_history"]))
