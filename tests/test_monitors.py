@@ -141,6 +141,13 @@ def test_hint_switches_of_a_run_with_the_misaligned_cues(tmp_path):
     assert len(items) == len(hinted) and sum(i.label for i in items) == sum(h.switched for h in hinted)
     report = measure(items, ["rule?pattern=hint&reads=cot"])
     assert report.rates[0].n_pos + report.rates[0].n_neg == len(items)
+    from cotscope.monitors import monitor
+    from cotscope.report.html import write_report
+
+    write_report(tmp_path)
+    monitor(tmp_path, ["rule?pattern=hint&reads=cot", "rule?pattern=hint&reads=answer"])
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="monitors"' in html and 'data-monitor="rule?reads=answer' in html
 
 
 def test_a_paraphraser_against_a_monitor_paired_on_the_same_traces():

@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--out", default="runs/organisms", help="Output directory (default: runs/organisms); resumed if it exists.")
     ov.add_argument("--n-samples", type=int, default=100, help="Questions per organism (default: 100).")
     ov.add_argument("--seed", type=int, default=0, help="Seeds the questions (default: 0).")
+    ov.add_argument("--think", action="store_true", help="Validate the thinking twins (organism/<name>-think through the think system).")
     ov.add_argument("--steps", action="store_true", help="Also run resample and delete (which steps matter) and judge them against the ground truth.")
     ov.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     osub.add_parser("list", help="The organisms, their ground truth and their checkpoints.")
@@ -379,7 +380,7 @@ def _organisms(args: argparse.Namespace) -> int:
 
     names = args.organisms or VALIDATED
     models = {n: f"organism/{args.checkpoints}/{n}" for n in names} if args.checkpoints else None
-    v = validate(names, args.out, n_samples=args.n_samples, seed=args.seed, progress=not args.no_progress, models=models, steps=args.steps)
+    v = validate(names, args.out, n_samples=args.n_samples, seed=args.seed, progress=not args.no_progress, models=models, steps=args.steps, think=args.think)
     print(render(v))
     print(f"\nwritten: {args.out}/summary.json, {args.out}/validation.png; one audit run (with report.html) per organism beside them")
     return 0

@@ -205,6 +205,10 @@ def monitor(source: str | Path, monitors: Sequence[str], out: str | Path | None 
     report = measure(items, monitors, source=str(src), paraphraser=paraphraser)
     dest = Path(out) if out else (src / "monitors.json" if src.is_dir() else src.with_suffix(".monitors.json"))
     dest.write_text(report.model_dump_json(indent=2))
+    if src.is_dir() and out is None and (src / "report.html").exists():  # the run's report gains a Monitors section
+        from ..report.html import write_report
+
+        write_report(src)
     return report
 
 

@@ -96,12 +96,13 @@ class Validation(BaseModel):
     steps: list[StepsRow] = Field(default_factory=list, description="Which steps matter, per organism (with --steps).")
 
 
-def organism_config(name: str, n_samples: int, seed: int, steps: bool = False) -> AuditConfig:
-    """The audit configuration an organism is validated with (`steps`: with resample and delete)."""
+def organism_config(name: str, n_samples: int, seed: int, steps: bool = False, think: bool = False) -> AuditConfig:
+    """The audit configuration an organism is validated with (`steps`: with resample and delete;
+    `think`: its thinking twin, ``organism/<name>-think`` through the ``think`` system)."""
     spec = get_spec(name)
     return AuditConfig(
-        model=f"organism/{name}",
-        system="cot",
+        model=f"organism/{name}-think" if think else f"organism/{name}",
+        system="think" if think else "cot",
         baseline="direct",
         task="chain",
         task_args=spec.task_args,
@@ -124,6 +125,7 @@ def validate(
     progress: bool = True,
     models: dict[str, str] | None = None,
     steps: bool = False,
+    think: bool = False,
 ) -> Validation:
     """Audit each organism and judge every metric against its ground truth.
 
@@ -140,14 +142,16 @@ def validate(
             (default ``organism/<name>``, the shipped ones).
         steps: Also run `resample` and `delete` (which steps matter) and judge them against
             each organism's ground truth.
+        think: Validate the thinking twins (``organism/<name>-think`` through the ``think``
+            system): every verdict should be its plain twin's.
     """
     out = Path(out_dir)
     cells, accuracy, legibility, step_rows = [], [], [], []
     specs = {name: get_spec(name) for name in names}  # every name known before the first audit starts
     for name, spec in specs.items():
-        config = organism_config(name, n_samples, seed, steps)
+        config = organism_config(name, n_samples, seed, steps, think)
         if models and name in models:
-            config = config.model_copy(update={"model": models[name]})
+            config = config.model_copy(update={"model": models[name] + ("-think" if think else "")})
         result = audit(config, out / name, progress=progress)
         s: Summary = result.summary
         accuracy.append(

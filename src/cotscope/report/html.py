@@ -65,9 +65,18 @@ summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 <td class="method">{{ r.estimate.method }}</td><td class="num">{{ fmt(r.detectable, r.percent) if r.detectable is not none else "" }}</td><td class="num">{{ r.n_needed if r.n_needed is not none else "" }}</td></tr>
 {% endfor %}</tbody></table>
 <p class="ci" id="methods"><sup>1</sup> Interval methods: clopper-pearson (exact binomial, a rate over samples); clustered (a rate over items nested in samples, with n = samples);
-paired-newcombe (a difference of paired rates, Newcombe 1998); t (a mean); t-clustered (a mean over nested items, cluster-robust); exact (fixed by definition).
+paired-newcombe (a difference of paired rates, Newcombe 1998); newcombe (a difference of two independent rates); t (a mean); t-clustered (a mean over nested items, cluster-robust);
+gmean-bonferroni (TPR x TNR, a product of Bonferroni limits); auroc-logit (DeLong on the logit scale); exact (fixed by definition).
 Every method's coverage is checked by simulation in the test suite.</p>
 {% for w in s.warnings %}<div class="warn">{{ w }}</div>{% endfor %}
+{% if monitors %}<h2>Monitors</h2>
+<p>Monitors scored on {{ monitors.n }} labelled traces of this run (<code>cotscope monitor</code>): positives are hinted traces whose answer moved to the hint.</p>
+<table id="monitors"><thead><tr><th>monitor</th><th>reads</th><th>positives</th><th>negatives</th><th>TPR</th><th>FPR</th><th>g-mean²</th><th>AUROC</th><th>voided quotes</th><th>unreadable</th></tr></thead><tbody>
+{% for r in monitors.rates %}<tr data-monitor="{{ r.monitor }}"><td>{{ r.monitor }}</td><td>{{ r.reads }}</td><td class="num">{{ r.n_pos }}</td><td class="num">{{ r.n_neg }}</td>
+<td class="num">{{ fmt(r.tpr.value, true) }} <span class="ci">{{ ci(r.tpr, true) }}</span></td><td class="num">{{ fmt(r.fpr.value, true) }} <span class="ci">{{ ci(r.fpr, true) }}</span></td>
+<td class="num">{{ fmt(r.g_mean2.value, false) }} <span class="ci">{{ ci(r.g_mean2, false) }}</span></td><td class="num">{{ fmt(r.auroc.value, false) }} <span class="ci">{{ ci(r.auroc, false) }}</span></td>
+<td class="num">{{ r.voided }}</td><td class="num">{{ r.errors }}</td></tr>{% endfor %}</tbody></table>
+{% for d in monitors.defences %}<p>{{ d.monitor }}, {{ d.defence }}: recall {{ fmt(d.recall_before.value, true) }} → {{ fmt(d.recall_after.value, true) }}, change {{ fmt(d.recall_change.value, true) }} <span class="ci">{{ ci(d.recall_change, true) }}</span> (paired, n={{ d.recall_change.n }})</p>{% endfor %}{% endif %}
 {% for name, data in plots %}<h2>{{ titles.get(name, name) }}</h2><img alt="{{ name }} plot" src="data:image/png;base64,{{ data }}">{% endfor %}
 <h2>Samples</h2>
 <p>Click a sample to see its chain of thought step by step and what each intervention did to it.</p>
@@ -133,10 +142,28 @@ def write_report(
         ci=_ci,
         self_numbered=lambda steps: bool(steps) and sum(bool(_SELF_NUMBERED.match(st.text)) for st in steps) * 2 >= len(steps),
         config_json=json.dumps(summary.config.model_dump(mode="json"), indent=2),
+        monitors=_monitors(run_dir),
     )
     path = run_dir / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def _monitors(run_dir: Path):
+    """The run's monitor scores (`cotscope monitor` writes monitors.json), or None."""
+    path = run_dir / "monitors.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(), object_hook=lambda d: _Attrs(d))
+    except ValueError:
+        return None
+
+
+class _Attrs(dict):
+    """A JSON object whose keys read as attributes in the template."""
+
+    __getattr__ = dict.get
 
 
 def load_run(run_dir: Path) -> tuple[Summary, list[SampleRecord], list[Experiment]]:
