@@ -63,6 +63,7 @@ def test_each_sample_reaches_disk_as_soon_as_it_is_done(tmp_path):
     assert sorted(set(seen)) == [0, 1, 2, 3]  # every sample was written before the next began
 
 
+@pytest.mark.slow
 def test_cli_equals_python_api(tmp_path, capsys):
     rc = main(["audit", "--model", "mock", "--n-samples", "6", "--out", str(tmp_path / "cli"), "--no-progress"])
     assert rc == 0

@@ -33,6 +33,7 @@ def test_the_corpus_of_finished_texts_is_bounded():
     assert d.propose([last, last + 1, last + 2], RowIndex(), 2) == [last + 3, last + 4]  # the latest text stays
 
 
+@pytest.mark.slow
 def test_drafts_are_checked_and_the_stream_says_what_rows_say_alone():
     """Rows that join in waves, with drafts from their own text and from rows that ended: some
     drafts are kept, some are not, and every row's completion equals a call of its own and

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 PYPROJECT = """
 [build-system]
 requires = ["setuptools>=68"]
@@ -62,6 +64,7 @@ def _cli(args, env, cwd):
     return subprocess.run([sys.executable, "-m", "cotscope.cli.main", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_an_installed_plug_in_package_adds_an_experiment_and_a_system(tmp_path):
     pkg, site, work = tmp_path / "pkg", tmp_path / "site", tmp_path / "work"
     pkg.mkdir(), work.mkdir()

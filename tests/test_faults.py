@@ -23,6 +23,7 @@ def test_retries_through_500_429_and_a_dropped_connection():
         assert "42" in out[0].text and srv.requests == 4
 
 
+@pytest.mark.slow
 def test_gives_up_after_the_retry_limit():
     with FaultServer() as srv:
         srv.default = "500"
@@ -38,6 +39,7 @@ def test_a_stalled_server_times_out_clearly():
             backend(srv.url, max_retries=0, timeout=1).generate([Prompt.chat("q")], PARAMS)
 
 
+@pytest.mark.slow
 def test_finished_samples_survive_a_dying_server(tmp_path):
     with FaultServer() as srv:
         cfg = AuditConfig(model=f"openai/m@{srv.url}?max_retries=1&timeout=5", n_samples=4, samples_in_flight=1,

@@ -205,6 +205,7 @@ def test_junk_experiments_and_options_never_raise_anything_but_a_cotscope_error(
         pass
 
 
+@pytest.mark.slow
 def test_a_version_1_run_directory_still_loads_and_reports(tmp_path):
     """A run written before results moved under record.results: migrated when read."""
     run = tmp_path / "old"

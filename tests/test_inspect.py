@@ -25,6 +25,7 @@ def offline_env(tmp_path_factory):
     return {**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache(tmp_path_factory.mktemp("tiktoken")))}
 
 
+@pytest.mark.slow
 def test_inspect_eval_runs_a_cotscope_task_and_its_log_comes_back(offline_env, tmp_path):
     from inspect_ai.log import read_eval_log
 

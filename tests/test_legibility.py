@@ -65,6 +65,7 @@ def test_legibility_runs_in_an_audit(tmp_path):
     assert len(res.step_real_word_share) == len(r.records[0].traces["subject"].steps)
 
 
+@pytest.mark.slow
 def test_drift_of_a_run_against_itself_and_against_a_changed_run(tmp_path, capsys):
     a = crafted_run(tmp_path, "a", crafted_backend())
     same = drift(a.run_dir, a.run_dir, tmp_path / "d0", backends=(crafted_backend(), crafted_backend()))

@@ -104,6 +104,7 @@ def test_exact_only_where_fixed_by_definition(tmp_path):
 
 
 # -- readers never write ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_reading_a_run_being_written_leaves_its_last_line_alone(tmp_path):
     cfg = AuditConfig(**MOCK_CFG)
     audit(cfg, tmp_path, progress=False, plots=False)
@@ -227,6 +228,7 @@ def test_a_half_precision_run_says_its_numbers_depend_on_batching(tmp_path):
     assert _precision_caveats(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_no_progress_shows_no_library_progress_bar(tmp_path):
     import subprocess
     import sys

@@ -59,7 +59,15 @@ def test_readme_has_an_example_of_each_kind_of_plug_in():
     assert len(experiment.strip().splitlines()) < 50
 
 
-@pytest.mark.parametrize("block", plugin_blocks(), ids=lambda b: HEADER.match(b.splitlines()[0]).group(1))
+def plugin_params():
+    """Every plug-in example; the experiment one in the fast tier, the others in the slow one."""
+    return [
+        pytest.param(b, id=HEADER.match(b.splitlines()[0]).group(1), marks=[] if "(Experiment)" in b else [pytest.mark.slow])
+        for b in plugin_blocks()
+    ]
+
+
+@pytest.mark.parametrize("block", plugin_params())
 def test_plug_in_example_runs_verbatim_from_an_empty_folder(block, tmp_path):
     filename, command = HEADER.match(block.splitlines()[0]).groups()
     (tmp_path / filename).write_text(block)

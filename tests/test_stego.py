@@ -247,6 +247,7 @@ def test_bad_names_fail_before_any_model_loads(capsys):
         assert msg in capsys.readouterr().err, argv
 
 
+@pytest.mark.slow
 def test_cli_on_an_organism(tmp_path, capsys):
     out = tmp_path / "o"
     code = main(["stego", "--model", "organism/faithful", "--task", "chain", "--encoders", "connective,acrostic",

@@ -116,6 +116,7 @@ def test_bad_system_specs(spec, message):
         get_system(spec, MockBackend(), "numeric")
 
 
+@pytest.mark.slow
 def test_compare_pairs_systems_on_the_same_samples(tmp_path, capsys):
     from cotscope.cli.main import main
     from cotscope.compare import Comparison

@@ -125,6 +125,7 @@ def test_a_server_that_returns_reasoning_content_is_audited_on_its_thinking(tmp_
     assert all("messages" in body for body in srv.chats)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["faithful", "encoded"])
 def test_a_thinking_twin_gives_its_plain_organisms_numbers(name, tmp_path):
     """organism/<name>-think writes its CoT in a <think> block that its template opens; audited

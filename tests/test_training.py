@@ -57,6 +57,7 @@ def _weights(path):
     return load_file(str(path))
 
 
+@pytest.mark.slow
 def test_grpo_steps_on_an_organism_change_the_weights_and_audit_as_they_go(tmp_path):
     from cotscope.organisms.checkpoints import checkpoint_dir
 
@@ -207,6 +208,7 @@ def test_grpo_steps_on_smollm2_change_the_weights(tmp_path):
     assert shared and any(not (base[k].float() == after[k].float()).all() for k in shared)
 
 
+@pytest.mark.slow
 def test_obfuscation_audits_held_out_questions_and_states_its_verdicts(tmp_path):
     from cotscope.organisms.obfuscation import obfuscation, render_obfuscation
 

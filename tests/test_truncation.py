@@ -99,6 +99,7 @@ def test_copies_from_a_model_rewriter_are_excluded_and_warned(tmp_path):
     assert any("were a copy of the CoT" in w for w in r.summary.warnings)
 
 
+@pytest.mark.slow
 def test_points_spread_the_curve_over_the_cot_and_bound_its_cost(tmp_path):
     from cotscope.experiments import experiment_class
     from cotscope.trace import Step, Trace

@@ -25,6 +25,7 @@ def path():
 PROMPTS = [Prompt.chat("What is 2+3? Think step by step."), Prompt.chat("Name a colour.")]
 
 
+@pytest.mark.slow
 def test_same_greedy_text_and_scores_as_transformers(path):
     # The reference is the float32 de-quantized copy (bfloat16, the default on a CPU with
     # bfloat16 arithmetic, rounds differently and drifts from llama.cpp's text sooner).
@@ -117,6 +118,7 @@ def test_rows_of_one_batch_stop_at_their_own_budgets_and_no_step_runs_an_ended_r
     assert cpp.n_decode_row_steps == sum(o.n_generated_tokens for o in outs) - len(outs)
 
 
+@pytest.mark.slow
 def test_batched_rows_are_deterministic_and_match_rows_run_alone_in_text(path):
     prompts = [Prompt.chat(q) for q in QUESTIONS]
     params = GenerationParams(max_new_tokens=24)
@@ -144,6 +146,7 @@ def test_a_prompt_starts_from_another_conversations_prefix(path):
     assert cpp.n_prefill_tokens - before < 0.5 * cpp.count_tokens(cpp.render(prompt))
 
 
+@pytest.mark.slow
 def test_a_small_kv_pool_drops_idle_prefixes_and_a_row_too_long_for_it_fails_clearly(path):
     cpp = _provider(f"llamacpp/{path}?n_ctx=256&n_parallel=4")
     prompts = [Prompt.chat(q) for q in QUESTIONS * 3]
@@ -154,6 +157,7 @@ def test_a_small_kv_pool_drops_idle_prefixes_and_a_row_too_long_for_it_fails_cle
     assert cpp.generate(prompts[:1], GenerationParams(max_new_tokens=16))[0].text == outs[0].text  # still usable
 
 
+@pytest.mark.slow
 def test_a_pool_that_cannot_hold_the_batch_splits_it_and_finishes(path):
     """A pool that holds the work of at most two rows a step (as when a model's KV use is not
     what admission counts, e.g. sliding-window layers): once no idle prefix is left to drop,
@@ -188,6 +192,7 @@ def test_a_pool_that_cannot_hold_the_batch_splits_it_and_finishes(path):
         tight.generate(prompts[:1], params)
 
 
+@pytest.mark.slow
 def test_sampled_rows_follow_their_seed(path):
     cpp = _provider(f"llamacpp/{path}")
     prompt = [Prompt.chat("Write a haiku about rain.")]
@@ -228,6 +233,7 @@ def test_a_hostile_or_broken_gguf_chat_template_is_a_named_error(path, template,
         backend.render(PROMPTS[0])
 
 
+@pytest.mark.slow
 def test_drafts_keep_the_greedy_text_and_the_kv_holds_only_kept_tokens(path):
     """Greedy rows run drafts (`backends._draft`): right ones are kept, wrong ones are cut with
     their KV, so every sequence's KV ends at its last kept token, and the text is what the

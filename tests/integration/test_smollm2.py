@@ -88,6 +88,7 @@ def test_hf_backend_loads_a_local_directory(tmp_path, backend):
     assert len(tiny.score([Prompt.chat("hi")], [["a", "b"]])[0]) == 2
 
 
+@pytest.mark.slow
 def test_prefix_cache_equals_the_plain_path(backend):
     """The shared-prefix KV path gives the plain path's numbers: the truncation points of one
     trace, and two questions in one batch."""
@@ -110,6 +111,7 @@ def test_prefix_cache_equals_the_plain_path(backend):
     assert [c.text for c in backend.generate(prompts, params)] == [c.text for c in plain.generate(prompts, params)]
 
 
+@pytest.mark.slow
 def test_a_gguf_is_converted_once_and_read_back_the_same(tmp_path, monkeypatch):
     """The first load keeps the de-quantized model as a transformers folder; the second reads
     that folder and has the same weights, tokenizer, chat template and greedy text."""
@@ -134,6 +136,7 @@ def test_a_gguf_is_converted_once_and_read_back_the_same(tmp_path, monkeypatch):
     assert uncached.model.name_or_path != str(folder) and len(list((tmp_path / "gguf").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_a_damaged_converted_copy_is_read_again_from_the_gguf(tmp_path, monkeypatch):
     """A kept conversion whose weights file is damaged gives a warning, the GGUF is read again,
     and a sound copy replaces the damaged one."""
