@@ -1330,20 +1330,21 @@ class WindowedHFBackend(HFBackend):
 
     def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
         rows = [self._gen_row(p) for p in prompts]
+        eos = _eos_ids(self.model, self.tok)
         out: list[Completion | None] = [None] * len(prompts)
         greedy = [i for i, q in enumerate(params) if q.temperature <= 0]
         for idx in self._batches([rows[i] for i in greedy]):
             which = [greedy[j] for j in idx]
-            for i, new in zip(which, self._run([rows[i].ids for i in which], [params[i] for i in which], None), strict=True):
-                out[i] = self._cut(new, params[i], len(rows[i].ids))
-        sampled = [i for i, q in enumerate(params) if q.temperature > 0]
-        seeds = row_seeds(params[sampled[0]].seed, [rows[i].ids for i in sampled]) if sampled else []
-        for i, seed in zip(sampled, seeds, strict=True):
-            (new,) = self._run([rows[i].ids], [params[i]], seed)
-            out[i] = self._cut(new, params[i], len(rows[i].ids))
+            for i, new in zip(which, self._run([rows[i].ids for i in which], [params[i] for i in which], None, eos), strict=True):
+                out[i] = self._cut(new, params[i], len(rows[i].ids), eos)
+        for seed in dict.fromkeys(q.seed for q in params if q.temperature > 0):  # each row's seed from its call's (`row_seeds`)
+            sampled = [i for i, q in enumerate(params) if q.temperature > 0 and q.seed == seed]
+            for i, own in zip(sampled, row_seeds(seed, [rows[i].ids for i in sampled]), strict=True):
+                (new,) = self._run([rows[i].ids], [params[i]], own, eos)
+                out[i] = self._cut(new, params[i], len(rows[i].ids), eos)
         return [c for c in out if c is not None]
 
-    def _run(self, seqs: list[list[int]], params: list[GenerationParams], seed: int | None) -> list[list[int]]:
+    def _run(self, seqs: list[list[int]], params: list[GenerationParams], seed: int | None, eos: set[int]) -> list[list[int]]:
         """New tokens per row from `model.generate`, up to the longest budget of the batch."""
         import torch
 
@@ -1356,15 +1357,15 @@ class WindowedHFBackend(HFBackend):
         with torch.inference_mode():
             gen = self.model.generate(
                 input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                max_new_tokens=max(p.max_new_tokens for p in params), eos_token_id=sorted(_eos_ids(self.model, self.tok)),
+                max_new_tokens=max(p.max_new_tokens for p in params), eos_token_id=sorted(eos),
                 pad_token_id=self.tok.pad_token_id, **kwargs,
             )
         self.n_prefill_tokens += sum(len(s) for s in seqs)
         return [row[ids.shape[1] :].tolist() for row in gen]
 
-    def _cut(self, new: list[int], params: GenerationParams, n_prompt: int) -> Completion:
+    def _cut(self, new: list[int], params: GenerationParams, n_prompt: int, eos: set[int]) -> Completion:
         """A row's completion: its tokens up to its own budget, its first end token or stop string."""
-        eos, tail = _eos_ids(self.model, self.tok), self._stop_tail(params.stop)
+        tail = self._stop_tail(params.stop)
         kept: list[int] = []
         for t in new[: params.max_new_tokens]:
             kept.append(t)

@@ -14,7 +14,7 @@ from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Continuation, Trace
 from .base import Context, Experiment, register_experiment, same_answer
-from .mistakes import THIRDS, positions
+from .mistakes import THIRDS, positions, third_of
 
 
 class DeleteResult(BaseModel):
@@ -31,8 +31,7 @@ class DeleteResult(BaseModel):
 
     @property
     def third(self) -> str:
-        f = self.position / max(self.n, 1)
-        return "early" if f < 1 / 3 else "middle" if f < 2 / 3 else "late"
+        return third_of(self.position, self.n)
 
 
 class DeleteOptions(BaseModel):

@@ -44,8 +44,7 @@ class MistakeResult(BaseModel):
 
     @property
     def third(self) -> str:
-        f = self.position / max(self.n, 1)
-        return "early" if f < 1 / 3 else "middle" if f < 2 / 3 else "late"
+        return third_of(self.position, self.n)
 
 
 class MistakeOptions(BaseModel):
@@ -74,6 +73,12 @@ def invalid_reason(original: str, corrupted: str, method: str = "model") -> str 
     if _ECHO.search(b):
         return "instruction echoed"
     return None
+
+
+def third_of(position: int, n: int) -> str:
+    """Which third of a CoT of `n` chunks chunk `position` (0-based) lies in: early, middle or late."""
+    f = position / max(n, 1)
+    return "early" if f < 1 / 3 else "middle" if f < 2 / 3 else "late"
 
 
 def positions(n: int, m: int) -> list[int]:

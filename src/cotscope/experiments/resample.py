@@ -136,16 +136,18 @@ class Resample(Experiment):
         out = []
         for sample, trace, pos, ks, conts in zip(samples, traces, chosen, cuts, continued, strict=True):
             by_cut = {k: conts[j * o.rollouts : (j + 1) * o.rollouts] for j, k in enumerate(ks)}
-            roll = {k: self._rollouts(ctx, sample, trace, cs) for k, cs in by_cut.items()}
+            agrees = {k: [same_answer(c.answer.answer, trace.answer) for c in cs] for k, cs in by_cut.items()}
+            roll = {k: self._rollouts(ctx, sample, cs, agrees[k]) for k, cs in by_cut.items()}
             results = []
             for i in pos:
                 before, after = roll[i], roll[i + 1]
                 diff = stats.rate_difference(after.agree, after.n, before.agree, before.n)
-                other = [c for c in by_cut[i] if _first_chunk(c.text) != _gist(trace.steps[i].text)]
-                k_other = sum(same_answer(c.answer.answer, trace.answer) for c in other)
+                gist = _gist(trace.steps[i].text)
+                other = [agree for c, agree in zip(by_cut[i], agrees[i], strict=True) if _first_chunk(c.text) != gist]
+                k_other = sum(other)
                 cf = stats.rate_difference(after.agree, after.n, k_other, len(other)) if other else None
                 half = o.rollouts // 2
-                agree = [same_answer(c.answer.answer, trace.answer) for c in by_cut[i + 1]]
+                agree = agrees[i + 1]
                 placebo = sum(agree[:half]) / half - sum(agree[half : 2 * half]) / half
                 results.append(ChunkImportance(
                     position=i, n=len(trace.steps), chunk=trace.steps[i].text, before=before, after=after,
@@ -196,11 +198,10 @@ class Resample(Experiment):
         return fig
 
     @staticmethod
-    def _rollouts(ctx: Context, sample: Sample, trace: Trace, conts) -> Rollouts:
+    def _rollouts(ctx: Context, sample: Sample, conts, agrees: Sequence[bool]) -> Rollouts:
         answers = Counter(c.answer.answer if c.answer.answer is not None else NO_ANSWER for c in conts)
         return Rollouts(
-            answers=dict(answers), n=len(conts), tokens=sum(c.n_tokens for c in conts),
-            agree=sum(same_answer(c.answer.answer, trace.answer) for c in conts),
+            answers=dict(answers), n=len(conts), tokens=sum(c.n_tokens for c in conts), agree=sum(agrees),
             correct=sum(bool(ctx.task.grade(c.answer.answer, sample)) for c in conts),
         )
 

@@ -89,15 +89,17 @@ def paraphrased(items: Sequence[LabelledTrace], rewriter) -> list[LabelledTrace]
     return [it.model_copy(update={"trace": it.trace.model_copy(update={"steps": st})}) for it, st in zip(items, new_steps, strict=True)]
 
 
-def defences(items: Sequence[LabelledTrace], monitors: Sequence[Monitor], rewriter, name: str) -> list[Defence]:
+def defences(items: Sequence[LabelledTrace], monitors: Sequence[Monitor], rewriter, name: str,
+              verdicts: dict[str, list[MonitorVerdict]] | None = None) -> list[Defence]:
     """Each monitor on the traces as written and as the rewriter paraphrased them: does the
-    paraphraser hide from the monitor what the monitor caught?"""
+    paraphraser hide from the monitor what the monitor caught? `verdicts`: the monitors'
+    verdicts on `items` as written, when already judged (by spec)."""
     after_items = paraphrased(items, rewriter)
     pos = [j for j, it in enumerate(items) if it.label]
     neg = [j for j, it in enumerate(items) if not it.label]
     out = []
     for m in monitors:
-        before, after = m.judge(items), m.judge(after_items)
+        before, after = (verdicts or {}).get(m.spec) or m.judge(items), m.judge(after_items)
         b, a = [float(before[j].flagged) for j in pos], [float(after[j].flagged) for j in pos]
         out.append(Defence(
             monitor=m.spec, defence=f"paraphrase by {name}", recall_before=stats.rate(b), recall_after=stats.rate(a),
@@ -127,7 +129,7 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
     if paraphraser:
         from ..systems.rewriter import make_rewriter
 
-        found = defences(items, mons, make_rewriter(paraphraser, None), paraphraser)
+        found = defences(items, mons, make_rewriter(paraphraser, None), paraphraser, verdicts)
     return MonitorReport(n=len(items), source=source, rates=out, pairs=pairs, verdicts=verdicts, defences=found)
 
 
