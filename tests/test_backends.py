@@ -302,7 +302,7 @@ def test_a_running_batchs_buffer_takes_joining_rows_and_crops_in_place():
 
     ka, kb, kc = torch.randn(2, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 2, 4)
     batch = grow.joined([part(ka[:1]), part(ka[1:])], 3, rows=4)  # two rows do not fit in the first's one
-    assert batch.mapped and batch.buf[0].shape[0] == 4 and batch.buf[0].shape[-2] == 3 + GROW_TOKENS
+    assert batch.running and batch.buf[0].shape[0] == 4 and batch.buf[0].shape[-2] == 3 + GROW_TOKENS
     buffer = batch.buf[0].data_ptr()
     joined = grow.joined([batch, part(kb), part(kc)], 5)  # wider than the batch: its rows move right
     assert joined is batch and batch.buf[0].data_ptr() == buffer
@@ -315,30 +315,6 @@ def test_a_running_batchs_buffer_takes_joining_rows_and_crops_in_place():
     assert batch.buf[0].data_ptr() == buffer and torch.equal(keys, torch.cat([want[:, :, 2:], nk], dim=-2))
     more = grow.joined([batch, part(kb)], 5)  # five rows do not fit in four
     assert more.buf[0].data_ptr() != buffer and torch.equal(more.keys, aligned([torch.cat([want[:, :, 2:], nk], dim=-2), kb], 5))
-
-
-def test_a_batch_buffer_on_a_cpu_gives_its_memory_back_when_freed():
-    """The running batch's buffers and the KV store's entries are mappings of their own: freed,
-    their pages leave the process at once (heap pages would stay held by the allocator)."""
-    torch = pytest.importorskip("torch")
-    import os
-
-    from cotscope.backends.hf import _kv_buffer
-
-    if not os.path.exists("/proc/self/statm"):
-        pytest.skip("reads resident memory from /proc")
-
-    def resident_mib():
-        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    before = resident_mib()
-    buf = _kv_buffer(torch.zeros(1), (64, 1024, 256), mapped=True)  # 64 MiB of float32
-    buf.fill_(1.0)
-    view = buf[:8]
-    del buf
-    assert resident_mib() - before > 60 and float(view.sum()) == 8 * 1024 * 256  # a view keeps it alive
-    del view
-    assert resident_mib() - before < 8
 
 
 def test_rows_join_a_running_batch_in_its_buffer_and_say_what_they_say_alone():
@@ -517,30 +493,6 @@ def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
     monkeypatch.setattr(hf, "KV_STORE_BYTES", 1)
     backend.score(prompts[:1], [[" 1"]])
     assert len(backend._kv_store) == 1
-
-
-def test_a_float32_cpu_head_in_chunks_gives_the_same_logits_and_stays_tied():
-    """`_split_head`: a head of more than 4 chunks of rows is multiplied a chunk at a time; the
-    logits equal one product over all rows, and the weights are still the embeddings'."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    import cotscope.backends.hf as hf
-
-    config = transformers.LlamaConfig(vocab_size=4 * hf.HEAD_CHUNK + 7, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    ids = torch.randint(0, config.vocab_size, (3, 5))
-    with torch.inference_mode():
-        want = model(input_ids=ids).logits
-        hf._split_head(model)
-        got = model(input_ids=ids).logits
-    assert "forward" in vars(model.lm_head)  # the chunked product replaced the module's own
-    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
-    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    small = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**config.to_dict(), "vocab_size": 100}))
-    hf._split_head(small)  # too few rows to split: left as it is
-    assert "forward" not in vars(small.lm_head)
 
 
 def streamed(provider, prompts, params, waves=1):

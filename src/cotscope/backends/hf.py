@@ -76,60 +76,20 @@ DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at mos
 DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
 JOIN_TOKENS = 8  # prompt tokens past its stored KV up to which a row may join the decode stream's next check, see _DecodeStream._joining
 HOLE_SLACK = 32  # columns the decode stream's rows may leave unused (drafts not kept) before it packs them, see _DecodeStream._crop
-PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
 GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
-HEAD_CHUNK = 1536  # output rows of the float32 head multiplied at a time on a CPU, see _split_head
-
-
-def _split_head(model) -> None:
-    """Multiply the output head (hidden size x vocabulary) by `HEAD_CHUNK` of its rows at a time
-    on a float32 CPU model. One product over SmolLM2's 49,152 rows ran at 18 GFLOPS on a 2-core
-    AVX2 CPU, where the layers' own products ran at 36-48 (11 rows: 32.9 ms; in chunks of 1536:
-    19.3 ms; 32 rows: 37.9 against 23.6), a fifth of a decode step's time. Each logit is the
-    same dot product; the weights stay one tensor (tied to the embeddings where they are)."""
-    import torch
-
-    head = model.get_output_embeddings()
-    if type(head) is not torch.nn.Linear or head.bias is not None or head.out_features < 4 * HEAD_CHUNK:
-        return
-
-    def forward(x):
-        return torch.cat([torch.nn.functional.linear(x, w) for w in head.weight.split(HEAD_CHUNK)], dim=-1)
-
-    head.forward = forward
 
 
 @functools.cache
 def _cpu_attention() -> str:
-    """transformers' SDPA for a model on a CPU, with two changes. Half-precision queries, keys
-    and values are cast to float32, the output cast back (torch's CPU attention of one new
-    token over a bfloat16 KV took 2.1 ms where float32 took 0.3, 14 rows x 300 columns, 9
-    heads, which made bfloat16 decoding slower than float32; the matrix products stay in
-    bfloat16). And a few queries a row (a decode step that checks a draft, see `_draft`) are
-    packed as transformers packs one: the query heads that share a key/value head become
-    queries of that head. transformers otherwise copies every row's keys and values once per
-    query head (`repeat_kv`): 13 rows x 300 columns checked 2 tokens a row in 238 ms against
-    131 for one. One query, and a prompt pass, take transformers' own path, so their numbers
-    are those of plain SDPA. Registered once, under its own name."""
-    import torch
+    """transformers' SDPA with half-precision queries, keys and values cast to float32 (torch's
+    CPU attention of one token over a bfloat16 KV ran 7x slower than over float32)."""
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     def attention(module, query, key, value, attention_mask, **kwargs):
-        dtype = query.dtype
-        query, key, value = query.float(), key.float(), value.float()
-        b, h, q, d = query.shape
-        g = getattr(module, "num_key_value_groups", 1)
-        mask = attention_mask
-        if (1 < q <= PACKED_QUERIES and g > 1 and mask is not None and mask.dim() == 4 and mask.shape[1] == 1
-                and not module.training and not kwargs.get("dropout")):
-            mask = mask[:, :, None].expand(b, 1, g, q, mask.shape[-1]).reshape(b, 1, g * q, mask.shape[-1])
-            out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, h // g, g * q, d), key, value,
-                                                                   attn_mask=mask, scale=kwargs.get("scaling"))
-            return out.reshape(b, h, q, d).transpose(1, 2).contiguous().to(dtype), None
-        out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-        return out.to(dtype), weights
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+        return out.to(query.dtype), weights
 
     name = "cotscope_sdpa_cpu"
     AttentionInterface.register(name, attention)
@@ -200,10 +160,8 @@ class HFBackend(Backend):
         if has_windowed_layers(model):  # layers that keep a window of tokens: transformers' own generate and cache
             release_freed_memory(force=True)
             return WindowedHFBackend(model, tok, batch_size=batch_size)
-        if model.device.type == "cpu" and model.config._attn_implementation == "sdpa":
+        if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and dtype != torch.float32:
             model.set_attn_implementation(_cpu_attention())
-        if model.device.type == "cpu" and dtype == torch.float32:
-            _split_head(model)
         release_freed_memory(force=True)  # what de-quantizing and converting the weights left
         return cls(model, tok, batch_size=batch_size, prefix_cache=prefix_cache, draft_tokens=draft_tokens)
 
@@ -404,13 +362,10 @@ class HFBackend(Backend):
     def _remember(self, group, ids, kv) -> list:
         """Keep a prefix's KV for later calls of its conversation, within `KV_STORE_BYTES`, least
         recently used out; returns the KV as kept. A budget in bytes, not tokens, holds for any
-        model: a 7B model's KV takes 128 KB a token in bfloat16, a 0.5B model's 12 KB. On a CPU
-        an entry is one buffer of its own pages (`_kv_buffer`), returned to the system when it
-        is evicted: entries of every length come and go (one per finished decode row), and
-        from the heap their freed pages stayed held between the others."""
+        model: a 7B model's KV takes 128 KB a token in bfloat16, a 0.5B model's 12 KB."""
         k0 = kv[0][0]
         if all(t.shape == k0.shape for pair in kv for t in pair):  # layers of one shape (no sliding windows)
-            buf = _kv_buffer(k0, (len(kv), 2, *k0.shape), mapped=True)
+            buf = k0.new_empty((len(kv), 2, *k0.shape))
             for i, pair in enumerate(kv):
                 buf[i, 0], buf[i, 1] = pair
             kv = [(buf[i, 0], buf[i, 1]) for i in range(len(kv))]
@@ -780,12 +735,12 @@ class _DecodeStream:
             self.cache, self.mask, self.last, _, self.rows = parts[0]
             self.fed_width = 0
             for layer in self.cache.layers:
-                layer.mapped = True  # the batch's buffers from now on (see _grow_layer)
+                layer.running = True  # the batch's buffers from now on (see _grow_layer)
             return
         # Join: every part left-padded to the widest, then stacked along the batch.
         width = max(mask.shape[1] for _, mask, _, _, _ in parts)
         total = sum(len(rows_) for *_, rows_ in parts)
-        room = min(b.batch_size, 2 * total) if b._on_cpu() else total  # spare rows cost a CPU nothing until written (_kv_buffer)
+        room = min(b.batch_size, 2 * total) if b._on_cpu() else total  # spare rows cost a CPU nothing until written (large buffers are mapped lazily)
         merged = b._new_cache()
         grow = _grow_layer()
         for layer_idx, layers in enumerate(zip(*(cache.layers for cache, *_ in parts), strict=True)):
@@ -868,19 +823,16 @@ def _grow_layer():
     buffer is reallocated once every `GROW_TOKENS` steps, or when the keys were replaced. The
     numbers are the same: attention reads the same values.
 
-    The running decode batch's buffers (`mapped`) also keep room for more rows on a CPU, so
+    The running decode batch's buffers (`running`) also keep room for more rows on a CPU, so
     rows that join are written into free rows and rows that leave are replaced from the end, and
     leading columns that only pad are cropped by moving the rest left: none of these
-    reallocates. On a CPU those buffers get pages of their own (an anonymous mapping), which go
-    back to the system as soon as a buffer is replaced. From the heap they would not: a batch
-    that grew left the old buffers' pages held as free heap beside the new ones, and on the
-    default audit in float32 that was about 0.5 GB of a 2.2 GB peak."""
+    reallocates."""
     import torch
     from transformers.cache_utils import DynamicLayer
 
     class GrowLayer(DynamicLayer):
         buf: tuple | None = None
-        mapped: bool = False
+        running: bool = False
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -888,9 +840,9 @@ def _grow_layer():
             n, k = self.get_seq_length(), key_states.shape[0]
             need = n + key_states.shape[-2]
             if not self._inside() or need > self.buf[0].shape[-2]:
-                spare = self.mapped and self.buf is not None and key_states.device.type == "cpu"  # as in _admit: spare rows only on a CPU
+                spare = self.running and self.buf is not None and key_states.device.type == "cpu"  # as in _admit: spare rows only on a CPU
                 rows = max(k, self.buf[0].shape[0]) if spare else k
-                self.buf = tuple(self._room(old if n else None, new, need, rows, self.mapped)
+                self.buf = tuple(self._room(old if n else None, new, need, rows)
                                  for old, new in ((self.keys, key_states), (self.values, value_states)))
             bk, bv = self.buf
             bk[:k, :, n:need] = key_states
@@ -905,10 +857,10 @@ def _grow_layer():
                     and self.keys.shape[0] <= b.shape[0] and self.keys.stride() == b.stride())
 
         @staticmethod
-        def _room(old, new, need: int, rows: int, mapped: bool):
+        def _room(old, new, need: int, rows: int):
             shape = list(new.shape)
             shape[0], shape[-2] = rows, need + GROW_TOKENS
-            buf = _kv_buffer(new, shape, mapped)
+            buf = new.new_empty(shape)
             if old is not None:
                 buf[: old.shape[0], :, : old.shape[-2]] = old
             return buf
@@ -970,7 +922,7 @@ def _grow_layer():
                 first = next(x for x in layers if x.keys is not None and x.keys.numel())
                 out, at, rest = cls(), 0, layers
                 out.lazy_initialization(first.keys, first.values)
-                out.buf = tuple(_kv_buffer(ref, (max(rows, total), ref.shape[1], width + GROW_TOKENS, ref.shape[3]), True)
+                out.buf = tuple(ref.new_empty((max(rows, total), ref.shape[1], width + GROW_TOKENS, ref.shape[3]))
                                 for ref in (first.keys, first.values))
             with torch.inference_mode():  # a batch's buffers were made in inference mode
                 n = out.get_seq_length() if out is base else width
@@ -986,26 +938,11 @@ def _grow_layer():
                     at += r
                     x.keys = x.values = None
                     x.buf = None
-            out.mapped = True
+            out.running = True
             out.keys, out.values = out.buf[0][:total, :, :width], out.buf[1][:total, :, :width]
             return out
 
     return GrowLayer
-
-
-def _kv_buffer(like, shape, mapped: bool):
-    """An empty tensor of `shape` like `like`. A running batch's buffer (`mapped`) on a CPU is
-    an anonymous mapping of its own, unmapped when the tensor is freed, not heap memory that
-    the allocator keeps (see `_grow_layer`)."""
-    import math
-    import mmap
-
-    import torch
-
-    nbytes = math.prod(shape) * like.element_size()
-    if not mapped or like.device.type != "cpu" or nbytes == 0:
-        return like.new_empty(shape)
-    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=like.dtype).view(shape)
 
 
 def _fill_from_end(keep: list[int]) -> list[int]:
