@@ -223,7 +223,7 @@ def test_a_cache_layer_writes_each_decode_step_in_place_and_holds_what_concatena
     column there (no copy of the whole KV), rows can be selected and leading columns cropped,
     and at every point the keys and values are exactly what concatenating every update gives."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends.hf import GROW_TOKENS, _grow_layer
+    from cotscope.backends._kv import GROW_TOKENS, _grow_layer
 
     layer = _grow_layer()()
     k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
@@ -253,7 +253,7 @@ def test_rows_leaving_the_cache_are_replaced_from_the_end_in_place_and_joins_cop
     move, within the same buffer. Any other selection still gives the rows asked for. A join
     of layers gives each part right-aligned with zeros on its left."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends.hf import _fill_from_end, _grow_layer
+    from cotscope.backends._kv import _fill_from_end, _grow_layer
 
     assert _fill_from_end([0, 2, 3, 5]) == [0, 5, 2, 3]
     assert _fill_from_end([1, 2]) == [2, 1]  # slot 0 from the end; 1 stays
@@ -288,7 +288,7 @@ def test_a_running_batchs_buffer_takes_joining_rows_and_crops_in_place():
     moving the rest left, and neither allocates; a join past its rows gets a new buffer. The
     keys always equal the parts right-aligned with zeros on their left."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends.hf import GROW_TOKENS, _grow_layer
+    from cotscope.backends._kv import GROW_TOKENS, _grow_layer
 
     grow = _grow_layer()
 
@@ -345,15 +345,15 @@ def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_
     attend in float32 (torch's bfloat16 attention of one new token was 7x slower): the
     logits stay within bfloat16's rounding of plain SDPA's."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends import hf
+    from cotscope.backends import _load, hf
 
-    monkeypatch.setattr(hf, "cpu_has_bfloat16", lambda: False)
-    assert hf.default_dtype("cpu") == "float32" and hf.default_dtype("cuda") == "bfloat16"
-    monkeypatch.setattr(hf, "cpu_has_bfloat16", lambda: True)
-    assert hf.default_dtype("cpu") == "bfloat16"
+    monkeypatch.setattr(_load, "cpu_has_bfloat16", lambda: False)
+    assert _load.default_dtype("cpu") == "float32" and _load.default_dtype("cuda") == "bfloat16"
+    monkeypatch.setattr(_load, "cpu_has_bfloat16", lambda: True)
+    assert _load.default_dtype("cpu") == "bfloat16"
     b = get_backend("organism/faithful?dtype=bfloat16&device=cpu", cache=False)
     b = getattr(b, "provider", b)
-    assert b.precision == "cpu bfloat16" and b.model.config._attn_implementation == hf._cpu_attention()
+    assert b.precision == "cpu bfloat16" and b.model.config._attn_implementation == _load._cpu_attention()
     assert get_backend("organism/faithful?dtype=float32&device=cpu", cache=False).usage.precision == "cpu float32"
     prompts = chain_cot_prompts(per=1)
     ids = torch.tensor([b.encode(b.render(prompts[-1]))])
@@ -361,7 +361,7 @@ def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_
         ours = b.model(input_ids=ids).logits.float()
         b.model.set_attn_implementation("sdpa")
         plain = b.model(input_ids=ids).logits.float()
-        b.model.set_attn_implementation(hf._cpu_attention())
+        b.model.set_attn_implementation(_load._cpu_attention())
     assert (ours - plain).abs().max() < 0.1 * plain.abs().max()
     with torch.inference_mode():  # and through the decode path: the first greedy token is plain SDPA's
         first = b.generate([prompts[-1]], GenerationParams(max_new_tokens=1))[0].text
@@ -380,7 +380,7 @@ def test_freed_heap_memory_is_given_back_at_most_once_a_second():
 
 def test_prompts_of_similar_length_share_a_batch_within_the_padding_allowed():
     pytest.importorskip("torch")
-    from cotscope.backends.hf import _similar_lengths
+    from cotscope.backends._kv import _similar_lengths
 
     lengths = [5, 300, 40, 41, 250, 44, 39, 260, 6]
     batches = _similar_lengths(lengths, lambda x: x, waste=0.2)
@@ -395,26 +395,26 @@ def test_a_converted_gguf_is_keyed_by_its_file_and_dtype(tmp_path, monkeypatch):
     dtype is converted again; the same file in the same dtype reuses its folder."""
     import os
 
-    from cotscope.backends import hf
+    from cotscope.backends import _load, hf
 
     monkeypatch.setenv("COTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     f = tmp_path / "m.gguf"
     f.write_bytes(b"x" * 10)
-    key = hf._gguf_folder(f, "float32")
+    key = _load._gguf_folder(f, "float32")
     assert key.parent == tmp_path / "cache" / "gguf" and key.name.startswith("m-")
-    assert hf._gguf_folder(f, "float32") == key and hf._gguf_folder(f, "bfloat16") != key
+    assert _load._gguf_folder(f, "float32") == key and _load._gguf_folder(f, "bfloat16") != key
     os.utime(f, ns=(1, 1))
-    touched = hf._gguf_folder(f, "float32")
+    touched = _load._gguf_folder(f, "float32")
     assert touched != key
     f.write_bytes(b"x" * 11)
     os.utime(f, ns=(1, 1))
-    grown = hf._gguf_folder(f, "float32")
+    grown = _load._gguf_folder(f, "float32")
     assert grown not in (key, touched)
     g = tmp_path / "other" / "m.gguf"
     g.parent.mkdir()
     f.rename(g)
     os.utime(g, ns=(1, 1))  # the same name, size and time in another folder
-    assert hf._gguf_folder(g, "float32") != grown
+    assert _load._gguf_folder(g, "float32") != grown
 
 
 def test_the_gguf_cache_drops_its_least_recently_used_conversions_past_its_budget(tmp_path):
@@ -422,7 +422,7 @@ def test_the_gguf_cache_drops_its_least_recently_used_conversions_past_its_budge
     it alone is over it, and a folder still being written (hidden) is not touched."""
     import os
 
-    from cotscope.backends import hf
+    from cotscope.backends import _load, hf
 
     def folder(name, mib, used):
         p = tmp_path / name
@@ -433,16 +433,16 @@ def test_the_gguf_cache_drops_its_least_recently_used_conversions_past_its_budge
 
     old, mid, new, partial = folder("a", 3, 100), folder("b", 3, 200), folder("c", 3, 300), folder(".d-x", 3, 50)
     just = folder("e", 2, 400)
-    hf._evict_conversions(tmp_path, keep=just, budget=8 * 2**20)
+    _load._evict_conversions(tmp_path, keep=just, budget=8 * 2**20)
     assert [p.exists() for p in (old, mid, new, partial, just)] == [False, True, True, True, True]
-    hf._evict_conversions(tmp_path, keep=mid, budget=2**20)  # over the budget alone: kept, the rest go
+    _load._evict_conversions(tmp_path, keep=mid, budget=2**20)  # over the budget alone: kept, the rest go
     assert mid.exists() and not new.exists() and not just.exists() and partial.exists()
 
 
 def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tmp_path):
     import os
 
-    from cotscope.backends import hf
+    from cotscope.backends import _load, hf
 
     class Saves:
         def __init__(self, error=None):
@@ -455,17 +455,17 @@ def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tm
 
     folder = tmp_path / "gguf" / "m-0"
     with pytest.warns(UserWarning, match="cannot keep the converted GGUF"):
-        hf._keep_converted(Saves(ValueError("not serializable")), Saves(), folder)
+        _load._keep_converted(Saves(ValueError("not serializable")), Saves(), folder)
     assert not folder.exists() and list((tmp_path / "gguf").iterdir()) == []  # the half-written folder is gone
     blocked = tmp_path / "file"
     blocked.write_text("")
     with pytest.warns(UserWarning, match="cannot keep the converted GGUF"):
-        hf._keep_converted(Saves(), Saves(), blocked / "gguf" / "m-0")
+        _load._keep_converted(Saves(), Saves(), blocked / "gguf" / "m-0")
     stale, fresh = folder.parent / ".m-1-killed", folder.parent / ".m-2-writing"  # one a killed run left; one being written now
     stale.mkdir()
     fresh.mkdir()
     os.utime(stale, (0, 0))
-    hf._keep_converted(Saves(), Saves(), folder)
+    _load._keep_converted(Saves(), Saves(), folder)
     assert (folder / "config.json").is_file() and sorted(p.name for p in folder.parent.iterdir()) == [".m-2-writing", "m-0"]
 
 
@@ -558,7 +558,8 @@ def test_rows_of_one_conversation_are_batched_by_the_tokens_they_feed():
     """The truncation points of one trace feed a few tokens past the prefix they share; a row
     that feeds many more runs in a pass of its own, not padding the others to its length."""
     pytest.importorskip("torch")
-    from cotscope.backends.hf import FED_SLACK, HFBackend, _Row, _similar_lengths
+    from cotscope.backends._kv import FED_SLACK, _Row, _similar_lengths
+    from cotscope.backends.hf import HFBackend
 
     text = list(range(100, 160))
     rows = [_Row(text[:k] + [7, 8], "trace", k + 1) for k in (10, 20, 30, 40, 50)] + [_Row(text[:10] + list(range(300, 330)), "trace", 39)]

@@ -54,7 +54,7 @@ def test_drafts_are_checked_and_the_stream_says_what_rows_say_alone():
 def test_wrong_drafts_leave_unused_columns_that_are_packed_away(monkeypatch):
     """A drafter that is always wrong: every step masks the draft's columns, the columns a row
     does not use are packed once they pass the slack, and the text is still a row's own."""
-    from cotscope.backends import hf
+    from cotscope.backends import _stream
 
     class Wrong(Drafter):
         def propose(self, seq, index, room):
@@ -65,16 +65,16 @@ def test_wrong_drafts_leave_unused_columns_that_are_packed_away(monkeypatch):
     provider = organism_provider()
     provider.drafter = Wrong(4)
     widths = []
-    check = hf._DecodeStream._check
+    check = _stream._DecodeStream._check
 
     def watched(self):
         check(self)
         widths.append(self.mask.shape[1] - int(self.mask.sum(dim=1).max()))
 
-    monkeypatch.setattr(hf._DecodeStream, "_check", watched)
+    monkeypatch.setattr(_stream._DecodeStream, "_check", watched)
     outs = streamed(provider, prompts, params)
     assert provider.n_draft_tokens > 100 and provider.n_draft_kept < provider.n_draft_tokens / 10
-    assert max(widths) > hf.HOLE_SLACK // 2 and max(widths) <= hf.HOLE_SLACK + 5  # packed once past the slack
+    assert max(widths) > _stream.HOLE_SLACK // 2 and max(widths) <= _stream.HOLE_SLACK + 5  # packed once past the slack
     solo = organism_provider()
     assert outs == [solo.generate([p], params)[0] for p in prompts]
 
@@ -84,7 +84,7 @@ def test_rows_that_go_on_from_stored_text_join_the_next_check_without_a_prompt_p
     forced after a CoT) joins the running batch on the stored KV: its last prompt tokens run in
     the next check beside the running rows' tokens, not in a prompt pass of their own. Its text
     equals a call of its own, and the steps it joins run one forward each."""
-    from cotscope.backends.hf import JOIN_TOKENS
+    from cotscope.backends._stream import JOIN_TOKENS
 
     prompts = chain_cot_prompts(n_ops=(1, 5), per=2)
     short, long = GenerationParams(max_new_tokens=24, stop=("\n",)), GenerationParams(max_new_tokens=120, stop=("Answer:",))

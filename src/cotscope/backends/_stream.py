@@ -1,0 +1,304 @@
+"""The transformers backend's running decode batch: rows join and leave between steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._draft import RowIndex
+from .._errors import CotscopeError
+from ._kv import FED_SLACK, _eos_ids, _fill_from_end, _grow_layer, _pad_left, _Row, _similar_lengths
+from .base import Completion, GenerationParams, Prompt
+
+DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
+JOIN_TOKENS = 8  # prompt tokens past its stored KV up to which a row may join the decode stream's next check, see _DecodeStream._joining
+HOLE_SLACK = 32  # columns the decode stream's rows may leave unused (drafts not kept) before it packs them, see _DecodeStream._crop
+
+
+class _DecodeStream:
+    """Greedy decoding of a running batch that rows join and leave between steps.
+
+    `add` queues a call's prompts (a ticket); `step` first admits queued rows while the batch
+    has room (`batch_size`; their prompts run through the model together, sharing KV prefixes
+    as in `generate`), then decodes one token for every row. A row that ends (an end token, a
+    stop string, its budget) leaves at once; a ticket whose rows have all ended is returned
+    with its completions. The text of a row is what `generate` would give it alone: rows are
+    left-padded and masked, and positions follow each row's own tokens.
+    """
+
+    def __init__(self, backend) -> None:  # an HFBackend
+        self.b = backend
+        self.eos = _eos_ids(backend.model, backend.tok)
+        self.queue: list[tuple[int, int, Prompt, GenerationParams]] = []
+        self.rows: list[_Live] = []
+        self.tickets: dict[int, list[Completion | None]] = {}
+        self.n_tickets = 0
+        self.cache = self.mask = self.last = None
+        self.fed_width = 0  # columns the last forward added: a draft's check, or 1
+
+    def add(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> int:
+        if any(q.temperature > 0 for q in params):
+            raise CotscopeError("the decode stream is greedy; sampled generations go through generate")
+        ticket, self.n_tickets = self.n_tickets, self.n_tickets + 1
+        self.tickets[ticket] = [None] * len(prompts)
+        self.queue += [(ticket, i, p, q) for i, (p, q) in enumerate(zip(prompts, params, strict=True))]
+        return ticket
+
+    def busy(self) -> bool:
+        return bool(self.rows or self.queue)
+
+    def reset(self) -> None:
+        self.queue, self.rows, self.tickets = [], [], {}
+        self.cache = self.mask = self.last = None
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        import torch
+
+        b = self.b
+        self._admit()
+        if not self.rows:
+            return []
+        keep = self._take()
+        if not keep:
+            self.rows, self.cache = [], None
+            self.mask = self.last = None
+        else:
+            if len(keep) < len(self.rows):
+                order = _fill_from_end(keep)
+                sel = torch.tensor(order, device=b.model.device)
+                self.cache.batch_select_indices(sel)
+                self.mask, self.last = self.mask[sel], self.last[sel]
+                self.rows = [self.rows[j] for j in order]
+            self._crop()
+            self._check()
+        b._release()
+        done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
+        return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
+
+    def _take(self) -> list[int]:
+        """Each row keeps the tokens the last forward chose for it: the one after its last token,
+        then, while each matched its draft, the one after that draft token. Columns of draft
+        tokens not kept are masked out. A row that ends gets its completion and leaves its KV
+        in the store. Returns the rows that go on."""
+        import torch
+
+        b = self.b
+        keep, ended, took = [], [], []
+        for j, row in enumerate(self.rows):
+            if row.feed:  # joined this step on stored KV: its prompt's last tokens run in the next check
+                keep.append(j)
+                took.append(0)
+                continue
+            n = 0
+            for i, t in enumerate(row.pred[: len(row.draft) + 1]):
+                row.new.append(t)
+                n += 1
+                stopped = b._ends(row.new, row.params.stop, row.tail, self.eos)
+                if stopped or len(row.new) >= row.params.max_new_tokens:
+                    self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt)
+                    ended.append(j)
+                    break
+                if i == len(row.draft) or row.draft[i] != t:
+                    keep.append(j)
+                    break
+            b.n_decode_row_steps += n
+            b.n_draft_kept += n - 1
+            # Columns of the last forward that hold (the row's text but its last token): those it
+            # ran for certain (its last token, or the prompt tokens it joined with), then the kept drafts.
+            took.append(row.fed - len(row.draft) + n - 1)
+        if self.fed_width > 1:  # a draft was checked: the columns not kept are masked out
+            width = self.mask.shape[1]
+            base = width - self.fed_width
+            cols = torch.arange(self.fed_width, device=self.mask.device)
+            ends = torch.tensor([t if row.fed else self.fed_width for row, t in zip(self.rows, took, strict=True)], device=self.mask.device)
+            self.mask = torch.cat([self.mask[:, :base], self.mask[:, base:] * (cols[None, :] < ends[:, None]).to(self.mask.dtype)], dim=1)
+        self.last = self.last + torch.tensor(took, device=self.last.device)
+        for j in ended:
+            row = self.rows[j]
+            self._keep_kv(j, row)
+            if b.drafter is not None:
+                b.drafter.learn((row.ids or []) + row.new)
+        return keep
+
+    def _check(self) -> None:
+        """One forward of every row's last token and its draft (see `_draft`): the model's
+        choice after each (`pred`), for `_take`."""
+        import torch
+
+        b = self.b
+        dev = b.model.device
+        runs = []  # per row: its last token and its draft, or the prompt tokens it joined with
+        most = max(_most_draft(len(self.rows)), max(len(row.feed) for row in self.rows) - 1)  # columns a joining row takes anyway
+        for row in self.rows:
+            room = min(most, row.params.max_new_tokens - len(row.new) - 1)
+            if row.feed:
+                runs.append(row.feed)
+            elif b.drafter is None or room <= 0:
+                runs.append([row.new[-1]])
+            else:
+                runs.append([row.new[-1], *b.drafter.propose((row.ids or []) + row.new, row.grams, room)])
+        width = max(len(r) for r in runs)
+        ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in runs], device=dev)
+        fed = torch.tensor([len(r) for r in runs], device=dev)
+        cols = torch.arange(width, device=dev)
+        self.mask = torch.cat([self.mask, (cols[None, :] < fed[:, None]).to(self.mask.dtype)], dim=1)
+        with torch.inference_mode():
+            out = b.model(input_ids=ids, attention_mask=self.mask, position_ids=self.last[:, None] + 1 + cols[None, :], cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        pred = out.logits.argmax(dim=-1).tolist()
+        for row, r, p in zip(self.rows, runs, pred, strict=True):
+            row.fed = len(r)
+            if row.feed:
+                row.pred, row.draft, row.feed = [p[len(r) - 1]], [], []
+                continue
+            row.pred, row.draft = p[: len(r)], r[1:]
+            b.n_draft_tokens += len(r) - 1
+        self.fed_width = width
+
+    def _keep_kv(self, j: int, row: "_Live") -> None:
+        """Put a finished row's KV (its prompt and the tokens it generated, but the last, which
+        was never fed) in the backend's prefix store. A later prompt that goes on from that text
+        (the answer forced after a CoT or a continuation, a truncation of it) then runs only its
+        new tokens: on the default audit a fifth of the prompt tokens were such text."""
+        b = self.b
+        if not b.prefix_cache or row.ids is None:
+            return
+        ids = row.ids + row.new[:-1]
+        valid = self.mask[j].bool()
+        b._remember(("generated", tuple(ids)), ids, [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in self.cache.layers])
+
+    def _admit(self) -> None:
+        """Run queued prompts through the model and add them to the running batch."""
+        import torch
+
+        b = self.b
+        if not self.queue or len(self.rows) >= b.batch_size:
+            return
+        room = b.batch_size - len(self.rows)
+        take, self.queue = self.queue[:room], self.queue[room:]
+        rows = [b._gen_row(prompt) for _, _, prompt, _ in take]
+        live = [_Live(ticket, index, params, len(row.ids), b._stop_tail(params.stop), ids=row.ids)
+                for (ticket, index, _, params), row in zip(take, rows, strict=True)]
+        # Prompts that feed a similar number of tokens past their shared prefix run together
+        # (little padding); then all join the batch at once.
+        parts = [(self.cache, self.mask, self.last, None, self.rows)] if self.rows else []
+        alone = b._alone(rows)
+        joining = self._joining(rows, alone, live)
+        if joining:
+            parts.append(joining)
+            alone = [i for i in alone if not live[i].feed]
+        for cache, mask, last, logits, which in b._start_alone([rows[i] for i in alone]) if alone else ():
+            parts.append((cache, mask, last, logits, [live[alone[j]] for j in which]))
+        rest = sorted(set(range(len(rows))) - set(alone) - {i for i, row in enumerate(live) if row.feed})
+        fed = dict(zip(rest, b._fed_lengths([rows[i] for i in rest]), strict=True))
+        for chunk in _similar_lengths(rest, lambda i: fed[i], b._padding_waste(), FED_SLACK):
+            cache, ids, mask, lp = b._layout([rows[i] for i in chunk], list(range(len(chunk))))
+            cache, logits, last = b._start(cache, ids, mask, lp)
+            parts.append((cache, mask, last, logits, [live[i] for i in chunk]))
+        for _, _, _, logits, rows_ in parts[1 if self.rows else 0 :]:
+            if logits is None:  # rows joining on stored KV: their first token comes from the next check
+                continue
+            for row, t in zip(rows_, logits.argmax(dim=-1).tolist(), strict=True):
+                row.pred = [t]
+        if len(parts) == 1:
+            self.cache, self.mask, self.last, _, self.rows = parts[0]
+            self.fed_width = 0
+            for layer in self.cache.layers:
+                layer.running = True  # the batch's buffers from now on (see _grow_layer)
+            return
+        # Join: every part left-padded to the widest, then stacked along the batch.
+        width = max(mask.shape[1] for _, mask, _, _, _ in parts)
+        total = sum(len(rows_) for *_, rows_ in parts)
+        room = min(b.batch_size, 2 * total) if b._on_cpu() else total  # spare rows cost a CPU nothing until written (large buffers are mapped lazily)
+        merged = b._new_cache()
+        grow = _grow_layer()
+        for layer_idx, layers in enumerate(zip(*(cache.layers for cache, *_ in parts), strict=True)):
+            if all(type(x) is grow for x in layers):  # into the batch's buffer, or one copy into a new one
+                merged.layers[layer_idx] = grow.joined(layers, width, rows=room)
+                continue
+            merged.update(torch.cat([_pad_left(x.keys, width) for x in layers]), torch.cat([_pad_left(x.values, width) for x in layers]), layer_idx)
+            for x in layers:
+                x.keys = x.values = None
+        self.cache = merged
+        self.mask = torch.cat([_pad_left(mask, width) for _, mask, _, _, _ in parts])
+        self.last = torch.cat([last for _, _, last, _, _ in parts])
+        self.rows = [row for *_, rows_ in parts for row in rows_]
+
+    def _joining(self, rows: Sequence[_Row], alone: Sequence[int], live: Sequence["_Live"]):
+        """Rows that join on the KV the store holds for all but a few tokens of their prompt (at
+        most `JOIN_TOKENS`, and the columns they add past a check's usual width cost the running
+        rows at most `FED_SLACK` slots): those tokens run in the next check, beside the running
+        rows' tokens, instead of in a prompt pass of their own (the answer forced after a
+        finished CoT feeds a few). A part for the join (cache, mask, last positions, no
+        logits, rows), or None."""
+        import torch
+
+        b = self.b
+        if not alone:
+            return None
+        n_rows = len(self.rows) + len(alone)
+        width = 1 + _most_draft(n_rows) if b.drafter is not None else 1  # a check's widest row without them
+        parts = []
+        for i in alone:
+            m, hit = b._stored(rows[i].group, rows[i].ids)
+            m = min(m, rows[i].limit)
+            fed = len(rows[i].ids) - m
+            # Columns past that width cost every row: a few are cheaper than a pass of their own.
+            if hit is not None and 0 < fed <= JOIN_TOKENS and n_rows * (fed - width) <= FED_SLACK:
+                parts.append((i, m, hit))
+        if not parts:
+            return None
+        wm = max(m for _, m, _ in parts)
+        cache = b._stack_kv([(hit[1], m) for _, m, hit in parts], wm)
+        mask = torch.zeros((len(parts), wm), dtype=torch.long)
+        for r, (i, m, _) in enumerate(parts):
+            mask[r, wm - m :] = 1
+            live[i].feed = rows[i].ids[m:]
+        b.n_prefill_tokens += sum(len(rows[i].ids) - m for i, m, _ in parts)
+        last = torch.tensor([m - 1 for _, m, _ in parts])
+        dev = b.model.device
+        return cache, mask.to(dev), last.to(dev), None, [live[i] for i, _, _ in parts]
+
+    def _crop(self) -> None:
+        """Drop the columns that are padding in every row (left by rows that have gone), and
+        pack each row's columns to the right once drafts not kept have left more than
+        `HOLE_SLACK` unused columns beside the longest row."""
+        import torch
+
+        if any(type(layer) is not _grow_layer() for layer in self.cache.layers):
+            return
+        width, longest = self.mask.shape[1], int(self.mask.sum(dim=1).max())
+        if width - longest > HOLE_SLACK:
+            order = torch.sort(self.mask, dim=1, stable=True).indices[:, width - longest :]  # each row's used columns, right-aligned
+            for layer in self.cache.layers:
+                layer.pack(order)
+            self.mask = self.mask.gather(1, order)
+            return
+        first = int(self.mask.any(dim=0).int().argmax())
+        if first == 0:
+            return
+        for layer in self.cache.layers:
+            layer.crop_left(first)
+        self.mask = self.mask[:, first:]
+
+
+@dataclass
+class _Live:
+    ticket: int
+    index: int
+    params: GenerationParams
+    n_prompt: int
+    tail: int  # tokens decoded again to look for a stop string
+    new: list[int] = field(default_factory=list)
+    ids: list[int] | None = None  # the prompt's tokens, for the KV store once the row ends
+    pred: list[int] = field(default_factory=list)  # the model's next token after its last, then after each draft token
+    draft: list[int] = field(default_factory=list)  # the draft the last forward checked (see _draft)
+    fed: int = 0  # tokens the last forward ran for the row (its last and its draft, or the prompt tokens it joined with); 0 after its prompt pass
+    feed: list[int] = field(default_factory=list)  # prompt tokens the next check runs (a row that joined on stored KV)
+    grams: RowIndex = field(default_factory=RowIndex)  # where n-grams of its text occur, for drafts
+
+
+def _most_draft(n_rows: int) -> int:
+    """The most draft tokens a row checks in a step of `n_rows` rows: one when the rows fill
+    `DRAFT_SLOTS`, more when few run, for a step costs about the same."""
+    return max(1, DRAFT_SLOTS // n_rows - 1)
