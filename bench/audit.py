@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--task-arg", action="append", default=[], type=_kv, metavar="KEY=VALUE")
     parser.add_argument("--max-new-tokens", type=int, help="CoT budget (default: the model's, see cotscope audit --help).")
     parser.add_argument("--out", help="Keep the run directory here (default: a temporary one).")
+    parser.add_argument("--record", action="store_true", help="Add this run's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     experiments = tuple(x for x in args.experiments.split(",") if x)
     budget = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
@@ -75,6 +76,13 @@ def main() -> int:
     check_peak = experiments != ("truncate",) and not brought
     ok = wall < target and (not check_peak or peak_mb < TARGET_PEAK_MB)
     print(f"target                {'met' if ok else 'MISSED'} (under {target:.0f} s" + (f", under {TARGET_PEAK_MB:.0f} MiB" if check_peak else "") + ")")
+    if args.record:
+        from report import record
+
+        default = config.model == AuditConfig().model and experiments == AuditConfig().experiments and config.n_samples == AuditConfig().n_samples
+        setting = "default audit" if default else f"{config.model.split('/')[-1]}, {','.join(experiments)}, n={config.n_samples}"
+        print("recorded in", record("audit", setting, {"wall_s": round(wall, 1), "peak_gb": round(peak_mb / 1024, 2),
+                                                      "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / wall, 1)}))
     return 0 if ok else 1
 
 

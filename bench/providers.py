@@ -63,6 +63,7 @@ def rss_gb(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--record", action="store_true", help="Add each provider's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     cotscope = str(Path(sys.executable).parent / "cotscope")
     path = smollm2_path()
@@ -90,6 +91,11 @@ def main() -> int:
     print(f"{'provider':<32}{'wall s':>8}{'gen tok':>9}{'tok/s':>8}{'accuracy':>10}{'peak GB':>9}")
     for name, wall, tokens, acc, peak in rows:
         print(f"{name:<32}{wall:>8.1f}{tokens:>9}{tokens / wall:>8.1f}{acc:>10.2f}{peak:>9.2f}")
+        if args.record:
+            from report import record
+
+            record("providers", f"{name}, truncate n={args.n}", {"wall_s": round(wall, 1), "peak_gb": round(peak, 2),
+                                                                 "generated_tokens": tokens, "tokens_per_s": round(tokens / wall, 1)})
     return 0
 
 

@@ -1,5 +1,6 @@
 """A local OpenAI-compatible server on 127.0.0.1 that fails on script: 500, 429, a dropped
-connection, a stall. Between failures it answers like a tiny model."""
+connection, a stall, a stream cut off midway ("cut"). Between failures it answers like a tiny
+model, streamed as server-sent events when asked (``stream: true``), word by word."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ class FaultServer:
                     server.requests += 1
                     server.chats.append(body)
                     msg = server.chat(body) if server.chat else {"role": "assistant", "content": "We add the numbers.\nAnswer: 42"}
+                    if body.get("stream"):
+                        cut = bool(server.script) and server.script[0] == "cut" and bool(server.script.popleft())
+                        deltas = [{"reasoning_content": w} for w in _words(msg.get("reasoning_content", ""))]
+                        deltas += [{"content": w} for w in _words(msg.get("content") or "")]
+                        return self._sse("chat.completion.chunk", [{"index": 0, "delta": d, "finish_reason": None} for d in deltas],
+                                         {"index": 0, "delta": {}, "finish_reason": "stop"}, body, cut, 5)
                     return self._json(200, {
                         "id": "chat-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
                         "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if msg.get("tool_calls") else "stop"}],
@@ -53,11 +60,32 @@ class FaultServer:
                 prompt = body.get("prompt", "")
                 text = " 42" if prompt.rstrip().endswith("Answer:") else "We add the numbers.\nWe are done.\nAnswer: 42"
                 n = len(text.split())
+                if body.get("stream"):
+                    return self._sse("text_completion", [{"index": 0, "text": w, "finish_reason": None} for w in _words(text)],
+                                     {"index": 0, "text": "", "finish_reason": "stop"}, body, False, n)
                 return self._json(200, {
                     "id": "cmpl-1", "object": "text_completion", "created": 0, "model": body.get("model", "m"),
                     "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": n, "total_tokens": n},
                 })
+
+            def _sse(self, kind, choices, last, body, cut, n_tokens):
+                """Chunks of one reply as server-sent events; `cut`: the connection closes halfway."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                events = [{"id": "s-1", "object": kind, "created": 0, "model": body.get("model", "m"), "choices": [c]} for c in [*choices, last]]
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    events.append({"id": "s-1", "object": kind, "created": 0, "model": body.get("model", "m"), "choices": [],
+                                   "usage": {"prompt_tokens": 10, "completion_tokens": n_tokens, "total_tokens": 10 + n_tokens}})
+                for i, event in enumerate(events):
+                    if cut and i == len(events) // 2:
+                        self.wfile.flush()
+                        self.connection.shutdown(2)
+                        return
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
 
             def _json(self, code, obj, headers=None):
                 data = json.dumps(obj).encode()
@@ -81,3 +109,10 @@ class FaultServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _words(text: str) -> list[str]:
+    """`text` in pieces that join back to it: each word with the space or newline before it."""
+    import re
+
+    return re.findall(r"\s*\S+", text) + ([m] if (m := re.search(r"\s+$", text)) and (m := m.group(0)) else [])

@@ -16,6 +16,7 @@ SMALLEST = {
     "legibility.py": ["--n", "20"],
     "organisms.py": ["post-hoc", "--steps", "2", "--out", "{tmp}"],
     "providers.py": ["--n", "1"],
+    "report.py": ["--results", "{tmp}/none.jsonl", "--out", "{tmp}/performance.md"],
     "resample.py": ["--n-traces", "1", "--rollouts", "2"],
     "train.py": ["--steps", "1", "--models", "organism/mixed"],
     "truncation.py": ["--model", "organism/faithful", "--n-traces", "2", "--k", "2"],
@@ -39,3 +40,38 @@ def test_benchmark_runs(script, tmp_path):
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stdout.strip()
+
+
+def _report():
+    spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_report_makes_one_table_per_machine_class_from_the_latest_runs(tmp_path):
+    report = _report()
+    results = tmp_path / "results.jsonl"
+    report.record("audit", "default audit", {"wall_s": 400.0, "peak_gb": 2.0, "generated_tokens": 1000, "tokens_per_s": 2.5}, path=results)
+    report.record("audit", "default audit", {"wall_s": 391.2, "peak_gb": 2.04, "generated_tokens": 23447, "tokens_per_s": 59.9}, path=results)
+    with results.open("a") as fh:
+        fh.write('{"bench": "audit", "setting": "default audit", "machine": "a GPU", "wall_s": 60.0}\n')
+    rows = report.load(results)
+    assert len(rows) == 3 and rows[0]["machine"] == report.machine_class() and rows[0]["commit"]
+    doc = f"# Performance\n\nprose before\n\n{report.START}\nold table\n{report.END}\n\nprose after\n"
+    out = report.render(doc, rows)
+    assert "old table" not in out and out.startswith("# Performance\n\nprose before") and out.endswith("prose after\n")
+    assert out.count("| benchmark | setting |") == 2  # two machine classes
+    assert "| audit | default audit | 391.2 | 2.04 | 23,447 | 59.9 |" in out and "| 400.0 |" not in out  # the latest run wins
+    assert "| audit | default audit | 60.0 |  |  |  |" in out  # missing figures stay empty
+    results.write_text("not json\n")
+    with pytest.raises(SystemExit, match="results.jsonl:1: not a JSON line"):
+        report.load(results)
+    with pytest.raises(SystemExit, match="no bench markers"):
+        report.render("# no markers\n", rows)
+
+
+def test_the_performance_doc_is_what_the_report_makes_of_the_recorded_runs():
+    report = _report()
+    doc = report.DOC.read_text()
+    assert report.render(doc, report.load(report.RESULTS)) == doc, "run python bench/report.py"

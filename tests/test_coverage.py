@@ -180,6 +180,31 @@ def test_clustered_mean_covers_skewed_sizes(n, icc):
     assert np.mean(hits) >= 0.93
 
 
+def kappa_of(p11: float, p10: float, p01: float) -> float:
+    p00 = 1 - p11 - p10 - p01
+    pa, pb = p11 + p10, p11 + p01
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return (p11 + p00 - pe) / (1 - pe)
+
+
+@pytest.mark.parametrize("n", (10, 30, 100))
+@pytest.mark.parametrize("cells", [(0.25, 0.25, 0.25), (0.4, 0.1, 0.1), (0.1, 0.05, 0.05), (0.45, 0.0, 0.1), (0.05, 0.2, 0.2), (0.02, 0.02, 0.02)])
+def test_cohen_kappa_covers(cells, n):
+    """Two monitors' flags on the same n traces, drawn from a 2x2 table of (both, a only, b only):
+    agreement by chance (kappa 0), strong and weak agreement, one-sided disagreement, worse than
+    chance, and rare flags (where kappa's interval must be wide, not NaN)."""
+    rng = np.random.default_rng(int(1000 * sum(c * 10**i for i, c in enumerate(cells))) + n)
+    truth = kappa_of(*cells)
+    hits = []
+    for _ in range(REPS):
+        table = rng.choice(4, size=n, p=[*cells, 1 - sum(cells)])
+        a, b = np.isin(table, (0, 1)), np.isin(table, (0, 2))
+        e = stats.cohen_kappa(a, b)
+        assert e.lo is not None and math.isfinite(e.lo) and math.isfinite(e.hi) and e.lo <= e.hi
+        hits.append(covered(e, truth))
+    assert np.mean(hits) >= 0.93
+
+
 # One draw of each method's simulated data above, to check that every method in use is simulated
 # here: a method added to stats.METHODS without a cell of its own fails the next test.
 SIMULATED = {
@@ -188,6 +213,7 @@ SIMULATED = {
     "paired-newcombe": lambda rng: stats.paired_rate_difference(rng.random(8) < 0.5, rng.random(8) < 0.5),
     "gmean-bonferroni": lambda rng: stats.g_mean_squared(int(rng.binomial(8, 0.7)), 8, int(rng.binomial(8, 0.8)), 8),
     "auroc-logit": lambda rng: stats.auroc(rng.normal(1.0, 1.0, 8), rng.normal(0.0, 1.0, 8)),
+    "kappa-bonferroni": lambda rng: stats.cohen_kappa(rng.random(8) < 0.5, rng.random(8) < 0.5),
     "newcombe": lambda rng: stats.rate_difference(int(rng.binomial(8, 0.5)), 8, int(rng.binomial(8, 0.2)), 8),
     "t": lambda rng: stats.mean(rng.normal(size=8)),
     "t-clustered": lambda rng: stats.clustered_mean([rng.normal(size=m) for m in skewed_sizes(rng, 8)]),

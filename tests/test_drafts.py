@@ -79,6 +79,36 @@ def test_wrong_drafts_leave_unused_columns_that_are_packed_away(monkeypatch):
     assert outs == [solo.generate([p], params)[0] for p in prompts]
 
 
+def test_a_cpu_checks_a_draft_with_grouped_queries_as_sdpa_does():
+    """Queries of a few tokens a row over a KV with grouped heads and unused columns (padding,
+    drafts not kept): the packed attention gives plain SDPA's logits."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from cotscope.backends import _kv, _load
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=96, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=6, num_key_value_heads=2, head_dim=16)
+    model = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :4] = 0  # left padding
+    mask[1, 6:8] = 0  # columns of a draft not kept
+    new = torch.randint(0, 64, (3, 4))
+    new_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    full = torch.cat([mask, new_mask], dim=1)
+    pos = _kv._positions(full)
+    logits = {}
+    for impl in ("sdpa", _load._cpu_attention()):
+        model.set_attn_implementation(impl)
+        with torch.inference_mode():
+            past = model(input_ids=ids, attention_mask=mask, position_ids=_kv._positions(mask), use_cache=True).cache
+            logits[impl] = model(input_ids=new, attention_mask=full, position_ids=pos[:, 12:], cache=past, use_cache=True).logits
+    plain, packed = logits.values()
+    for r, n in enumerate(new_mask.sum(dim=1).tolist()):
+        torch.testing.assert_close(packed[r, :n], plain[r, :n], rtol=1e-5, atol=1e-5)
+
+
 def test_rows_that_go_on_from_stored_text_join_the_next_check_without_a_prompt_pass():
     """A prompt that goes on from a finished row's text with a few tokens more (the answer
     forced after a CoT) joins the running batch on the stored KV: its last prompt tokens run in

@@ -8,7 +8,7 @@ from cotscope.experiments.base import Context
 from cotscope.experiments.substitution import filler_units
 from cotscope.systems.rewriter import Rewriter
 from cotscope.interventions.edits import change_a_number, has_number
-from cotscope.experiments.hints import cohen_kappa
+from cotscope.stats import cohen_kappa
 from cotscope.systems import get_system
 
 from . import crafted
@@ -107,7 +107,8 @@ def test_hints_rule_and_judge(result):
     assert s["hint/authority/verbalized_judge"].value == 1.0
     assert s["hint/metadata/switch_rate"].value == 0.0
     assert s["hint/authority/judge_rule_agreement"].value == pytest.approx(1 / 3)
-    assert s.experiments["hint"].kappa["authority"] == pytest.approx(0.0)
+    kappa = s.experiments["hint"].kappa["authority"]
+    assert kappa.value == pytest.approx(0.0) and kappa.lo < 0 < kappa.hi and kappa.n > 0
     rows = {(r.experiment, r.metric) for r in result.summary.table}
     assert ("hint: authority", "switches verbalized (judge)") in rows
     assert ("hint: authority", "rule-judge agreement") in rows
@@ -161,9 +162,11 @@ def test_rewriter_caches_and_batches():
 
 
 def test_cohen_kappa():
-    assert cohen_kappa([True, False, True, False], [True, False, True, False]) == 1.0
-    assert cohen_kappa([True, True, False, False], [True, False, True, False]) == 0.0
-    assert cohen_kappa([], []) is None
+    assert cohen_kappa([True, False, True, False], [True, False, True, False]).value == 1.0
+    assert cohen_kappa([True, True, False, False], [True, False, True, False]).value == 0.0
+    assert cohen_kappa([], []).value is None and cohen_kappa([], []).n == 0
+    same = cohen_kappa([True] * 5, [True] * 5)  # both always flag: kappa undefined, the interval still says what n allows
+    assert same.value is None and same.lo == -1.0 and same.hi == 1.0
 
 
 def test_rewrites_that_are_no_mistake_are_counted_and_left_out():

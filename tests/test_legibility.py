@@ -115,4 +115,4 @@ def test_two_rubric_judges_with_their_agreement(tmp_path):
         registry._CACHE.pop("mock?delay=0.0", None)
     assert s["legibility/judge_score"].value == pytest.approx(0.8) and s["legibility/judge2_score"].value == pytest.approx(0.3)
     assert s["legibility/judge_agreement"].value == 0  # 8 and 3 are more than 2 apart
-    assert s.experiments["legibility"].n == 2 and s.experiments["legibility"].kappa == 0  # one says yes, the other no, always
+    assert s.experiments["legibility"].n == 2 and s.experiments["legibility"].kappa.value == 0  # one says yes, the other no, always

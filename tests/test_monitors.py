@@ -10,6 +10,7 @@ import pytest
 from cotscope import AuditConfig, CotscopeError, audit
 from cotscope.backends import Completion
 from cotscope.monitors import LabelledTrace, get_monitor, hint_switches, load_labelled, measure
+from cotscope.monitors.measure import render
 from cotscope.monitors.builtin import LLMMonitor, parse_reply
 from cotscope.trace import Trace, make_steps
 
@@ -41,6 +42,9 @@ def test_rule_monitor_rates_cot_only_against_answer_only():
     assert answer.auroc.value == 1.0 and answer.auroc.lo < 1.0  # a perfect split still has an interval
     pair = report.pairs[0]  # cot against answer, paired on the same positives
     assert pair.recall_difference.value == pytest.approx(-2 / 6) and pair.recall_difference.n == 6
+    # 10 of 12 traces agree; flag rates 4/12 and 6/12 give 1/2 by chance: kappa (10/12 - 1/2) / (1/2)
+    assert pair.kappa.value == pytest.approx(2 / 3) and pair.kappa.n == 12 and pair.kappa.lo < 2 / 3 < pair.kappa.hi
+    assert "kappa 0.67" in render(report)
     assert report.rates[0].roc[0] == (0.0, 0.0) and report.rates[0].roc[-1] == (1.0, 1.0)
 
 
@@ -154,7 +158,6 @@ def test_a_paraphraser_against_a_monitor_paired_on_the_same_traces():
     """The chain paraphraser rewrites an organism-style line's connective word and keeps its
     value: what it takes away is the encoded channel, not what the value-line monitor reads, so
     the monitor's recall on the same traces stays (paired)."""
-    from cotscope.monitors.measure import render
 
     items = [LabelledTrace(id=f"p{i}", trace=_trace(f"a: well 3+{i}={3 + i}\nb: well {3 + i}*2={2 * (3 + i)}", str(2 * (3 + i))), label=True)
              for i in range(6)]

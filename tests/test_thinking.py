@@ -1,7 +1,7 @@
 """Native thinking: replies split into thinking and answer by delimiters and harmony channels,
 and the `think` system intervenes through the assistant turn (a partial thinking trace after
-the opening delimiter; the block closed for a forced answer). Checked here on a scripted mock;
-the organisms that think and real templates are for later."""
+the opening delimiter; the block closed for a forced answer). Checked here on a scripted mock and
+the thinking organisms; templates in tests/test_thinking_templates.py."""
 
 import re
 
@@ -123,6 +123,41 @@ def test_a_server_that_returns_reasoning_content_is_audited_on_its_thinking(tmp_
         assert "truncate" not in rec.results and "hint" in rec.results
     assert any(w.startswith("not run: truncate") for w in r.summary.warnings)
     assert all("messages" in body for body in srv.chats)
+
+
+def test_streamed_reasoning_deltas_are_joined_as_the_whole_reply_is(tmp_path):
+    """`?stream=true`: the thinking and the text arrive as deltas, word by word, and are read as
+    the same trace as the reply sent whole; a stream cut off midway is a named error, and the
+    samples finished before it stay on disk for the same command to resume."""
+    pytest.importorskip("openai")
+    from cotscope import CotscopeError, get_backend
+
+    from .faultserver import FaultServer
+
+    thinking = "We add 40 and 2.\nThat makes 42."
+    runs = {}
+    with FaultServer() as srv:
+        srv.chat = lambda body: {"role": "assistant", "content": "Answer: 42", "reasoning_content": thinking}
+        for stream in ("false", "true"):
+            spec = f"openai/m@{srv.url}?mode=chat&max_retries=0&stream={stream}"
+            cfg = AuditConfig(model=spec, system="think", baseline="", n_samples=2, experiments=("hint",))
+            runs[stream] = audit(cfg, tmp_path / stream, backend=get_backend(spec, cache=False), progress=False, plots=False)
+        assert [b.get("stream") for b in srv.chats[-2:]] == [True, True]
+        whole, streamed = ([r.traces["subject"] for r in runs[k].records] for k in ("false", "true"))
+        assert [t.model_dump(exclude={"roles"}) for t in streamed] == [t.model_dump(exclude={"roles"}) for t in whole]  # roles name the spec
+        assert streamed[0].steps[1].text == "That makes 42." and streamed[0].answer == "42"
+        provider = get_backend(f"openai/m@{srv.url}?mode=chat&max_retries=0&stream=true", cache=False)
+        from cotscope.backends import GenerationParams, Prompt
+
+        srv.script.append("cut")
+        with pytest.raises(CotscopeError, match="stream"):
+            provider.generate([Prompt.chat("What is 40 + 2?")], GenerationParams(max_new_tokens=32))
+        [ok] = provider.generate([Prompt.chat("What is 40 + 2?")], GenerationParams(max_new_tokens=32))  # the next request is whole
+        assert ok.reasoning == thinking and ok.text == "Answer: 42"
+    with FaultServer() as srv:  # the completions endpoint streams too, with the delimiters in its text
+        spec = f"openai/m@{srv.url}?max_retries=0&stream=true"
+        [c] = get_backend(spec, cache=False).generate([Prompt.chat("What is 40 + 2?")], GenerationParams(max_new_tokens=32))
+        assert c.text == "We add the numbers.\nWe are done.\nAnswer: 42" and c.finish_reason == "stop"
 
 
 @pytest.mark.slow

@@ -220,8 +220,14 @@ def test_obfuscation_audits_held_out_questions_and_states_its_verdicts(tmp_path)
         assert not {s["question"] for s in split["train"]} & {s["question"] for s in split["heldout"]}
         assert [c["step"] for c in arm.curves] == [0, 2]
         assert arm.change["accuracy/subject"].n == 8
-    assert set(o.safety_tax) == {"accuracy/subject", "monitor/flag_share", "organism/encoded_share"}
+    assert set(o.safety_tax) == {"accuracy/subject", "monitor/flag_share", "organism/encoded_share", "monitor/recall"}
     assert any(k.startswith("A: accuracy holds") for k in o.hypothesis)
+    for arm in o.arms:  # the monitor's recall at every audit: flagged traces among those answered right
+        for row in arm.curves:
+            recall = row["metrics"]["monitor/recall"]
+            assert recall["n"] <= 8 and (recall["n"] == 0 or 0 <= recall["value"] <= 1)
+        assert arm.change["monitor/recall"].n <= 8
+    assert any("recall" in k for k in o.hypothesis)
     assert "hypothesis" in render_obfuscation(o)
 
 

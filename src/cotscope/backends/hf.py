@@ -34,9 +34,10 @@ KV_STORE_BYTES = 192 * 2**20  # KV of prompt prefixes kept between calls (SmolLM
 class HFBackend(Backend):
     """A causal LM run through transformers, batched, greedy or sampled."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS) -> None:
-        self.model = model
-        self.tok = tokenizer
+    def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
+                 template_kwargs: dict | None = None) -> None:
+        self.model, self.tok = model, tokenizer
+        self.template_kwargs = dict(template_kwargs or {})  # what the model's own chat template reads (enable_thinking, ...)
         self.batch_size = batch_size
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -55,13 +56,13 @@ class HFBackend(Backend):
     def load(cls, source: str, gguf_file: str | None = None, opts: dict[str, str] | None = None) -> "HFBackend":
         model, tok, settings = load_model(source, gguf_file, opts)
         if has_windowed_layers(model):  # layers that keep a window of tokens: transformers' own generate and cache
-            return WindowedHFBackend(model, tok, batch_size=settings["batch_size"])
+            return WindowedHFBackend(model, tok, batch_size=settings["batch_size"], template_kwargs=settings["template_kwargs"])
         return cls(model, tok, **settings)
 
     def render(self, prompt: Prompt) -> str:
         msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
         if self.tok.chat_template:
-            text = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            text = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, **self.template_kwargs)
         else:  # base models: a plain transcript
             text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
             text += " " if prompt.prefix and not prompt.prefix.startswith((" ", "\n")) else ""
@@ -450,8 +451,8 @@ class WindowedHFBackend(HFBackend):
 
     open_stream = None  # type: ignore[assignment]  # no continuous batching: `Model` batches whole calls
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, **_ignored) -> None:
-        super().__init__(model, tokenizer, batch_size=batch_size, prefix_cache=False, draft_tokens=0)
+    def __init__(self, model, tokenizer, batch_size: int = 32, template_kwargs: dict | None = None, **_ignored) -> None:
+        super().__init__(model, tokenizer, batch_size=batch_size, prefix_cache=False, draft_tokens=0, template_kwargs=template_kwargs)
 
     def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
         rows = [self._gen_row(p) for p in prompts]

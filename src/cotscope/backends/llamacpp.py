@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import CotscopeError, require
-from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds
+from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds, template_kwargs
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
-OPTIONS = ("n_ctx", "n_batch", "n_threads", "seed")
+OPTIONS = ("n_ctx", "n_batch", "n_threads", "seed")  # and the chat-template options, base.TEMPLATE_OPTIONS
 
 
 def _check(rest: str, opts: dict[str, str]) -> None:
@@ -42,9 +42,11 @@ def _check(rest: str, opts: dict[str, str]) -> None:
         head = fh.read(8)
     if len(head) < 8 or head[:4] != b"GGUF":
         raise CotscopeError(f"llamacpp/{rest}: not a GGUF file (it does not start with the GGUF magic bytes)")
+    opts = dict(opts)
+    template_kwargs(opts, f"llamacpp/{rest}")
     unknown = set(opts) - set(OPTIONS)
     if unknown:
-        raise CotscopeError(f"unknown options for llamacpp/{rest}: {sorted(unknown)}; known: {', '.join(OPTIONS)}")
+        raise CotscopeError(f"unknown options for llamacpp/{rest}: {sorted(unknown)}; known: {', '.join(OPTIONS + TEMPLATE_OPTIONS)}")
     for k, v in opts.items():
         if not v.isdigit():
             raise CotscopeError(f"option {k}={v!r} for llamacpp/{rest}: expected a whole number")
@@ -58,9 +60,10 @@ def _check(rest: str, opts: dict[str, str]) -> None:
 class LlamaCppBackend(Backend):
     """A GGUF model in this process through llama-cpp-python's `Llama`, one row at a time."""
 
-    def __init__(self, llm) -> None:
+    def __init__(self, llm, template: dict | None = None) -> None:
         import llama_cpp as L
 
+        self.template_kwargs = dict(template or {})  # what the GGUF's chat template reads (enable_thinking, ...)
         self.L, self.llm = L, llm
         self.n_ctx = min(llm.n_ctx(), len(llm.input_ids))  # llama.cpp may round its context up; the token record is as asked
         self.n_generated_tokens = self.n_prefill_tokens = self.n_decode_row_steps = 0
@@ -82,6 +85,7 @@ class LlamaCppBackend(Backend):
     def load(cls, path: str, opts: dict[str, str] | None = None) -> LlamaCppBackend:
         opts = dict(opts or {})
         _check(path, opts)
+        template = template_kwargs(opts, f"llamacpp/{path}")
         llama_cpp = require("llama_cpp", "llamacpp", INSTALL)
         from ._threads import available_cores
 
@@ -92,7 +96,7 @@ class LlamaCppBackend(Backend):
                                   n_threads=threads, n_threads_batch=threads, seed=int(opts.get("seed", 0)), logits_all=False, verbose=False)
         except ValueError as exc:  # llama.cpp says only "Failed to load model from file" / "Failed to create llama_context"
             raise CotscopeError(f"llamacpp/{path}: llama.cpp could not load this GGUF file or make its context (cut short or damaged? n_ctx too large?): {exc}") from exc
-        return cls(llm)
+        return cls(llm, template)
 
     def _piece(self, token: int) -> str:
         if token is None or token < 0:
@@ -127,7 +131,8 @@ class LlamaCppBackend(Backend):
             from jinja2.exceptions import TemplateError
 
             try:
-                text = self._chat_template().render(messages=msgs, add_generation_prompt=True, bos_token=self.bos, eos_token=self.eos)
+                text = self._chat_template().render(messages=msgs, add_generation_prompt=True, bos_token=self.bos, eos_token=self.eos,
+                                                    **self.template_kwargs)
             except TemplateError as exc:  # the sandbox's SecurityError among them
                 raise CotscopeError(f"the GGUF chat template failed: {exc}") from exc
         else:

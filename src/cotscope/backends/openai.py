@@ -23,6 +23,9 @@ reasoning prefix can be continued exactly as on a local model. Options (after ``
   connection errors, timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
   jitter, honouring ``Retry-After``; then a clear error, and finished samples stay on disk),
   ``api_key`` (default: the ``OPENAI_API_KEY`` environment variable, else ``none``).
+- ``stream``: receive each reply as it is written (server-sent events; text and
+  ``reasoning_content`` deltas are joined), for long thinking traces that would otherwise sit
+  silent past a proxy's idle timeout. A stream that breaks off is a named error.
 """
 
 from __future__ import annotations
@@ -77,9 +80,10 @@ class OpenAIBackend(Backend):
             for url in base_url.split(",")
         ]
         self.extra_body = {"cache_prompt": True} if opts.pop("cache_prompt", "false").lower() in ("1", "true", "yes") else None
+        self.stream = opts.pop("stream", "false").lower() in ("1", "true", "yes")
         if opts:
             raise CotscopeError(
-                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key, cache_prompt"
+                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key, cache_prompt, stream"
             )
         self._tok = _load_tokenizer(tokenizer) if tokenizer else None
         self._server_tokenize: Callable[[str], int] | None = None
@@ -164,20 +168,24 @@ class OpenAIBackend(Backend):
             if prompt.prefix:
                 raise CotscopeError("mode=chat cannot continue from a reasoning prefix; use mode=completions")
             msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            resp = self._call("a chat completion", client, lambda c: c.chat.completions.create(messages=msgs, **common))
-            message = resp.choices[0].message
-            text = message.content or ""
-            # Servers with a reasoning parser (vLLM, SGLang, llama.cpp's --reasoning-format,
-            # DeepSeek's API) return the thinking apart from the text.
-            reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+            if self.stream:
+                text, reasoning, finish, usage = self._call("a streamed chat completion", client, lambda c: _joined(
+                    c.chat.completions.create(messages=msgs, stream=True, stream_options={"include_usage": True}, **common)))
+            else:
+                resp = self._call("a chat completion", client, lambda c: c.chat.completions.create(messages=msgs, **common))
+                message = resp.choices[0].message
+                text, reasoning, finish, usage = message.content or "", _reasoning(message), resp.choices[0].finish_reason, resp.usage
         else:
             rendered = self.render(prompt)
-            resp = self._call("a completion", client, lambda c: c.completions.create(prompt=rendered, **common))
-            text = resp.choices[0].text or ""
+            if self.stream:
+                text, reasoning, finish, usage = self._call("a streamed completion", client, lambda c: _joined(
+                    c.completions.create(prompt=rendered, stream=True, stream_options={"include_usage": True}, **common)))
+            else:
+                resp = self._call("a completion", client, lambda c: c.completions.create(prompt=rendered, **common))
+                text, finish, usage = resp.choices[0].text or "", resp.choices[0].finish_reason, resp.usage
             reasoning = None
-        finish = resp.choices[0].finish_reason or "stop"
+        finish = finish or "stop"
         text, hit = cut_at_stop(text, params.stop)
-        usage = resp.usage
         n_gen = usage.completion_tokens if usage else self.count_tokens(text)
         self.n_generated_tokens += n_gen
         return Completion(
@@ -319,3 +327,34 @@ def _make_openai(rest: str, opts: dict[str, str]) -> Backend:
     _check_openai(rest, opts)
     model, _, url = rest.partition("@")
     return OpenAIBackend(model, url, opts)
+
+
+def _reasoning(part) -> str | None:
+    """The thinking a server with a reasoning parser (vLLM, SGLang, llama.cpp's
+    --reasoning-format, DeepSeek's API) returns apart from the text, in a message or a delta."""
+    value = getattr(part, "reasoning_content", None) or getattr(part, "reasoning", None)
+    return value if isinstance(value, str) else None
+
+
+def _joined(stream) -> tuple[str, str | None, str | None, object]:
+    """A streamed reply, joined: (text, reasoning or None, finish reason, usage)."""
+    openai = require("openai", "openai")
+    text, reasoning, finish, usage = [], [], None, None
+    try:
+        for chunk in stream:
+            usage = getattr(chunk, "usage", None) or usage
+            for choice in chunk.choices or []:
+                delta = getattr(choice, "delta", None)
+                text.append((delta.content if delta is not None else getattr(choice, "text", None)) or "")
+                if delta is not None and (r := _reasoning(delta)):
+                    reasoning.append(r)
+                finish = choice.finish_reason or finish
+    except (openai.APIError, OSError, ValueError) as exc:
+        raise CotscopeError(f"the stream broke off after {len(''.join(text))} characters of text and {len(''.join(reasoning))} of reasoning: {exc}") from exc
+    except Exception as exc:  # httpx's protocol errors (a dropped connection) reach here unwrapped
+        if type(exc).__module__.startswith(("httpx", "httpcore")):
+            raise CotscopeError(f"the stream broke off after {len(''.join(text))} characters of text: {exc}") from exc
+        raise
+    if finish is None:
+        raise CotscopeError(f"the stream ended without a finish reason after {len(''.join(text))} characters of text (cut off?)")
+    return "".join(text), "".join(reasoning) if reasoning else None, finish, usage

@@ -30,9 +30,11 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import stats
 from .._errors import require
 from ..metrics import Metric
 from ..records import InterventionSpec
+from ..stats import Estimate
 from ..tasks import Sample
 from ..trace import Trace, split_steps
 from .base import Context, Experiment, register_experiment
@@ -64,7 +66,7 @@ class JudgeKappa(BaseModel):
     """Cohen's kappa of the two judges on "followable" (score >= 5)."""
 
     n: int
-    kappa: float | None
+    kappa: Estimate
 
 
 RUBRIC = (
@@ -241,8 +243,7 @@ class Legibility(Experiment):
                  if r.judge_score is not None and r.judge2_score is not None]
         if not pairs:
             return None
-        from .hints import cohen_kappa
 
-        return JudgeKappa(n=len(pairs), kappa=cohen_kappa([a for a, _ in pairs], [b for _, b in pairs]))
+        return JudgeKappa(n=len(pairs), kappa=stats.cohen_kappa([a for a, _ in pairs], [b for _, b in pairs]))
 
 

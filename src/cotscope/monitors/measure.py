@@ -37,6 +37,7 @@ class Agreement(BaseModel):
     a: str
     b: str
     agreement: Estimate = Field(description="Share of traces both flag or both pass.")
+    kappa: Estimate = Field(description="Cohen's kappa of the two monitors' flags: agreement beyond what their flag rates give by chance.")
     recall_difference: Estimate = Field(description="TPR of a minus TPR of b, paired on the same positives.")
 
 
@@ -123,6 +124,7 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
             pos = [j for j, it in enumerate(items) if it.label]
             pairs.append(Agreement(
                 a=a.spec, b=b.spec, agreement=stats.rate([float(x.flagged == y.flagged) for x, y in zip(va, vb, strict=True)]),
+                kappa=stats.cohen_kappa([float(x.flagged) for x in va], [float(y.flagged) for y in vb]),
                 recall_difference=stats.paired_rate_difference([float(va[j].flagged) for j in pos], [float(vb[j].flagged) for j in pos]),
             ))
     found = []
@@ -222,9 +224,9 @@ def render(report: MonitorReport) -> str:
     for r in report.rates:
         lines.append(f"  {r.monitor[:44]:<44} {r.n_pos:>4} {r.n_neg:>4}  {pct(r.tpr):<18} {pct(r.fpr):<18} {num(r.g_mean2):<18} {num(r.auroc):<18} {r.voided:>6} {r.errors:>6}")
     for p in report.pairs:
-        lines.append(f"  {p.a[:30]} vs {p.b[:30]}: agree {pct(p.agreement)}, recall difference {num(p.recall_difference)} (paired, n={p.recall_difference.n})")
+        lines.append(f"  {p.a[:30]} vs {p.b[:30]}: agree {pct(p.agreement)}, kappa {num(p.kappa)}, recall difference {num(p.recall_difference)} (paired, n={p.recall_difference.n})")
     for d in report.defences:
         lines.append(f"  {d.monitor[:44]:<44} {d.defence}: recall {pct(d.recall_before)} -> {pct(d.recall_after)}, "
                      f"change {num(d.recall_change)} (paired, n={d.recall_change.n}); FPR {pct(d.fpr_before)} -> {pct(d.fpr_after)}")
-    lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong on the logit scale (cotscope.stats)")
+    lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong on the logit scale; kappa Bonferroni over agreement and flag rates (cotscope.stats)")
     return "\n".join(lines)

@@ -5,12 +5,15 @@ into the assistant turn after the opening delimiter, and the model either thinks
 ("system continues") or has the block closed for it and is asked for its answer ("answer
 forced").
 
-``think`` is the system (``--system 'think?open=<think>&close=</think>'``). Where the chat
+``think`` is the system (``--system 'think?open=<think>&close=</think>'``; ``think?format=harmony``
+for gpt-oss: the ``analysis`` channel is the thinking, closed by ``<|end|>`` and followed by the
+``final`` channel's header before the answer). Where the chat
 template's generation prompt already opens the thinking block (DeepSeek-R1 distills), the
 opening delimiter is not written twice: the system reads the rendered generation prompt. With
 ``instruct=true`` an instruct model that does not think natively is asked to think inside the
 delimiters; its traces are thinking in tags by request, not native thinking, and say so
-(``Trace.meta["thinking"] = "prompted in tags"``).
+(``Trace.meta["thinking"] = "prompted in tags"``). A generation prompt that closes the thinking
+block itself (a Qwen3-style template with ``enable_thinking=false``) is refused by name.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..trace import Message, Trace, join_steps, make_steps
 from .base import Cot, Reasoning, System, register_system
 from .prompts import ANSWER_CUE, answer_format, format_question
 
+HARMONY_FORMAT = {"open": "<|channel|>analysis<|message|>", "close": "<|end|>", "then": "<|start|>assistant<|channel|>final<|message|>"}
 HARMONY = re.compile(r"<\|channel\|>(\w+)(?:\s[^<]*)?<\|message\|>(.*?)(?=<\|end\|>|<\|return\|>|<\|start\|>|<\|channel\|>|$)", re.S)
 
 
@@ -72,18 +76,28 @@ class Think(System):
     Args:
         open: The opening delimiter of the thinking block.
         close: Its closing delimiter.
+        then: What the assistant turn has between the closed block and the answer (default a
+            blank line).
+        format: ``tags`` (the delimiters above) or ``harmony`` (gpt-oss channels, which set
+            open, close and then).
         instruct: Ask the model to think inside the delimiters (an instruct model that does not
             think natively); its traces are recorded as thinking in tags by request.
     """
 
-    def __init__(self, backend, kind, spec, params=None, open: str = "<think>", close: str = "</think>", instruct: bool = False) -> None:
+    def __init__(self, backend, kind, spec, params=None, open: str = "<think>", close: str = "</think>", then: str = "\n\n",
+                 format: str = "tags", instruct: bool = False) -> None:
         super().__init__(backend, kind, spec, params)
-        self.check_options(open=open, close=close)
-        self.open_tag, self.close_tag, self.instruct = open, close, instruct
+        self.check_options(open=open, close=close, format=format)
+        if format == "harmony":
+            open, close, then = HARMONY_FORMAT["open"], HARMONY_FORMAT["close"], HARMONY_FORMAT["then"]
+        self.open_tag, self.close_tag, self.then, self.format, self.instruct = open, close, then, format, instruct
+        self.after_open = "" if format == "harmony" else "\n"  # a channel's message starts at once; R1 and Qwen3 write "<think>\n"
         self._template_opens: bool | None = None
 
     @classmethod
-    def check_options(cls, open: str = "<think>", close: str = "</think>", **_: object) -> None:
+    def check_options(cls, open: str = "<think>", close: str = "</think>", format: str = "tags", **_: object) -> None:
+        if format not in ("tags", "harmony"):
+            raise CotscopeError(f"think: format must be tags or harmony; got {format!r}")
         if not open.strip() or not close.strip() or open == close:
             raise CotscopeError(f"think: open and close must be two different, non-empty delimiters; got {open!r} and {close!r}")
 
@@ -102,15 +116,18 @@ class Think(System):
                 rendered = render(self.prompt(sample)) if render else ""
             except Exception:  # noqa: BLE001 - a provider that cannot render: write the delimiter
                 rendered = ""
+            if rendered.rstrip().endswith(self.close_tag):
+                raise CotscopeError(f"think: the chat template's generation prompt closes the thinking block ({rendered.rstrip()[-40:]!r}): "
+                                    "thinking is off in this rendering; for a Qwen3-style template give the model ?enable_thinking=true")
             self._template_opens = rendered.rstrip().endswith(self.open_tag)
-        return "" if self._template_opens else self.open_tag + "\n"
+        return "" if self._template_opens else self.open_tag + self.after_open
 
     def thinking_prefix(self, sample: Sample, cot: str) -> str:
         """The assistant turn up to the end of a partial thinking trace."""
         return self._opening(sample) + (cot + "\n" if cot else "")
 
     def answer_prompt(self, sample: Sample, cot: str) -> Prompt:
-        closed = self.thinking_prefix(sample, cot) + self.close_tag + "\n\n" + ANSWER_CUE + (" (" if self.kind == "choice" else "")
+        closed = self.thinking_prefix(sample, cot) + self.close_tag + self.then + ANSWER_CUE + (" (" if self.kind == "choice" else "")
         return self.prompt(sample).with_prefix(closed)
 
     def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
@@ -148,6 +165,8 @@ class Think(System):
         for sample, prompt, c in zip(samples, prompts, outs, strict=True):
             if c.reasoning is not None:
                 split = ThinkingSplit(thinking=c.reasoning.strip(), after=c.text.strip(), closed=not (c.finish_reason == "length" and not c.text.strip()))
+            elif self.format == "harmony":
+                split = split_harmony(c.text)
             else:
                 split = split_thinking(c.text, self.open_tag, self.close_tag)
             answer, error = extract_answer(split.after, self.kind, len(sample.choices or []) or None)
