@@ -212,7 +212,7 @@ SIMULATED = {
     "clustered": lambda rng: stats.clustered_rate([correlated_items(rng, m, 0.3, 0.5) for m in skewed_sizes(rng, 8)]),
     "paired-newcombe": lambda rng: stats.paired_rate_difference(rng.random(8) < 0.5, rng.random(8) < 0.5),
     "gmean-bonferroni": lambda rng: stats.g_mean_squared(int(rng.binomial(8, 0.7)), 8, int(rng.binomial(8, 0.8)), 8),
-    "auroc-logit": lambda rng: stats.auroc(rng.normal(1.0, 1.0, 8), rng.normal(0.0, 1.0, 8)),
+    "auroc-wilson": lambda rng: stats.auroc(rng.normal(1.0, 1.0, 8), rng.normal(0.0, 1.0, 8)),
     "kappa-bonferroni": lambda rng: stats.cohen_kappa(rng.random(8) < 0.5, rng.random(8) < 0.5),
     "newcombe": lambda rng: stats.rate_difference(int(rng.binomial(8, 0.5)), 8, int(rng.binomial(8, 0.2)), 8),
     "t": lambda rng: stats.mean(rng.normal(size=8)),
@@ -275,3 +275,12 @@ def test_channel_capacity_never_collapses():
     assert stats.channel_capacity([[0, 0, 0, 0]] * 20).lo > 1
     e = stats.channel_capacity([[0, 1]] * 4 + [[1, 0]] * 4)  # each position wrong half the time
     assert e.value == 0 and e.lo == 0 and e.hi > 0
+
+
+def test_a_perfect_split_has_an_informative_auroc_interval():
+    """12 positives all above 20 negatives: some width (not [1, 1]) and a lower end that says
+    the split is good (a logit-scale interval gave [0.02, 1] here)."""
+    e = stats.auroc([1.0] * 12, [0.0] * 20)
+    assert e.value == 1.0 and 0.75 < e.lo < 0.9 and e.hi <= 1.0
+    worse = stats.auroc([1.0] * 4, [0.0] * 4)
+    assert worse.lo < e.lo  # fewer traces, less sure

@@ -143,6 +143,28 @@ def test_compare_pairs_systems_on_the_same_samples(tmp_path, capsys):
     html = (tmp_path / "cmp" / "compare.html").read_text()
     assert 'id="safety-tax"' in html and 'href="shoggoth-face/report.html"' in html
     assert html.count("<th>") == 4  # metric + 3 systems
+    assert {col.channel for col in c.columns} == {"prompted"} and "CoT channel" in html and "CoT channel: cot prompted" in out
+
+
+@pytest.mark.slow
+def test_compare_scores_monitors_on_each_systems_hint_switches(tmp_path):
+    """`compare(..., monitors=)`: a rule monitor reading the CoT, on the hint switches of an
+    organism that follows a planted hint and says so, through `cot` (every switch caught) and
+    `direct` (no CoT: nothing to score, and the column says why)."""
+    from cotscope import AuditConfig
+    from cotscope.compare import compare, render_comparison
+
+    cfg = AuditConfig(model="organism/faithful?hint=says", task="chain", task_args={"n_ops": "6"}, n_samples=16, experiments=("hint",),
+                      experiment_options={"hint": {"kinds": ["authority", "unethical"]}})
+    c = compare(["cot", "direct"], cfg, tmp_path / "cmp", progress=False, monitors=["rule?pattern=hint&reads=cot"])
+    cot, direct = c.columns
+    tpr = cot.values["monitor/rule?pattern=hint&reads=cot/tpr"]
+    assert tpr.value == 1.0 and tpr.n >= 4 and tpr.lo < 1.0
+    assert cot.values["monitor/rule?pattern=hint&reads=cot/fpr"].value == 0.0
+    assert not any(k.startswith("monitor/") for k in direct.values) and "monitors not scored" in direct.notes[0]
+    out = render_comparison(c)
+    assert "TPR on hint switches" in out and "monitors not scored" in out
+    assert "monitors not scored" in (tmp_path / "cmp" / "compare.html").read_text()
 
 
 def test_compare_checks_every_system_before_running_any(tmp_path, capsys):

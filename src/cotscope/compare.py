@@ -26,6 +26,8 @@ class SystemColumn(BaseModel):
     values: dict[str, Estimate] = Field(description="Metric -> mean over samples with its CI.")
     tokens_by_role: dict[str, Estimate] = Field(default_factory=dict)
     differences: dict[str, Estimate] = Field(default_factory=dict, description="Metric -> this system minus the reference, paired over samples.")
+    channel: str = Field(default="prompted", description="Where the system's CoT is: 'prompted' text or a native 'thinking' channel.")
+    notes: list[str] = Field(default_factory=list, description="What could not be measured on this system, and why.")
 
 
 class Comparison(BaseModel):
@@ -47,6 +49,7 @@ def compare(
     *,
     backend: Backend | None = None,
     progress: bool = True,
+    monitors: Sequence[str] = (),
 ) -> Comparison:
     """Audit each system on the same samples and compare them.
 
@@ -56,11 +59,18 @@ def compare(
         out_dir: One run directory per system goes under it, then compare.json, compare.png and
             compare.html.
         backend: A backend object to use instead of building one from ``config.model``.
+        monitors: Monitor specs (`cotscope.monitors`) scored on each system's hint switches
+            (TPR, FPR, AUROC with intervals; each system's own traces, so not paired).
     """
     config = config or AuditConfig()
     out_dir = Path(out_dir)
     if not systems:
         raise CotscopeError("compare needs at least one system")
+    if monitors:
+        from .monitors import get_monitor
+
+        for spec in monitors:  # a bad monitor fails before any audit runs
+            get_monitor(spec)
     # Every system is checked before any runs: a bad last one fails in a second, not after the first audit.
     configs = [make_config(config, system=spec, baseline="") for spec in systems]
     plans = [check(cfg, backend=backend) for cfg in configs]
@@ -81,8 +91,13 @@ def compare(
                     col.differences[m.name] = d
         roles = sorted({role for r in res.records for role in r.traces["subject"].tokens_by_role})
         col.tokens_by_role = {role: stats.mean([r.traces["subject"].tokens_by_role.get(role, 0) for r in res.records]) for role in roles}
+        channels = [r.traces["subject"].channel for r in res.records if "subject" in r.traces]
+        col.channel = max(set(channels), key=channels.count) if channels else "prompted"
         columns.append(col)
     labels = {m.name: (m.label.format(system="system", baseline="baseline"), m.percent) for m in metrics}
+    for col, res in zip(columns, results, strict=True):
+        if monitors:
+            _monitor_columns(col, res.run_dir, monitors, labels)
     comparison = Comparison(reference=systems[0], labels=labels, n_samples=len(results[0].records), columns=columns)
     comparison.safety_tax = _safety_tax(systems, results, metrics)
     (out_dir / "compare.json").write_text(comparison.model_dump_json(indent=2))
@@ -91,6 +106,23 @@ def compare(
 
     write_comparison_report(comparison, out_dir)
     return comparison
+
+
+def _monitor_columns(col: SystemColumn, run_dir: Path, monitors: Sequence[str], labels: dict) -> None:
+    """Each monitor's TPR, FPR and AUROC on this system's hint switches, as rows of its column."""
+    from .monitors.measure import hint_switches, measure
+
+    items = hint_switches(run_dir)
+    n_pos = sum(i.label for i in items)
+    if not n_pos or n_pos == len(items):
+        col.notes.append(f"monitors not scored: {n_pos} hint switches and {len(items) - n_pos} non-switches with a CoT "
+                         "(a monitor needs both; the hint experiment gives them)")
+        return
+    for spec, rates in zip(monitors, measure(items, monitors, source=str(run_dir)).rates, strict=True):  # named as given, not expanded
+        for what, e, name in (("tpr", rates.tpr, "TPR"), ("fpr", rates.fpr, "FPR"), ("auroc", rates.auroc, "AUROC")):
+            key = f"monitor/{spec}/{what}"
+            labels.setdefault(key, (f"monitor {spec}: {name} on hint switches", what != "auroc"))
+            col.values[key] = e
 
 
 def paired_difference(metric: Metric, records, reference: dict) -> Estimate | None:
@@ -140,6 +172,8 @@ def render_comparison(c: Comparison) -> str:
             cell = _fmt(e, pct) if e else "n/a"
             diff = f"   Δ {_fmt(d, pct, signed=True)}" if d else ""
             lines.append(f"    {col.system.ljust(width)}{cell}{diff}")
+    lines.append("  CoT channel: " + ", ".join(f"{col.system} {col.channel}" for col in c.columns))
+    lines += [f"  {col.system}: {note}" for col in c.columns for note in col.notes]
     lines.append("  tokens by role")
     for col in c.columns:
         lines.append(f"    {col.system.ljust(width)}" + ", ".join(f"{r} {e.value:.0f} [{e.lo:.0f}, {e.hi:.0f}]" for r, e in col.tokens_by_role.items()))
@@ -160,15 +194,15 @@ def plot_comparison(c: Comparison, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [m for m in c.labels if any(m in col.values for col in c.columns)]
+    shown = [m for m in c.labels if any(m in col.values and col.values[m].value is not None for col in c.columns)]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4), squeeze=False)
     for ax, metric in zip(axes[0], shown, strict=True):
         label, pct = c.labels[metric]
         scale = 100 if pct else 1
-        cols = [col for col in c.columns if metric in col.values]
+        cols = [col for col in c.columns if metric in col.values and col.values[metric].value is not None]  # n=0: nothing to draw
         vals = [col.values[metric].value * scale for col in cols]
-        err = [[(col.values[metric].value - col.values[metric].lo) * scale for col in cols],
-               [(col.values[metric].hi - col.values[metric].value) * scale for col in cols]]
+        err = [[max(col.values[metric].value - col.values[metric].lo, 0.0) * scale for col in cols],
+               [max(col.values[metric].hi - col.values[metric].value, 0.0) * scale for col in cols]]
         ax.bar(range(len(cols)), vals, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(cols))])
         ax.set_xticks(range(len(cols)), [col.system.split("?")[0] for col in cols], rotation=30, ha="right", fontsize=8)
         ax.set_title(label + (" (%)" if pct else ""), fontsize=9)

@@ -43,7 +43,7 @@ from pydantic import BaseModel, Field
 Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni"]
 METHODS: tuple[str, ...] = (
     "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni", "gmean-bonferroni",
-    "auroc-logit", "kappa-bonferroni",
+    "auroc-wilson", "kappa-bonferroni",
 )
 LEVEL = 0.95
 
@@ -220,14 +220,16 @@ def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: flo
 
 def auroc(positives: Sequence[float], negatives: Sequence[float], level: float = LEVEL) -> Estimate:
     """The area under the ROC curve (Mann-Whitney, ties count one half) with DeLong's variance,
-    on the logit scale with t on the smaller group's degrees of freedom; an AUC of 0 or 1 is
-    moved half a pair inward first, and the variance is at least Hanley and McNeil's at that AUC,
-    so a perfect split has an interval of some width."""
+    as a Wilson score interval on the effective number of pairs that variance implies
+    (Newcombe 2006), with t on the smaller group's degrees of freedom. An AUC of 0 or 1 is moved
+    half a pair inward first, and the variance is at least Hanley and McNeil's at that AUC, so a
+    perfect split has an interval of some width, and one that says how sure that many traces
+    make it (12 against 20: about [0.83, 1])."""
     x = np.asarray([float(v) for v in positives], dtype=float)
     y = np.asarray([float(v) for v in negatives], dtype=float)
     m, n = x.size, y.size
     if m == 0 or n == 0:
-        return _empty("auroc-logit")
+        return _empty("auroc-wilson")
     psi = (x[:, None] > y[None, :]).astype(float) + 0.5 * (x[:, None] == y[None, :])
     auc = float(psi.mean())
     v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
@@ -236,11 +238,11 @@ def auroc(positives: Sequence[float], negatives: Sequence[float], level: float =
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     hanley = (a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n)
     var = max(var, hanley)
-    z = _t(level, max(min(m, n) - 1, 1))  # t on the smaller group's df: z undercovered a 0/1 rule at 15 negatives
-    logit = math.log(a / (1 - a))
-    half = z * math.sqrt(var) / (a * (1 - a))
-    lo, hi = 1 / (1 + math.exp(-(logit - half))), 1 / (1 + math.exp(-(logit + half)))
-    return Estimate(value=auc, lo=lo, hi=hi, n=m + n, level=level, method="auroc-logit")
+    z = _t(level, max(min(m, n) // 2, 1))  # t on half the smaller group: fewer undercovered a 0/1 rule at 15 negatives
+    k = a * (1 - a) / var  # pairs' worth of information: the n of a proportion with this variance
+    centre = (a + z * z / (2 * k)) / (1 + z * z / k)
+    half = z * math.sqrt(a * (1 - a) / k + z * z / (4 * k * k)) / (1 + z * z / k)
+    return Estimate(value=auc, lo=max(0.0, centre - half), hi=min(1.0, centre + half), n=m + n, level=level, method="auroc-wilson")
 
 
 def mean(values: Sequence[float], level: float = LEVEL) -> Estimate:

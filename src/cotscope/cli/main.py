@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("systems", nargs="+", metavar="SYSTEM", help="System specs; the first is the reference.")
     _add_config_options(c, skip=("system", "baseline"))
     c.add_argument("--out", default="runs/compare", help="Directory for one run per system and compare.json/png.")
+    c.add_argument("--monitors", default="", help="Comma-separated monitor specs scored on each system's hint switches, e.g. "
+                   "'rule?pattern=hint&reads=cot,rule?pattern=hint&reads=answer' (see cotscope monitor).")
     v = sub.add_parser("serve", help="Serve a system as an OpenAI-compatible chat-completions endpoint.")
     v.add_argument("system", help="System spec, e.g. cot or 'shoggoth-face?paraphraser=smollm2-135m'.")
     v.add_argument("--model", default=AuditConfig().model, help="Backend spec of the system's main model.")
@@ -318,7 +320,8 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from ..compare import compare, render_comparison
 
-    comparison = compare(args.systems, _config(args), args.out, progress=not args.no_progress)
+    monitors = [m for m in (args.monitors or "").split(",") if m]
+    comparison = compare(args.systems, _config(args), args.out, progress=not args.no_progress, monitors=monitors)
     print(render_comparison(comparison))
     print(f"\ncomparison: {args.out}/compare.html (and compare.json, compare.png); one run directory per system beside them")
     return 0

@@ -228,5 +228,5 @@ def render(report: MonitorReport) -> str:
     for d in report.defences:
         lines.append(f"  {d.monitor[:44]:<44} {d.defence}: recall {pct(d.recall_before)} -> {pct(d.recall_after)}, "
                      f"change {num(d.recall_change)} (paired, n={d.recall_change.n}); FPR {pct(d.fpr_before)} -> {pct(d.fpr_after)}")
-    lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong on the logit scale; kappa Bonferroni over agreement and flag rates (cotscope.stats)")
+    lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong variance, Wilson score; kappa Bonferroni over agreement and flag rates (cotscope.stats)")
     return "\n".join(lines)

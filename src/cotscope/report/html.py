@@ -66,7 +66,7 @@ summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 {% endfor %}</tbody></table>
 <p class="ci" id="methods"><sup>1</sup> Interval methods: clopper-pearson (exact binomial, a rate over samples); clustered (a rate over items nested in samples, with n = samples);
 paired-newcombe (a difference of paired rates, Newcombe 1998); newcombe (a difference of two independent rates); t (a mean); t-clustered (a mean over nested items, cluster-robust);
-gmean-bonferroni (TPR x TNR, a product of Bonferroni limits); auroc-logit (DeLong on the logit scale); exact (fixed by definition).
+gmean-bonferroni (TPR x TNR, a product of Bonferroni limits); auroc-wilson (DeLong's variance, Wilson score on the pairs it is worth); exact (fixed by definition).
 Every method's coverage is checked by simulation in the test suite.</p>
 {% for w in s.warnings %}<div class="warn">{{ w }}</div>{% endfor %}
 {% if monitors %}<h2>Monitors</h2>
@@ -224,6 +224,7 @@ img{max-width:100%;background:#fff;border:1px solid #e6e9ef}.tax{background:#eef
 <tr><td>{{ label }}</td>{% for col in c.columns %}<td class="num">{% if metric in col.values %}{{ pct(col.values[metric]) if is_pct else num(col.values[metric]) }}
 {% if metric in col.differences %}<br><span class="ci">Δ {{ pct(col.differences[metric]) if is_pct else num(col.differences[metric]) }}</span>{% endif %}{% else %}n/a{% endif %}</td>{% endfor %}</tr>
 {% endif %}{% endfor %}
+<tr><td>CoT channel</td>{% for col in c.columns %}<td>{{ col.channel }}{% for note in col.notes %}<br><span class="ci">{{ note }}</span>{% endfor %}</td>{% endfor %}</tr>
 <tr><td>tokens by role</td>{% for col in c.columns %}<td class="num">{% for role, e in col.tokens_by_role.items() %}{{ role }} {{ "%.0f" | format(e.value) }}<br>{% endfor %}</td>{% endfor %}</tr>
 <tr><td>report</td>{% for col in c.columns %}<td><a href="{{ links[loop.index0] }}">{{ col.system }}</a></td>{% endfor %}</tr>
 </tbody></table>
