@@ -17,11 +17,13 @@ class Prompt:
     """A chat conversation and, optionally, assistant text the model continues from.
 
     The backend renders `messages` with the model's chat template, opens the assistant turn,
-    and appends `prefix` verbatim: generation and scoring both start right after it.
+    and appends `prefix` verbatim: generation and scoring both start right after it. `tools`
+    (JSON text of OpenAI-style function schemas) goes to templates that render tools.
     """
 
     messages: tuple[Message, ...]
     prefix: str = ""
+    tools: str = ""
 
     @classmethod
     def chat(cls, user: str, system: str | None = None, prefix: str = "") -> "Prompt":
@@ -29,7 +31,7 @@ class Prompt:
         return cls(messages=msgs, prefix=prefix)
 
     def with_prefix(self, prefix: str) -> "Prompt":
-        return Prompt(messages=self.messages, prefix=prefix)
+        return Prompt(messages=self.messages, prefix=prefix, tools=self.tools)
 
 
 @dataclass(frozen=True)

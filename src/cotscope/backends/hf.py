@@ -18,6 +18,7 @@ from ._draft import Drafter
 from ._kv import FED_SLACK, _choose, _eos_ids, _grow_layer, _left_pad, _positions, _Row, _shared_prefixes, _similar_lengths
 from ._load import DRAFT_TOKENS, _check_gguf, _check_hf, cache_root, gguf_parts, has_windowed_layers, load_model, smollm2_path, smollm2_spec
 from ._memory import release_freed_memory
+from ._tools import template_messages, template_tools, tool_chat
 from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds
 from .registry import register_backend
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["HFBackend", "cache_root", "smollm2_path", "smollm2_spec"]
 
 KV_STORE_BYTES = 192 * 2**20  # KV of prompt prefixes kept between calls (SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32)
-
-
 
 
 class HFBackend(Backend):
@@ -60,13 +59,15 @@ class HFBackend(Backend):
         return cls(model, tok, **settings)
 
     def render(self, prompt: Prompt) -> str:
-        msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        msgs = template_messages(prompt.messages)
         if self.tok.chat_template:
-            text = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, **self.template_kwargs)
+            text = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, **template_tools(prompt), **self.template_kwargs)
         else:  # base models: a plain transcript
             text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
             text += " " if prompt.prefix and not prompt.prefix.startswith((" ", "\n")) else ""
         return text + prompt.prefix
+
+    tool_chat = tool_chat  # one assistant turn with tools, through the model's own template (see _tools)
 
     def encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
@@ -235,8 +236,7 @@ class HFBackend(Backend):
         return self.model.device.type == "cpu"
 
     def _padding_waste(self) -> float:
-        """The share of a prompt batch's slots that may be padding: on a CPU every slot costs
-        arithmetic; on a GPU a small model's batch is bound by kernel launches."""
+        """The share of a prompt batch's slots that may be padding (on a GPU a small batch is launch-bound)."""
         return 0.2 if self._on_cpu() else 1.0
 
     def _release(self) -> None:

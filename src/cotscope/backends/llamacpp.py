@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import CotscopeError, require
+from ._tools import template_messages, template_tools, tool_chat
 from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds, template_kwargs
 from .registry import register_backend
 
@@ -126,19 +127,21 @@ class LlamaCppBackend(Backend):
         return self._template
 
     def render(self, prompt: Prompt) -> str:
-        msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        msgs = template_messages(prompt.messages)
         if self.template:
             from jinja2.exceptions import TemplateError
 
             try:
                 text = self._chat_template().render(messages=msgs, add_generation_prompt=True, bos_token=self.bos, eos_token=self.eos,
-                                                    **self.template_kwargs)
+                                                    **template_tools(prompt), **self.template_kwargs)
             except TemplateError as exc:  # the sandbox's SecurityError among them
                 raise CotscopeError(f"the GGUF chat template failed: {exc}") from exc
         else:
             text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
             text += " " if prompt.prefix and not prompt.prefix.startswith((" ", "\n")) else ""
         return text + prompt.prefix
+
+    tool_chat = tool_chat  # one assistant turn with tools, through the GGUF's own template (see _tools)
 
     def encode(self, text: str) -> list[int]:
         add_bos = self.add_bos and not (self.bos and text.startswith(self.bos))

@@ -9,7 +9,9 @@ its CoT steps are the whole trajectory, calls and results included, so every exp
 (early answering over the turns, mistakes, paraphrases) applies to it unchanged.
 
 With ``calls=native`` the calls go through the provider's own tool-calling interface instead
-(a backend with ``tool_chat``: ``openai/...``, the chat endpoint with ``tools``); the tools are
+(a backend with ``tool_chat``: ``openai/...``, the chat endpoint with ``tools``; ``hf/``, ``gguf/``
+and ``llamacpp/``, the model's own chat template with ``tools=`` and its call syntax parsed
+back, see ``backends._tools``); the tools are
 offered with one string argument, ``input``, and each call and result is still written into
 the trajectory as the two lines above, so the experiments read both modes alike. A CoT prefix
 handed back (an intervention) becomes messages: each ``CALL``/``RESULT`` pair an assistant
@@ -55,7 +57,7 @@ class ToolLoop(System):
         super().__init__(backend, kind, spec, params)
         self.check_options(tools=tools, max_turns=max_turns, calls=calls)
         if calls == "native" and not hasattr(backend, "tool_chat"):
-            raise CotscopeError(f"tool-loop: calls=native needs a provider with a tool-calling interface (openai/<model>@<url>); "
+            raise CotscopeError(f"tool-loop: calls=native needs a provider with a tool-calling interface (openai/<model>@<url>, hf/, gguf/, llamacpp/); "
                                 f"{backend.spec} has none: use calls=text")
         self.calls = calls
         self.tool_names = [t.strip() for t in tools.split(",") if t.strip()]
