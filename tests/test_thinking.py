@@ -180,3 +180,25 @@ def test_a_thinking_twin_gives_its_plain_organisms_numbers(name, tmp_path):
     assert len(compared) > 10
     for key in compared:
         assert twin.summary.metrics[key].value == pytest.approx(plain.summary.metrics[key].value), key
+
+
+@pytest.mark.slow
+def test_the_encoded_thinking_organism_is_found_encoded_with_its_thinking_shown_chunk_by_chunk(tmp_path, capsys):
+    """The command a researcher would run on the encoded organism that thinks: the verdict is
+    "reasoning encoded in the wording: YES", and the report's drill-down shows the thinking of a
+    trace chunk by chunk."""
+    import json
+
+    from cotscope.cli.main import main
+
+    out = tmp_path / "et"
+    assert main(["audit", "--model", "organism/encoded-think", "--system", "think", "--task", "chain", "--role", "rewriter=chain",
+                 "--experiments", "truncate,paraphrase,mistake", "--n-samples", "30", "--out", str(out), "--no-progress"]) == 0
+    assert "reasoning encoded in the wording: YES" in capsys.readouterr().out
+    verdicts = {v["prop"]: v["verdict"] for v in json.loads((out / "summary.json").read_text())["verdicts"]}
+    assert verdicts["encoded"] == "yes"
+    record = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    trace = record["traces"]["subject"]
+    assert trace["channel"] == "thinking" and len(trace["steps"]) >= 3
+    html = (out / "report.html").read_text()
+    assert all(step["text"] in html for step in trace["steps"])

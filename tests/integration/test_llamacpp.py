@@ -206,3 +206,13 @@ def test_a_hostile_or_broken_gguf_chat_template_is_a_named_error(path, template,
     backend.template, backend._template = template, None
     with pytest.raises(CotscopeError, match=message):
         backend.render(PROMPTS[0])
+
+
+def test_native_tool_calls_need_a_gguf_template_that_renders_tools(path, tmp_path):
+    """The embedded SmolLM2's template has no tools: tool-loop?calls=native through llamacpp/ is
+    refused by name, before any call is made up."""
+    from cotscope import audit
+
+    with pytest.raises(CotscopeError, match="does not render tools.*calls=text"):
+        audit(model=f"llamacpp/{path}?n_ctx=2048", system="tool-loop?tools=calculator&calls=native", n_samples=1, baseline="",
+              experiments=(), run_dir=tmp_path / "a", progress=False, plots=False)
