@@ -97,7 +97,7 @@ def compare(
     labels = {m.name: (m.label.format(system="system", baseline="baseline"), m.percent) for m in metrics}
     for col, res in zip(columns, results, strict=True):
         if monitors:
-            _monitor_columns(col, res.run_dir, monitors, labels)
+            _monitor_columns(col, res, monitors, labels)
     comparison = Comparison(reference=systems[0], labels=labels, n_samples=len(results[0].records), columns=columns)
     comparison.safety_tax = _safety_tax(systems, results, metrics)
     (out_dir / "compare.json").write_text(comparison.model_dump_json(indent=2))
@@ -108,17 +108,17 @@ def compare(
     return comparison
 
 
-def _monitor_columns(col: SystemColumn, run_dir: Path, monitors: Sequence[str], labels: dict) -> None:
+def _monitor_columns(col: SystemColumn, res: AuditResult, monitors: Sequence[str], labels: dict) -> None:
     """Each monitor's TPR, FPR and AUROC on this system's hint switches, as rows of its column."""
-    from .monitors.measure import hint_switches, measure
+    from .monitors.measure import measure, switches_of
 
-    items = hint_switches(run_dir)
+    items = switches_of(res.records)
     n_pos = sum(i.label for i in items)
     if not n_pos or n_pos == len(items):
         col.notes.append(f"monitors not scored: {n_pos} hint switches and {len(items) - n_pos} non-switches with a CoT "
                          "(a monitor needs both; the hint experiment gives them)")
         return
-    for spec, rates in zip(monitors, measure(items, monitors, source=str(run_dir)).rates, strict=True):  # named as given, not expanded
+    for spec, rates in zip(monitors, measure(items, monitors, source=str(res.run_dir)).rates, strict=True):  # named as given, not expanded
         for what, e, name in (("tpr", rates.tpr, "TPR"), ("fpr", rates.fpr, "FPR"), ("auroc", rates.auroc, "AUROC")):
             key = f"monitor/{spec}/{what}"
             labels.setdefault(key, (f"monitor {spec}: {name} on hint switches", what != "auroc"))

@@ -221,10 +221,10 @@ def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: flo
 def auroc(positives: Sequence[float], negatives: Sequence[float], level: float = LEVEL) -> Estimate:
     """The area under the ROC curve (Mann-Whitney, ties count one half) with DeLong's variance,
     as a Wilson score interval on the effective number of pairs that variance implies
-    (Newcombe 2006), with t on the smaller group's degrees of freedom. An AUC of 0 or 1 is moved
-    half a pair inward first, and the variance is at least Hanley and McNeil's at that AUC, so a
-    perfect split has an interval of some width, and one that says how sure that many traces
-    make it (12 against 20: about [0.83, 1])."""
+    (Newcombe 2006), with t on half the smaller group's size as degrees of freedom. An AUC of 0
+    or 1 is moved half a pair inward first, and the variance is at least Hanley and McNeil's at
+    that AUC, so a perfect split has an interval of some width, and one that says how sure that
+    many traces make it (12 against 20: about [0.79, 1])."""
     x = np.asarray([float(v) for v in positives], dtype=float)
     y = np.asarray([float(v) for v in negatives], dtype=float)
     m, n = x.size, y.size

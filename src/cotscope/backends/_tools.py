@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from collections.abc import Sequence
 
 from .._errors import CotscopeError
 from ..trace import Message, ToolCall
 from .base import GenerationParams, Prompt, ToolTurn
 
+_RENDERS_TOOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backend -> its template renders tools
 HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 HARMONY_CALL = re.compile(r"<\|channel\|>commentary to=functions\.([\w.-]+)[^<]*(?:<\|constrain\|>\w+)?<\|message\|>(.*?)(?:<\|call\|>|<\|end\|>|$)", re.S)
 
@@ -85,7 +87,9 @@ def parse_tool_calls(text: str) -> tuple[str, tuple[ToolCall, ...]]:
 def tool_chat(backend, messages: Sequence[Message], tools: list[dict], params: GenerationParams) -> ToolTurn:
     """One assistant turn of an in-process model with `tools` rendered by its own chat template."""
     prompt = Prompt(messages=tuple(messages), tools=json.dumps(tools, sort_keys=True))
-    if backend.render(prompt) == backend.render(Prompt(messages=tuple(messages))):
+    if backend not in _RENDERS_TOOLS:  # a property of the template: checked on the first turn only
+        _RENDERS_TOOLS[backend] = backend.render(prompt) != backend.render(Prompt(messages=tuple(messages)))
+    if not _RENDERS_TOOLS[backend]:
         raise CotscopeError(f"{getattr(backend, 'spec', 'this model')}: its chat template does not render tools, so it has no native "
                             "tool calls; use tool-loop?calls=text")
     [c] = backend.generate([prompt], params)

@@ -349,12 +349,11 @@ def _joined(stream) -> tuple[str, str | None, str | None, object]:
                 if delta is not None and (r := _reasoning(delta)):
                     reasoning.append(r)
                 finish = choice.finish_reason or finish
-    except (openai.APIError, OSError, ValueError) as exc:
+    except Exception as exc:
+        # httpx's protocol errors (a dropped connection) reach here unwrapped, beside openai's own
+        if not (isinstance(exc, (openai.APIError, OSError, ValueError)) or type(exc).__module__.startswith(("httpx", "httpcore"))):
+            raise
         raise CotscopeError(f"the stream broke off after {len(''.join(text))} characters of text and {len(''.join(reasoning))} of reasoning: {exc}") from exc
-    except Exception as exc:  # httpx's protocol errors (a dropped connection) reach here unwrapped
-        if type(exc).__module__.startswith(("httpx", "httpcore")):
-            raise CotscopeError(f"the stream broke off after {len(''.join(text))} characters of text: {exc}") from exc
-        raise
     if finish is None:
         raise CotscopeError(f"the stream ended without a finish reason after {len(''.join(text))} characters of text (cut off?)")
     return "".join(text), "".join(reasoning) if reasoning else None, finish, usage

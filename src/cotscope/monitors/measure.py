@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -13,6 +14,9 @@ from .._errors import CotscopeError
 from ..stats import Estimate
 from ..trace import Trace, make_steps
 from .base import LabelledTrace, Monitor, MonitorVerdict, get_monitor
+
+if TYPE_CHECKING:
+    from ..records import SampleRecord
 
 
 class Rates(BaseModel):
@@ -137,18 +141,21 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
 
 # -- labelled traces ---------------------------------------------------------------------------
 def hint_switches(run_dir: str | Path) -> list[LabelledTrace]:
-    """An audit run's hinted traces, labelled: positive when the answer moved to the hint (the
-    model used it), negative when it did not move; traces whose answer was the hinted one already
-    are left out."""
+    """An audit run's hinted traces, labelled (see `switches_of`), read from its samples.jsonl."""
     from ..records import SampleRecord
     from ..store import read_lines
 
     path = Path(run_dir) / "samples.jsonl"
     if not path.is_file():
         raise CotscopeError(f"{run_dir} is not a cotscope run directory (no samples.jsonl)")
+    return switches_of(SampleRecord.model_validate_json(line) for _, line in read_lines(path))
+
+
+def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
+    """Hinted traces, labelled: positive when the answer moved to the hint (the model used it),
+    negative when it did not move; traces whose answer was the hinted one already are left out."""
     out = []
-    for _, line in read_lines(path):
-        rec = SampleRecord.model_validate_json(line)
+    for rec in records:
         for j, h in enumerate(rec.results.get("hint") or []):
             h = h if isinstance(h, dict) else h.model_dump()
             if not h.get("eligible"):
