@@ -26,6 +26,9 @@ def test_calls_are_read_in_each_models_syntax_and_stay_data():
     assert cut[0].name == ""
     llama = parse_tool_calls('<|python_tag|>{"name": "calculator", "parameters": {"input": "2*3"}}')
     assert llama == ("", (ToolCall(id="call_0", name="calculator", arguments='{"input": "2*3"}'),))
+    assert parse_tool_calls('{"name": "calculator", "arguments": {"input": "2*3"}}') == llama  # alone: no text left beside the call
+    fenced = parse_tool_calls('```json\n{\n  "name": "calculator",\n  "arguments": {"input": {"input": "2"}}\n}\n```')
+    assert fenced == ("", (ToolCall(id="call_0", name="calculator", arguments='{"input": {"input": "2"}}'),))  # as a small model wrote it
     assert parse_tool_calls('{"answer": 7}') == ('{"answer": 7}', ())  # an answer in JSON is no call
     harmony = ('<|channel|>analysis<|message|>Need to add.<|end|><|start|>assistant<|channel|>commentary to=functions.calculator '
                '<|constrain|>json<|message|>{"input": "5-1"}<|call|>')
@@ -73,6 +76,16 @@ def test_tools_calls_and_results_go_through_the_models_own_template(hermes):
     assert "<tools>" not in backend.render(Prompt(messages=convo[:1]))  # no tools given, none rendered
 
 
+def test_an_in_process_tool_turn_goes_through_the_model_wrapper(hermes):
+    """Its generation is the wrapper's (usage, cache, and the lockstep rounds that keep one job
+    at a time on a provider that is not thread-safe: llama.cpp crashed with two at once)."""
+    model = get_backend(f"hf/{hermes[0]}")
+    convo = [Message(role="user", content="What is 3 + 4?")]
+    first = model.tool_chat(convo, TOOLS, GenerationParams(max_new_tokens=6))
+    assert model.usage.prompts == 1 and model.usage.generated_tokens == first.n_generated_tokens
+    assert model.tool_chat(convo, TOOLS, GenerationParams(max_new_tokens=6)) == first and model.usage.cache_hits == 1
+
+
 def test_a_template_that_renders_no_tools_is_refused_by_name(hermes):
     plain = get_backend(f"hf/{hermes[1]}", cache=False).provider
     with pytest.raises(CotscopeError, match="does not render tools.*calls=text"):
@@ -110,6 +123,7 @@ def test_a_tool_loop_with_native_calls_runs_in_process_and_corrupt_result_acts_o
     for rec in r.records:
         t = rec.traces["subject"]
         assert t.meta["tool_calls"] == 1 and t.meta["tool_errors"] == 0 and "CALL calculator:" in t.cot_text
+        assert "CALL <tool>" not in t.messages[0].content and t.messages[0].content.endswith("Use the tools you are given.")  # as asked
         [res] = rec.results["corrupt_result"]
         assert res.corrupted_result != res.original_result and res.changed and not res.control_changed
     assert any("<tools>" in s for s in seen) and any("<tool_response>" in s for s in seen)

@@ -2,10 +2,13 @@
 SmolLM2): the same greedy text, the same scores up to quantization, and a truncation sweep
 that evaluates each shared prefix once."""
 
+import json
+
 import pytest
 
 from cotscope import CotscopeError
 from cotscope.backends import GenerationParams, Prompt, check_backend, get_backend
+from cotscope.trace import Message
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.integration
@@ -206,6 +209,19 @@ def test_a_hostile_or_broken_gguf_chat_template_is_a_named_error(path, template,
     backend.template, backend._template = template, None
     with pytest.raises(CotscopeError, match=message):
         backend.render(PROMPTS[0])
+
+
+def test_a_gguf_template_renders_in_the_environment_transformers_gives_templates(path):
+    """What a model was trained on: `tojson` without HTML escapes (a tool's description "it's"
+    stays "it's", not "it\\u0027s"), in the order given; loop controls; `strftime_now`."""
+    backend = get_backend(f"llamacpp/{path}?n_ctx=256", cache=False).provider
+    backend.template, backend._template = ("{% for t in tools %}{{ t | tojson }}{% endfor %}"
+                                           "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}[{{ m.content }}]{% endfor %}"
+                                           "{{ strftime_now('%Y') | length }}"), None
+    tools = [{"type": "function", "function": {"name": "calc", "description": "it's <arithmetic> & more"}}]
+    convo = (Message(role="user", content="a"), Message(role="assistant", content="b"))
+    assert backend.render(Prompt(messages=convo, tools=json.dumps(tools))) == (
+        '{"type": "function", "function": {"name": "calc", "description": "it\'s <arithmetic> & more"}}[a]4')
 
 
 def test_native_tool_calls_need_a_gguf_template_that_renders_tools(path, tmp_path):

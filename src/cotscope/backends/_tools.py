@@ -19,6 +19,7 @@ from .base import GenerationParams, Prompt, ToolTurn
 
 _RENDERS_TOOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backend -> its template renders tools
 HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+FENCED = re.compile(r"^```(?:json)?\s*(\{.*\})\s*```$", re.S)
 HARMONY_CALL = re.compile(r"<\|channel\|>commentary to=functions\.([\w.-]+)[^<]*(?:<\|constrain\|>\w+)?<\|message\|>(.*?)(?:<\|call\|>|<\|end\|>|$)", re.S)
 
 
@@ -73,6 +74,7 @@ def parse_tool_calls(text: str) -> tuple[str, tuple[ToolCall, ...]]:
         return HERMES.sub("", text).strip(), tuple(calls)
     before, tag, after = text.partition("<|python_tag|>")
     body = (after if tag else text).strip()
+    body = (fenced.group(1) if (fenced := FENCED.match(body)) else body).strip()  # small models wrap a JSON call in a code fence
     if body.startswith("{") and body.endswith("}"):
         try:
             obj = json.loads(body)
@@ -80,13 +82,13 @@ def parse_tool_calls(text: str) -> tuple[str, tuple[ToolCall, ...]]:
             obj = None
         if isinstance(obj, dict) and "name" in obj and ("parameters" in obj or "arguments" in obj):  # a Llama 3.x call, not an answer in JSON
             name, args = _name_and_arguments(body)
-            return before.strip(), (ToolCall(id="call_0", name=name, arguments=args),)
+            return (before.strip() if tag else ""), (ToolCall(id="call_0", name=name, arguments=args),)
     return text, ()
 
 
 def tool_chat(backend, messages: Sequence[Message], tools: list[dict], params: GenerationParams) -> ToolTurn:
     """One assistant turn of an in-process model with `tools` rendered by its own chat template."""
-    prompt = Prompt(messages=tuple(messages), tools=json.dumps(tools, sort_keys=True))
+    prompt = Prompt(messages=tuple(messages), tools=json.dumps(tools))  # in the order given, as a template would see them
     if backend not in _RENDERS_TOOLS:  # a property of the template: checked on the first turn only
         _RENDERS_TOOLS[backend] = backend.render(prompt) != backend.render(Prompt(messages=tuple(messages)))
     if not _RENDERS_TOOLS[backend]:

@@ -17,7 +17,9 @@ Options: ``n_ctx`` (KV cells; default 16384: a prompt and its budget must fit), 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +120,12 @@ class LlamaCppBackend(Backend):
             def raise_exception(message: str) -> None:
                 raise CotscopeError(f"the GGUF chat template refused the conversation: {message}")
 
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            env.globals["raise_exception"] = raise_exception
+            # the environment transformers renders templates in (what the models were trained on):
+            # loop controls, `tojson` without HTML escapes, `strftime_now`
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+            env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+            env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+                x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
             try:
                 self._template = env.from_string(self.template)
             except TemplateError as exc:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from . import lockstep
+from . import _tools, lockstep
 from .base import Backend, Completion, GenerationParams, Prompt
 
 
@@ -142,6 +143,10 @@ class Model(Backend):
         # Provider-specific attributes (a tokenizer, counters a benchmark reads) pass through.
         if name == "provider":
             raise AttributeError(name)
+        if name == "tool_chat" and getattr(type(self.provider), "tool_chat", None) is _tools.tool_chat:
+            # an in-process template turn: its generation goes through this Model (cache, usage,
+            # and the lockstep rounds that keep one job at a time on a provider that is not thread-safe)
+            return partial(_tools.tool_chat, self)
         return getattr(self.provider, name)
 
 

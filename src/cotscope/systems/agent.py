@@ -89,10 +89,12 @@ class ToolLoop(System):
         )
 
     def native_prompt(self, sample: Sample) -> Prompt:
-        return Prompt.chat(
-            f"{format_question(sample)}\n\nThink step by step, one step a line, and use the tools you are given where they help. "
-            f"When you are done, give the final answer on a last line of the form {answer_format(self.kind, sample)}."
-        )
+        # No answer format here: asked for one up front, small tool-trained models answer at once
+        # (0 of 8 calls against 8 of 8 without it, Qwen2.5-Coder-0.5B); the answer cue follows the loop.
+        return Prompt.chat(f"{format_question(sample)}\n\nUse the tools you are given.")
+
+    def asked(self, sample: Sample) -> Prompt:
+        return self.native_prompt(sample) if self.calls == "native" else self.prompt(sample)
 
     def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
         """Run every trajectory turn by turn, the turns of all samples batched together."""

@@ -71,6 +71,10 @@ class System(ABC):
     def prompt(self, sample: Sample) -> Prompt:
         """The prompt the system reasons from."""
 
+    def asked(self, sample: Sample) -> Prompt:
+        """The prompt the trace records as asked: `prompt`, unless the system asks otherwise."""
+        return self.prompt(sample)
+
     @property
     def can_prefill(self) -> bool:
         """Whether its model can continue an assistant turn, so that a CoT prefix can be handed
@@ -214,7 +218,7 @@ class System(ABC):
                     tokens_by_role=tokens,
                     roles=self.roles,
                     meta=r.meta,
-                    messages=[*self.prompt(sample).messages, *_turns(r, a)],
+                    messages=[*self.asked(sample).messages, *_turns(r, a)],
                 )
             )
         return traces
