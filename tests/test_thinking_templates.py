@@ -3,7 +3,7 @@ text is noise; the rendering, the prefill and the split are what is checked). Th
 here are written for the test with the mechanisms of the published ones: a Qwen3-style switch
 (``enable_thinking=false`` closes an empty block in the generation prompt), an R1-distill-style
 generation prompt that opens ``<think>`` itself, and gpt-oss-style harmony channels with a
-``reasoning_effort`` line. The published templates themselves are not checked here."""
+``reasoning_effort`` line. The published templates are checked in `test_published_templates.py`."""
 
 import pytest
 
@@ -34,8 +34,9 @@ SPECIAL = ["<|im_start|>", "<|im_end|>", "<think>", "</think>", "<｜User｜>", 
            "<|message|>", "<|channel|>", "<|return|>", "<pad>"]
 
 
-def tiny_model(folder, template: str, eos: str) -> str:
-    """A one-layer Llama with random weights and a byte-level BPE tokenizer trained here."""
+def tiny_model(folder, template: str, eos: str, special: tuple[str, ...] = (), bos: str | None = None) -> str:
+    """A one-layer Llama with random weights and a byte-level BPE tokenizer trained here
+    (`special`: more special tokens the template writes; `bos`: its ``bos_token``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -43,8 +44,8 @@ def tiny_model(folder, template: str, eos: str) -> str:
     tok.decoder = decoders.ByteLevel()
     corpus = ["What is 3 plus 4? Give the final answer in the form Answer: <number>.", "First add 3 and 4 to get 7.",
               "analysis final assistant system user Reasoning medium high low"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<pad>")
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=[*SPECIAL, *special], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<pad>", bos_token=bos)
     fast.chat_template = template
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,

@@ -20,7 +20,9 @@ from .base import GenerationParams, Prompt, ToolTurn
 _RENDERS_TOOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backend -> its template renders tools
 HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 FENCED = re.compile(r"^```(?:json)?\s*(\{.*\})\s*```$", re.S)
-HARMONY_CALL = re.compile(r"<\|channel\|>commentary to=functions\.([\w.-]+)[^<]*(?:<\|constrain\|>\w+)?<\|message\|>(.*?)(?:<\|call\|>|<\|end\|>|$)", re.S)
+# the recipient before the channel (as gpt-oss's template writes a call) or after it (as the model may)
+HARMONY_CALL = re.compile(r"(?:to=functions\.([\w.-]+)\s*)?<\|channel\|>commentary(?:\s+to=functions\.([\w.-]+))?[^<]*"
+                          r"(?:<\|constrain\|>\w+)?<\|message\|>(.*?)(?:<\|call\|>|<\|end\|>|$)", re.S)
 
 
 def template_messages(messages: Sequence[Message]) -> list[dict]:
@@ -66,9 +68,11 @@ def _name_and_arguments(body: str) -> tuple[str, str]:
 
 def parse_tool_calls(text: str) -> tuple[str, tuple[ToolCall, ...]]:
     """The text of a reply without its calls, and the calls, in the first syntax found."""
-    calls = [ToolCall(id=f"call_{i}", name=m.group(1), arguments=m.group(2).strip()) for i, m in enumerate(HARMONY_CALL.finditer(text))]
-    if calls:
-        return HARMONY_CALL.sub("", text).strip(), tuple(calls)
+    found = [m for m in HARMONY_CALL.finditer(text) if m.group(1) or m.group(2)]  # commentary to no function is no call
+    if found:
+        calls = [ToolCall(id=f"call_{i}", name=m.group(1) or m.group(2), arguments=m.group(3).strip()) for i, m in enumerate(found)]
+        rest = "".join(text[a.end() if a else 0 : b.start()] for a, b in zip([None, *found], found)) + text[found[-1].end() :]
+        return rest.strip(), tuple(calls)
     calls = [ToolCall(id=f"call_{i}", name=(na := _name_and_arguments(m.group(1)))[0], arguments=na[1]) for i, m in enumerate(HERMES.finditer(text))]
     if calls:
         return HERMES.sub("", text).strip(), tuple(calls)
