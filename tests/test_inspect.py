@@ -160,3 +160,34 @@ def test_reasoning_blocks_import_as_the_thinking_channel(shown, offline_env, tmp
         assert [s.text for s in t.steps] == thinking.splitlines()
     else:
         assert any("thinking" in w and "leaves them out" in w for w in r.summary.warnings)
+
+
+@pytest.mark.parametrize("shown", ["full", "summary"])
+def test_the_inspect_solver_reads_reasoning_blocks_from_a_provider_that_cannot_prefill(shown, offline_env, tmp_path, monkeypatch):
+    """`-T system=think -T prefill=false`: the model's ContentReasoning is the CoT, its text the
+    answer, a summary is flagged as one; a task that hands over a prefix is refused by name."""
+    from inspect_ai import eval
+    from inspect_ai._util.content import ContentReasoning, ContentText
+    from inspect_ai.model import ModelOutput, get_model
+
+    from cotscope.interop.inspect_tasks import make_task
+    from cotscope.records import SampleRecord
+
+    thinking = "The hint says B, but I check it.\nFour plus three is seven."
+    block = ContentReasoning(reasoning=thinking) if shown == "full" else ContentReasoning(reasoning="gAAAA", redacted=True, summary="Checked it.")
+
+    def replies():
+        while True:
+            yield ModelOutput.from_content("mockllm/model", [block, ContentText(text="Answer: 7")])
+
+    model = get_model("mockllm/model", custom_outputs=replies())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", offline_env["TIKTOKEN_CACHE_DIR"])
+    task = make_task("hints", task="arithmetic", n_samples=2, system="think", prefill="false")
+    (ev,) = eval(task, model=model, log_dir=str(tmp_path / "logs"), display="none")
+    assert ev.status == "success", ev.error
+    for s in ev.samples:
+        t = SampleRecord.model_validate(s.metadata["cotscope"]).traces["subject"]
+        assert t.channel == "thinking" and t.thinking == shown and t.answer == "7" and "Answer" not in t.cot_text
+        assert t.cot_text == (thinking if shown == "full" else "Checked it.")
+    with pytest.raises(CotscopeError, match="early_answering hands the model a CoT prefix.*prefill=false"):
+        make_task("early_answering", system="think", prefill=False)

@@ -52,6 +52,7 @@ class Completion:
     n_generated_tokens: int
     finish_reason: str = "stop"  # "stop" | "length"
     reasoning: str | None = None  # thinking the provider returned apart from the text (reasoning_content)
+    shown: str = "full"  # how much of that thinking it gave: "full", "summary" or "redacted" (nothing readable)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,17 @@ number, its n and its CI are the ones ``cotscope audit`` reports.
 
 Task arguments (``-T name=value``): task, task_args ("key=value,key=value"), n_samples, seed,
 system, max_new_tokens, continue_max_new_tokens, temperature, rewriter (a model spec or
-``chain``; '' uses the evaluated model). On a multiple-choice task the forced answer is the
+``chain``; '' uses the evaluated model), prefill (below). On a multiple-choice task the forced answer is the
 choice letter with the highest next-token log-probability: the provider must return them
 (``logprobs``/``top_logprobs``; mockllm does not).
 
 A CoT prefix that the system continues from is sent as a last assistant message; providers
 that continue an assistant turn (llama.cpp's server, vLLM with ``continue_final_message``) do
-so, others start a new turn from it.
+so, others would start a new turn from it, which is not the model going on with its own
+thought: for those give ``-T prefill=false``. Then the experiments that hand over a prefix do
+not run (the log's metrics name none of them), and with ``-T system=think`` the CoT is the
+model's reasoning blocks (Inspect's ``ContentReasoning``), the answer its text; summarized or
+redacted reasoning is flagged as such and left out of the metrics, as ``import-inspect`` does.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from ..summary import run_metrics  # noqa: E402
 from ..systems import get_system  # noqa: E402
 from ..systems.prompts import format_question  # noqa: E402
 from ..systems.rewriter import make_rewriter  # noqa: E402
-from .inspect_logs import count_tokens  # noqa: E402
+from .inspect_logs import _blocks, _reasoning, _thinking_kind, count_tokens  # noqa: E402
 
 def _tasks() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Inspect task -> (cotscope experiment, its headline metrics), from every registered
@@ -72,9 +76,10 @@ class InspectBackend(Backend):
     from a worker thread that Inspect's event loop started (`anyio.to_thread`); each batch of
     prompts goes back to the loop as concurrent `generate` calls."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, can_continue: bool = True) -> None:
         self.model = model
         self.spec = f"inspect/{model}"
+        self.can_continue = can_continue  # whether the provider continues a last assistant message (task argument `prefill`)
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         config = GenerateConfig(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
@@ -88,10 +93,12 @@ class InspectBackend(Backend):
             text, stopped = cut_at_stop(out.completion, params.stop)
             usage = out.usage
             length = out.stop_reason in ("max_tokens", "model_length") and not stopped
+            blocks = _blocks(out.message) if out.choices else []
             done.append(Completion(
                 text=text, finish_reason="length" if length else "stop",
                 n_prompt_tokens=usage.input_tokens if usage else self.count_tokens(p.prefix),
                 n_generated_tokens=usage.output_tokens if usage else self.count_tokens(text),
+                reasoning="\n\n".join(_reasoning(out.message)) if blocks else None, shown=_thinking_kind(blocks) or "full",
             ))
         return done
 
@@ -138,15 +145,27 @@ def to_messages(p: Prompt) -> list:
 def make_task(name: str, **args: Any) -> Task:
     """The Inspect task `name` (a key of TASKS) on a cotscope task; see the module docstring."""
     experiment, headline = TASKS[name]
+    prefill = _flag(args.pop("prefill", True))
+    if not prefill and EXPERIMENTS.lookup(experiment).needs_prefix:
+        raise CotscopeError(f"{name} hands the model a CoT prefix in its assistant turn, which prefill=false says the provider cannot "
+                            "continue; run hints on such a provider, or this task on one that continues an assistant turn")
     config = _config(experiment, **args)
-    plan = check(config, backend=InspectBackend(None))
+    plan = check(config, backend=InspectBackend(None, prefill))
     dataset = MemoryDataset([
         InspectSample(input=format_question(s), target=str(s.answer), id=s.id, metadata={"cotscope_sample": s.model_dump(mode="json")})
         for s in plan.task.samples
     ], name=f"cotscope/{config.task}")
     data = config.model_dump(mode="json")
-    return Task(dataset=dataset, solver=cotscope_solver(data), scorer=cotscope_scorer(data, list(headline)),
+    return Task(dataset=dataset, solver=cotscope_solver(data, prefill), scorer=cotscope_scorer(data, list(headline)),
                 metrics=[cotscope_estimates(data, list(headline))], name=name)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
+        return str(value).lower() in ("true", "1", "yes")
+    raise CotscopeError(f"prefill={value!r}: expected true or false")
 
 
 def _config(experiment: str, task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
@@ -158,16 +177,17 @@ def _config(experiment: str, task: str = "arithmetic", task_args: str = "", n_sa
 
 
 @solver
-def cotscope_solver(config: dict):
+def cotscope_solver(config: dict, prefill: bool = True):
     """The system writes its CoT and answer, then the experiment runs on them (cotscope's own
-    code: `audit.run_batch`); the record goes to the sample's metadata."""
+    code: `audit.run_batch`); the record goes to the sample's metadata. `prefill`: whether the
+    provider continues a last assistant message."""
     cfg = AuditConfig.model_validate(config)
-    plan = check(cfg, backend=InspectBackend(None))
+    plan = check(cfg, backend=InspectBackend(None, prefill))
     samples = {s.id: s for s in plan.task.samples}
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         model = get_model()
-        backend = Model.wrap(InspectBackend(model))
+        backend = Model.wrap(InspectBackend(model, prefill))
         sample = samples[str(state.sample_id)]
         record = await anyio.to_thread.run_sync(_run_one, cfg, plan, backend, sample)
         trace = record.traces["subject"]
@@ -236,9 +256,10 @@ def _task_function(name: str, doc: str):
     """The `@task` function of one experiment's Inspect task; its parameters are the task arguments."""
 
     def run(task: str = "arithmetic", task_args: str = "", n_samples: int = 20, seed: int = 0, system: str = "cot",
-            max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "") -> Task:
+            max_new_tokens: int = 512, continue_max_new_tokens: int = 256, temperature: float = 0.0, rewriter: str = "",
+            prefill: bool = True) -> Task:
         return make_task(name, task=task, task_args=task_args, n_samples=n_samples, seed=seed, system=system, max_new_tokens=max_new_tokens,
-                         continue_max_new_tokens=continue_max_new_tokens, temperature=temperature, rewriter=rewriter)
+                         continue_max_new_tokens=continue_max_new_tokens, temperature=temperature, rewriter=rewriter, prefill=prefill)
 
     run.__name__ = run.__qualname__ = name
     run.__doc__ = doc

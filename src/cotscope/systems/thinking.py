@@ -171,7 +171,7 @@ class Think(System):
                 split = split_thinking(c.text, self.open_tag, self.close_tag)
             answer, error = extract_answer(split.after, self.kind, len(sample.choices or []) or None)
             traces.append(Trace(
-                system=self.spec, channel="thinking", thinking="full", steps=make_steps(split.thinking, self.backend.count_tokens),
+                system=self.spec, channel="thinking", thinking=c.shown if c.reasoning is not None else "full", steps=make_steps(split.thinking, self.backend.count_tokens),
                 final_text=split.after, raw_text=c.text, answer=answer, answer_error=error, n_prompt_tokens=c.n_prompt_tokens,
                 n_generated_tokens=c.n_generated_tokens, finish_reason="stop" if split.closed else "length",
                 tokens_by_role={role: c.n_generated_tokens}, roles=self.roles,
