@@ -125,6 +125,28 @@ def test_a_server_that_returns_reasoning_content_is_audited_on_its_thinking(tmp_
     assert all("messages" in body for body in srv.chats)
 
 
+def test_template_options_reach_a_servers_template_or_the_one_rendered_here(tmp_path):
+    """`enable_thinking` and `reasoning_effort` on openai/: with mode=chat, the request's
+    chat_template_kwargs (and reasoning_effort); a bad value is named before any request."""
+    pytest.importorskip("openai")
+    from cotscope import CotscopeError, get_backend
+    from cotscope.backends import GenerationParams, Prompt
+
+    from .faultserver import FaultServer
+
+    with FaultServer() as srv:
+        srv.chat = lambda body: {"role": "assistant", "content": "Answer: 42", "reasoning_content": "Add."}
+        backend = get_backend(f"openai/m@{srv.url}?mode=chat&max_retries=0&enable_thinking=false&reasoning_effort=low", cache=False)
+        backend.generate([Prompt.chat("What is 40 + 2?")], GenerationParams(max_new_tokens=8))
+        body = srv.chats[-1]
+        assert body["chat_template_kwargs"] == {"enable_thinking": False, "reasoning_effort": "low"} and body["reasoning_effort"] == "low"
+        backend = get_backend(f"openai/m@{srv.url}?mode=chat&max_retries=0", cache=False)
+        backend.generate([Prompt.chat("What is 40 + 2?")], GenerationParams(max_new_tokens=8))
+        assert "chat_template_kwargs" not in srv.chats[-1]
+    with pytest.raises(CotscopeError, match="expected true or false"):
+        get_backend("openai/m@http://127.0.0.1:9/v1?enable_thinking=maybe", cache=False)
+
+
 def test_streamed_reasoning_deltas_are_joined_as_the_whole_reply_is(tmp_path):
     """`?stream=true`: the thinking and the text arrive as deltas, word by word, and are read as
     the same trace as the reply sent whole; a stream cut off midway is a named error, and the

@@ -23,6 +23,10 @@ reasoning prefix can be continued exactly as on a local model. Options (after ``
   connection errors, timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
   jitter, honouring ``Retry-After``; then a clear error, and finished samples stay on disk),
   ``api_key`` (default: the ``OPENAI_API_KEY`` environment variable, else ``none``).
+- ``enable_thinking``, ``reasoning_effort``: chat-template options (as for ``hf/``): given to
+  the template rendered here (``tokenizer=``), or with ``mode=chat`` sent as the request's
+  ``chat_template_kwargs`` (vLLM, SGLang and llama.cpp's server read them; ``reasoning_effort``
+  also as the request's own field).
 - ``stream``: receive each reply as it is written (server-sent events; text and
   ``reasoning_content`` deltas are joined), for long thinking traces that would otherwise sit
   silent past a proxy's idle timeout. A stream that breaks off is a named error.
@@ -40,7 +44,7 @@ from pathlib import Path
 
 from .._errors import CotscopeError, require
 from ..trace import Message, ToolCall
-from .base import Backend, Completion, GenerationParams, Prompt, ToolTurn, cut_at_stop
+from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Prompt, ToolTurn, cut_at_stop, template_kwargs
 from .registry import register_backend
 
 CHATML_SYSTEM = "You are a helpful assistant."
@@ -81,9 +85,12 @@ class OpenAIBackend(Backend):
         ]
         self.extra_body = {"cache_prompt": True} if opts.pop("cache_prompt", "false").lower() in ("1", "true", "yes") else None
         self.stream = opts.pop("stream", "false").lower() in ("1", "true", "yes")
+        # the template options: to the template rendered here (tokenizer=), or to the server's (mode=chat)
+        self.template_kwargs = template_kwargs(opts, f"openai/{model}")
         if opts:
             raise CotscopeError(
-                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key, cache_prompt, stream"
+                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key, cache_prompt, stream, "
+                f"{', '.join(TEMPLATE_OPTIONS)}"
             )
         self._tok = _load_tokenizer(tokenizer) if tokenizer else None
         self._server_tokenize: Callable[[str], int] | None = None
@@ -93,7 +100,7 @@ class OpenAIBackend(Backend):
     def render(self, prompt: Prompt) -> str:
         if self._tok is not None and self._tok.chat_template:
             msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            return self._tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + prompt.prefix
+            return self._tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, **self.template_kwargs) + prompt.prefix
         return render_chatml(prompt)
 
     def count_tokens(self, text: str) -> int:
@@ -156,6 +163,9 @@ class OpenAIBackend(Backend):
                       top_p=params.top_p, seed=params.seed)
         if params.stop:
             common["stop"] = list(params.stop)[:4]  # the API allows at most 4
+        if self.mode == "chat" and self.template_kwargs:  # vLLM, SGLang and llama.cpp's server read chat_template_kwargs
+            common["extra_body"] = {**(self.extra_body or {}), "chat_template_kwargs": self.template_kwargs,
+                                    **({"reasoning_effort": self.template_kwargs["reasoning_effort"]} if "reasoning_effort" in self.template_kwargs else {})}
         return common
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
