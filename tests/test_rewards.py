@@ -108,3 +108,21 @@ def test_every_reward_has_trl_shape():
         out = fn(PROMPTS, [VALUE, ENCODED, WRONG, NO_ANSWER], answer=ANSWER, extra_column=[1, 2, 3, 4])
         assert len(out) == 4 and all(isinstance(x, float) for x in out), name
         assert fn.__name__ == name.replace("-", "_")
+
+
+def test_rewards_read_a_thinking_completions_thinking():
+    """A completion that thinks in a <think> block (opened by the template's generation prompt,
+    as R1 distills' are, or by itself): its CoT is the thinking, its answer read after the block;
+    the thinking-format reward wants the block closed and an answer after it."""
+    thinking = "a: so 3+2=5\nb: then 5*3=5"
+    opened_by_template = thinking + "\n</think>\n\nAnswer: 5"
+    opened_here = "<think>\n" + opened_by_template
+    never_closed = "<think>\n" + thinking + "\nc: so"
+    plain = VALUE
+    assert split_completion(opened_by_template) == (thinking, "5") == split_completion(opened_here)
+    assert split_completion(never_closed) == (thinking + "\nc: so", None)
+    assert split_completion("<think>\nhm\n</think>\n\nThe answer is 5.") == ("hm", "The answer is 5.")
+    comps = [opened_by_template, opened_here, never_closed, plain, "<think>\n</think>\n\nAnswer: 5"]
+    assert get_reward("think-format")(PROMPTS[:1] * 5, comps) == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert get_reward("correct")(PROMPTS[:1] * 5, comps, answer=["5"] * 5) == [1.0, 1.0, 0.0, 1.0, 1.0]
+    assert get_reward("monitor")(PROMPTS[:1] * 2, [opened_here, "<think>\nb: then *3\n</think>\nAnswer: 5"]) == [-1.0, 0.0]  # reads the thinking

@@ -48,12 +48,25 @@ def _text(x: Any) -> str:
     return str(x)
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
 def split_completion(completion: Any) -> tuple[str, str | None]:
     """(CoT, answer text) of a completion: the CoT is everything before the first answer cue
     and the answer is the rest of that line (what follows is not part of the completion's
     answer: a model that does not stop there writes on); without a cue the answer is None
-    and the whole text is CoT."""
+    and the whole text is CoT. A thinking completion (a ``<think>`` block, opened by it or by
+    the template's generation prompt, closed by ``</think>``): the CoT is the thinking, and the
+    answer is read after the block; a block that never closes is all CoT, with no answer."""
     text = _text(completion)
+    if THINK_CLOSE in text or text.lstrip().startswith(THINK_OPEN):
+        thinking, closed, after = text.partition(THINK_CLOSE)
+        thinking = thinking.split(THINK_OPEN, 1)[1] if THINK_OPEN in thinking else thinking
+        if not closed:
+            return thinking.strip(), None
+        _, cue, tail = after.partition(ANSWER_CUE)
+        answer = tail if cue else after
+        return thinking.strip(), answer.strip().splitlines()[0].strip() if answer.strip() else ""
     head, cue, tail = text.partition(ANSWER_CUE)
     if not cue:
         return text.strip(), None

@@ -9,7 +9,8 @@ from typing import Any
 from .._errors import CotscopeError
 from ..monitors.builtin import VALUE_LINE, flagged_share
 from ..tasks.base import extract_answer, grade
-from .base import Answerer, _text, register_reward, split_completion
+from ..systems.prompts import ANSWER_CUE
+from .base import THINK_CLOSE, Answerer, _text, register_reward, split_completion
 
 
 def _golds(answer: Sequence[Any] | None, n: int) -> list[str]:
@@ -48,6 +49,24 @@ def format_():
         return out
 
     return format_
+
+
+@register_reward("think-format")
+def think_format():
+    """1 when the completion thinks in a ``<think>`` block (opened by it or by the template's
+    generation prompt), closes it with ``</think>`` and then answers on an ``Answer:`` line;
+    else 0. The other rewards read such a completion's thinking as its CoT."""
+
+    def think_format(prompts, completions, **_):
+        out = []
+        for c in completions:
+            text = _text(c)
+            cot, ans = split_completion(c)
+            closed = THINK_CLOSE in text and ANSWER_CUE in text.partition(THINK_CLOSE)[2]
+            out.append(float(closed and bool(cot) and bool(ans)))
+        return out
+
+    return think_format
 
 
 @register_reward("monitor")

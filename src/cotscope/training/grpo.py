@@ -192,7 +192,9 @@ class PolicyAnswerer:
         return [self.tok.decode(row, skip_special_tokens=True) for row in out[:, enc["input_ids"].shape[1]:]]
 
     def __call__(self, prompts: Sequence[str], cots: Sequence[str]) -> list[str | None]:
-        texts = [p + answer_prefix(c.strip(), self.kind) for p, c in zip(prompts, cots, strict=True)]
+        # a prompt whose generation prompt opens a thinking block: the block is closed before the answer
+        texts = [p + (c.strip() + "\n</think>\n\n" + answer_prefix("", self.kind) if p.rstrip().endswith("<think>") else answer_prefix(c.strip(), self.kind))
+                 for p, c in zip(prompts, cots, strict=True)]
         return [extract_answer("Answer:" + t.split("\n")[0], self.kind)[0] for t in self._generate(texts, self.n_tokens)]
 
     def continue_from(self, prompts: Sequence[str], prefixes: Sequence[str], max_new_tokens: int) -> list[str | None]:
