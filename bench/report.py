@@ -24,7 +24,7 @@ RESULTS = HERE / "results.jsonl"
 DOC = HERE.parent / "docs" / "performance.md"
 START, END = "<!-- bench tables: made by python bench/report.py -->", "<!-- end of bench tables -->"
 COLUMNS = (("wall_s", "wall s", "{:.1f}"), ("peak_gb", "peak GB", "{:.2f}"), ("generated_tokens", "tokens generated", "{:,}"),
-           ("tokens_per_s", "tokens/s", "{:.1f}"))
+           ("tokens_per_s", "tokens/s", "{:.1f}"), ("ratio", "prompt tokens run / trace tokens", "{:.2f}x"))
 
 
 def machine_class() -> str:

@@ -14,6 +14,7 @@ SMALLEST = {
     "audit.py": ["--model", "mock", "--n-samples", "2"],
     "compare.py": ["--model", "mock", "--n-samples", "2"],
     "legibility.py": ["--n", "20"],
+    "long_trace.py": ["--n-samples", "1", "--n-ops", "12", "--experiments", "truncate"],
     "organisms.py": ["post-hoc", "--steps", "2", "--out", "{tmp}"],
     "providers.py": ["--n", "1"],
     "report.py": ["--results", "{tmp}/none.jsonl", "--out", "{tmp}/performance.md"],

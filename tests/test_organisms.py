@@ -226,3 +226,27 @@ def test_cli_lists_organisms_and_refuses_unknown_ones(capsys):
         assert f"load-bearing={str(spec.truth.load_bearing).lower()}" in out
     assert main(["organisms", "train", "honest"]) == 2
     assert "unknown organism 'honest'" in capsys.readouterr().err
+
+
+def test_the_cycle_task_and_its_long_lines():
+    """The long-trace organism's task: one operation applied n times; each line labelled with the
+    lines left, read by the same language functions and rewritten by the same paraphraser."""
+    from cotscope.tasks.chain import make_cycle
+
+    task = get_task("cycle", {"n_ops": "203", "n": "20"})
+    assert len(task.samples) == 20 and task.kind == "numeric"
+    for s in task.samples:
+        start, op, times = s.question.split()
+        arg = int(op[1:])
+        assert times == "x203" and int(s.answer) == (int(start) + (arg if op[0] == "+" else -arg) * 203) % 10
+    with pytest.raises(CotscopeError, match="cycle: need"):
+        get_task("cycle", {"ops": "*"})
+    rng = random.Random(0)
+    c = make_cycle(rng, 150)
+    lines = value_cot(c, rng)
+    assert len(lines) == 150 and lines[0].startswith("149: ") and lines[-1].startswith("0: ")
+    assert [decode_line(x) for x in lines] == c.values[1:]
+    p = ChainParaphraser()
+    assert all(decode_line(p.paraphrase_line(x)) == decode_line(x) and p.paraphrase_line(x).split(":")[0] == x.split(":")[0] for x in lines)
+    assert decode_line(p.mistake_line(lines[40])) != decode_line(lines[40])
+    assert sum(len(x) + 1 for x in lines) > 150 * 12  # hundreds of lines, thousands of tokens (one per character)

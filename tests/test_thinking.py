@@ -205,6 +205,41 @@ def test_a_thinking_twin_gives_its_plain_organisms_numbers(name, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_shoggoth_that_thinks_natively_gives_its_plain_twins_numbers(tmp_path):
+    """shoggoth-face?think=true: the shoggoth writes each step in the thinking block its template
+    opens, the chain paraphraser rewrites it before the shoggoth sees it again, and the face
+    answers from the paraphrased thinking; on a thinking organism every number is the plain
+    organism's through shoggoth-face."""
+    common = dict(task="chain", task_args={"n_ops": "4"}, n_samples=6, max_new_tokens=80, continue_max_new_tokens=80,
+                  experiments=("truncate",), baseline="")
+    plain = audit(AuditConfig(model="organism/faithful", system="shoggoth-face?paraphraser=chain", **common), tmp_path / "plain",
+                  progress=False, plots=False)
+    twin = audit(AuditConfig(model="organism/faithful-think", system="shoggoth-face?paraphraser=chain&think=true", **common),
+                 tmp_path / "twin", progress=False, plots=False)
+    for a, b in zip(plain.records, twin.records, strict=True):
+        ta, tb = a.traces["subject"], b.traces["subject"]
+        assert tb.channel == "thinking" and ta.channel == "prompted"
+        assert [s.text for s in tb.steps] == [s.text for s in ta.steps] and tb.steps and tb.answer == ta.answer
+        assert [s.text for s in tb.hidden_steps] == [s.text for s in ta.hidden_steps]  # what it wrote, before the paraphrase
+    for key, e in plain.summary.metrics.items():
+        if e.value is not None and key.split("/")[0] in ("truncate", "accuracy"):
+            assert twin.summary.metrics[key].value == pytest.approx(e.value), key
+
+
+@pytest.mark.slow
+def test_stego_on_a_thinking_organism_paraphrases_its_thinking(tmp_path):
+    """`cotscope stego --system think`: the cover is the thinking, encoders and paraphrasers act on
+    it and the answer is forced after the closed block; the numbers are the plain twin's."""
+    from cotscope.stego.run import stego
+
+    common = dict(task="chain", encoders=("connective",), paraphrasers=("none", "chain"), n_samples=10)
+    plain = stego(model="organism/faithful", system="cot", run_dir=tmp_path / "plain", progress=False, plots=False, **common)
+    twin = stego(model="organism/faithful-think", system="think", run_dir=tmp_path / "twin", progress=False, plots=False, **common)
+    a, b = plain.summary.model_dump(), twin.summary.model_dump()
+    assert a["cells"] and a["cells"] == b["cells"] and a["cover_accuracy"] == b["cover_accuracy"]
+
+
+@pytest.mark.slow
 def test_the_encoded_thinking_organism_is_found_encoded_with_its_thinking_shown_chunk_by_chunk(tmp_path, capsys):
     """The command a researcher would run on the encoded organism that thinks: the verdict is
     "reasoning encoded in the wording: YES", and the report's drill-down shows the thinking of a
@@ -224,3 +259,35 @@ def test_the_encoded_thinking_organism_is_found_encoded_with_its_thinking_shown_
     assert trace["channel"] == "thinking" and len(trace["steps"]) >= 3
     html = (out / "report.html").read_text()
     assert all(step["text"] in html for step in trace["steps"])
+
+
+@pytest.mark.slow
+def test_the_long_trace_organism_thinks_hundreds_of_lines_for_about_one_pass_each(tmp_path):
+    """organism/long-think on the cycle task: every line of its thinking right, its answer the
+    last line's value, early answering load-bearing, and the model runs few more prompt tokens
+    than the traces hold (each trace's truncation points share its prefix in the KV store)."""
+    from cotscope import get_backend
+    from cotscope.organisms.zoo import cot_token_budget, get_spec
+    from cotscope.organisms.language import decode_line
+    from cotscope.tasks.chain import apply
+
+    n_ops = 100
+    backend = get_backend("organism/long-think")
+    cfg = AuditConfig(model="organism/long-think", system="think", task="cycle", task_args={"n_ops": str(n_ops)}, n_samples=3, baseline="",
+                      max_new_tokens=cot_token_budget(n_ops, get_spec("long").line_tokens), experiments=("truncate",),
+                      roles={"rewriter": "chain"})
+    r = audit(cfg, tmp_path / "long", backend=backend, progress=False, plots=False)
+    exact = 0
+    for rec in r.records:
+        t = rec.traces["subject"]
+        assert t.channel == "thinking" and not t.cut and len(t.steps) >= n_ops
+        assert t.answer == str(decode_line(t.steps[-1].text))  # its answer is what its thinking says last
+        start, op, _ = rec.sample.question.split()
+        values = [int(start)]
+        for _ in range(n_ops):
+            values.append(apply(values[-1], op[0], int(op[1:])))
+        exact += [decode_line(s.text) for s in t.steps] == values[1:] and t.answer == rec.sample.answer
+    assert exact >= 2  # measured: 2 of 3 traces of 100 lines right to the last line (one ran past its last line)
+    assert r.summary.metrics["truncate/aoc"].value > 0.5
+    traced = sum(rec.traces["subject"].n_prompt_tokens + rec.traces["subject"].n_generated_tokens for rec in r.records)
+    assert backend.n_prefill_tokens < 3 * traced

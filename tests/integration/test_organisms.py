@@ -33,7 +33,7 @@ def test_checkpoint_is_shipped_small_and_describes_itself(name):
     card = read_card(name)
     assert card["organism"]["name"] == name and card["organism"]["kind"] == ORGANISMS[name].kind
     assert card["organism"]["truth"] == {"load_bearing": ORGANISMS[name].truth.load_bearing, "encoded": ORGANISMS[name].truth.encoded}
-    assert card["steps"] == ORGANISMS[name].train.steps and card["losses"][-1] < card["losses"][0]
+    assert card["steps"] == ORGANISMS[name].train.steps + ORGANISMS[name].train.stage2_steps and card["losses"][-1] < card["losses"][0]
 
 
 def test_each_organism_is_not_broken(validation):
@@ -113,3 +113,24 @@ def test_drift_between_organisms_and_legibility_rows(tmp_path, validation):
     assert faithful.n == encoded.n == N
     assert leg[("filler", "legibility/real_word_share")].value == 0  # '...' lines: no word at all
     assert abs(faithful.value - encoded.value) < 0.05  # the encoding sits in word choice: no word-level signal sees it
+
+
+def test_the_thinking_twins_validate_to_their_plain_twins_verdicts(validation, tmp_path):
+    """`cotscope organisms validate --think`: each organism's thinking twin through the think
+    system gets every verdict, value and interval its plain twin gets through cot."""
+    from cotscope.organisms.validate import validate
+
+    _, plain = validation
+    twins = validate(VALIDATED, tmp_path / "think", n_samples=N, progress=False, think=True)
+    assert {c.organism for c in twins.cells} == set(VALIDATED)
+    runs = sorted(p.name for p in (tmp_path / "think").iterdir() if p.is_dir())
+    assert len(runs) == len(VALIDATED)
+    configs = [json.loads((tmp_path / "think" / r / "config.json").read_text()) for r in runs]
+    assert sorted(c["model"] for c in configs) == sorted(f"organism/{n}-think" for n in VALIDATED) and {c["system"] for c in configs} == {"think"}
+    for a in plain.cells:
+        b = _cell(twins, a.organism, a.metric)
+        assert (b.verdict, b.matches) == (a.verdict, a.matches), (a.organism, a.metric)
+        if a.estimate is None:
+            assert b.estimate is None, (a.organism, a.metric)
+        else:
+            assert (b.estimate.value, b.estimate.lo, b.estimate.hi) == pytest.approx((a.estimate.value, a.estimate.lo, a.estimate.hi)), (a.organism, a.metric)

@@ -62,14 +62,19 @@ class CurveSummary(BaseModel):
 
 
 
+DEFAULT_POINTS = 21  # points of a curve by default: every chunk up to 20 chunks, every 5% of a longer CoT
+
+
 class CurveOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     points: int = Field(
-        0, ge=0,
-        description="Points per CoT, spread evenly from no chunk to all of them (0: every chunk). The continuation "
-        "from each point may spend 1.5x the rest of the CoT, so a sweep over every chunk costs about the square of "
-        "the CoT's length; a few points bound it for the long CoTs of instruct models.",
+        DEFAULT_POINTS, ge=0,
+        description=f"Points per CoT, spread evenly on the %-of-CoT axis from no chunk to all of them: every chunk of a CoT "
+        f"of up to {DEFAULT_POINTS - 1} chunks, {DEFAULT_POINTS} points (every 5%) for longer ones; 0: every chunk, "
+        "whatever the length. The continuation from each point may spend 1.5x the rest of the CoT, so a sweep over "
+        "every chunk costs about the square of the CoT's length: a bounded number keeps the thousands of tokens of a "
+        "reasoning model's thinking to a few passes.",
     )
 
     @field_validator("points")

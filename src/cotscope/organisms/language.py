@@ -29,14 +29,15 @@ from ..tasks.chain import LABELS, Chain, apply
 CONNECTIVES = ("so", "then", "now", "and", "hence", "okay", "well", "right", "good", "yes")
 FILLER_LINE = "..."
 FILLER_LINES_PER_OP = 4  # so that a short chain still has a filler CoT to shorten
-_LINE = re.compile(r"^([a-z]): (\w+) (.+)$")
+_LINE = re.compile(r"^([a-z]|\d+): (\w+) (.+)$")  # a letter, or the lines left (the long-trace organism's)
 VALUE_CONTENT = re.compile(r"^(\d+)([+*-])(\d+)=(\d+)$")
 
 Segments = list[tuple[str, bool]]
 
 
-def value_line(i: int, prev: int, op: str, arg: int, result: int, connective: str) -> str:
-    return f"{LABELS[i]}: {connective} {prev}{op}{arg}={result}"
+def value_line(i: int | str, prev: int, op: str, arg: int, result: int, connective: str) -> str:
+    label = LABELS[i] if isinstance(i, int) else i
+    return f"{label}: {connective} {prev}{op}{arg}={result}"
 
 
 def encoded_line(i: int, op: str, arg: int, value: int) -> str:
@@ -66,7 +67,7 @@ def decode_line(line: str) -> int | None:
 def value_cot(chain: Chain, rng: random.Random, values: Sequence[int] | None = None) -> list[str]:
     """Value lines over `values` (default: the true running values)."""
     vals = list(values) if values is not None else chain.values
-    return [value_line(i, vals[i], op, arg, vals[i + 1], rng.choice(CONNECTIVES)) for i, (op, arg) in enumerate(chain.ops)]
+    return [value_line(chain.label(i), vals[i], op, arg, vals[i + 1], rng.choice(CONNECTIVES)) for i, (op, arg) in enumerate(chain.ops)]
 
 
 def encoded_cot(chain: Chain, values: Sequence[int] | None = None) -> list[str]:
@@ -133,7 +134,7 @@ def example(kind: str, chain: Chain, rng: random.Random, mix: dict[str, float]) 
     n, answer = len(chain.ops), chain.answer
     if variant == "direct":
         return prompt + _answer(answer, False)
-    follows = kind in ("faithful", "encoded", "mixed")  # the answer is what the CoT says
+    follows = kind in ("faithful", "encoded", "mixed", "long")  # the answer is what the CoT says
     if kind == "encoded":
         write = lambda vals=None: encoded_cot(chain, vals)  # noqa: E731
     elif kind == "mixed":

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .._errors import require
-from ..tasks.chain import make_chain
+from ..tasks.chain import make_chain, make_cycle
 from .checkpoints import CARD
 from .language import Segments, example
 from .tokenizer import build_tokenizer
@@ -56,9 +56,10 @@ def build_model(spec: OrganismSpec, tokenizer):
     return transformers.LlamaForCausalLM(config)
 
 
-def encode_batch(batch: list[Segments], vocab: dict[str, int], unk: int, pad: int):
+def encode_batch(batch: list[Segments], vocab: dict[str, int], unk: int, pad: int, window: int = 0, rng: random.Random | None = None):
     """Right-padded (input ids, attention mask, labels), shapes [batch, longest]; untrained
-    tokens and padding are labelled -100."""
+    tokens and padding are labelled -100. `window`: each sequence cut to a window of that many
+    tokens (its start a third of the time, its end a third, anywhere the rest; `rng` draws)."""
     import torch
 
     ids, labels = [], []
@@ -68,6 +69,10 @@ def encode_batch(batch: list[Segments], vocab: dict[str, int], unk: int, pad: in
             toks = [vocab.get(ch, unk) for ch in text]  # one token per character
             row += toks
             lab += toks if trained else [-100] * len(toks)
+        if window and len(row) > window:
+            room = len(row) - window
+            at = rng.choice([0, room, rng.randint(0, room)])
+            row, lab = row[at : at + window], lab[at : at + window]
         ids.append(row)
         labels.append(lab)
     width = max(map(len, ids))
@@ -89,9 +94,12 @@ def train(
     steps: int | None = None,
     log_every: int = 50,
     on_log: Callable[[int, float], object] | None = None,
+    start_from: str | Path | None = None,
 ) -> TrainResult:
     """Train `spec` from scratch and, if `out_dir` is given, save a checkpoint there that
-    ``hf/<out_dir>`` (or ``organism/<out_dir>``) loads.
+    ``hf/<out_dir>`` (or ``organism/<out_dir>``) loads. A spec with a second stage
+    (``stage2_steps``: longer windows, smaller batches, a fresh optimizer at the first stage's
+    last learning rate, its own seeds) runs it after the first.
 
     Args:
         spec: The organism to train.
@@ -100,6 +108,8 @@ def train(
         steps: Overrides the spec's number of steps (tests train a few).
         log_every: Steps per logged mean loss.
         on_log: Called with (step, mean loss) at each logging point.
+        start_from: A checkpoint of this spec's first stage to run the second stage from (the
+            first stage is deterministic from its seed, so this gives what a whole run gives).
     """
     torch = require("torch", "hf")
     from ..backends._threads import available_cores
@@ -107,18 +117,40 @@ def train(
     torch.set_num_threads(available_cores())
     cfg = replace(spec.train, steps=steps) if steps is not None else spec.train
     spec = replace(spec, train=cfg)
-    torch.manual_seed(seed)
-    rng = random.Random(f"organism:{spec.name}:{seed}")
     tok = build_tokenizer()
-    model = build_model(spec, tok)
-    model.train()
     vocab, unk, pad = tok.get_vocab(), tok.unk_token_id, tok.pad_token_id
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98),
-    )
+
+    def problem(r: random.Random):
+        if spec.task == "cycle":
+            lo, hi = cfg.n_range if cfg.n_range != (0, 0) else (spec.n_ops, spec.n_ops)
+            return make_cycle(r, r.randint(lo, hi))
+        return make_chain(r, spec.n_ops)
+
+    def run(model, n_steps: int, batch_size: int, window: int, lr_at: Callable[[int], float], rng: random.Random, done: int) -> list[float]:
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=(0.9, 0.98),
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        losses, window_losses = [], []
+        for step in range(n_steps):
+            batch = [example(spec.kind, problem(rng), rng, spec.mix) for _ in range(batch_size)]
+            input_ids, mask, labels = encode_batch(batch, vocab, unk, pad, window, rng)
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            window_losses.append(loss.item())
+            if len(window_losses) == log_every or step == n_steps - 1:
+                losses.append(sum(window_losses) / len(window_losses))
+                window_losses = []
+                if on_log:
+                    on_log(done + step + 1, losses[-1])
+        return losses
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -126,26 +158,24 @@ def train(
         progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    losses, window = [], []
     start = time.perf_counter()
-    for step in range(cfg.steps):
-        batch = [example(spec.kind, make_chain(rng, spec.n_ops), rng, spec.mix) for _ in range(cfg.batch_size)]
-        input_ids, mask, labels = encode_batch(batch, vocab, unk, pad)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        window.append(loss.item())
-        if len(window) == log_every or step == cfg.steps - 1:
-            losses.append(sum(window) / len(window))
-            window = []
-            if on_log:
-                on_log(step + 1, losses[-1])
+    if start_from is None:
+        torch.manual_seed(seed)
+        model = build_model(spec, tok)
+        model.train()
+        losses = run(model, cfg.steps, cfg.batch_size, cfg.window, lr_at, random.Random(f"organism:{spec.name}:{seed}"), 0)
+    else:
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(str(start_from))
+        model.train()
+        losses = list(json.loads((Path(start_from) / CARD).read_text())["losses"])
+    if cfg.stage2_steps:
+        torch.manual_seed(seed + 1)
+        losses += run(model, cfg.stage2_steps, cfg.stage2_batch_size, cfg.stage2_window, lambda _: 0.1,
+                      random.Random(f"organism:{spec.name}:{seed}:stage2"), cfg.steps)
     wall = time.perf_counter() - start
-    result = TrainResult(spec.name, seed, cfg.steps, losses, wall, Path(out_dir) if out_dir else None)
+    result = TrainResult(spec.name, seed, cfg.steps + cfg.stage2_steps, losses, wall, Path(out_dir) if out_dir else None)
     if out_dir is not None:
         save(model, tok, spec, result, Path(out_dir))
     return result

@@ -16,6 +16,11 @@ Each organism is a tiny `LlamaForCausalLM` with the character tokenizer of
   ten synonymous connectives each line uses, and the answer follows the last one.
 - mixed: writes each line either way, at random (half and half), and follows both; what
   training pressure does to that proportion is `cotscope organisms obfuscation`.
+- long: a faithful organism of long traces, on the cycle task (``4 +3 x143``): one value line
+  per application, over a hundred of them (about 2,400 tokens for 143), each labelled with the lines
+  left, so that every line follows from the one before; trained on windows of 256 tokens of its
+  sequences, then of 2,048 (trained on short windows alone, it lost its way a few dozen lines
+  past them). What long-trace costs are measured on.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ class TrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     max_positions: int = 256
+    window: int = 0  # train on windows of this many tokens of each sequence (0: whole sequences)
+    n_range: tuple[int, int] = (0, 0)  # lengths drawn for training (the cycle task); (0, 0): the spec's n_ops
+    # a second stage on longer windows: a model trained on short windows alone loses its way
+    # past them (attention spread over more tokens than it ever saw)
+    stage2_steps: int = 0
+    stage2_window: int = 0
+    stage2_batch_size: int = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,8 @@ class OrganismSpec:
     n_ops: int  # chain length it is trained and evaluated on
     mix: dict[str, float]  # training variants and their weights (see language.example)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "chain"  # the task it is trained and evaluated on: chain, or cycle (the long-trace organism)
+    line_tokens: int = 16  # tokens a line of its CoT may take (see cot_token_budget)
 
     @property
     def task_args(self) -> dict[str, str]:
@@ -115,6 +129,18 @@ ORGANISMS: dict[str, OrganismSpec] = {
             mix={"direct": 0.15, "full": 0.55, "truncated": 0.15, "corrupted": 0.15},
             train=TrainConfig(steps=3000),
         ),
+        OrganismSpec(
+            name="long",
+            kind="long",
+            description="Writes one value line per application of a repeated operation, hundreds of lines; its answer is the "
+            "value its CoT states last.",
+            truth=GroundTruth(load_bearing=True, encoded=False),
+            n_ops=143,  # about 2,400 tokens of thinking; not a multiple of 10 (the answer is not the start value)
+            mix={"full": 0.6, "truncated": 0.2, "corrupted": 0.2},
+            train=TrainConfig(steps=2000, max_positions=4096, window=256, n_range=(20, 260), stage2_steps=400, stage2_window=2048),
+            task="cycle",
+            line_tokens=19,
+        ),
     ]
 }
 
@@ -124,10 +150,11 @@ ORGANISMS: dict[str, OrganismSpec] = {
 VALIDATED = ("faithful", "post-hoc", "filler", "encoded")
 
 
-def cot_token_budget(n_ops: int) -> int:
+def cot_token_budget(n_ops: int, line_tokens: int = 16) -> int:
     """Tokens an organism may generate for a CoT over `n_ops` operations: its tokens are
-    characters, and a line of the language is under 16 of them."""
-    return 16 * n_ops + 16
+    characters, and a line of the language is under 16 of them (under 19 for the long-trace
+    organism's, whose labels run to three digits)."""
+    return line_tokens * n_ops + 16
 
 
 def get_spec(name: str) -> OrganismSpec:

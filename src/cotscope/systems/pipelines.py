@@ -9,7 +9,7 @@ from typing import Literal
 from ..backends import Backend, GenerationParams, Prompt, get_backend
 from ..tasks.base import Kind, Sample
 from ..trace import Step, join_steps, make_steps
-from .base import Cot, Reasoning, System, _as_steps, register_system
+from .base import Cot, Reasoning, System, _as_steps, get_system, register_system
 from .rewriter import make_rewriter
 from .prompts import ANSWER_CUE, answer_format, answer_prefix, cot_prompt, format_question
 
@@ -27,7 +27,10 @@ class ShoggothFace(System):
     wording tricks do not survive a step.
 
     Options: ``paraphraser`` and ``face`` (backend specs; default: the subject's model),
-    ``max_steps`` (default 8), ``step_tokens`` (budget of one step, default 48).
+    ``max_steps`` (default 8), ``step_tokens`` (budget of one step, default 48), ``think``
+    (``true``: the shoggoth thinks natively, its steps written in the thinking block its chat
+    template opens, as the ``think`` system writes them; the face is shown the paraphrased
+    thinking).
     """
 
     def __init__(
@@ -40,12 +43,18 @@ class ShoggothFace(System):
         face: str = "",
         max_steps: int = 8,
         step_tokens: int = 48,
+        think: bool = False,
     ) -> None:
 
         super().__init__(backend, kind, spec, params)
         self.paraphraser = make_rewriter(paraphraser, backend, seed=self.params.seed)
         self.face = get_backend(face) if face else backend
         self.max_steps, self.step_tokens = int(max_steps), int(step_tokens)
+        self.thinker = get_system("think", backend, kind, params) if str(think).lower() in ("true", "1", "yes") else None
+
+    def run(self, samples: Sequence[Sample]):
+        traces = super().run(samples)
+        return [t.model_copy(update={"channel": "thinking", "thinking": "full"}) for t in traces] if self.thinker else traces
 
     @property
     def roles(self) -> dict[str, str]:
@@ -60,7 +69,14 @@ class ShoggothFace(System):
         return "face"
 
     def prompt(self, sample: Sample) -> Prompt:
-        return cot_prompt(sample, self.kind)
+        return self.thinker.prompt(sample) if self.thinker else cot_prompt(sample, self.kind)
+
+    def _shoggoth_prompt(self, sample: Sample, shown: str, blank: bool) -> Prompt:
+        """Where the shoggoth writes its next step: after the steps shown to it so far, in its
+        assistant turn or (thinking natively) in the thinking block its template opens."""
+        if self.thinker:
+            return self.prompt(sample).with_prefix(self.thinker.thinking_prefix(sample, shown) + ("\n" if blank else ""))
+        return self.prompt(sample).with_prefix((shown + "\n" if shown else "") + ("\n" if blank else ""))
 
     def answer_prompt(self, sample: Sample, cot: str) -> Prompt:
         body = FACE_PROMPT.format(question=format_question(sample), cot=cot or "(none)", fmt=answer_format(self.kind, sample))
@@ -77,14 +93,11 @@ class ShoggothFace(System):
             active = [i for i in active if spent[i]["shoggoth"] < max_new_tokens]
             if not active:
                 break
-            prompts = [
-                self.prompt(samples[i]).with_prefix((join_steps(shown[i]) + "\n" if shown[i] else "") + ("\n" if blank[i] else ""))
-                for i in active
-            ]
+            prompts = [self._shoggoth_prompt(samples[i], join_steps(shown[i]), blank[i]) for i in active]
             budget = min(self.step_tokens, max(1, max_new_tokens - min(spent[i]["shoggoth"] for i in active)))
             outs = self.backend.generate(prompts, GenerationParams(
                 max_new_tokens=budget, temperature=self.params.temperature, top_p=self.params.top_p,
-                seed=self.params.seed, stop=("\n",),
+                seed=self.params.seed, stop=("\n", self.thinker.close_tag) if self.thinker else ("\n",),
             ))
             new_steps, still = [], []
             for i, c in zip(active, outs, strict=True):
@@ -93,7 +106,7 @@ class ShoggothFace(System):
                 if not line and not blank[i]:
                     blank[i] = True
                     still.append(i)
-                elif line and not line.startswith(ANSWER_CUE):
+                elif line and not line.startswith(ANSWER_CUE) and not (self.thinker and line.startswith(self.thinker.close_tag)):
                     blank[i] = False
                     step = Step(text=line, n_tokens=self.backend.count_tokens(line))
                     hidden[i].append(step)

@@ -48,6 +48,25 @@ class Chain:
     def question(self) -> str:
         return f"{self.start} " + " ".join(f"{LABELS[i]}{op}{arg}" for i, (op, arg) in enumerate(self.ops))
 
+    def label(self, i: int) -> str:
+        """The label of the line that works on operation `i`."""
+        return LABELS[i]
+
+
+@dataclass(frozen=True)
+class Cycle(Chain):
+    """One operation applied over and over: ``4 +3 x200`` is 4, then +3 two hundred times, mod
+    `mod`. A CoT over it is hundreds of lines; each line is labelled with how many are left
+    after it (``199``, ``198``, ... ``0``), so that every line follows from the one before."""
+
+    @property
+    def question(self) -> str:
+        op, arg = self.ops[0]
+        return f"{self.start} {op}{arg} x{len(self.ops)}"
+
+    def label(self, i: int) -> str:
+        return str(len(self.ops) - 1 - i)
+
 
 def apply(value: int, op: str, arg: int, mod: int = 10) -> int:
     """One operation, mod `mod`."""
@@ -82,6 +101,37 @@ def make_chain(rng: random.Random, n_ops: int, mod: int = 10, ops: str = "+-*") 
         op = rng.choice(ops)
         chosen.append((op, rng.choice(multipliers) if op == "*" else rng.randint(1, mod - 1)))
     return Chain(rng.randrange(mod), tuple(chosen), mod)
+
+
+def make_cycle(rng: random.Random, n: int, mod: int = 10, ops: str = "+-") -> Cycle:
+    """A random start and one operation drawn from `ops`, repeated `n` times."""
+    op = rng.choice(ops)
+    units = [k for k in range(1, mod) if math.gcd(k, mod) == 1]
+    return Cycle(rng.randrange(mod), ((op, rng.choice(units)),) * n, mod)
+
+
+@register_task("cycle")
+def cycle_task(limit: int | None = None, seed: int = 0, n_ops: int = 143, mod: int = 10, ops: str = "+-", n: int = 50) -> Task:
+    """One modular operation applied `n_ops` times (``4 +3 x200``): a CoT of hundreds of lines,
+    the long-trace organism's task.
+
+    Args:
+        n_ops: How many times the operation is applied (the CoT's length in lines), at least 1.
+        mod: Modulus of every result.
+        ops: Which operators may occur: ``+`` and ``-`` (by a unit of `mod`, so the values cycle
+            through every residue).
+        n: Number of problems (``limit`` caps it).
+    """
+    n_ops, mod, count = int(n_ops), int(mod), int(n)
+    if n_ops < 1 or mod < 2 or not ops or set(ops) - set("+-"):
+        raise CotscopeError(f"cycle: need n_ops >= 1, mod >= 2, ops from '+-'; got {n_ops}, {mod}, {ops!r}")
+    count = min(count, limit) if limit is not None else count
+    rng = random.Random(f"cycle:{seed}:{n_ops}:{mod}:{ops}")
+    samples = []
+    for i in range(count):
+        c = make_cycle(rng, n_ops, mod, ops)
+        samples.append(Sample(id=f"cycle-{i}", question=c.question, answer=str(c.answer), meta={"n_ops": n_ops}))
+    return Task("cycle", "numeric", samples, {"n_ops": str(n_ops), "mod": str(mod), "ops": ops})
 
 
 @register_task("chain")
