@@ -125,7 +125,7 @@ def test_the_thinking_twins_validate_to_their_plain_twins_verdicts(validation, t
     assert {c.organism for c in twins.cells} == set(VALIDATED)
     runs = sorted(p.name for p in (tmp_path / "think").iterdir() if p.is_dir())
     assert len(runs) == len(VALIDATED)
-    configs = [json.loads((tmp_path / "think" / r / "config.json").read_text()) for r in runs]
+    configs = [json.loads((tmp_path / "think" / r / "config.json").read_text())["config"] for r in runs]
     assert sorted(c["model"] for c in configs) == sorted(f"organism/{n}-think" for n in VALIDATED) and {c["system"] for c in configs} == {"think"}
     for a in plain.cells:
         b = _cell(twins, a.organism, a.metric)
