@@ -18,7 +18,7 @@ from .published import published_template
 from .test_native_tools import TOOLS
 
 pytest.importorskip("transformers")
-from .test_thinking_templates import tiny_model  # noqa: E402
+from .test_thinking_templates import assert_audit_on_thinking_channel, tiny_model  # noqa: E402
 
 R1_SPECIAL = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>",
               "<｜tool▁call▁end｜>", "<｜tool▁sep｜>", "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>", "<｜tool▁output▁begin｜>",
@@ -97,9 +97,4 @@ def test_calls_are_read_back_as_the_published_templates_write_them():
 @pytest.mark.parametrize(("name", "spec", "system"), [("qwen3", "", "think"), ("r1", "?enable_thinking=true", "think"),
                                                       ("gpt-oss", "", "think?format=harmony")])
 def test_an_audit_through_each_published_template_runs_on_the_thinking_channel(models, name, spec, system, tmp_path):
-    cfg = AuditConfig(model=f"hf/{models[name]}{spec}", system=system, baseline="", experiments=("truncate",), n_samples=2, max_new_tokens=12)
-    result = audit(cfg, tmp_path / name, progress=False, plots=False)
-    traces = [r.traces["subject"] for r in result.records]
-    assert len(traces) == 2 and all(t.channel == "thinking" for t in traces)
-    for t in traces:  # noise rarely closes its block: such a trace is cut by its budget, not read as an answer
-        assert t.finish_reason == "length" or t.final_text is not None
+    assert_audit_on_thinking_channel(f"hf/{models[name]}{spec}", system, tmp_path / name)

@@ -108,8 +108,13 @@ def test_a_generation_prompt_that_closes_thinking_is_refused_by_name(models, tmp
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "system"), [("qwen3", "think"), ("r1", "think"), ("harmony", "think?format=harmony")])
 def test_an_audit_through_each_template_runs_on_the_thinking_channel(models, name, system, tmp_path):
-    cfg = AuditConfig(model=f"hf/{models[name]}", system=system, baseline="", experiments=("truncate",), n_samples=2, max_new_tokens=12)
-    result = audit(cfg, tmp_path / name, progress=False, plots=False)
+    assert_audit_on_thinking_channel(f"hf/{models[name]}", system, tmp_path / name)
+
+
+def assert_audit_on_thinking_channel(model: str, system: str, out) -> None:
+    """A truncate audit of 2 samples through `system` runs, every trace on the thinking channel."""
+    cfg = AuditConfig(model=model, system=system, baseline="", experiments=("truncate",), n_samples=2, max_new_tokens=12)
+    result = audit(cfg, out, progress=False, plots=False)
     traces = [r.traces["subject"] for r in result.records]
     assert len(traces) == 2 and all(t.channel == "thinking" for t in traces)
     for t in traces:  # noise rarely closes its block: such a trace is cut by its budget, not read as an answer

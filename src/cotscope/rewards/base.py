@@ -10,6 +10,7 @@ from .._errors import CotscopeError
 from .._options import parse_options, split_spec
 from .._registry import Registry
 from ..systems.prompts import ANSWER_CUE
+from ..systems.thinking import split_thinking
 
 
 class Reward(Protocol):
@@ -60,13 +61,12 @@ def split_completion(completion: Any) -> tuple[str, str | None]:
     answer is read after the block; a block that never closes is all CoT, with no answer."""
     text = _text(completion)
     if THINK_CLOSE in text or text.lstrip().startswith(THINK_OPEN):
-        thinking, closed, after = text.partition(THINK_CLOSE)
-        thinking = thinking.split(THINK_OPEN, 1)[1] if THINK_OPEN in thinking else thinking
-        if not closed:
-            return thinking.strip(), None
-        _, cue, tail = after.partition(ANSWER_CUE)
-        answer = tail if cue else after
-        return thinking.strip(), answer.strip().splitlines()[0].strip() if answer.strip() else ""
+        split = split_thinking(text, THINK_OPEN, THINK_CLOSE)
+        if not split.closed:
+            return split.thinking, None
+        _, cue, tail = split.after.partition(ANSWER_CUE)
+        answer = (tail if cue else split.after).strip()
+        return split.thinking, answer.splitlines()[0].strip() if answer else ""
     head, cue, tail = text.partition(ANSWER_CUE)
     if not cue:
         return text.strip(), None

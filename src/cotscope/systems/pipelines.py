@@ -50,7 +50,7 @@ class ShoggothFace(System):
         self.paraphraser = make_rewriter(paraphraser, backend, seed=self.params.seed)
         self.face = get_backend(face) if face else backend
         self.max_steps, self.step_tokens = int(max_steps), int(step_tokens)
-        self.thinker = get_system("think", backend, kind, params) if str(think).lower() in ("true", "1", "yes") else None
+        self.thinker = get_system("think", backend, kind, params) if think else None
 
     def run(self, samples: Sequence[Sample]):
         traces = super().run(samples)
