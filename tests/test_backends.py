@@ -470,7 +470,7 @@ def test_a_cache_that_cannot_be_written_warns_and_leaves_nothing_half_written(tm
 
 
 def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
-    """The store of prompt-prefix KV keeps at most `KV_STORE_BYTES` (whatever a token's KV
+    """The store of prompt-prefix KV keeps at most `kv_store_bytes` (whatever a token's KV
     costs in this model and dtype); the conversation used longest ago leaves first, and one
     entry larger than the budget is still kept (the last call's prefix)."""
     import cotscope.backends.hf as hf
@@ -484,13 +484,13 @@ def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
     assert len({t.untyped_storage().data_ptr() for pair in kv for t in pair}) == 1  # one buffer an entry
     layers = provider.model.config.num_hidden_layers
     assert one > 0 and one % (2 * layers) == 0  # keys and values of every layer
-    monkeypatch.setattr(hf, "KV_STORE_BYTES", int(2.5 * one))
+    backend.kv_store_bytes = int(2.5 * one)
     for p in prompts[1:]:
         backend.score([p], [[" 1"]])
     kept = list(backend._kv_store.values())
-    assert sum(x[2] for x in kept) <= hf.KV_STORE_BYTES and len(kept) == 2
+    assert sum(x[2] for x in kept) <= backend.kv_store_bytes and len(kept) == 2
     assert [x[0] for x in kept] == [backend._gen_row(p).ids[: len(x[0])] for p, x in zip(prompts[2:], kept, strict=True)]
-    monkeypatch.setattr(hf, "KV_STORE_BYTES", 1)
+    backend.kv_store_bytes = 1
     backend.score(prompts[:1], [[" 1"]])
     assert len(backend._kv_store) == 1
 
@@ -510,16 +510,20 @@ def streamed(provider, prompts, params, waves=1):
     return [o for t in tickets for o in done[t]]
 
 
-def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it():
-    """A row that ends in the decode stream leaves its KV (prompt and generated tokens) in the
-    store: forcing the answer after the CoT, or cutting the CoT short, then runs only the new
-    tokens, with the numbers of a backend that runs it all."""
+@pytest.mark.parametrize("how", ["stream", "generate"])
+def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it(how):
+    """A row that ends, in the decode stream or in a batch of `generate` (sampled rows, and the
+    backends that rewrite prompts at the template's edge, such as the thinking organisms),
+    leaves its KV (prompt and generated tokens) in the store: forcing the answer after the CoT,
+    or cutting the CoT short, then runs only the new tokens, with the numbers of a backend that
+    runs it all."""
     provider = organism_provider()
     from cotscope.backends.hf import HFBackend
 
     stored = HFBackend(provider.model, provider.tok)
     prompts = chain_cot_prompts((4,), per=2)
-    cots = streamed(stored, prompts, GenerationParams(max_new_tokens=120, stop=("Answer:",)))
+    params = GenerationParams(max_new_tokens=120, stop=("Answer:",))
+    cots = streamed(stored, prompts, params) if how == "stream" else stored.generate(prompts, params)
     assert len(stored._kv_store) >= 2
     later = [p.with_prefix(c.text.rstrip() + "\nAnswer:") for p, c in zip(prompts, cots, strict=True)]
     later.append(prompts[0].with_prefix(cots[0].text.split("\n")[0] + "\nAnswer:"))
@@ -534,6 +538,46 @@ def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it():
     off = HFBackend(provider.model, provider.tok, prefix_cache=False)
     streamed(off, prompts, GenerationParams(max_new_tokens=120, stop=("Answer:",)))
     assert not off._kv_store
+
+
+def test_the_points_of_an_edited_cot_share_their_own_prefix_in_a_call_with_the_originals():
+    """One call holding the truncation points of a CoT and of an edited copy of it (the same
+    conversation, parting after the first line, as a paraphrase does): each CoT's points share
+    one pass over that CoT, so the call runs about the two CoTs once each, where sharing only
+    with the conversation's longest row ran every prefix of the edited one whole; the numbers
+    are those of a backend that runs everything."""
+    provider = organism_provider()
+    from cotscope.backends.hf import HFBackend
+
+    [base] = chain_cot_prompts((6,), per=1)
+    [cot] = provider.generate([base], GenerationParams(max_new_tokens=160, stop=("Answer:",)))
+    lines = [x for x in cot.text.split("\n") if x.strip()]
+    assert len(lines) >= 5
+    edited = [lines[0]] + [f"so {x}" for x in lines[1:]]
+    later = [base.with_prefix("\n".join(cot_lines[:k]) + "\nAnswer:") for cot_lines in (lines, edited) for k in range(1, len(lines) + 1)]
+    cands = [[" 1", " 12", " 7"]] * len(later)
+    stored = HFBackend(provider.model, provider.tok)
+    got = stored.score(later, cands)
+    longest = [len(stored._gen_row(p).ids) for p in (later[len(lines) - 1], later[-1])]
+    assert stored.n_prefill_tokens < sum(longest) + 12 * 3 * len(later)  # each row's own: "\nAnswer:" and a candidate
+    plain = HFBackend(provider.model, provider.tok, prefix_cache=False)
+    for g, w in zip(got, plain.score(later, cands), strict=True):
+        assert g == pytest.approx(w, abs=2e-3)
+    assert plain.n_prefill_tokens > 3 * stored.n_prefill_tokens
+
+
+def test_a_store_entry_that_a_longer_one_holds_whole_leaves_the_store():
+    """An entry whose tokens are the first ones of a new entry is dropped: the new one serves it."""
+    provider = organism_provider()
+    from cotscope.backends.hf import HFBackend
+
+    [base] = chain_cot_prompts((4,), per=1)
+    b = HFBackend(provider.model, provider.tok)
+    b.score([base], [[" 1"]])
+    [short] = [x[0] for x in b._kv_store.values()]
+    b.generate([base], GenerationParams(max_new_tokens=20))  # its prompt and what it wrote
+    [held] = [x[0] for x in b._kv_store.values()]
+    assert len(held) > len(short) and held[: len(short)] == short
 
 
 def test_rows_alone_in_their_conversation_start_in_one_pass():

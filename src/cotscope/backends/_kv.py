@@ -190,6 +190,39 @@ def _choose(logits, params: GenerationParams, generators: Sequence | None = None
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
+def _subgroups(rows: Sequence[_Row], slack: int = FED_SLACK) -> list[_Row]:
+    """`rows` with each conversation's rows split into prefix families: longest first, a row
+    joins the family whose first (longest) row shares the most leading tokens with it, unless
+    more than `slack` of its tokens are past that prefix; then it starts a family of its own,
+    whose prefix the KV store may hold (a continuation the decode generated, an edited CoT an
+    earlier call ran). The points of one CoT nest in one family; the points of a paraphrase of it,
+    or the answers forced after twenty continuations of it, each in theirs. A conversation's
+    first family keeps its group; the others are (group, k)."""
+    import numpy as np
+
+    out = list(rows)
+    by_group: dict = {}
+    for i, r in enumerate(rows):
+        by_group.setdefault(r.group, []).append(i)
+    for g, idx in by_group.items():
+        if len(idx) < 2:
+            continue
+        heads: list[np.ndarray] = []
+        for i in sorted(idx, key=lambda i: -len(rows[i].ids)):
+            ids = np.asarray(rows[i].ids)
+            best, k = 0, -1
+            for j, h in enumerate(heads):
+                n = common_prefix(h[: len(ids)], ids)
+                if n > best:
+                    best, k = n, j
+            if k < 0 or len(ids) - best > slack:
+                heads.append(ids)
+                k = len(heads) - 1
+            if k:
+                out[i] = _Row(rows[i].ids, (g, k), rows[i].limit)
+    return out
+
+
 def _shared_prefixes(rows: Sequence[_Row], idx: Sequence[int]) -> tuple[dict, dict]:
     """Among the rows `idx`: each group's longest row (group -> index), and how many leading
     tokens each row shares with its group's longest (index -> tokens, at most the row's limit)."""

