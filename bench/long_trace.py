@@ -4,7 +4,7 @@ experiment, the chain rewriter; prints the prompt tokens the model ran (after pr
 the KV store) against the tokens of the traces themselves (prompt and thinking), and checks the
 target: at most 3x, so that an audit costs about one pass per trace plus short suffixes.
 
-    python bench/long_trace.py [--n-samples N] [--n-ops N] [--experiments truncate,...] [--record]
+    python bench/long_trace.py [--n-samples N] [--n-ops N] [--experiments truncate,...] [--kv-store MIB] [--record]
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ def main() -> int:
     parser.add_argument("--n-ops", type=int, default=get_spec("long").n_ops, help="Lines of thinking per trace (the cycle task's n_ops).")
     parser.add_argument("--model", default="organism/long-think")
     parser.add_argument("--experiments", default=",".join(DEFAULT_EXPERIMENTS))
+    parser.add_argument("--kv-store", type=int, help="MiB of KV the backend keeps between calls (its kv_store option; default the backend's).")
     parser.add_argument("--out", help="Keep the run directory here (default: a temporary one).")
     parser.add_argument("--record", action="store_true", help="Add this run's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     experiments = tuple(x for x in args.experiments.split(",") if x)
-    config = AuditConfig(model=args.model, system="think" if args.model.endswith("-think") else "cot", task="cycle",
+    model = args.model + (f"?kv_store={args.kv_store}" if args.kv_store is not None else "")
+    config = AuditConfig(model=model, system="think" if args.model.endswith("-think") else "cot", task="cycle",
                          task_args={"n_ops": str(args.n_ops)}, n_samples=args.n_samples, experiments=experiments,
                          max_new_tokens=cot_token_budget(args.n_ops, get_spec("long").line_tokens), roles={"rewriter": "chain"})
     t0 = time.perf_counter()
@@ -57,7 +59,8 @@ def main() -> int:
     if args.record:
         from report import record
 
-        setting = f"long-trace organism, {args.n_ops} lines, {','.join(experiments)}, n={args.n_samples}"
+        store = f", kv_store={args.kv_store} MiB" if args.kv_store is not None else ""
+        setting = f"long-trace organism, {args.n_ops} lines, {','.join(experiments)}, n={args.n_samples}{store}"
         print("recorded in", record("long_trace", setting, {"wall_s": round(wall, 1), "trace_tokens": trace_tokens,
                                                            "prompt_tokens_run": run, "ratio": round(ratio, 2)}))
     return 0 if ratio <= TARGET_RATIO else 1

