@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .base import GenerationParams, common_prefix
 
@@ -219,7 +219,7 @@ def _subgroups(rows: Sequence[_Row], slack: int = FED_SLACK) -> list[_Row]:
                 heads.append(ids)
                 k = len(heads) - 1
             if k:
-                out[i] = _Row(rows[i].ids, (g, k), rows[i].limit)
+                out[i] = replace(rows[i], group=(g, k))
     return out
 
 

@@ -166,21 +166,7 @@ class HFBackend(Backend):
                 out[g] = [(k[:, :m], v[:, :m]) for k, v in hit[1]]
             else:
                 need.append((g, ids, m, hit))
-        # A prefix that shares more leading tokens with another one run here than with the store
-        # (two prefix families of one conversation: the question and the CoT's first lines) waits
-        # for that one, then runs past its KV.
-        first, later = [], []
-        for x in sorted(need, key=lambda x: -len(x[1])):
-            shared = max((common_prefix(y[1], x[1]) for y in first), default=0)
-            (later if shared > x[2] + FED_SLACK else first).append(x)
-        for part in _similar_lengths(first, lambda x: len(x[1]) - x[2], self._padding_waste()):
-            self._run_prefixes(part, out)
-        later = [(g, ids, *self._stored(g, ids)) for g, ids, _, _ in later]
-        for g, ids, m, hit in later:
-            if hit and m == len(ids):
-                out[g] = [(k[:, :m], v[:, :m]) for k, v in hit[1]]
-        later = [x for x in later if x[0] not in out]
-        for part in _similar_lengths(later, lambda x: len(x[1]) - x[2], self._padding_waste()):
+        for part in _similar_lengths(need, lambda x: len(x[1]) - x[2], self._padding_waste()):
             self._run_prefixes(part, out)
         return out
 
