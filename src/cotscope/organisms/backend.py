@@ -14,10 +14,11 @@ from dataclasses import replace
 from .._errors import CotscopeError
 from ..backends.base import Backend, Completion, GenerationParams, Prompt
 from ..backends.registry import register_backend
+from ..systems.thinking import THINK_CLOSE, THINK_OPEN
 from .checkpoints import checkpoint_dir
 
 THINK = "-think"
-OPEN, CLOSE = "<think>", "</think>"
+OPEN, CLOSE = THINK_OPEN, THINK_CLOSE
 CUE = "Answer:"  # where the organisms end their CoT (cotscope.systems.prompts.ANSWER_CUE)
 
 

@@ -10,7 +10,7 @@ from .._errors import CotscopeError
 from .._options import parse_options, split_spec
 from .._registry import Registry
 from ..systems.prompts import ANSWER_CUE
-from ..systems.thinking import split_thinking
+from ..systems.thinking import THINK_CLOSE, THINK_OPEN, split_thinking
 
 
 class Reward(Protocol):
@@ -47,9 +47,6 @@ def _text(x: Any) -> str:
     if isinstance(x, list):
         return "\n".join(str(m.get("content", "")) for m in x if isinstance(m, dict))
     return str(x)
-
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 def split_completion(completion: Any) -> tuple[str, str | None]:

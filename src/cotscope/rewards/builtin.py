@@ -10,7 +10,8 @@ from .._errors import CotscopeError
 from ..monitors.builtin import VALUE_LINE, flagged_share
 from ..tasks.base import extract_answer, grade
 from ..systems.prompts import ANSWER_CUE
-from .base import THINK_CLOSE, Answerer, _text, register_reward, split_completion
+from ..systems.thinking import THINK_CLOSE
+from .base import Answerer, _text, register_reward, split_completion
 
 
 def _golds(answer: Sequence[Any] | None, n: int) -> list[str]:

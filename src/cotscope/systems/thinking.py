@@ -29,6 +29,7 @@ from ..trace import Message, Trace, join_steps, make_steps
 from .base import Cot, Reasoning, System, register_system
 from .prompts import ANSWER_CUE, answer_format, format_question
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # the delimiters R1-style templates write
 HARMONY_FORMAT = {"open": "<|channel|>analysis<|message|>", "close": "<|end|>", "then": "<|start|>assistant<|channel|>final<|message|>"}
 HARMONY = re.compile(r"<\|channel\|>(\w+)(?:\s[^<]*)?<\|message\|>(.*?)(?=<\|end\|>|<\|return\|>|<\|start\|>|<\|channel\|>|$)", re.S)
 
@@ -42,7 +43,7 @@ class ThinkingSplit:
     closed: bool  # the block was closed; a reply whose thinking never closes was cut by its budget
 
 
-def split_thinking(text: str, open_tag: str = "<think>", close_tag: str = "</think>") -> ThinkingSplit:
+def split_thinking(text: str, open_tag: str = THINK_OPEN, close_tag: str = THINK_CLOSE) -> ThinkingSplit:
     """The thinking inside the first block and the text after it. The opening delimiter may be
     absent (the template's generation prompt wrote it); without a closing delimiter the whole
     reply after the opening one is thinking that never closed."""
@@ -84,7 +85,7 @@ class Think(System):
             think natively); its traces are recorded as thinking in tags by request.
     """
 
-    def __init__(self, backend, kind, spec, params=None, open: str = "<think>", close: str = "</think>", then: str = "\n\n",
+    def __init__(self, backend, kind, spec, params=None, open: str = THINK_OPEN, close: str = THINK_CLOSE, then: str = "\n\n",
                  format: str = "tags", instruct: bool = False) -> None:
         super().__init__(backend, kind, spec, params)
         self.check_options(open=open, close=close, format=format)
@@ -95,7 +96,7 @@ class Think(System):
         self._template_opens: bool | None = None
 
     @classmethod
-    def check_options(cls, open: str = "<think>", close: str = "</think>", format: str = "tags", **_: object) -> None:
+    def check_options(cls, open: str = THINK_OPEN, close: str = THINK_CLOSE, format: str = "tags", **_: object) -> None:
         if format not in ("tags", "harmony"):
             raise CotscopeError(f"think: format must be tags or harmony; got {format!r}")
         if not open.strip() or not close.strip() or open == close:

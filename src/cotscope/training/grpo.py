@@ -43,6 +43,7 @@ from ..records import SampleRecord
 from ..stats import Estimate
 from ..store import append_line, check_config_file, read_lines, write_config_file, write_text_durably
 from ..systems.prompts import answer_prefix, cot_prompt
+from ..systems.thinking import THINK_CLOSE, THINK_OPEN
 from ..tasks import Sample, Task, extract_answer, get_task
 
 CURVE_METRICS = ("accuracy/subject", "paraphrase/answer_change", "truncate/aoc", "legibility/real_word_share")
@@ -193,7 +194,7 @@ class PolicyAnswerer:
 
     def __call__(self, prompts: Sequence[str], cots: Sequence[str]) -> list[str | None]:
         # a prompt whose generation prompt opens a thinking block: the block is closed before the answer
-        texts = [p + (c.strip() + "\n</think>\n\n" + answer_prefix("", self.kind) if p.rstrip().endswith("<think>") else answer_prefix(c.strip(), self.kind))
+        texts = [p + (c.strip() + f"\n{THINK_CLOSE}\n\n" + answer_prefix("", self.kind) if p.rstrip().endswith(THINK_OPEN) else answer_prefix(c.strip(), self.kind))
                  for p, c in zip(prompts, cots, strict=True)]
         return [extract_answer("Answer:" + t.split("\n")[0], self.kind)[0] for t in self._generate(texts, self.n_tokens)]
 
