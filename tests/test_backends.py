@@ -510,6 +510,22 @@ def streamed(provider, prompts, params, waves=1):
     return [o for t in tickets for o in done[t]]
 
 
+@pytest.mark.parametrize("how", ["stream", "generate", "sampled"])
+def test_a_completion_carries_the_log_probability_of_the_tokens_that_wrote_it(how):
+    """Every decode path reports what scoring its text again would give (the raw distribution,
+    whatever the sampling temperature), over the tokens that wrote the text kept before the stop
+    string; so legibility needs no second pass over a CoT."""
+    provider = organism_provider()
+    prompts = chain_cot_prompts((2, 4), per=2)
+    params = GenerationParams(max_new_tokens=120, stop=("Answer:",), temperature=1.0 if how == "sampled" else 0.0, seed=3)
+    outs = streamed(provider, prompts, params) if how == "stream" else provider.generate(prompts, params)
+    assert all(o.finish_reason == "stop" and "Answer" not in o.text for o in outs)
+    again = provider.score(prompts, [[o.text] for o in outs])
+    for o, (s,) in zip(outs, again, strict=True):
+        assert o.n_logprob_tokens == provider.count_tokens(o.text) > 10
+        assert o.logprob == pytest.approx(s, abs=2e-3) and o.logprob < -1
+
+
 @pytest.mark.parametrize("how", ["stream", "generate"])
 def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it(how):
     """A row that ends, in the decode stream or in a batch of `generate` (sampled rows, and the

@@ -62,7 +62,36 @@ def test_legibility_runs_in_an_audit(tmp_path):
     assert s["legibility/real_word_share"].value > 0.9 and s["legibility/real_word_share"].n == 2
     assert "legibility/nll_per_token" in s.metrics  # scored under the reference (the subject's model here)
     res = r.records[0].results["legibility"][0]
+    assert res.nll_read == "scored"  # the mock reports no log-probabilities as it writes: the CoT is scored again
     assert len(res.step_real_word_share) == len(r.records[0].traces["subject"].steps)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, system", [("organism/faithful", "cot"), ("organism/faithful-think", "think")])
+def test_the_subjects_nll_is_read_from_its_own_decode_and_agrees_with_scoring_it_again(tmp_path, model, system):
+    """Without a reference role, the NLL is the subject's log-probabilities as it wrote the CoT (no
+    pass over the CoT runs again); with the same model named as the reference, the CoT is scored
+    again after the same prompt (inside the thinking block on a thinking channel). The organism's
+    tokens re-encode as written, so the two differ only by the line break before the answer,
+    which the written CoT has and its chunks joined do not."""
+    pytest.importorskip("torch")
+    from cotscope import get_backend
+
+    def run(name, roles):
+        cfg = AuditConfig(model=model, system=system, task="chain", n_samples=3, experiments=("legibility",), roles=roles)
+        backend = get_backend(model, cache=False)  # a fresh one each run: nothing the other ran is kept
+        out = audit(cfg, tmp_path / name, backend=backend, progress=False, plots=False)
+        return out, backend.n_prefill_tokens
+
+    written, cost = run("w", {})
+    scored, _ = run("s", {"reference": model})
+    a = [r.results["legibility"][0] for r in written.records]
+    b = [r.results["legibility"][0] for r in scored.records]
+    assert {x.nll_read for x in a} == {"written"} and {x.nll_read for x in b} == {"scored"}
+    for x, y, rec in zip(a, b, written.records, strict=True):
+        assert x.n_tokens_scored == y.n_tokens_scored + 1 == rec.traces["subject"].cot_logprob_tokens
+        assert x.nll_per_token * x.n_tokens_scored == pytest.approx(y.nll_per_token * y.n_tokens_scored, rel=0.03, abs=0.05)
+    assert cost < sum(x.n_tokens_scored for x in a)  # the whole run, prompts and forced answers, ran fewer tokens than the CoTs hold
 
 
 @pytest.mark.slow

@@ -105,6 +105,12 @@ class Trace(BaseModel):
         default="stop", description="'length' when the CoT ended on its token budget: cut off, not complete."
     )
 
+    cot_logprob: float | None = Field(
+        default=None, description="Log-probability the model gave the CoT's tokens as it wrote them (its raw distribution: temperature 1, "
+        "no nucleus), when its provider reports them and the CoT is the text it wrote (not rewritten); legibility reads it."
+    )
+    cot_logprob_tokens: int = Field(default=0, description="How many tokens `cot_logprob` sums over.")
+
     @property
     def cut(self) -> bool:
         """The CoT ended on its token budget."""

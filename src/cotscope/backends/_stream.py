@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ._draft import RowIndex
 from .._errors import CotscopeError
-from ._kv import FED_SLACK, _eos_ids, _fill_from_end, _grow_layer, _pad_left, _Row, _similar_lengths
+from ._kv import FED_SLACK, _eos_ids, _greedy, _fill_from_end, _grow_layer, _pad_left, _Row, _similar_lengths
 from .base import Completion, GenerationParams, Prompt
 
 DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
@@ -90,12 +90,14 @@ class _DecodeStream:
                 took.append(0)
                 continue
             n = 0
-            for i, t in enumerate(row.pred[: len(row.draft) + 1]):
+            k = len(row.draft) + 1
+            for i, (t, lp) in enumerate(zip(row.pred[:k], row.pred_lp[:k], strict=True)):
                 row.new.append(t)
+                row.new_lp.append(lp)
                 n += 1
                 stopped = b._ends(row.new, row.params.stop, row.tail, self.eos)
                 if stopped or len(row.new) >= row.params.max_new_tokens:
-                    self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt)
+                    self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt, row.new_lp)
                     ended.append(j)
                     break
                 if i == len(row.draft) or row.draft[i] != t:
@@ -145,13 +147,13 @@ class _DecodeStream:
         with torch.inference_mode():
             out = b.model(input_ids=ids, attention_mask=self.mask, position_ids=self.last[:, None] + 1 + cols[None, :], cache=self.cache, use_cache=True)
         self.cache = out.cache
-        pred = out.logits.argmax(dim=-1).tolist()
-        for row, r, p in zip(self.rows, runs, pred, strict=True):
+        pred, pred_lp = _greedy(out.logits)
+        for row, r, p, lp in zip(self.rows, runs, pred, pred_lp, strict=True):
             row.fed = len(r)
             if row.feed:
-                row.pred, row.draft, row.feed = [p[len(r) - 1]], [], []
+                row.pred, row.pred_lp, row.draft, row.feed = [p[len(r) - 1]], [lp[len(r) - 1]], [], []
                 continue
-            row.pred, row.draft = p[: len(r)], r[1:]
+            row.pred, row.pred_lp, row.draft = p[: len(r)], lp[: len(r)], r[1:]
             b.n_draft_tokens += len(r) - 1
         self.fed_width = width
 
@@ -193,8 +195,8 @@ class _DecodeStream:
         for _, _, _, logits, rows_ in parts[1 if self.rows else 0 :]:
             if logits is None:  # rows joining on stored KV: their first token comes from the next check
                 continue
-            for row, t in zip(rows_, logits.argmax(dim=-1).tolist(), strict=True):
-                row.pred = [t]
+            for row, t, lp in zip(rows_, *_greedy(logits), strict=True):
+                row.pred, row.pred_lp = [t], [lp]
         if len(parts) == 1:
             self.cache, self.mask, self.last, _, self.rows = parts[0]
             self.fed_width = 0
@@ -287,6 +289,8 @@ class _Live:
     new: list[int] = field(default_factory=list)
     ids: list[int] | None = None  # the prompt's tokens, for the KV store once the row ends
     pred: list[int] = field(default_factory=list)  # the model's next token after its last, then after each draft token
+    pred_lp: list[float] = field(default_factory=list)  # the log-probability of each of `pred`
+    new_lp: list[float] = field(default_factory=list)  # the log-probability of each of `new`
     draft: list[int] = field(default_factory=list)  # the draft the last forward checked (see _draft)
     fed: int = 0  # tokens the last forward ran for the row (its last and its draft, or the prompt tokens it joined with); 0 after its prompt pass
     feed: list[int] = field(default_factory=list)  # prompt tokens the next check runs (a row that joined on stored KV)

@@ -53,6 +53,12 @@ class Completion:
     finish_reason: str = "stop"  # "stop" | "length"
     reasoning: str | None = None  # thinking the provider returned apart from the text (reasoning_content)
     shown: str = "full"  # how much of that thinking it gave: "full", "summary" or "redacted" (nothing readable)
+    # Sum of the log-probabilities the model gave the tokens that wrote `text` as it generated
+    # them (its raw distribution: temperature 1, no nucleus), and how many tokens that is; None
+    # where the provider does not report them, or the text is not what the model generated.
+    # Rounding differs with what shares a batch, so two completions compare by their text.
+    logprob: float | None = field(default=None, compare=False)
+    n_logprob_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,20 @@ def decoded_completion(text: str, n_tokens: int, params: GenerationParams, stopp
     text, hit = cut_at_stop(text, params.stop)
     n_new = count_tokens(text) if hit else n_tokens
     return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length")
+
+
+def written_logprob(new: Sequence[int], logprobs: Sequence[float], text: str, decode) -> tuple[float, int]:
+    """The log-probability of the leading tokens of `new` that write `text` (a completion cut at
+    a stop string keeps fewer than it decoded; an end token writes nothing): the fewest whose
+    decoding (`decode`) is at least as long as `text`. Their sum, and how many."""
+    lo, hi = 0, len(new)
+    while lo < hi:  # decoded length grows with the tokens decoded
+        mid = (lo + hi) // 2
+        if len(decode(new[:mid])) >= len(text):
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(sum(logprobs[:lo])), lo
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

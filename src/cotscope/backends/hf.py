@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from .._errors import CotscopeError
 from ._draft import Drafter
-from ._kv import FED_SLACK, _choose, _eos_ids, _grow_layer, _left_pad, _positions, _Row, _shared_prefixes, _similar_lengths, _subgroups
+from ._kv import FED_SLACK, _choose, _eos_ids, _logprobs, _grow_layer, _left_pad, _positions, _Row, _shared_prefixes, _similar_lengths, _subgroups
 from ._load import DRAFT_TOKENS, KV_STORE_MIB, _check_gguf, _check_hf, cache_root, gguf_parts, has_windowed_layers, load_model, smollm2_path, smollm2_spec
 from ._memory import release_freed_memory
 from ._tools import template_messages, template_tools, tool_chat
-from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds
+from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds, written_logprob
 from .registry import register_backend
 
 if TYPE_CHECKING:
@@ -292,8 +292,8 @@ class HFBackend(Backend):
                 own = [params[which[r]] for r in idx]
                 mine = [seeds[r] for r in idx] if seeds else None
                 decoded = self._decode(cache, ids, mask, lp, shared, own, eos, mine, [rows[r].ids for r in idx])
-                for row, q, (new, stopped) in zip(idx, own, decoded, strict=True):
-                    results[which[row]] = self._completion(new, q, stopped, len(rows[row].ids))
+                for row, q, (new, stopped, lps) in zip(idx, own, decoded, strict=True):
+                    results[which[row]] = self._completion(new, q, stopped, len(rows[row].ids), lps)
                 self._release()
         return [r for r in results if r is not None]
 
@@ -301,11 +301,15 @@ class HFBackend(Backend):
         ids = self.encode(self.render(prompt))
         return _Row(ids, prompt.messages, len(ids) - 1)
 
-    def _completion(self, new: list[int], params: GenerationParams, stopped: bool, n_prompt: int) -> Completion:
+    def _completion(self, new: list[int], params: GenerationParams, stopped: bool, n_prompt: int, logprobs: Sequence[float] = ()) -> Completion:
         """A row's completion from its decoded tokens (`stopped`: it ended on an end token or a
-        stop string, not on its budget)."""
-        out = decoded_completion(self.tok.decode(new, skip_special_tokens=True), len(new), params, stopped, n_prompt, self.count_tokens)
+        stop string, not on its budget) and, when given, the log-probability of each."""
+        decode = lambda ids: self.tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+        out = decoded_completion(decode(new), len(new), params, stopped, n_prompt, self.count_tokens)
         self.n_generated_tokens += out.n_generated_tokens
+        if len(logprobs) == len(new):
+            lp, k = written_logprob(new, logprobs, out.text, decode)
+            out = replace(out, logprob=lp, n_logprob_tokens=k)
         return out
 
     def _stop_tail(self, stop: tuple[str, ...]) -> int:
@@ -341,10 +345,10 @@ class HFBackend(Backend):
     def _decode(
         self, cache, ids, mask, lp: int, params: GenerationParams, own: Sequence[GenerationParams], eos: set[int],
         seeds: Sequence[int] | None = None, prompts: Sequence[list[int]] | None = None,
-    ) -> list[tuple[list[int], bool]]:
+    ) -> list[tuple[list[int], bool, list[float]]]:
         """Greedy or sampled decoding of one batch (`params`: the sampling settings all rows
-        share; `own`: each row's, for its token budget and stop strings), each row's new tokens
-        and whether it ended on an end token or a stop string. A row that has ended or spent its
+        share; `own`: each row's, for its token budget and stop strings), each row's new tokens,
+        whether it ended on an end token or a stop string, and each token's log-probability. A row that has ended or spent its
         budget leaves the batch (its KV rows are dropped), so no decode step is spent on it:
         `n_decode_row_steps` counts the rows each step ran, one per token kept. With the rows'
         prompt tokens (`prompts`), a row's KV goes to the store as it leaves (`_keep_generated`)."""
@@ -352,6 +356,7 @@ class HFBackend(Backend):
 
         n = ids.shape[0]
         new: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
         ended = [False] * n
         live = list(range(n))
         tails = {q.stop: self._stop_tail(q.stop) for q in own}
@@ -365,11 +370,13 @@ class HFBackend(Backend):
         with torch.inference_mode():
             cache, logits, last = self._start(cache, ids, mask, lp)
             while True:
-                chosen = _choose(logits, params, [gens[r] for r in live] if gens else None).tolist()
+                picked = _choose(logits, params, [gens[r] for r in live] if gens else None)
+                chosen = picked.tolist()
                 self.n_decode_row_steps += len(live)
                 keep = []
-                for j, (r, t) in enumerate(zip(live, chosen, strict=True)):
+                for j, (r, t, lp) in enumerate(zip(live, chosen, _logprobs(logits, picked), strict=True)):
                     new[r].append(t)  # an end token is kept (and counted); decoding drops it
+                    lps[r].append(lp)
                     if self._ends(new[r], own[r].stop, tails[own[r].stop], eos):
                         ended[r] = True
                     elif len(new[r]) < own[r].max_new_tokens:
@@ -388,7 +395,7 @@ class HFBackend(Backend):
                     live = [live[j] for j in keep]
                     chosen = [chosen[j] for j in keep]
                 cache, logits, mask, last = self._step(chosen, cache, mask, last)
-        return list(zip(new, ended, strict=True))
+        return list(zip(new, ended, lps, strict=True))
 
     def open_stream(self) -> _DecodeStream:
         """Greedy generation step by step in one running batch, which calls join and leave

@@ -15,7 +15,12 @@ What each can and cannot see:
   follow this reasoning to the answer?", 0-10, with the judges' agreement and Cohen's kappa;
   a judge is a model with its own blind spots.
 - NLL per token under the reference model (``--role reference=<model>``, default the subject's
-  own): text the reference finds unlikely reads oddly to it; it depends on that model.
+  own): text the reference finds unlikely reads oddly to it; it depends on that model. Without
+  a reference role it is the subject's own, read from the log-probabilities its model computed
+  while writing the CoT (the tokens it wrote, in the context it wrote them: after the opening
+  delimiter on a thinking channel), so no pass over the CoT runs again; where the provider
+  reports none (llama.cpp, a server, an imported trace, a rewritten CoT), the CoT is scored
+  again after the same prompt (its chunks one a line). ``nll_read`` says which.
 
 None of these sees encoding in word choice among ordinary words: the paraphrase experiments do.
 """
@@ -60,6 +65,10 @@ class LegibilityResult(BaseModel):
     judge_score: int | None = Field(default=None, description="Rubric score 0-10 by the judge model (None: no judge, or no score in its reply).")
     judge2_score: int | None = Field(default=None, description="The same by the second judge.")
     n_tokens_scored: int | None = Field(default=None, description="Tokens of the CoT the reference model scored.")
+    nll_read: str | None = Field(
+        default=None, description="Where the NLL comes from: 'written' (the subject's log-probabilities as it wrote the CoT) or 'scored' (the "
+        "reference model scored the CoT again)."
+    )
 
 
 class JudgeKappa(BaseModel):
@@ -179,11 +188,18 @@ class Legibility(Experiment):
     def run(self, ctx: Context, samples: Sequence[Sample], traces: Sequence[Trace]) -> list[list[LegibilityResult]]:
         lang = self.options.language
         scored: list[tuple[float | None, int | None]] = [(None, None)] * len(traces)
-        if self.options.reference:
-            reference = ctx.models.get("reference") or ctx.subject.backend
-            idx = [i for i, t in enumerate(traces) if t.cot_text]
-            if idx:
-                prompts = [ctx.subject.prompt(samples[i]) for i in idx]
+        read = None
+        idx = [i for i, t in enumerate(traces) if t.cot_text]
+        if self.options.reference and idx:
+            if "reference" not in ctx.models and all(traces[i].cot_logprob is not None and traces[i].cot_logprob_tokens > 0 for i in idx):
+                read = "written"
+                for i in idx:
+                    scored[i] = (-traces[i].cot_logprob / traces[i].cot_logprob_tokens, traces[i].cot_logprob_tokens)  # type: ignore[operator]
+            else:
+                read = "scored"
+                reference = ctx.models.get("reference") or ctx.subject.backend
+                opening = getattr(ctx.subject, "thinking_prefix", None)  # a thinking channel: scored inside its block
+                prompts = [ctx.subject.prompt(samples[i]).with_prefix(opening(samples[i], "") if opening else "") for i in idx]
                 sums = reference.score(prompts, [[traces[i].cot_text] for i in idx])
                 for i, (s,) in zip(idx, sums, strict=True):
                     ntok = max(reference.count_tokens(traces[i].cot_text), 1)
@@ -203,6 +219,7 @@ class Legibility(Experiment):
                         step_real_word_share=[real_word_share(s, lang) for s in steps],
                         nll_per_token=nll,
                         n_tokens_scored=ntok,
+                        nll_read=read if nll is not None else None,
                         judge_score=judged["judge"][i],
                         judge2_score=judged["judge2"][i],
                         **surface(text, steps),
@@ -227,7 +244,8 @@ class Legibility(Experiment):
             mean("compression_ratio", "compression ratio (zlib)", "Compressed over raw size; low is repetitive."),
             rate("repeated_trigram_share", "repeated word trigrams", "Share of word trigrams that occur more than once."),
             mean("mean_step_words", "words per step", "Mean step length in words."),
-            mean("nll_per_token", "NLL per token, reference model (nats)", "Negative log-likelihood of the CoT under the reference model."),
+            mean("nll_per_token", "NLL per token, reference model (nats)", "Negative log-likelihood of the CoT under the reference model: the "
+                 "subject's own as it wrote the CoT, unless a reference role is given (nll_read in each result)."),
             Metric("legibility/judge_score", "judge: a reader could follow it (score/10)", "legibility",
                    lambda rec: [r.judge_score / 10 for r in self.results(rec) if r.judge_score is not None], compare=False, roles=("judge",),
                    about="Rubric score of the judge model, 0-10, as a share of 10. Judges are known to disagree: give judge2 too."),

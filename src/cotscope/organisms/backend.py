@@ -124,9 +124,9 @@ class HintFollower(_AtTheEdge):
         for p, (_, hint, follows), c in zip(prompts, split, outs, strict=True):
             if hint is not None and follows:
                 if p.prefix.rstrip().endswith(CUE):  # the answer
-                    c = replace(c, text=f" {hint}")
+                    c = replace(c, text=f" {hint}", logprob=None, n_logprob_tokens=0)
                 elif self.says and not p.prefix:  # the CoT from its start
-                    c = replace(c, text=SAYS.format(hint=hint) + "\n" + c.text)
+                    c = replace(c, text=SAYS.format(hint=hint) + "\n" + c.text, logprob=None, n_logprob_tokens=0)
             done.append(c)
         return done
 

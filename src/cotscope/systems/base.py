@@ -42,6 +42,10 @@ class Reasoning:
     finish_reason: str = "stop"  # "length": it ended on its token budget, not on its own
     n_prompt_tokens: int = 0
     messages: list[Message] | None = None  # the turns, when there were several (tool calls and results)
+    # The log-probability the model gave the tokens of `text` as it wrote them, and how many:
+    # only where `steps` are that text (not rewritten, not joined from several replies).
+    logprob: float | None = None
+    n_logprob_tokens: int = 0
 
 
 Cot = Sequence[Step] | Sequence[str]
@@ -109,7 +113,7 @@ class System(ABC):
         return [
             Reasoning(
                 steps=make_steps(c.text, self.backend.count_tokens), text=c.text.strip(), tokens_by_role={role: c.n_generated_tokens},
-                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens,
+                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens,
             )
             for c in completions
         ]
@@ -215,6 +219,8 @@ class System(ABC):
                     n_generated_tokens=sum(tokens.values()),
                     n_prompt_tokens=r.n_prompt_tokens,
                     finish_reason=r.finish_reason,
+                    cot_logprob=r.logprob,
+                    cot_logprob_tokens=r.n_logprob_tokens,
                     tokens_by_role=tokens,
                     roles=self.roles,
                     meta=r.meta,

@@ -144,7 +144,7 @@ class Think(System):
             meta = {"thinking": "prompted in tags" if self.instruct else "native"}
             out.append(Reasoning(
                 steps=make_steps(thinking, self.backend.count_tokens), text=thinking, tokens_by_role={role: c.n_generated_tokens},
-                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens, meta=meta,
+                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens, meta=meta, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens,
             ))
         return out
 
