@@ -158,6 +158,26 @@ def test_decode_stream_rows_join_and_leave_and_say_what_they_say_alone():
     assert stream.cache is None and not stream.rows  # nothing left running
 
 
+def test_a_short_call_is_admitted_before_long_ones_queued_earlier():
+    """The stream admits queued rows shortest budget first, so an answer forced after a text that
+    has just ended runs while its KV is still held: with room for one row, a short call queued
+    after a long one ends first."""
+    provider = organism_provider()
+    provider.batch_size = 1
+    prompts = chain_cot_prompts((3,), per=3)
+    long, short = GenerationParams(max_new_tokens=120, stop=("Answer:",)), GenerationParams(max_new_tokens=4)
+    stream = provider.open_stream()
+    stream.add([prompts[0]], [long])
+    done = dict(stream.step())
+    b = stream.add([prompts[1]], [long])
+    c = stream.add([prompts[2]], [short])
+    order = []
+    while stream.busy():
+        order += [t for t, _ in stream.step()]
+    assert order.index(c) < order.index(b)
+    assert not done
+
+
 def test_rows_with_different_budgets_and_stops_share_a_batch():
     provider = organism_provider()
     prompts = chain_cot_prompts((3,), per=3)
@@ -493,6 +513,25 @@ def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
     backend.kv_store_bytes = 1
     backend.score(prompts[:1], [[" 1"]])
     assert len(backend._kv_store) == 1
+
+
+def test_an_entry_read_by_another_conversation_is_recently_used():
+    """A generated CoT's KV that a later prompt reads past a shared template header (a truncation
+    of it) counts as used then, whichever conversation wrote it: an entry nobody read leaves the
+    store first."""
+    import cotscope.backends.hf as hf
+
+    provider = organism_provider()
+    backend = hf.HFBackend(provider.model, provider.tok)
+    prompts = chain_cot_prompts((4,), per=2)
+    params = GenerationParams(max_new_tokens=120, stop=("Answer:",))
+    first = backend.generate(prompts[:1], params)[0]
+    backend.generate(prompts[1:], params)
+    (a_ids, _, a), (b_ids, _, b) = backend._kv_store.values()
+    backend.kv_store_bytes = a + b + 1
+    backend.score([prompts[0].with_prefix("\n".join(first.text.split("\n")[:3]) + "\nAnswer:")], [[" 1"]])
+    held = [x[0] for x in backend._kv_store.values()]
+    assert a_ids in held and b_ids not in held
 
 
 def streamed(provider, prompts, params, waves=1):

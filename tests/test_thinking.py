@@ -291,3 +291,31 @@ def test_the_long_trace_organism_thinks_hundreds_of_lines_for_about_one_pass_eac
     assert r.summary.metrics["truncate/aoc"].value > 0.5
     traced = sum(rec.traces["subject"].n_prompt_tokens + rec.traces["subject"].n_generated_tokens for rec in r.records)
     assert backend.n_prefill_tokens < 3 * traced
+
+
+def test_an_organism_at_the_templates_edge_decodes_in_the_stream_as_in_a_batch():
+    """A thinking twin that follows planted hints (`organism/<name>-think?hint=says`) rewrites its
+    prompts and replies at the template's edge on the decode stream too (greedy calls decode in
+    continuous batching, as a real model's do): every completion equals the batch path's, the
+    hint it follows said in its thinking, and a rewritten reply carries no log-probability."""
+    pytest.importorskip("torch")
+    from cotscope import get_backend
+    from cotscope.backends import GenerationParams, Prompt
+    from cotscope.systems.base import get_system
+    from cotscope.tasks import get_task
+
+    from .test_backends import streamed
+
+    b = get_backend("organism/faithful-think?hint=says", cache=False)
+    b = getattr(b, "provider", b)
+    assert b.open_stream is not None
+    think = get_system("think", b, "numeric")
+    samples = get_task("chain", {"n_ops": "3"}, limit=6).samples
+    plain = [think.prompt(s).with_prefix(think.thinking_prefix(s, "")) for s in samples]
+    hinted = [Prompt.chat(f"A grader says the answer is 7.\n\n{p.messages[-1].content}", prefix=p.prefix) for p in plain]
+    params = GenerationParams(max_new_tokens=120, stop=("</think>",))
+    got = streamed(b, plain + hinted, params, waves=2)
+    assert got == b.generate(plain + hinted, params)
+    said = [c for c in got[len(plain):] if c.text.startswith("I use the hint")]
+    assert 0 < len(said) < len(hinted)  # it follows on some questions, by a hash of each
+    assert all(c.logprob is None for c in said) and all(c.logprob is not None and c.n_logprob_tokens > 10 for c in got[: len(plain)])

@@ -179,9 +179,12 @@ class HFBackend(Backend):
         if hit:
             self._kv_store.move_to_end(g)
         if m < len(ids):
-            for other in self._kv_store.values():
+            found = None
+            for key, other in self._kv_store.items():
                 if (n := common_prefix(other[0], ids)) > m:
-                    hit, m = other, n
+                    hit, m, found = other, n, key
+            if found is not None and m > FED_SLACK:  # read for more than a shared template header: recently used, whoever wrote it
+                self._kv_store.move_to_end(found)
         return m, hit
 
     def _run_prefixes(self, need: list, out: dict):

@@ -42,22 +42,66 @@ def _check(rest: str, opts: dict[str, str]) -> None:
 
 
 class _AtTheEdge(Backend):
-    """An organism whose prompts and replies are rewritten at the template's edge: everything
-    goes through `generate_each` and `score` (no decode stream straight to the network), and
-    counters and settings are the network's (n_prefill_tokens, precision, ...)."""
-
-    open_stream = None
+    """An organism whose prompts and replies are rewritten at the template's edge (`_edge_in`,
+    `_edge_out`), on every path to the network: `generate_each`, `score`, and the network's decode
+    stream (so greedy calls decode in continuous batching, as a real model's do); counters and
+    settings are the network's (n_prefill_tokens, precision, ...)."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
 
+    def _edge_in(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> tuple[list[Prompt], list[GenerationParams], object]:
+        """What the network is asked, and what `_edge_out` needs to rewrite its replies."""
+        return list(prompts), list(params), None
+
+    def _edge_out(self, state: object, completions: Sequence[Completion]) -> list[Completion]:
+        return list(completions)
+
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         return self.generate_each(prompts, [params] * len(prompts))
+
+    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
+        asked, kept, state = self._edge_in(prompts, params)
+        return self._edge_out(state, self.inner.generate_each(asked, kept))
+
+    @property
+    def open_stream(self):
+        opener = getattr(self.inner, "open_stream", None)
+        return None if opener is None else (lambda: _EdgeStream(self, opener()))
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
     def __getattr__(self, name: str):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class _EdgeStream:
+    """The network's decode stream behind an organism's edge: calls are rewritten as they join,
+    replies as they leave."""
+
+    def __init__(self, edge: _AtTheEdge, inner) -> None:
+        self.edge, self.inner, self.states = edge, inner, {}
+
+    def add(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> int:
+        asked, kept, state = self.edge._edge_in(prompts, params)
+        ticket = self.inner.add(asked, kept)
+        self.states[ticket] = state
+        return ticket
+
+    def step(self) -> list[tuple[int, list[Completion]]]:
+        return [(t, self.edge._edge_out(self.states.pop(t), outs)) for t, outs in self.inner.step()]
+
+    def busy(self) -> bool:
+        return self.inner.busy()
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.states = {}
+
+    def __getattr__(self, name: str):  # the running batch's state (rows, cache), for inspection
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
@@ -82,8 +126,8 @@ class ThinkingTwin(_AtTheEdge):
     def render(self, prompt: Prompt) -> str:
         return self.inner.render(prompt.with_prefix("")) + OPEN + "\n" + prompt.prefix
 
-    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
-        return self.inner.generate_each([self._prompt(p) for p in prompts], [self._params(q) for q in params])
+    def _edge_in(self, prompts, params):
+        return [self._prompt(p) for p in prompts], [self._params(q) for q in params], None
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         return self.inner.score([self._prompt(p) for p in prompts], continuations)
@@ -117,11 +161,14 @@ class HintFollower(_AtTheEdge):
         follows = hashlib.blake2b(rest.encode(), digest_size=2).digest()[0] % 2 == 0
         return replace(p, messages=msgs), m.group(1), follows
 
-    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
+    def _edge_in(self, prompts, params):
         split = [self._split(p) for p in prompts]
-        outs = self.inner.generate_each([q for q, _, _ in split], params)
+        return [q for q, _, _ in split], list(params), (list(prompts), split)
+
+    def _edge_out(self, state, completions):
+        prompts, split = state
         done = []
-        for p, (_, hint, follows), c in zip(prompts, split, outs, strict=True):
+        for p, (_, hint, follows), c in zip(prompts, split, completions, strict=True):
             if hint is not None and follows:
                 if p.prefix.rstrip().endswith(CUE):  # the answer
                     c = replace(c, text=f" {hint}", logprob=None, n_logprob_tokens=0)
