@@ -190,23 +190,21 @@ def _choose(logits, params: GenerationParams, generators: Sequence | None = None
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
-def _logprobs(logits, chosen) -> list[float]:
-    """The log-probability each row's model gave its chosen token, under its raw distribution
-    (temperature 1, no nucleus): what scoring the text again would give that token."""
+def _logprobs(logits, chosen) -> list:
+    """The log-probability the model gave each chosen token (`chosen`: a token per position of
+    `logits`, rows or rows x columns of vocabulary scores), under its raw distribution
+    (temperature 1, no nucleus): what scoring the text again would give it. Nested lists of
+    `chosen`'s shape."""
     import torch
 
     logits = logits.float()
-    return (logits.gather(-1, chosen.reshape(-1, 1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)).tolist()
+    return (logits.gather(-1, chosen.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)).tolist()
 
 
 def _greedy(logits) -> tuple[list, list]:
-    """The argmax token at each position of `logits` (rows, or rows x columns, of vocabulary
-    scores) and its log-probability, as nested lists of the same shape."""
-    import torch
-
-    logits = logits.float()
-    best, pick = logits.max(dim=-1)
-    return pick.tolist(), (best - torch.logsumexp(logits, dim=-1)).tolist()
+    """The argmax token at each position of `logits` and its log-probability (`_logprobs`)."""
+    pick = logits.argmax(dim=-1)
+    return pick.tolist(), _logprobs(logits, pick)
 
 
 def _subgroups(rows: Sequence[_Row], slack: int = FED_SLACK) -> list[_Row]:

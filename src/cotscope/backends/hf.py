@@ -351,8 +351,8 @@ class HFBackend(Backend):
     ) -> list[tuple[list[int], bool, list[float]]]:
         """Greedy or sampled decoding of one batch (`params`: the sampling settings all rows
         share; `own`: each row's, for its token budget and stop strings), each row's new tokens,
-        whether it ended on an end token or a stop string, and each token's log-probability. A row that has ended or spent its
-        budget leaves the batch (its KV rows are dropped), so no decode step is spent on it:
+        whether it ended on an end token or a stop string, and each token's log-probability. A
+        row that has ended or spent its budget leaves the batch (its KV rows are dropped), so no decode step is spent on it:
         `n_decode_row_steps` counts the rows each step ran, one per token kept. With the rows'
         prompt tokens (`prompts`), a row's KV goes to the store as it leaves (`_keep_generated`)."""
         import torch
