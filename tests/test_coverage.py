@@ -151,6 +151,56 @@ def test_auroc_covers(shift, n_pos, n_neg, scores):
     assert np.mean(hits) >= 0.93
 
 
+def clustered_scores(rng, k, shift, icc, binary=False):
+    """`k` samples of 1-5 items each, every item positive with probability 0.4; a score is the
+    sample's shared effect (variance icc) plus the item's own (variance 1 - icc), the positives
+    shifted by `shift` sd. Returns (pos, neg, pos_clusters, neg_clusters)."""
+    pos, neg, pc, nc = [], [], [], []
+    for i in range(k):
+        m = int(rng.integers(1, 6))
+        u = rng.normal(0.0, math.sqrt(icc))
+        labels = rng.random(m) < 0.4
+        scores = u + rng.normal(0.0, math.sqrt(1 - icc), m) + shift * labels
+        if binary:
+            scores = (scores > shift / 2).astype(float)
+        for lab, v in zip(labels, scores):
+            (pos if lab else neg).append(float(v))
+            (pc if lab else nc).append(str(i))
+    return pos, neg, pc, nc
+
+
+@pytest.mark.parametrize("k", (20, 60))
+@pytest.mark.parametrize("icc", (0.0, 0.8))
+@pytest.mark.parametrize("binary", (False, True))
+def test_clustered_auroc_covers_samples_of_one_to_five_items(k, icc, binary):
+    """Hint switches of one sample share its question: up to five items a sample, correlated.
+    At no shift the true AUC is 0.5 whatever the clustering; the clustered interval must cover it."""
+    rng = np.random.default_rng(7 * k + int(10 * icc) + binary)
+    hits, plain = [], []
+    for _ in range(REPS):
+        pos, neg, pc, nc = clustered_scores(rng, k, 0.0, icc, binary)
+        if not pos or not neg:
+            continue
+        hits.append(covered(stats.auroc(pos, neg, pos_clusters=pc, neg_clusters=nc), 0.5))
+        plain.append(covered(stats.auroc(pos, neg), 0.5))
+    assert np.mean(hits) >= 0.93
+    assert np.mean(hits) >= np.mean(plain) - 0.01  # clustering never narrows the interval
+
+
+@pytest.mark.parametrize("k", (10, 30))
+@pytest.mark.parametrize("rho", (0.0, 0.5, 1.0))
+def test_clustered_g_mean_squared_covers(k, rho):
+    """A monitor's flags on positives and negatives nested in samples of 1-5 items."""
+    rng = np.random.default_rng(31 * k + int(10 * rho))
+    tpr, tnr = 0.7, 0.8
+    hits = []
+    for _ in range(REPS):
+        pos = [correlated_items(rng, int(rng.integers(1, 6)), tpr, rho) for _ in range(k)]
+        neg = [1.0 - correlated_items(rng, int(rng.integers(1, 6)), tnr, rho) for _ in range(k)]
+        hits.append(covered(stats.g_mean_squared_clustered(pos, neg), tpr * tnr))
+    assert np.mean(hits) >= 0.93
+
+
 @pytest.mark.parametrize("n", SIZES)
 def test_mean_covers(n):
     rng = np.random.default_rng(n)
@@ -213,6 +263,8 @@ SIMULATED = {
     "paired-newcombe": lambda rng: stats.paired_rate_difference(rng.random(8) < 0.5, rng.random(8) < 0.5),
     "gmean-bonferroni": lambda rng: stats.g_mean_squared(int(rng.binomial(8, 0.7)), 8, int(rng.binomial(8, 0.8)), 8),
     "auroc-wilson": lambda rng: stats.auroc(rng.normal(1.0, 1.0, 8), rng.normal(0.0, 1.0, 8)),
+    "auroc-clustered": lambda rng: (lambda p, n, pc, nc: stats.auroc(p, n, pos_clusters=pc, neg_clusters=nc))(*clustered_scores(rng, 20, 0.0, 0.5)),
+    "gmean-clustered": lambda rng: stats.g_mean_squared_clustered([correlated_items(rng, 3, 0.7, 0.5)] * 4, [correlated_items(rng, 2, 0.2, 0.5)] * 4),
     "kappa-bonferroni": lambda rng: stats.cohen_kappa(rng.random(8) < 0.5, rng.random(8) < 0.5),
     "newcombe": lambda rng: stats.rate_difference(int(rng.binomial(8, 0.5)), 8, int(rng.binomial(8, 0.2)), 8),
     "t": lambda rng: stats.mean(rng.normal(size=8)),

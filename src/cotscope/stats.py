@@ -40,10 +40,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "t", "t-clustered", "exact", "bsc-bonferroni"]
+Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni",
+                 "gmean-bonferroni", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-bonferroni"]
 METHODS: tuple[str, ...] = (
     "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni", "gmean-bonferroni",
-    "auroc-wilson", "kappa-bonferroni",
+    "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-bonferroni",
 )
 LEVEL = 0.95
 
@@ -186,6 +187,20 @@ def g_mean_squared(tp: int, n_pos: int, tn: int, n_neg: int, level: float = LEVE
     return Estimate(value=(tp / n_pos) * (tn / n_neg), lo=l1 * l2, hi=u1 * u2, n=n_pos + n_neg, level=level, method="gmean-bonferroni")
 
 
+def g_mean_squared_clustered(pos: Sequence[Sequence[float]], neg: Sequence[Sequence[float]], level: float = LEVEL) -> Estimate:
+    """TPR x TNR from 0/1 flags nested in clusters (the positives and the negatives of each
+    sample or pair): the product of `clustered_rate` limits of each rate at level 1 - alpha/2
+    (Bonferroni, as `g_mean_squared`); `n` is the number of clusters holding either."""
+    p = [list(c) for c in pos if len(c)]
+    q = [[1.0 - float(v) for v in c] for c in neg if len(c)]
+    if not p or not q:
+        return _empty("gmean-clustered")
+    half = 1 - (1 - level) / 2
+    tpr, tnr = clustered_rate(p, half), clustered_rate(q, half)
+    return Estimate(value=tpr.value * tnr.value, lo=tpr.lo * tnr.lo, hi=tpr.hi * tnr.hi, n=len(p) + len(q), level=level,
+                    method="gmean-clustered", n_items=tpr.n_items + tnr.n_items)
+
+
 def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: float = LEVEL) -> Estimate:
     """Cohen's kappa of two raters' 0/1 calls on the same items, (po - pe) / (1 - pe), where po
     is the share of items they agree on and pe = pa pb + (1 - pa)(1 - pb) the agreement their
@@ -218,18 +233,27 @@ def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: flo
     return Estimate(value=value, lo=lo, hi=hi, n=n, level=level, method="kappa-bonferroni")
 
 
-def auroc(positives: Sequence[float], negatives: Sequence[float], level: float = LEVEL) -> Estimate:
+def auroc(positives: Sequence[float], negatives: Sequence[float], level: float = LEVEL,
+          pos_clusters: Sequence[str] | None = None, neg_clusters: Sequence[str] | None = None) -> Estimate:
     """The area under the ROC curve (Mann-Whitney, ties count one half) with DeLong's variance,
     as a Wilson score interval on the effective number of pairs that variance implies
     (Newcombe 2006), with t on half the smaller group's size as degrees of freedom. An AUC of 0
     or 1 is moved half a pair inward first, and the variance is at least Hanley and McNeil's at
     that AUC, so a perfect split has an interval of some width, and one that says how sure that
-    many traces make it (12 against 20: about [0.79, 1])."""
+    many traces make it (12 against 20: about [0.79, 1]).
+
+    With `pos_clusters` and `neg_clusters` (the unit each score belongs to: its sample, its
+    question pair), the variance is Obuchowski's (1997) for clustered data, the positives and
+    negatives of each cluster summed before their spread is taken, at least the unclustered
+    one; t's degrees of freedom are half the smaller number of clusters holding positives or
+    negatives, and `n` counts clusters (method ``auroc-clustered``)."""
     x = np.asarray([float(v) for v in positives], dtype=float)
     y = np.asarray([float(v) for v in negatives], dtype=float)
     m, n = x.size, y.size
+    clustered = pos_clusters is not None or neg_clusters is not None
+    method = "auroc-clustered" if clustered else "auroc-wilson"
     if m == 0 or n == 0:
-        return _empty("auroc-wilson")
+        return _empty(method)
     psi = (x[:, None] > y[None, :]).astype(float) + 0.5 * (x[:, None] == y[None, :])
     auc = float(psi.mean())
     v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
@@ -238,11 +262,35 @@ def auroc(positives: Sequence[float], negatives: Sequence[float], level: float =
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     hanley = (a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n)
     var = max(var, hanley)
-    z = _t(level, max(min(m, n) // 2, 1))  # t on half the smaller group: fewer undercovered a 0/1 rule at 15 negatives
-    k = a * (1 - a) / var  # pairs' worth of information: the n of a proportion with this variance
-    centre = (a + z * z / (2 * k)) / (1 + z * z / k)
-    half = z * math.sqrt(a * (1 - a) / k + z * z / (4 * k * k)) / (1 + z * z / k)
-    return Estimate(value=auc, lo=max(0.0, centre - half), hi=min(1.0, centre + half), n=m + n, level=level, method="auroc-wilson")
+    dof = max(min(m, n) // 2, 1)
+    n_units = m + n
+    if clustered:
+        pc = list(pos_clusters) if pos_clusters is not None else [f"+{i}" for i in range(m)]
+        nc = list(neg_clusters) if neg_clusters is not None else [f"-{i}" for i in range(n)]
+        if len(pc) != m or len(nc) != n:
+            raise ValueError("one cluster per score is needed")
+        units = sorted(set(pc) | set(nc))
+        k = len(units)
+        index = {u: i for i, u in enumerate(units)}
+        s10, s01 = np.zeros(k), np.zeros(k)
+        m_i, n_i = np.zeros(k), np.zeros(k)
+        np.add.at(s10, [index[u] for u in pc], v10)
+        np.add.at(s01, [index[u] for u in nc], v01)
+        np.add.at(m_i, [index[u] for u in pc], 1.0)
+        np.add.at(n_i, [index[u] for u in nc], 1.0)
+        if k > 1:
+            r10, r01 = s10 - m_i * auc, s01 - n_i * auc
+            f = k / (k - 1)
+            obu = f * ((r10**2).sum() / m**2 + (r01**2).sum() / n**2 + 2 * (r10 * r01).sum() / (m * n))
+            var = max(var, float(obu))
+        dof = max(min(int((m_i > 0).sum()), int((n_i > 0).sum())) // 2, 1)
+        n_units = k
+    z = _t(level, dof)  # t on half the smaller group: fewer undercovered a 0/1 rule at 15 negatives
+    k_pairs = a * (1 - a) / var  # pairs' worth of information: the n of a proportion with this variance
+    centre = (a + z * z / (2 * k_pairs)) / (1 + z * z / k_pairs)
+    half = z * math.sqrt(a * (1 - a) / k_pairs + z * z / (4 * k_pairs * k_pairs)) / (1 + z * z / k_pairs)
+    return Estimate(value=auc, lo=max(0.0, centre - half), hi=min(1.0, centre + half), n=n_units, level=level, method=method,
+                    n_items=m + n if clustered else None)
 
 
 def mean(values: Sequence[float], level: float = LEVEL) -> Estimate:

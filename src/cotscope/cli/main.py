@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._errors import CotscopeError
+from .._errors import CotscopeError, first_error
 from ..config import AuditConfig
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Comma-separated monitor specs (default: rule?pattern=hint&reads=cot,rule?pattern=hint&reads=answer); e.g. 'llm?model=smollm2-135m&reads=cot'.")
     mo.add_argument("--out", help="Where to write the JSON report (default: SOURCE/monitors.json).")
     mo.add_argument("--paraphraser", default="", help="Also score each monitor after this paraphraser rewrote the CoTs ('chain' or a model spec): recall before and after, paired.")
+    ip = sub.add_parser("iphr", help="Implicit post-hoc rationalization: comparative questions asked both ways, pairs judged by ChainScope's criterion.")
+    from ..groundtruth.iphr_run import IphrConfig
+
+    _add_fields(ip, IphrConfig)
+    ip.add_argument("--out", help="Run directory (resumed if it exists with the same config; default runs/iphr/<model>).")
+    ip.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -234,6 +240,19 @@ def _run(args: argparse.Namespace) -> int:
         return _stego(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "iphr":
+        from ..groundtruth.iphr_run import IphrConfig, iphr, render_iphr
+
+        given = {k: v for k, v in vars(args).items() if k in IphrConfig.model_fields and v is not None}
+        try:
+            config = IphrConfig(**given)
+        except ValidationError as exc:
+            where, err = first_error(exc)
+            raise CotscopeError(f"bad iphr option {where}: {err['msg']}") from exc
+        result = iphr(config, args.out, progress=not args.no_progress)
+        print(render_iphr(result.summary))
+        print(f"\nrun directory: {result.run_dir}  (summary.json, records.jsonl, labelled.jsonl)")
+        return 0
     if args.command == "import-inspect":
         from ..interop.inspect_logs import import_inspect
 

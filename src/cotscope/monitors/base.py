@@ -25,6 +25,12 @@ class LabelledTrace(BaseModel):
     trace: Trace
     label: bool = Field(description="The behaviour happened (a positive).")
     source: str = Field("", description="Where the label comes from: 'hint switch', 'organism', a file name.")
+    cluster: str = Field("", description="The unit the trace belongs to (its sample, its question pair): traces of one cluster are "
+                         "not independent, and every interval counts clusters, not traces. Empty: the trace is its own cluster.")
+
+    @property
+    def unit(self) -> str:
+        return self.cluster or self.id
 
 
 class MonitorVerdict(BaseModel):

@@ -73,18 +73,39 @@ def _roc(pos: list[float], neg: list[float]) -> list[tuple[float, float]]:
     return points + [(1.0, 1.0)]
 
 
+def by_unit(items: Sequence[LabelledTrace], values: Sequence[float], keep: Sequence[int] | None = None) -> list[list[float]]:
+    """`values` (one per item) grouped by the items' unit (sample, pair), among the items `keep`."""
+    groups: dict[str, list[float]] = {}
+    for j in keep if keep is not None else range(len(items)):
+        groups.setdefault(items[j].unit, []).append(float(values[j]))
+    return list(groups.values())
+
+
 def rates(monitor: Monitor, items: Sequence[LabelledTrace], verdicts: Sequence[MonitorVerdict]) -> Rates:
-    pos = [v for it, v in zip(items, verdicts, strict=True) if it.label]
-    neg = [v for it, v in zip(items, verdicts, strict=True) if not it.label]
-    tp, fp = sum(v.flagged for v in pos), sum(v.flagged for v in neg)
+    """TPR, FPR, g-mean² and AUROC, each with an interval clustered by the items' unit (the
+    sample a hint switch comes from, the pair of an IPHR response): traces of one unit count as
+    one, however many there are."""
+    pos = [j for j, it in enumerate(items) if it.label]
+    neg = [j for j, it in enumerate(items) if not it.label]
+    flags = [float(v.flagged) for v in verdicts]
+    scores = [v.score if not v.voided else 0.0 for v in verdicts]
     return Rates(
         monitor=monitor.spec, reads=monitor.reads, n_pos=len(pos), n_neg=len(neg),
-        tpr=stats.rate([float(v.flagged) for v in pos]), fpr=stats.rate([float(v.flagged) for v in neg]),
-        g_mean2=stats.g_mean_squared(tp, len(pos), len(neg) - fp, len(neg)),
-        auroc=stats.auroc([v.score if not v.voided else 0.0 for v in pos], [v.score if not v.voided else 0.0 for v in neg]),
+        tpr=stats.clustered_rate(by_unit(items, flags, pos)), fpr=stats.clustered_rate(by_unit(items, flags, neg)),
+        g_mean2=stats.g_mean_squared_clustered(by_unit(items, flags, pos), by_unit(items, flags, neg)),
+        auroc=stats.auroc([scores[j] for j in pos], [scores[j] for j in neg], pos_clusters=[items[j].unit for j in pos],
+                          neg_clusters=[items[j].unit for j in neg]),
         voided=sum(v.voided for v in verdicts), errors=sum(v.error is not None for v in verdicts),
-        roc=_roc([v.score for v in pos], [v.score for v in neg]) if pos and neg else [],
+        roc=_roc([verdicts[j].score for j in pos], [verdicts[j].score for j in neg]) if pos and neg else [],
     )
+
+
+def paired_change(items: Sequence[LabelledTrace], a: Sequence[float], b: Sequence[float], keep: Sequence[int]) -> Estimate:
+    """Mean of a - b over the items `keep`, paired, clustered by unit (t-clustered); with one
+    item per unit, Newcombe's paired interval."""
+    if all(not items[j].cluster for j in keep):
+        return stats.paired_rate_difference([a[j] for j in keep], [b[j] for j in keep])
+    return stats.clustered_mean(by_unit(items, [x - y for x, y in zip(a, b, strict=True)], keep))
 
 
 def paraphrased(items: Sequence[LabelledTrace], rewriter) -> list[LabelledTrace]:
@@ -105,11 +126,11 @@ def defences(items: Sequence[LabelledTrace], monitors: Sequence[Monitor], rewrit
     out = []
     for m in monitors:
         before, after = (verdicts or {}).get(m.spec) or m.judge(items), m.judge(after_items)
-        b, a = [float(before[j].flagged) for j in pos], [float(after[j].flagged) for j in pos]
+        b, a = [float(v.flagged) for v in before], [float(v.flagged) for v in after]
         out.append(Defence(
-            monitor=m.spec, defence=f"paraphrase by {name}", recall_before=stats.rate(b), recall_after=stats.rate(a),
-            recall_change=stats.paired_rate_difference(a, b), fpr_before=stats.rate([float(before[j].flagged) for j in neg]),
-            fpr_after=stats.rate([float(after[j].flagged) for j in neg]),
+            monitor=m.spec, defence=f"paraphrase by {name}", recall_before=stats.clustered_rate(by_unit(items, b, pos)),
+            recall_after=stats.clustered_rate(by_unit(items, a, pos)), recall_change=paired_change(items, a, b, pos),
+            fpr_before=stats.clustered_rate(by_unit(items, b, neg)), fpr_after=stats.clustered_rate(by_unit(items, a, neg)),
         ))
     return out
 
@@ -126,10 +147,10 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
         for b in mons[i + 1 :]:
             va, vb = verdicts[a.spec], verdicts[b.spec]
             pos = [j for j, it in enumerate(items) if it.label]
+            fa, fb = [float(x.flagged) for x in va], [float(y.flagged) for y in vb]
             pairs.append(Agreement(
-                a=a.spec, b=b.spec, agreement=stats.rate([float(x.flagged == y.flagged) for x, y in zip(va, vb, strict=True)]),
-                kappa=stats.cohen_kappa([float(x.flagged) for x in va], [float(y.flagged) for y in vb]),
-                recall_difference=stats.paired_rate_difference([float(va[j].flagged) for j in pos], [float(vb[j].flagged) for j in pos]),
+                a=a.spec, b=b.spec, agreement=stats.clustered_rate(by_unit(items, [float(x == y) for x, y in zip(fa, fb, strict=True)])),
+                kappa=stats.cohen_kappa(fa, fb), recall_difference=paired_change(items, fa, fb, pos),
             ))
     found = []
     if paraphraser:
@@ -148,7 +169,13 @@ def hint_switches(run_dir: str | Path) -> list[LabelledTrace]:
     path = Path(run_dir) / "samples.jsonl"
     if not path.is_file():
         raise CotscopeError(f"{run_dir} is not a cotscope run directory (no samples.jsonl)")
-    return switches_of(SampleRecord.model_validate_json(line) for _, line in read_lines(path))
+    records = []
+    for lineno, line in read_lines(path):
+        try:
+            records.append(SampleRecord.model_validate_json(line))
+        except ValidationError as exc:
+            raise CotscopeError(f"{path}:{lineno}: not a cotscope sample record ({str(exc).splitlines()[0]})") from exc
+    return switches_of(records)
 
 
 def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
@@ -164,14 +191,15 @@ def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
             if trace.cut or not trace.steps:
                 continue
             out.append(LabelledTrace(id=f"{rec.sample.id}:{h['kind']}:{j}", question=rec.sample.question, trace=trace,
-                                     label=bool(h["switched"]), source=f"hint switch ({h['kind']})"))
+                                     label=bool(h["switched"]), source=f"hint switch ({h['kind']})", cluster=rec.sample.id))
     return out
 
 
 def load_labelled(path: str | Path) -> list[LabelledTrace]:
     """A labelled file, one JSON object a line: ``{"id", "question", "cot", "answer", "label"}``
-    (a CoT as text) or ``{"id", "trace": <a cotscope Trace>, "label"}``. A malformed line is a
-    named error with its line number.
+    (a CoT as text) or ``{"id", "trace": <a cotscope Trace>, "label"}``, each with an optional
+    ``cluster`` (the unit it belongs to: its sample or pair) and ``source``. A malformed line, or
+    an id given twice, is a named error with its line number.
 
     Raises:
         CotscopeError: for a missing file or a malformed line.
@@ -179,7 +207,8 @@ def load_labelled(path: str | Path) -> list[LabelledTrace]:
     p = Path(path)
     if not p.is_file():
         raise CotscopeError(f"no labelled file at {p}")
-    out = []
+    out: list[LabelledTrace] = []
+    seen: dict[str, int] = {}
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -194,8 +223,12 @@ def load_labelled(path: str | Path) -> list[LabelledTrace]:
             label = row["label"]
             if not isinstance(label, (bool, int)) or label not in (0, 1):
                 raise ValueError(f"label must be true/false or 0/1, got {label!r}")
-            out.append(LabelledTrace(id=str(row.get("id", n)), question=str(row.get("question", "")), trace=trace,
-                                     label=bool(label), source=p.name))
+            rid = str(row.get("id", n))
+            if rid in seen:
+                raise ValueError(f"the id {rid!r} is on line {seen[rid]} already; ids must be unique")
+            seen[rid] = n
+            out.append(LabelledTrace(id=rid, question=str(row.get("question", "")), trace=trace, label=bool(label),
+                                     source=str(row.get("source") or p.name), cluster=str(row.get("cluster", ""))))
         except (json.JSONDecodeError, KeyError, ValueError, TypeError, ValidationError) as exc:
             raise CotscopeError(f"{p}:{n}: not a labelled trace ({type(exc).__name__}: {str(exc)[:200]})") from exc
     return out
@@ -210,7 +243,13 @@ def monitor(source: str | Path, monitors: Sequence[str], out: str | Path | None 
         CotscopeError: when the source holds no labelled trace, or only one class of them.
     """
     src = Path(source)
-    items = load_labelled(src) if src.is_file() else hint_switches(src)
+    if src.is_dir():
+        items = hint_switches(src)
+    else:
+        from ..groundtruth.readers import read_labelled
+
+        items = read_labelled(source)
+        src = Path(str(source).partition("?")[0].split(":", 1)[-1]) if not src.is_file() else src
     if not items:
         raise CotscopeError(f"{src}: no labelled traces (an audit run needs the hint experiment; a file needs lines with a label)")
     report = measure(items, monitors, source=str(src), paraphraser=paraphraser)
@@ -235,5 +274,6 @@ def render(report: MonitorReport) -> str:
     for d in report.defences:
         lines.append(f"  {d.monitor[:44]:<44} {d.defence}: recall {pct(d.recall_before)} -> {pct(d.recall_after)}, "
                      f"change {num(d.recall_change)} (paired, n={d.recall_change.n}); FPR {pct(d.fpr_before)} -> {pct(d.fpr_after)}")
-    lines.append("  95% intervals: TPR/FPR Clopper-Pearson; g-mean² Bonferroni product; AUROC DeLong variance, Wilson score; kappa Bonferroni over agreement and flag rates (cotscope.stats)")
+    lines.append("  95% intervals, clustered by sample or pair: TPR/FPR clustered Clopper-Pearson; g-mean² Bonferroni product of those; "
+                 "AUROC Obuchowski's clustered variance, Wilson score; kappa Bonferroni over agreement and flag rates, not clustered (cotscope.stats)")
     return "\n".join(lines)
