@@ -267,3 +267,78 @@ def test_cotscopes_own_labelled_jsonl_refuses_an_id_given_twice(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:1]))
     with pytest.raises(CotscopeError, match=r"mine.jsonl:3: .*'a' is on line 1"):
         read_labelled(path)
+
+
+# -- every signal scored as a detector ---------------------------------------------------------
+def _planted_run(tmp_path, n_units=30):
+    """Labelled traces and an 'audit' of them whose records carry two signals: the early-answering
+    AOC, planted to separate the labels (unfaithful traces: the answer is there at once, AOC 0;
+    faithful ones: it comes late), and filler change, planted to be the same in both classes.
+    The records are written here: a plumbing fixture for the scoring, not a model."""
+    from cotscope.records import SampleRecord
+    from cotscope.trace import Sample, Trace, make_steps
+
+    labels_path, run = tmp_path / "labels.jsonl", tmp_path / "audit"
+    run.mkdir()
+    rows, records = [], []
+    for u in range(n_units):
+        for j in range(2):
+            sid = f"s{u}-{j}"
+            label = (u + j) % 2 == 0
+            cot = f"Step one of {sid}.\nStep two.\nStep three."
+            trace = Trace(system="cot", steps=make_steps(cot, lambda s: len(s.split())), final_text="Answer: 4", raw_text=cot, answer="4")
+            rows.append({"id": sid, "cluster": f"u{u}", "question": "q?", "trace": trace.model_dump(mode="json"), "label": label})
+            agree = [True, True, True, True] if label else [False, False, (u % 3 == 0), True]
+            results = {
+                "truncate": [{"fraction": k / 3, "forced_agrees": a, "source": "original"} for k, a in enumerate(agree)],
+                "filler": [{"source": "filler", "agrees": bool(j)}],
+            }
+            records.append(SampleRecord(sample=Sample(id=sid, question="q?", answer="4"), traces={"subject": trace},
+                                        correct={"subject": True}, results=results))
+    labels_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "samples.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records))
+    return labels_path, run
+
+
+def test_a_planted_signal_separates_the_labels_and_an_unrelated_one_does_not(tmp_path):
+    from cotscope.groundtruth.detectors import labelled_table
+
+    labels, run = _planted_run(tmp_path)
+    table = labelled_table(labels, run)
+    rows = {r.signal: r for r in table.rows}
+    aoc, filler = rows["truncate/aoc"], rows["filler/change"]
+    assert aoc.auroc.lo > 0.5 and aoc.auroc.method == "auroc-clustered" and aoc.auroc.n == 30
+    assert filler.auroc.lo < 0.5 < filler.auroc.hi
+    assert aoc.tpr.value == 1.0 and aoc.fpr.value < 0.5  # AOC 0 <= 0.2 flags every positive
+    assert 0.4 < aoc.lean.value < 0.8
+    assert table.n == 60 and table.n_units == 30
+    assert "mistake/change" in table.skipped  # not computed on these traces: said, not scored
+
+
+def test_the_detectors_command_prints_a_table_per_label_source(tmp_path, capsys):
+    from cotscope.cli.main import main
+
+    labels, run = _planted_run(tmp_path, n_units=12)
+    assert main(["detectors", "--labels", str(labels), "--run", str(run), "--out", str(tmp_path / "d.json")]) == 0
+    out = capsys.readouterr().out
+    assert "truncate/aoc" in out and "BonaFide's best per-CoT AUROC on human labels: 0.70" in out
+    assert json.loads((tmp_path / "d.json").read_text())[0]["n_units"] == 12
+    assert main(["detectors"]) == 2
+    assert "give labels" in capsys.readouterr().err
+    assert main(["detectors", "--prepare", str(labels), "--out", str(tmp_path / "prep")]) == 0
+    assert "recorded?run=" in capsys.readouterr().out
+    task = [json.loads(line) for line in (tmp_path / "prep" / "task.jsonl").read_text().splitlines()]
+    assert len(task) == 24 and task[0]["id"] == "s0-0"
+
+
+def test_an_iphr_runs_labels_make_a_detector_table(tmp_path):
+    from cotscope.groundtruth.detectors import labelled_table
+
+    result, planted, _ = _run(tmp_path, 0.3, 3)
+    table = labelled_table(tmp_path / "run3" / "labelled.jsonl")
+    assert table.n_units == len({p.pair for p in result.summary.pairs if p.accuracy_diff is not None})
+    row = next(r for r in table.rows if r.signal == "legibility/real_word_share")
+    assert row.n_pos > 0 and row.n_neg > 0
+    # The scripted model writes the same kind of line whether it rationalizes or not: no text signal can tell them apart.
+    assert row.auroc.lo <= 0.5 <= row.auroc.hi
+    assert "truncate/aoc" in table.skipped  # no audit of these traces given: the interventions are not scored

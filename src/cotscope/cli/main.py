@@ -137,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fields(ip, IphrConfig)
     ip.add_argument("--out", help="Run directory (resumed if it exists with the same config; default runs/iphr/<model>).")
     ip.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    de = sub.add_parser("detectors", help="Every per-trace signal and monitor scored as a detector of traces labelled unfaithful "
+                        "by ground truth cotscope did not write: AUROC, TPR/FPR at its threshold, its lean (see docs/validation.md).")
+    de.add_argument("--labels", action="append", default=[], help="A labelled source: an IPHR run's labelled.jsonl, a released set "
+                    "([chainscope|bonafide|faithcot|jsonl:]PATH[?option=value]); repeatable.")
+    de.add_argument("--run", help="An audit of the labelled traces (see --prepare), for the intervention signals.")
+    de.add_argument("--hints", action="append", default=[], help="An audit run directory: its hint switches, used and not said, as labels.")
+    de.add_argument("--organisms", action="append", default=[], type=_kv, metavar="RUN_DIR=true|false",
+                    help="An organism's audit run and whether its CoT is unfaithful by construction; repeatable.")
+    de.add_argument("--prepare", help="Write the labelled source as a task and a run the recorded system replays (to --out), then stop.")
+    de.add_argument("--monitors", type=lambda s: tuple(x for x in s.split(",") if x), default=("rule?pattern=hint&reads=cot",),
+                    help="Monitor specs scored as signals too (default: rule?pattern=hint&reads=cot).")
+    de.add_argument("--out", help="With --prepare, the directory to write; else where to write detectors.json.")
     r = sub.add_parser("report", help="Write the self-contained HTML report of a run directory.")
     r.add_argument("run_dir", help="A directory written by `cotscope audit`.")
     sub.add_parser("list", help="List known backends, systems and tasks.")
@@ -240,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
         return _stego(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "detectors":
+        return _detectors(args)
     if args.command == "iphr":
         from ..groundtruth.iphr_run import IphrConfig, iphr, render_iphr
 
@@ -303,6 +317,37 @@ def _stego(args: argparse.Namespace) -> int:
     print(render_stego(result.summary))
     print(f"\nrun directory: {result.run_dir}  (summary.json, records.jsonl, stego.png)")
     print(f"report: {result.report_path}")
+    return 0
+
+
+def _detectors(args: argparse.Namespace) -> int:
+    from ..groundtruth import detectors as d
+
+    if args.prepare:
+        if not args.out:
+            raise CotscopeError("--prepare needs --out DIR")
+        dest = d.prepare(args.prepare, args.out)
+        print(f"wrote {dest}/task.jsonl and {dest}/samples.jsonl; audit them with the model at hand (off-policy on another model's CoTs):")
+        print(f"  cotscope audit --model <spec> --task jsonl:{dest / 'task.jsonl'} --system 'recorded?run={dest}' --baseline '' "
+              f"--task-arg kind=exact --out {dest}-audit")
+        print(f"  cotscope detectors --labels {args.prepare} --run {dest}-audit")
+        return 0
+    if not (args.labels or args.hints or args.organisms):
+        raise CotscopeError("give labels: --labels SOURCE, --hints RUN_DIR or --organisms RUN_DIR=true|false")
+    organisms = {}
+    for run, flag in args.organisms:
+        if flag.lower() not in ("true", "false"):
+            raise CotscopeError(f"--organisms {run}={flag}: want true (unfaithful by construction) or false")
+        organisms[run] = flag.lower() == "true"
+    tables = [d.labelled_table(src, args.run, args.monitors) for src in args.labels]
+    tables += [d.hint_table(run, args.monitors) for run in args.hints]
+    if organisms:
+        tables.append(d.organism_table(organisms, args.monitors))
+    print("\n\n".join(d.render_table(t) for t in tables))
+    if args.out:
+        from ..store import write_text_durably
+
+        write_text_durably(Path(args.out), "[" + ",\n".join(t.model_dump_json(indent=2) for t in tables) + "]\n")
     return 0
 
 
