@@ -71,3 +71,48 @@ def write_task(dirpath: Path) -> Path:
     path = dirpath / "crafted3.jsonl"
     path.write_text("".join(json.dumps({"id": k, "question": f"{k}: what is (4 + 3) * 2?", "answer": 14}) + "\n" for k in KINDS))
     return path
+
+
+# -- a positive control for step importance ----------------------------------------------------
+BRANCH_LINES = ("Let us look at the coin.", "The coin shows {face}.", "So the answer follows from the face.")
+
+
+class BranchBackend(MockBackend):
+    """A scripted model whose CoT is three lines, of which the second alone is sampled: "The coin
+    shows heads." or "... tails.", each with probability 1/2 when sampling (heads when greedy).
+    The first and third lines are the same whatever the draw. Its answer is 1 when the CoT it
+    answers after says heads, else 2: the second line decides the answer, no other line does.
+
+    Reasoning on from a prefix, it writes the canonical lines after the last one the prefix
+    holds (a prefix missing the coin line past it gets no coin line back: a deleted coin stays
+    deleted). Draws are seeded by the call's seed, the prompt and the row's place among equal
+    prompts, as real backends seed rows. A think-channel prefix (``<think>``) is read the same
+    way, and the reasoning ends with ``</think>`` there."""
+
+    def __init__(self) -> None:
+        super().__init__(respond=self._script)
+
+    def generate(self, prompts, params):
+        self._seen: dict[str, int] = {}
+        return super().generate(prompts, params)
+
+    def _script(self, prompt: Prompt, params: GenerationParams) -> str:
+        import hashlib
+
+        prefix = prompt.prefix
+        if prefix.rstrip().endswith("Answer:"):
+            return " 1" if "shows heads" in prefix else " 2"
+        key = prompt.messages[-1].content + "\x00" + prefix
+        k = self._seen.get(key, 0)
+        self._seen[key] = k + 1
+        lines = [ln.strip() for ln in prefix.replace("<think>", "").splitlines() if ln.strip()]
+        last = max((i for i, text in enumerate(BRANCH_LINES) for ln in lines if ln.startswith(text.split("{")[0])), default=-1)
+        out = []
+        for i in range(last + 1, len(BRANCH_LINES)):
+            face = "heads"
+            if i == 1 and params.temperature > 0:
+                draw = hashlib.blake2b(f"{params.seed}:{key}:{k}".encode(), digest_size=4).digest()[0]
+                face = "heads" if draw % 2 == 0 else "tails"
+            out.append(BRANCH_LINES[i].format(face=face))
+        close = "\n</think>" if "<think>" in prefix else ""
+        return "\n".join(out) + close + ("" if close else "\nAnswer: 1")

@@ -72,16 +72,21 @@ class StepsRow(BaseModel):
     organism: str
     truth: bool = Field(description="The organism's CoT is load-bearing by construction.")
     delete_effect: Estimate = Field(description="Answer changes with one chunk deleted, minus the control, paired.")
-    delete_says: str = Field(description="yes when the effect's interval lies above 0, no when below or straddling it with a point under 0.05, else unclear.")
+    delete_says: str = Field(description="yes when the effect's interval lies above 0, no when it lies below 0.05, else unclear (as the verdict rules read an interval).")
     importance: Estimate = Field(description="Mean resampling importance of a chunk.")
     anchors: Estimate = Field(description="Share of chunks that are anchors.")
-    resample_says: str = Field(description="yes when the anchors' interval lies above 0, else no.")
+    resample_says: str = Field(description="yes when the anchors' interval lies above 0, no when it lies below 0.05, else unclear.")
+
+
+NO_BELOW = 0.05  # a step effect whose whole interval lies under this is read as none
 
 
 def _says(e: Estimate | None) -> str:
+    """yes when the interval lies above 0, no when it lies below `NO_BELOW`, else unclear: the
+    verdict rules' reading. A point estimate near 0 with a wide interval is unclear, not no."""
     if e is None or e.value is None:
         return "n/a"
-    return "yes" if e.lo > 0 else "no" if e.hi < 0.05 or e.value < 0.05 else "unclear"
+    return "yes" if e.lo > 0 else "no" if e.hi < NO_BELOW else "unclear"
 
 
 class Validation(BaseModel):
@@ -168,7 +173,7 @@ def validate(
             step_rows.append(StepsRow(
                 organism=name, truth=spec.truth.load_bearing, delete_effect=m["delete/effect"], delete_says=_says(m["delete/effect"]),
                 importance=m["resample/importance"], anchors=m["resample/anchors"],
-                resample_says="yes" if (m["resample/anchors"].lo or 0) > 0 else "no",
+                resample_says=_says(m["resample/anchors"]),
             ))
         said = {o.metric: o for v in s.verdicts for o in v.rules}
         for rule in RULES:
