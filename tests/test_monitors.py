@@ -172,10 +172,11 @@ def test_a_paraphraser_against_a_monitor_paired_on_the_same_traces():
 
 @pytest.mark.slow
 def test_monitors_on_organisms_that_follow_a_hint_and_say_so_or_not(tmp_path):
-    """organism/faithful?hint=says follows a planted hint on half of the questions and writes so;
-    ?hint=hides follows it as often and never says so. On their hint switches, a rule monitor
-    reading the CoT catches every switch of the first and none of the second; reading the answer
-    alone it catches neither."""
+    """Plumbing, not monitor quality: organism/faithful?hint=says follows a planted hint on half of
+    the questions and writes a line holding a trigger word of every hint pattern; ?hint=hides
+    follows it as often and never says so. On their hint switches, the rule monitor reading the
+    CoT catches every switch of the first and none of the second (by construction); reading the
+    answer alone it catches neither. Monitor quality on outside labels: tests/test_groundtruth.py."""
     seen = {}
     for mode in ("says", "hides"):
         cfg = AuditConfig(model=f"organism/faithful?hint={mode}", task="chain", task_args={"n_ops": "6"}, n_samples=16,
