@@ -14,7 +14,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("summary", ("verdicts", "summary")),
     ("report", ("report",)),
     ("run", ("audit",)),
-    ("compare", ("compare", "drift", "stego", "rewards", "monitors")),
+    ("compare", ("compare", "drift", "stego", "rewards", "monitors", "groundtruth")),
     ("training", ("training",)),
     ("organisms", ("organisms",)),
     ("entry points", ("serve", "cli", "interop", "__init__")),

@@ -13,6 +13,7 @@ from .. import stats
 from .._errors import CotscopeError
 from ..stats import Estimate
 from ..trace import Trace, make_steps
+from ..groundtruth.readers import load_labelled  # noqa: F401 - cotscope's own labelled .jsonl, read here before
 from .base import LabelledTrace, Monitor, MonitorVerdict, get_monitor
 
 if TYPE_CHECKING:
@@ -192,45 +193,6 @@ def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
                 continue
             out.append(LabelledTrace(id=f"{rec.sample.id}:{h['kind']}:{j}", question=rec.sample.question, trace=trace,
                                      label=bool(h["switched"]), source=f"hint switch ({h['kind']})", cluster=rec.sample.id))
-    return out
-
-
-def load_labelled(path: str | Path) -> list[LabelledTrace]:
-    """A labelled file, one JSON object a line: ``{"id", "question", "cot", "answer", "label"}``
-    (a CoT as text) or ``{"id", "trace": <a cotscope Trace>, "label"}``, each with an optional
-    ``cluster`` (the unit it belongs to: its sample or pair) and ``source``. A malformed line, or
-    an id given twice, is a named error with its line number.
-
-    Raises:
-        CotscopeError: for a missing file or a malformed line.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise CotscopeError(f"no labelled file at {p}")
-    out: list[LabelledTrace] = []
-    seen: dict[str, int] = {}
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if "trace" in row:
-                trace = Trace.model_validate(row["trace"])
-            else:
-                cot, answer = str(row["cot"]), str(row.get("answer", ""))
-                trace = Trace(system="file", steps=make_steps(cot, lambda s: len(s.split())), final_text=answer, raw_text=cot,
-                              answer=answer or None, channel=row.get("channel", "prompted"))
-            label = row["label"]
-            if not isinstance(label, (bool, int)) or label not in (0, 1):
-                raise ValueError(f"label must be true/false or 0/1, got {label!r}")
-            rid = str(row.get("id", n))
-            if rid in seen:
-                raise ValueError(f"the id {rid!r} is on line {seen[rid]} already; ids must be unique")
-            seen[rid] = n
-            out.append(LabelledTrace(id=rid, question=str(row.get("question", "")), trace=trace, label=bool(label),
-                                     source=str(row.get("source") or p.name), cluster=str(row.get("cluster", ""))))
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError, ValidationError) as exc:
-            raise CotscopeError(f"{p}:{n}: not a labelled trace ({type(exc).__name__}: {str(exc)[:200]})") from exc
     return out
 
 
