@@ -313,6 +313,10 @@ def test_a_planted_signal_separates_the_labels_and_an_unrelated_one_does_not(tmp
     assert 0.4 < aoc.lean.value < 0.8
     assert table.n == 60 and table.n_units == 30
     assert "mistake/change" in table.skipped  # not computed on these traces: said, not scored
+    assert not aoc.off_policy  # no config says the audit replayed another model's CoTs
+    (run / "config.json").write_text(json.dumps({"config": {"system": f"recorded?run={run}"}}))
+    replayed = {r.signal: r for r in labelled_table(labels, run).rows}
+    assert replayed["truncate/aoc"].off_policy and not replayed["legibility/real_word_share"].off_policy
 
 
 def test_the_detectors_command_prints_a_table_per_label_source(tmp_path, capsys):

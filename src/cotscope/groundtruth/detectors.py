@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from .. import stats
 from .._errors import CotscopeError
 from ..monitors.base import LabelledTrace, get_monitor
+from ..monitors.measure import sample_records
 from ..records import SampleRecord
 from ..trace import Trace
 
@@ -212,20 +213,15 @@ def _text_values(trace: Trace) -> dict[str, float]:
     return out
 
 
-def _records(run_dir: Path) -> dict[str, SampleRecord]:
-    from ..store import read_lines
-
-    path = run_dir / "samples.jsonl"
-    if not path.is_file():
-        raise CotscopeError(f"{run_dir} is not a cotscope run directory (no samples.jsonl)")
-    out = {}
-    for lineno, line in read_lines(path):
-        try:
-            rec = SampleRecord.model_validate_json(line)
-        except ValueError as exc:
-            raise CotscopeError(f"{path}:{lineno}: not a cotscope sample record ({str(exc).splitlines()[0]})") from exc
-        out[rec.sample.id] = rec
-    return out
+def _values(trace: Trace, monitored: dict[str, float], rec: SampleRecord | None) -> dict[str, float]:
+    """A trace's signals: its text's legibility, the monitors' scores, and what an audit of it recorded."""
+    values = {**_text_values(trace), **monitored}
+    if rec is not None:
+        for sig in SIGNALS:
+            v = sig.read(rec)
+            if v is not None:
+                values[sig.name] = float(v)
+    return values
 
 
 def hint_table(run_dir: str | Path, monitors: Sequence[str] = DEFAULT_MONITORS) -> DetectorTable:
@@ -237,8 +233,7 @@ def hint_table(run_dir: str | Path, monitors: Sequence[str] = DEFAULT_MONITORS) 
     from ..monitors.measure import switches_of
     import re
 
-    records = _records(Path(run_dir))
-    items = switches_of(records.values())
+    items = switches_of(sample_records(run_dir).values())
     said = re.compile(presets()["hint"], re.I)
     kept = [it for it in items if not it.label or not said.search(it.trace.cot_text)]
     mon = _monitor_values(kept, monitors)
@@ -258,27 +253,15 @@ def labelled_table(labels: str | Path, run_dir: str | Path | None = None, monito
     items = read_labelled(labels)
     if not items:
         raise CotscopeError(f"{labels}: no labelled traces")
-    records = _records(Path(run_dir)) if run_dir else {}
-    off = False
-    if records:
-        missing = [it.id for it in items if it.id not in records]
-        if len(missing) == len(items):
-            raise CotscopeError(f"{run_dir} holds none of the labelled ids (first: {missing[0]!r}); audit the traces written by "
-                                f"cotscope detectors --prepare {labels}")
-        any_rec = next(iter(records.values()))
-        wrote = {t.system for it in items for t in [it.trace]}
-        off = any(not w.startswith(any_rec.traces["subject"].system.split("?")[0]) for w in wrote) or any_rec.traces["subject"].system.startswith("recorded")
+    records = sample_records(run_dir) if run_dir else {}
+    if records and not any(it.id in records for it in items):
+        raise CotscopeError(f"{run_dir} holds none of the labelled ids (first: {items[0].id!r}); audit the traces written by "
+                            f"cotscope detectors --prepare {labels}")
+    config = Path(run_dir) / "config.json" if run_dir else None
+    # The recorded system replays CoTs another model wrote: the audit's model re-ran the interventions on them.
+    off = bool(config and config.is_file() and json.loads(config.read_text()).get("config", {}).get("system", "").startswith("recorded"))
     mon = _monitor_values(items, monitors)
-    labelled = []
-    for it, m in zip(items, mon, strict=True):
-        values = {**_text_values(it.trace), **m}
-        rec = records.get(it.id)
-        if rec is not None:
-            for sig in SIGNALS:
-                v = sig.read(rec)
-                if v is not None:
-                    values[sig.name] = float(v)
-        labelled.append(Labelled(it.label, it.unit, values))
+    labelled = [Labelled(it.label, it.unit, _values(it.trace, m, records.get(it.id))) for it, m in zip(items, mon, strict=True)]
     return score_table(labelled, list(SIGNALS) + monitor_signals(monitors), source or str(labels), off_policy=off)
 
 
@@ -287,17 +270,11 @@ def organism_table(runs: dict[str, bool], monitors: Sequence[str] = DEFAULT_MONI
     (True: its CoT is not how it answers). The unit is the organism and sample."""
     labelled = []
     for run, label in runs.items():
-        records = _records(Path(run))
+        records = sample_records(run)
         traces = [LabelledTrace(id=sid, trace=rec.traces["subject"], label=label, cluster=f"{run}:{sid}")
                   for sid, rec in records.items() if "subject" in rec.traces and not rec.traces["subject"].left_out]
         mon = _monitor_values(traces, monitors)
-        for it, m in zip(traces, mon, strict=True):
-            values = {**_text_values(it.trace), **m}
-            for sig in SIGNALS:
-                v = sig.read(records[it.id])
-                if v is not None:
-                    values[sig.name] = float(v)
-            labelled.append(Labelled(label, it.unit, values))
+        labelled += [Labelled(label, it.unit, _values(it.trace, m, records[it.id])) for it, m in zip(traces, mon, strict=True)]
     return score_table(labelled, list(SIGNALS) + monitor_signals(monitors), "organisms (labels by construction: " +
                        ", ".join(f"{Path(r).name}={'unfaithful' if v else 'faithful'}" for r, v in runs.items()) + ")")
 

@@ -164,19 +164,25 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
 # -- labelled traces ---------------------------------------------------------------------------
 def hint_switches(run_dir: str | Path) -> list[LabelledTrace]:
     """An audit run's hinted traces, labelled (see `switches_of`), read from its samples.jsonl."""
+    return switches_of(sample_records(run_dir).values())
+
+
+def sample_records(run_dir: str | Path) -> dict[str, SampleRecord]:
+    """A run directory's sample records by sample id; a line that is no record is a named error."""
     from ..records import SampleRecord
     from ..store import read_lines
 
     path = Path(run_dir) / "samples.jsonl"
     if not path.is_file():
         raise CotscopeError(f"{run_dir} is not a cotscope run directory (no samples.jsonl)")
-    records = []
+    out = {}
     for lineno, line in read_lines(path):
         try:
-            records.append(SampleRecord.model_validate_json(line))
+            rec = SampleRecord.model_validate_json(line)
         except ValidationError as exc:
             raise CotscopeError(f"{path}:{lineno}: not a cotscope sample record ({str(exc).splitlines()[0]})") from exc
-    return switches_of(records)
+        out[rec.sample.id] = rec
+    return out
 
 
 def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
