@@ -71,7 +71,7 @@ def main() -> int:
     for name, model in (("transformers", "smollm2-135m"), ("llama.cpp in-process", f"llamacpp/{path}")):
         rows.append((name, *run(model, args.n, cotscope)))
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", "smollm2", "--host", "127.0.0.1",
+    server = subprocess.Popen([sys.executable, "-m", "cotscope.backends.llamacpp_server", "--model", path, "--model_alias", "smollm2", "--host", "127.0.0.1",
                                "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--verbose", "false"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"

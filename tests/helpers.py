@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 from cotscope.backends.base import GenerationParams, Prompt
@@ -27,6 +29,22 @@ def crafted_reply(prompt: Prompt, params: GenerationParams) -> str:
 
 def crafted_backend(**kwargs) -> MockBackend:
     return MockBackend(respond=crafted_reply, **kwargs)
+
+
+def dying_crafted_backend(samples: str, after: int) -> MockBackend:
+    """`crafted_backend` whose process kills itself with SIGSEGV, as a native crash in an engine
+    does, on the first call after `samples` (a run's samples.jsonl) holds `after` lines."""
+    backend = crafted_backend()
+    real = backend.generate_each
+
+    def generate_each(prompts, params):
+        path = Path(samples)
+        if path.exists() and path.read_text().count("\n") >= after:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(prompts, params)
+
+    backend.generate_each = generate_each
+    return backend
 
 
 def write_crafted_task(dirpath: Path) -> Path:

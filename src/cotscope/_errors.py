@@ -11,6 +11,11 @@ class MissingDependency(CotscopeError):
     """An optional dependency is not installed; the message gives the exact install line."""
 
 
+class EngineDied(CotscopeError):
+    """The process an engine ran in died (a native crash, killed for memory): the call is lost,
+    what was saved before it is kept, and running the same command again resumes."""
+
+
 def first_error(exc) -> tuple[str, dict]:
     """The first error of a pydantic ValidationError: where it is (a dotted path) and the error."""
     err = exc.errors()[0]

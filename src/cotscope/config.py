@@ -39,7 +39,7 @@ class AuditConfig(BaseModel):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description="Backend spec: smollm2-135m (embedded), hf/<id-or-path>, gguf/<file> (through transformers), llamacpp/<file.gguf> (in-process llama.cpp), openai/<model>@<url>, organism/<name>, mock.",
+        description="Backend spec: smollm2-135m (embedded), hf/<id-or-path>, gguf/<file> (through transformers), llamacpp/<file.gguf> (llama.cpp in a process of its own), openai/<model>@<url>, organism/<name>, mock.",
     )
     system: str = Field("cot", description="System under audit: a registered name with ?options, or package.module:Class.")
     baseline: str = Field("direct", description="System compared against on the same samples ('' for none).")

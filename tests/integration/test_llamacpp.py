@@ -1,4 +1,4 @@
-"""The in-process llama.cpp provider against transformers on the same GGUF (the embedded
+"""The llama.cpp provider (in its own process, and in this one with ?isolate=0) against transformers on the same GGUF (the embedded
 SmolLM2): the same greedy text, the same scores up to quantization, and a truncation sweep
 that evaluates each shared prefix once."""
 
@@ -84,7 +84,8 @@ def test_bad_llamacpp_specs_fail_before_loading(tmp_path):
     for spec, msg in (("llamacpp/", "give the path"), (f"llamacpp/{tmp_path}/none.gguf", "no such file"),
                       (f"llamacpp/{tmp_path}/m.bin", "not a .gguf"), ("llamacpp/{p}?n_ctx=big", "whole number"),
                       ("llamacpp/{p}?colour=red", "unknown options"),
-                      ("llamacpp/{p}?n_batch=0", "at least 1"), ("llamacpp/{p}?n_parallel=4", "unknown options")):
+                      ("llamacpp/{p}?n_batch=0", "at least 1"), ("llamacpp/{p}?n_parallel=4", "unknown options"),
+                      ("llamacpp/{p}?isolate=2", "expected 1 or 0"), ("llamacpp/{p}?extra_bufts=7", "expected 1 or 0")):
         with pytest.raises(CotscopeError, match=msg):
             from cotscope.backends.hf import smollm2_path
 
@@ -204,7 +205,7 @@ def test_scores_after_prefixes_are_reused_equal_a_fresh_backends(path):
     ("{% for m in messages %}", "does not parse"),
 ])
 def test_a_hostile_or_broken_gguf_chat_template_is_a_named_error(path, template, message):
-    backend = get_backend(f"llamacpp/{path}?n_ctx=256", cache=False).provider
+    backend = get_backend(f"llamacpp/{path}?n_ctx=256&isolate=0", cache=False).provider  # the renderer itself, in this process
     assert "<|im_start|>user" in backend.render(PROMPTS[0])  # the file's own template works
     backend.template, backend._template = template, None
     with pytest.raises(CotscopeError, match=message):
@@ -214,7 +215,7 @@ def test_a_hostile_or_broken_gguf_chat_template_is_a_named_error(path, template,
 def test_a_gguf_template_renders_in_the_environment_transformers_gives_templates(path):
     """What a model was trained on: `tojson` without HTML escapes (a tool's description "it's"
     stays "it's", not "it\\u0027s"), in the order given; loop controls; `strftime_now`."""
-    backend = get_backend(f"llamacpp/{path}?n_ctx=256", cache=False).provider
+    backend = get_backend(f"llamacpp/{path}?n_ctx=256&isolate=0", cache=False).provider
     backend.template, backend._template = ("{% for t in tools %}{{ t | tojson }}{% endfor %}"
                                            "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}[{{ m.content }}]{% endfor %}"
                                            "{{ strftime_now('%Y') | length }}"), None
@@ -232,3 +233,36 @@ def test_native_tool_calls_need_a_gguf_template_that_renders_tools(path, tmp_pat
     with pytest.raises(CotscopeError, match="does not render tools.*calls=text"):
         audit(model=f"llamacpp/{path}?n_ctx=2048", system="tool-loop?tools=calculator&calls=native", n_samples=1, baseline="",
               experiments=(), run_dir=tmp_path / "a", progress=False, plots=False)
+
+
+def test_the_engine_runs_in_its_own_process_and_gives_what_it_gives_in_this_one(path):
+    from cotscope.backends._isolated import IsolatedBackend
+
+    there = get_backend(f"llamacpp/{path}?n_ctx=512", cache=False).provider
+    here = get_backend(f"llamacpp/{path}?n_ctx=512&isolate=0", cache=False).provider
+    assert isinstance(there, IsolatedBackend) and not isinstance(here, IsolatedBackend)
+    params = GenerationParams(max_new_tokens=24)
+    assert there.generate(PROMPTS, params) == here.generate(PROMPTS, params)
+    assert there.n_generated_tokens == here.n_generated_tokens > 0
+    assert there.render(PROMPTS[0]) == here.render(PROMPTS[0])
+    there.close()
+    assert not there.alive
+
+
+def test_llamacpp_repacked_buffers_on_this_cpu_run_or_are_a_named_error(path):
+    """CPU feature: amx_tile. On a Xeon with AMX, llama-cpp-python 0.3.36 built natively
+    segfaulted in its AMX kernel on the first matrix product when its repacked ("extra") weight
+    buffers were on (measured: exit 139). Forced on here, the engine either runs (a build or CPU
+    without that kernel) or its process dies and the call is an EngineDied naming the signal;
+    this test process lives either way. The default, off on AMX CPUs, runs (the tests above)."""
+    from cotscope.backends._isolated import EngineDied
+    from cotscope.backends._threads import cpu_flags
+
+    backend = get_backend(f"llamacpp/{path}?n_ctx=256&extra_bufts=1", cache=False).provider
+    try:
+        out = backend.generate(PROMPTS[:1], GenerationParams(max_new_tokens=4))
+        assert out[0].n_generated_tokens > 0
+    except EngineDied as exc:
+        assert "amx_tile" in cpu_flags() and "killed by SIG" in str(exc)
+    finally:
+        backend.close()

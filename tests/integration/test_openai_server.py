@@ -1,4 +1,5 @@
-"""The OpenAI-compatible backend against a real llama-cpp-python server on 127.0.0.1."""
+"""The OpenAI-compatible backend against a real llama-cpp-python server on 127.0.0.1 (started as
+cotscope.backends.llamacpp_server, which loads the GGUF as llamacpp/ does)."""
 
 import json
 import os
@@ -30,7 +31,7 @@ def server():
 
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_path(), "--model_alias", "smollm2",
+        [sys.executable, "-m", "cotscope.backends.llamacpp_server", "--model", smollm2_path(), "--model_alias", "smollm2",
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -42,11 +42,9 @@ def cpu_has_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux's flags).
     There a bfloat16 matrix product of a prompt pass ran 3x faster than float32 here; on other
     CPUs torch emulates it, slower than float32."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    from ._threads import cpu_flags
+
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def default_dtype(device: str) -> str:
@@ -139,7 +137,7 @@ def gguf_parts(rest: str) -> tuple[str, str]:
 
         warnings.warn(
             f"gguf/{rest}: transformers dequantizes a GGUF to full precision (slow, and several times its size in memory); "
-            f"llamacpp/{rest} runs it quantized in this process (pip install 'cotscope[llamacpp]')", stacklevel=3,
+            f"llamacpp/{rest} runs it quantized through llama.cpp (pip install 'cotscope[llamacpp]')", stacklevel=3,
         )
     return str(path.parent), path.name
 

@@ -1,8 +1,20 @@
-"""Cap torch's threads to the cores this process may use."""
+"""The CPU this process runs on: the cores it may use, its feature flags; torch's threads capped to them."""
 
 from __future__ import annotations
 
 import os
+from functools import cache
+from pathlib import Path
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (avx2, avx512f, amx_tile, ...); empty elsewhere."""
+    try:
+        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
 
 
 def available_cores() -> int:

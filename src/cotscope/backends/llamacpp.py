@@ -1,8 +1,16 @@
-"""In-process llama.cpp: ``llamacpp/<path.gguf>`` (``pip install 'cotscope[llamacpp]'``).
+"""llama.cpp: ``llamacpp/<path.gguf>`` (``pip install 'cotscope[llamacpp]'``).
 
 A GGUF model runs quantized, as llama.cpp runs it, through llama-cpp-python's ``Llama``: its
 sampler, and its reuse of the longest prefix the context already holds. The chat template is
 the GGUF's own (``tokenizer.chat_template``), rendered in jinja2's sandbox.
+
+The engine runs in a process of its own (`_isolated`): a crash in llama.cpp's native code is an
+`EngineDied` error naming the model and the signal, and the run that called it keeps what it
+saved. On a CPU with AMX, llama.cpp 0.3.36's AMX matrix kernel (an "extra buffer type" it
+repacks weights into) segfaulted on the first matrix product of SmolLM2's and Qwen2.5-0.5B's
+Q4 GGUFs, however the wheel was built; loading with ``use_extra_bufts`` off keeps the weights in
+the plain CPU buffer, whose AVX2/AVX-512 kernels run there. It is off by default on CPUs that
+list ``amx_tile``, on elsewhere.
 
 Rows run one after the other, in token order, so prompts that share a prefix (a truncation
 sweep's prefixes, the continuations from each, the forced answers after them) follow one
@@ -12,13 +20,16 @@ kernels round a little differently with the number of tokens a step evaluates).
 
 Options: ``n_ctx`` (KV cells; default 16384: a prompt and its budget must fit), ``n_batch``
 (tokens per step, default 512), ``n_threads`` (default: the cores this process may use),
-``seed`` (default 0; sampled generations use their own seed).
+``seed`` (default 0; sampled generations use their own seed), ``extra_bufts`` (1/0: llama.cpp's
+repacked weight buffers; default 0 on AMX CPUs, 1 elsewhere), ``isolate`` (1/0: the engine in its
+own process, default 1; 0 runs it in this one, where a native crash ends the process).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -30,7 +41,7 @@ from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Promp
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
-OPTIONS = ("n_ctx", "n_batch", "n_threads", "seed")  # and the chat-template options, base.TEMPLATE_OPTIONS
+OPTIONS = ("n_ctx", "n_batch", "n_threads", "seed", "extra_bufts", "isolate")  # and the chat-template options, base.TEMPLATE_OPTIONS
 
 
 def _check(rest: str, opts: dict[str, str]) -> None:
@@ -56,8 +67,39 @@ def _check(rest: str, opts: dict[str, str]) -> None:
     for k in ("n_ctx", "n_batch"):
         if k in opts and int(opts[k]) < 1:
             raise CotscopeError(f"option {k}={opts[k]} for llamacpp/{rest}: must be at least 1")
+    for k in ("extra_bufts", "isolate"):
+        if opts.get(k, "0") not in ("0", "1"):
+            raise CotscopeError(f"option {k}={opts[k]} for llamacpp/{rest}: expected 1 or 0")
     require("llama_cpp", "llamacpp", INSTALL)
 
+
+def default_extra_bufts() -> bool:
+    """Whether llama.cpp's repacked weight buffers are on by default: not on a CPU with AMX (see above)."""
+    from ._threads import cpu_flags
+
+    return "amx_tile" not in cpu_flags()
+
+
+@contextmanager
+def _model_params(**fields):
+    """`Llama` with model parameters its constructor does not take (``use_extra_bufts``): it
+    starts from `llama_model_default_params`, which returns them set while this block runs."""
+    import llama_cpp.llama as L
+
+    make = L.llama_cpp.llama_model_default_params
+
+    def params():
+        p = make()
+        for k, v in fields.items():
+            if hasattr(p, k):  # a field this llama.cpp has
+                setattr(p, k, v)
+        return p
+
+    L.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        L.llama_cpp.llama_model_default_params = make
 
 
 class LlamaCppBackend(Backend):
@@ -95,8 +137,9 @@ class LlamaCppBackend(Backend):
         threads = int(opts.get("n_threads", 0)) or available_cores()
         n_batch = int(opts.get("n_batch", 512))
         try:
-            llm = llama_cpp.Llama(model_path=path, n_ctx=int(opts.get("n_ctx", 16384)), n_batch=n_batch, n_ubatch=min(n_batch, 512),
-                                  n_threads=threads, n_threads_batch=threads, seed=int(opts.get("seed", 0)), logits_all=False, verbose=False)
+            with _model_params(use_extra_bufts=opts.get("extra_bufts", "1" if default_extra_bufts() else "0") == "1"):
+                llm = llama_cpp.Llama(model_path=path, n_ctx=int(opts.get("n_ctx", 16384)), n_batch=n_batch, n_ubatch=min(n_batch, 512),
+                                      n_threads=threads, n_threads_batch=threads, seed=int(opts.get("seed", 0)), logits_all=False, verbose=False)
         except ValueError as exc:  # llama.cpp says only "Failed to load model from file" / "Failed to create llama_context"
             raise CotscopeError(f"llamacpp/{path}: llama.cpp could not load this GGUF file or make its context (cut short or damaged? n_ctx too large?): {exc}") from exc
         return cls(llm, template)
@@ -247,4 +290,14 @@ class LlamaCppBackend(Backend):
 
 @register_backend("llamacpp", check=_check)
 def llamacpp_backend(rest: str, opts: dict[str, str]) -> Backend:
-    return LlamaCppBackend.load(rest, opts)
+    if opts.get("isolate", "1") == "0":
+        return LlamaCppBackend.load(rest, opts)
+    from ._isolated import IsolatedBackend
+
+    _check(rest, opts)  # a bad spec is named here, before a process starts
+    return IsolatedBackend(f"llamacpp/{rest}", "cotscope.backends.llamacpp:_load_isolated", (rest, opts), engine="llama.cpp")
+
+
+def _load_isolated(rest: str, opts: dict[str, str]) -> LlamaCppBackend:
+    """What the engine's own process runs to load the model."""
+    return LlamaCppBackend.load(rest, {k: v for k, v in opts.items() if k != "isolate"})

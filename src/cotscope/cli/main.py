@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._errors import CotscopeError, first_error
+from .._errors import CotscopeError, EngineDied, first_error
 from ..config import AuditConfig
 from pydantic import BaseModel, ValidationError
 
@@ -190,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except CotscopeError as exc:
         print(f"cotscope: error: {exc}", file=sys.stderr)
+        if isinstance(exc, EngineDied):  # the command that resumes, as given
+            import shlex
+
+            print("cotscope: to resume: " + shlex.join(["cotscope", *(sys.argv[1:] if argv is None else argv)]), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cotscope: interrupted; finished samples are saved, run the same command to resume", file=sys.stderr)
