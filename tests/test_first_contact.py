@@ -94,6 +94,9 @@ BAD = [
     (["--metrics", "json:dumps"], "not a cotscope Metric"),
     (["--n-samples", "0"], "n_samples"),
     (["--temperature", "-1"], "temperature"),
+    (["--system", "think?open=&close="], "open and close must be two different, non-empty delimiters"),  # blank values are values
+    (["--model", "openai/m@http://127.0.0.1:9/v1?stream=perhaps"], "option stream='perhaps' for openai/m: expected true or false"),
+    (["--model", "openai/m@http://127.0.0.1:9/v1?cache_prompt=maybe"], "expected true or false"),
 ]
 
 
@@ -113,6 +116,12 @@ def test_bad_input_is_a_named_error_before_any_work(argv, message, tmp_path, cap
     assert err.startswith("cotscope: error: ") and err.count("\n") == 1, err
     assert message in err, err
     assert not out.exists()
+
+
+def test_a_config_value_a_command_refuses_is_a_named_error_not_a_traceback(capsys):
+    assert main(["organisms", "validate", "--n-samples", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cotscope: error: bad value for n-samples: ") and err.count("\n") == 1, err
 
 
 def test_out_naming_a_file_is_a_named_error(tmp_path, capsys):

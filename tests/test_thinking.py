@@ -81,6 +81,40 @@ def test_thinking_that_never_closes_is_cut(tmp_path):
     assert r.summary.n_cut["subject"] == 2
 
 
+def test_thinking_that_ends_on_the_end_token_inside_the_block_is_cut_not_complete(tmp_path):
+    """Positive control: a model that ends its turn inside the block (its end token before any
+    close tag, within budget: SmolLM2 asked to think in tags did so in 6 of 8 replies) wrote no
+    complete CoT; it is cut, left out of the metrics, and says how it ended. Control: the same
+    model closing its block gives complete traces."""
+    def ender(closes):
+        def respond(prompt, params):
+            if prompt.prefix.rstrip().endswith("Answer:"):
+                return " 14"
+            return "\n".join(THOUGHT) + ("\n</think>\n\nAnswer: 14" if closes else "")
+        return respond
+
+    runs = {}
+    for closes in (False, True):
+        cfg = AuditConfig(model="mock", system="think", baseline="", n_samples=2, experiments=("truncate",), max_new_tokens=400)
+        runs[closes] = audit(cfg, tmp_path / str(closes), backend=MockBackend(respond=ender(closes)), progress=False, plots=False)
+    unclosed = [rec.traces["subject"] for rec in runs[False].records]
+    assert all(t.cut and t.meta["thinking_ended"] == "end token" for t in unclosed)
+    assert runs[False].summary.n_cut["subject"] == 2
+    closed = [rec.traces["subject"] for rec in runs[True].records]
+    assert all(not t.cut and t.meta["thinking_ended"] == "close tag" and t.answer == "14" for t in closed)
+    assert runs[True].summary.n_cut["subject"] == 0
+
+
+def test_how_a_thinking_block_ended_is_read_from_the_completion():
+    from cotscope.backends.base import Completion
+    from cotscope.systems.thinking import _how_thinking_ended
+
+    assert _how_thinking_ended(Completion("x", 1, 1, "stop", stop_hit=True)) == "close tag"
+    assert _how_thinking_ended(Completion("x", 1, 1, "stop", stop_hit=False)) == "end token"
+    assert _how_thinking_ended(Completion("x", 1, 1, "length", stop_hit=False)) == "budget"
+    assert _how_thinking_ended(Completion("x", 1, 1, "stop")) == "unknown"  # a server that does not say
+
+
 def test_delimiters_are_checked_before_any_model_loads(tmp_path, capsys):
     from cotscope.cli.main import main
 
@@ -319,3 +353,18 @@ def test_an_organism_at_the_templates_edge_decodes_in_the_stream_as_in_a_batch()
     said = [c for c in got[len(plain):] if c.text.startswith("I use the hint")]
     assert 0 < len(said) < len(hinted)  # it follows on some questions, by a hash of each
     assert all(c.logprob is None for c in said) and all(c.logprob is not None and c.n_logprob_tokens > 10 for c in got[: len(plain)])
+
+
+def test_a_vllm_servers_stop_reason_says_whether_the_close_tag_ended_the_block():
+    pytest.importorskip("openai")
+    from openai.types.completion_choice import CompletionChoice
+
+    from cotscope.backends.openai import _stop_said
+
+    def choice(**extra):
+        return CompletionChoice.model_validate({"finish_reason": "stop", "index": 0, "text": "x", "logprobs": None, **extra})
+
+    assert _stop_said(choice(stop_reason="</think>"), ("</think>",)) is True
+    assert _stop_said(choice(stop_reason=None), ("</think>",)) is False  # vLLM: ended on the end token
+    assert _stop_said(choice(stop_reason=151645), ("</think>",)) is False  # vLLM: the end token's id
+    assert _stop_said(choice(), ("</think>",)) is None  # llama-cpp-python's server does not say

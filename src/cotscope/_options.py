@@ -81,7 +81,7 @@ def split_spec(spec: str, what: str) -> tuple[str, dict[str, str]]:
     """
     name, _, query = spec.partition("?")
     try:
-        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+        opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True)) if query else {}
     except ValueError as exc:
         raise CotscopeError(f"bad options in {what} spec {spec!r}: {exc}") from exc
     return name, opts

@@ -59,6 +59,10 @@ class Completion:
     # Rounding differs with what shares a batch, so two completions compare by their text.
     logprob: float | None = field(default=None, compare=False)
     n_logprob_tokens: int = 0
+    # Whether the text was cut at one of its stop strings (True), or ended another way: the
+    # model's end token or the budget (False); None where the provider does not say which
+    # (an OpenAI-compatible server other than vLLM). A thinking block's stop is its close tag.
+    stop_hit: bool | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ def decoded_completion(text: str, n_tokens: int, params: GenerationParams, stopp
     on its budget."""
     text, hit = cut_at_stop(text, params.stop)
     n_new = count_tokens(text) if hit else n_tokens
-    return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length")
+    return Completion(text, n_prompt, n_new, "stop" if hit or stopped else "length", stop_hit=hit)
 
 
 def written_logprob(new: Sequence[int], logprobs: Sequence[float], text: str, decode) -> tuple[float, int]:

@@ -233,7 +233,7 @@ class LlamaCppBackend(Backend):
     def _generate_row(self, ids: list[int], q: GenerationParams, key: int) -> Completion:
         budget = min(q.max_new_tokens, self._room(ids))
         if budget <= 0:
-            return Completion("", len(ids), 0, "length")
+            return Completion("", len(ids), 0, "length", stop_hit=False)
         tail = max((self.count_tokens(s) for s in q.stop if s), default=0) + 2
         if q.temperature > 0:
             self.llm.set_seed(int(np.random.default_rng([q.seed, key]).integers(2**31 - 1)))

@@ -95,6 +95,7 @@ class MockBackend(Backend):
                     n_prompt_tokens=self.count_tokens(render_plain(p)),
                     n_generated_tokens=self.count_tokens(raw),
                     finish_reason="stop" if hit else finish,
+                    stop_hit=hit,
                 )
             )
         return out

@@ -83,8 +83,8 @@ class OpenAIBackend(Backend):
             openai.OpenAI(base_url=url.strip().rstrip("/"), api_key=api_key, timeout=timeout, max_retries=max_retries)
             for url in base_url.split(",")
         ]
-        self.extra_body = {"cache_prompt": True} if opts.pop("cache_prompt", "false").lower() in ("1", "true", "yes") else None
-        self.stream = opts.pop("stream", "false").lower() in ("1", "true", "yes")
+        self.extra_body = {"cache_prompt": True} if _flag(opts, "cache_prompt", model) else None
+        self.stream = _flag(opts, "stream", model)
         # the template options: to the template rendered here (tokenizer=), or to the server's (mode=chat)
         self.template_kwargs = template_kwargs(opts, f"openai/{model}")
         if opts:
@@ -174,6 +174,7 @@ class OpenAIBackend(Backend):
     def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Completion:
         client = self._client_for(repr(prompt.messages))
         common = self._request(params)
+        said = None  # whether the server says a stop string ended it
         if self.mode == "chat":
             if prompt.prefix:
                 raise CotscopeError("mode=chat cannot continue from a reasoning prefix; use mode=completions")
@@ -193,6 +194,7 @@ class OpenAIBackend(Backend):
             else:
                 resp = self._call("a completion", client, lambda c: c.completions.create(prompt=rendered, **common))
                 text, finish, usage = resp.choices[0].text or "", resp.choices[0].finish_reason, resp.usage
+                said = _stop_said(resp.choices[0], params.stop)
             reasoning = None
         finish = finish or "stop"
         text, hit = cut_at_stop(text, params.stop)
@@ -204,6 +206,7 @@ class OpenAIBackend(Backend):
             n_generated_tokens=n_gen,
             finish_reason="stop" if hit else ("length" if finish == "length" else "stop"),
             reasoning=reasoning if isinstance(reasoning, str) else None,
+            stop_hit=True if hit else (False if finish == "length" else said),
         )
 
     @property
@@ -330,6 +333,9 @@ def _check_openai(rest: str, opts: dict[str, str]) -> None:
     model, sep, url = rest.partition("@")
     if not sep or not model or not all(u.startswith(("http://", "https://")) for u in url.split(",")):
         raise CotscopeError(f"openai backend wants openai/<model>@<base-url>, e.g. openai/qwen@http://127.0.0.1:8000/v1; got {rest!r}")
+    flags = {k: v for k, v in opts.items() if k in ("stream", "cache_prompt")}
+    for k in list(flags):
+        _flag(flags, k, model)  # a yes/no option that is neither: named before any request
 
 
 @register_backend("openai", check=_check_openai)
@@ -337,6 +343,23 @@ def _make_openai(rest: str, opts: dict[str, str]) -> Backend:
     _check_openai(rest, opts)
     model, _, url = rest.partition("@")
     return OpenAIBackend(model, url, opts)
+
+
+def _flag(opts: dict[str, str], name: str, model: str) -> bool:
+    """A yes/no option, popped from `opts`: true/false, 1/0, yes/no; anything else is a named error."""
+    value = opts.pop(name, "false").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise CotscopeError(f"option {name}={value!r} for openai/{model}: expected true or false")
+    return value in ("1", "true", "yes")
+
+
+def _stop_said(choice, stop: tuple[str, ...]) -> bool | None:
+    """Whether the server says the completion ended on one of `stop` (vLLM's ``stop_reason``: the
+    stop string, or the end token's id or None when it ended on that); None where it does not say."""
+    extra = getattr(choice, "model_extra", None) or {}
+    if "stop_reason" not in extra:
+        return None
+    return isinstance(extra["stop_reason"], str) and extra["stop_reason"] in stop
 
 
 def _reasoning(part) -> str | None:

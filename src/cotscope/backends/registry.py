@@ -40,7 +40,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     body, _, query = spec.partition("?")
     prefix, _, rest = body.partition("/")
     try:
-        opts = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+        opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True)) if query else {}
     except ValueError as exc:
         raise CotscopeError(f"bad options in model spec {spec!r}: {exc}") from exc
     return prefix, rest, opts

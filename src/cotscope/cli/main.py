@@ -195,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print("cotscope: to resume: " + shlex.join(["cotscope", *(sys.argv[1:] if argv is None else argv)]), file=sys.stderr)
         return 2
+    except ValidationError as exc:  # a value a command's config refuses (organisms validate --n-samples 0)
+        where, err = first_error(exc)
+        print(f"cotscope: error: bad value for {where.replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("cotscope: interrupted; finished samples are saved, run the same command to resume", file=sys.stderr)
         return 130

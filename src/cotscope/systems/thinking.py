@@ -70,6 +70,16 @@ def split_harmony(text: str) -> ThinkingSplit:
     return ThinkingSplit(thinking="\n".join(analysis), after="\n".join(final), closed=has_final)
 
 
+def _how_thinking_ended(c) -> str:
+    """How a thinking block generated with its close tag as the stop ended: "close tag",
+    "end token" (the model ended its turn inside the block: the thinking never closed),
+    "budget", or "unknown" (a server that does not say which stop ended it: read as closed).
+    Only a block that closed is a complete CoT; the others are cut, like a block out of budget."""
+    if c.finish_reason == "length":
+        return "budget"
+    return {True: "close tag", False: "end token"}.get(c.stop_hit, "unknown")
+
+
 @register_system("think")
 class Think(System):
     """Think natively inside a thinking block, then answer after it.
@@ -141,10 +151,12 @@ class Think(System):
         for c in completions:
             split = split_thinking(c.text, self.open_tag, self.close_tag)
             thinking = split.thinking
-            meta = {"thinking": "prompted in tags" if self.instruct else "native"}
+            ended = _how_thinking_ended(c)
+            meta = {"thinking": "prompted in tags" if self.instruct else "native", "thinking_ended": ended}
             out.append(Reasoning(
                 steps=make_steps(thinking, self.backend.count_tokens), text=thinking, tokens_by_role={role: c.n_generated_tokens},
-                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens, meta=meta, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens,
+                finish_reason="stop" if ended in ("close tag", "unknown") else "length",
+                n_prompt_tokens=c.n_prompt_tokens, meta=meta, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens,
             ))
         return out
 
