@@ -41,6 +41,35 @@ def covered(e, truth):
     return e.lo - 1e-12 <= truth <= e.hi + 1e-12
 
 
+WIDTH_FACTOR = 1.4  # a method's mean width over the normal-theory width at the true value
+
+
+def holds_two_sided(estimates, truth, values, conservative: bool) -> None:
+    """Coverage at least 93%; the mean width at most WIDTH_FACTOR x the normal-theory width at
+    the true value (2 x 1.96 x the spread of the point estimate over the simulated draws: what
+    an interval that knew the estimate's distribution would need); and, for a method not
+    conservative by design, coverage at most 99.5%. An interval of [-inf, inf] fails the width."""
+    hits = [covered(e, truth) for e in estimates]
+    width = float(np.mean([e.hi - e.lo for e in estimates]))
+    oracle = 2 * 1.959964 * float(np.std([v for v in values if v is not None]))
+    assert np.mean(hits) >= 0.93, f"coverage {np.mean(hits):.3f}"
+    assert width <= WIDTH_FACTOR * oracle, f"mean width {width:.3f} > {WIDTH_FACTOR} x the normal-theory {oracle:.3f}"
+    if not conservative:
+        assert np.mean(hits) <= 0.995, f"coverage {np.mean(hits):.3f}: wider than it needs to be"
+
+
+def test_the_two_sided_check_fails_an_interval_that_cannot_fail_and_one_that_is_too_narrow():
+    rng = np.random.default_rng(0)
+    draws = [stats.rate(rng.random(30) < 0.4) for _ in range(REPS)]
+    values = [e.value for e in draws]
+    everything = [stats.Estimate(value=e.value, lo=-math.inf, hi=math.inf, n=30, method="t") for e in draws]
+    with pytest.raises(AssertionError, match="mean width"):
+        holds_two_sided(everything, 0.4, values, conservative=True)
+    point = [stats.Estimate(value=e.value, lo=e.value, hi=e.value, n=30, method="t") for e in draws]
+    with pytest.raises(AssertionError, match="coverage"):
+        holds_two_sided(point, 0.4, values, conservative=True)
+
+
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("p", RATES)
 def test_rate_covers(p, n):
@@ -112,16 +141,21 @@ def test_rate_difference_covers(p1, p2, n):
 
 
 @pytest.mark.parametrize(("n_pos", "n_neg"), [(3, 20), (8, 8), (20, 20), (40, 10)])
-@pytest.mark.parametrize(("tpr", "tnr"), [(0.5, 0.5), (0.9, 0.8), (1.0, 0.95), (0.2, 1.0)])
+@pytest.mark.parametrize(("tpr", "tnr"), [(0.5, 0.5), (0.9, 0.8), (0.7, 0.9), (1.0, 0.95), (0.2, 1.0)])
 def test_g_mean_squared_covers(tpr, tnr, n_pos, n_neg):
-    """A monitor's flags: TPR x TNR from two binomial samples; small k gives an interval, not NaN."""
+    """A monitor's flags: TPR x TNR from two binomial samples; small k gives an interval, not NaN.
+    Where a rate is 0 or 1 the estimate's own spread is no reference for the width (it is 0 for
+    that rate), so the width is checked on the cells with both rates inside (0, 1)."""
     rng = np.random.default_rng(int(100 * tpr + 10 * tnr) + n_pos + 7 * n_neg)
-    hits = []
+    est = []
     for _ in range(REPS):
         e = stats.g_mean_squared(int(rng.binomial(n_pos, tpr)), n_pos, int(rng.binomial(n_neg, tnr)), n_neg)
         assert e.lo is not None and math.isfinite(e.lo) and math.isfinite(e.hi)
-        hits.append(covered(e, tpr * tnr))
-    assert np.mean(hits) >= 0.93
+        est.append(e)
+    if 0 < tpr < 1 and 0 < tnr < 1:
+        holds_two_sided(est, tpr * tnr, [e.value for e in est], conservative=False)
+    else:
+        assert np.mean([covered(e, tpr * tnr) for e in est]) >= 0.93
 
 
 @pytest.mark.parametrize(("n_pos", "n_neg"), [(5, 20), (10, 10), (30, 30), (60, 15)])
@@ -238,7 +272,8 @@ def kappa_of(p11: float, p10: float, p01: float) -> float:
 
 
 @pytest.mark.parametrize("n", (10, 30, 100))
-@pytest.mark.parametrize("cells", [(0.25, 0.25, 0.25), (0.4, 0.1, 0.1), (0.1, 0.05, 0.05), (0.45, 0.0, 0.1), (0.05, 0.2, 0.2), (0.02, 0.02, 0.02)])
+@pytest.mark.parametrize("cells", [(0.25, 0.25, 0.25), (0.4, 0.1, 0.1), (0.1, 0.05, 0.05), (0.45, 0.0, 0.1), (0.05, 0.2, 0.2), (0.02, 0.02, 0.02),
+                                   (0.3, 0.02, 0.02)])
 def test_cohen_kappa_covers(cells, n):
     """Two monitors' flags on the same n traces, drawn from a 2x2 table of (both, a only, b only):
     agreement by chance (kappa 0), strong and weak agreement, one-sided disagreement, worse than
@@ -251,8 +286,35 @@ def test_cohen_kappa_covers(cells, n):
         a, b = np.isin(table, (0, 1)), np.isin(table, (0, 2))
         e = stats.cohen_kappa(a, b)
         assert e.lo is not None and math.isfinite(e.lo) and math.isfinite(e.hi) and e.lo <= e.hi
-        hits.append(covered(e, truth))
-    assert np.mean(hits) >= 0.93
+        hits.append(e)
+    holds_two_sided(hits, truth, [e.value for e in hits], conservative=True)  # a union of two intervals: conservative by design
+
+
+def test_the_kappa_interval_that_was_replaced_fails_the_width_check():
+    """The Bonferroni interval over Clopper-Pearson limits of po, pa and pb (1.8-2.0 wide at
+    n = 10, of a possible 2) against the check the replacement passes, on one cell."""
+    rng = np.random.default_rng(3)
+    cells, n = (0.4, 0.1, 0.1), 10
+
+    def bonferroni(a, b):
+        k = len(a)
+        agree, ka, kb = int(np.sum(a == b)), int(np.sum(a)), int(np.sum(b))
+        (o_lo, o_hi), (a_lo, a_hi), (b_lo, b_hi) = (stats.clopper_pearson(c, k, 1 - 0.05 / 3) for c in (agree, ka, kb))
+        corners = [pa * pb + (1 - pa) * (1 - pb) for pa in (a_lo, a_hi) for pb in (b_lo, b_hi)]
+        lo = -1.0 if max(corners) >= 1 else max(-1.0, (o_lo - max(corners)) / (1 - max(corners)))
+        hi = 1.0 if min(corners) >= 1 else min(1.0, (o_hi - min(corners)) / (1 - min(corners)))
+        return stats.Estimate(value=None, lo=lo, hi=hi, n=k, method="t")
+
+    old, new = [], []
+    for _ in range(REPS):
+        table = rng.choice(4, size=n, p=[*cells, 1 - sum(cells)])
+        a, b = np.isin(table, (0, 1)), np.isin(table, (0, 2))
+        old.append(bonferroni(a, b))
+        new.append(stats.cohen_kappa(a, b))
+    values = [e.value for e in new]
+    with pytest.raises(AssertionError, match="mean width"):
+        holds_two_sided(old, kappa_of(*cells), values, conservative=True)
+    holds_two_sided(new, kappa_of(*cells), values, conservative=True)
 
 
 # One draw of each method's simulated data above, to check that every method in use is simulated
@@ -261,11 +323,11 @@ SIMULATED = {
     "clopper-pearson": lambda rng: stats.rate(rng.random(8) < 0.3),
     "clustered": lambda rng: stats.clustered_rate([correlated_items(rng, m, 0.3, 0.5) for m in skewed_sizes(rng, 8)]),
     "paired-newcombe": lambda rng: stats.paired_rate_difference(rng.random(8) < 0.5, rng.random(8) < 0.5),
-    "gmean-bonferroni": lambda rng: stats.g_mean_squared(int(rng.binomial(8, 0.7)), 8, int(rng.binomial(8, 0.8)), 8),
+    "gmean-jeffreys": lambda rng: stats.g_mean_squared(int(rng.binomial(8, 0.7)), 8, int(rng.binomial(8, 0.8)), 8),
     "auroc-wilson": lambda rng: stats.auroc(rng.normal(1.0, 1.0, 8), rng.normal(0.0, 1.0, 8)),
     "auroc-clustered": lambda rng: (lambda p, n, pc, nc: stats.auroc(p, n, pos_clusters=pc, neg_clusters=nc))(*clustered_scores(rng, 20, 0.0, 0.5)),
     "gmean-clustered": lambda rng: stats.g_mean_squared_clustered([correlated_items(rng, 3, 0.7, 0.5)] * 4, [correlated_items(rng, 2, 0.2, 0.5)] * 4),
-    "kappa-bonferroni": lambda rng: stats.cohen_kappa(rng.random(8) < 0.5, rng.random(8) < 0.5),
+    "kappa-union": lambda rng: stats.cohen_kappa(rng.random(8) < 0.5, rng.random(8) < 0.5),
     "newcombe": lambda rng: stats.rate_difference(int(rng.binomial(8, 0.5)), 8, int(rng.binomial(8, 0.2)), 8),
     "t": lambda rng: stats.mean(rng.normal(size=8)),
     "t-clustered": lambda rng: stats.clustered_mean([rng.normal(size=m) for m in skewed_sizes(rng, 8)]),
@@ -336,3 +398,10 @@ def test_a_perfect_split_has_an_informative_auroc_interval():
     assert e.value == 1.0 and 0.75 < e.lo < 0.9 and e.hi <= 1.0
     worse = stats.auroc([1.0] * 4, [0.0] * 4)
     assert worse.lo < e.lo  # fewer traces, less sure
+
+
+def test_the_statistics_page_names_every_method():
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "statistics.md").read_text()
+    assert [m for m in stats.METHODS if f"`{m}`" not in page] == []

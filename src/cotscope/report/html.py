@@ -66,7 +66,7 @@ summary{cursor:pointer;font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 {% endfor %}</tbody></table>
 <p class="ci" id="methods"><sup>1</sup> Interval methods: clopper-pearson (exact binomial, a rate over samples); clustered (a rate over items nested in samples, with n = samples);
 paired-newcombe (a difference of paired rates, Newcombe 1998); newcombe (a difference of two independent rates); t (a mean); t-clustered (a mean over nested items, cluster-robust);
-gmean-bonferroni (TPR x TNR, a product of Bonferroni limits); auroc-wilson (DeLong's variance, Wilson score on the pairs it is worth); exact (fixed by definition).
+gmean-jeffreys (TPR x TNR, percentiles under both rates' Jeffreys posteriors); kappa-union (Cohen's kappa: a Jeffreys-Dirichlet posterior interval joined with the Fleiss-Cohen-Everitt delta method); auroc-wilson (DeLong's variance, Wilson score on the pairs it is worth); exact (fixed by definition).
 Every method's coverage is checked by simulation in the test suite.</p>
 {% for w in s.warnings %}<div class="warn">{{ w }}</div>{% endfor %}
 {% if monitors %}<h2>Monitors</h2>
