@@ -17,6 +17,7 @@ from cotscope.trace import Message, ToolCall
 from .published import published_template
 from .test_native_tools import TOOLS
 
+pytestmark = [pytest.mark.network, pytest.mark.slow]  # the templates come from llama-cpp-python's sdist (pip download)
 pytest.importorskip("transformers")
 from .test_thinking_templates import assert_audit_on_thinking_channel, tiny_model  # noqa: E402
 

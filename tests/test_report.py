@@ -92,6 +92,8 @@ def browser():
 
 
 @pytest.mark.integration
+@pytest.mark.network  # installs Debian's chromium when it is missing
+@pytest.mark.slow
 def test_report_in_a_real_browser(run, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
