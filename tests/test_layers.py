@@ -125,3 +125,16 @@ def test_the_checker_sees_lazy_imports_and_cycles():
     graph = import_graph()
     assert "cotscope.report.html" in graph["cotscope.audit"]  # imported inside audit()
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_architecture_tree_names_every_module_and_package():
+    """docs/architecture.md's tree of src/cotscope/ lists each top-level module and package."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    doc = (root / "docs" / "architecture.md").read_text()
+    tree = doc[doc.index("src/cotscope/"):]
+    tree = tree[: tree.index("```")]
+    pkg = root / "src" / "cotscope"
+    names = [p.name for p in pkg.glob("*.py") if p.name != "__init__.py"] + [p.name + "/" for p in pkg.iterdir() if (p / "__init__.py").exists()]
+    assert sorted(n for n in names if n not in tree) == []
