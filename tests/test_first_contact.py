@@ -228,3 +228,21 @@ def test_a_version_1_run_directory_still_loads_and_reports(tmp_path):
     assert len(records) == 12 and all(r.schema_version == 2 for r in records)
     assert set(records[0].results) == {"truncate", "summary", "paraphrase", "filler", "mistake", "hint"}
     assert summary.config.experiment_options == {}  # the old defaults map to no options
+
+
+def test_no_progress_silences_a_library_bar_that_calls_tqdm_directly(monkeypatch, capsys):
+    """transformers' GGUF conversion ("Converting and de-quantizing GGUF tensors...") calls
+    tqdm.auto.tqdm itself, outside transformers' own progress-bar switch."""
+    from tqdm import std
+    from tqdm.auto import tqdm
+
+    from cotscope.cli.main import _quiet_libraries
+
+    monkeypatch.setattr(std.tqdm, "__init__", std.tqdm.__init__)  # restored after the test
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    _quiet_libraries()
+    list(tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...", disable=False))
+    assert "Converting" in capsys.readouterr().err  # the control: a bar that asks for itself is drawn here
+    list(tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert capsys.readouterr().err == ""

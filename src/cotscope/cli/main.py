@@ -361,8 +361,18 @@ def _detectors(args: argparse.Namespace) -> int:
 
 def _quiet_libraries() -> None:
     """--no-progress: no progress bar of any library either (transformers' weight loading reads
-    huggingface_hub's switch when it is imported, and its own afterwards)."""
+    huggingface_hub's switch when it is imported, and its own afterwards; its GGUF conversion
+    calls tqdm directly: tqdm's bars default to disabled here, and TQDM_DISABLE says so to the
+    engine processes this one starts, which read it when they import tqdm)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from functools import partialmethod
+
+    import tqdm.std
+
+    if not getattr(tqdm.std.tqdm.__init__, "_cotscope_quiet", False):
+        tqdm.std.tqdm.__init__ = partialmethod(tqdm.std.tqdm.__init__, disable=True)  # a bar that asks for itself still shows
+        tqdm.std.tqdm.__init__._cotscope_quiet = True
     if "transformers.utils.logging" in sys.modules:
         sys.modules["transformers.utils.logging"].disable_progress_bar()
 
