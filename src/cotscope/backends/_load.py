@@ -142,12 +142,14 @@ def gguf_parts(rest: str) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
+OPTIONS = ("dtype", "device", "batch_size", "prefix_cache", "kv_store", "gguf_cache", "draft", *TEMPLATE_OPTIONS)  # hf/ and gguf/
+
+
 def _check_opts(rest: str, opts: dict[str, str]) -> None:
-    known = ("dtype", "device", "batch_size", "prefix_cache", "kv_store", "gguf_cache", "draft", *TEMPLATE_OPTIONS)
     template_kwargs(dict(opts), repr(rest))
-    unknown = set(opts) - set(known)
+    unknown = set(opts) - set(OPTIONS)
     if unknown:
-        raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: {', '.join(known)}")
+        raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: {', '.join(OPTIONS)}")
     if "batch_size" in opts and not opts["batch_size"].isdigit():
         raise CotscopeError(f"option batch_size={opts['batch_size']!r} for {rest!r}: expected a positive integer")
     if "kv_store" in opts and not opts["kv_store"].isdigit():
@@ -296,7 +298,7 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     template = template_kwargs(opts, repr(source))
     prefix_cache, gguf_cache = _on_unless_off(opts, "prefix_cache"), _on_unless_off(opts, "gguf_cache")
     if opts:
-        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: dtype, device, batch_size, prefix_cache, kv_store, gguf_cache, draft, enable_thinking, reasoning_effort")
+        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: {', '.join(OPTIONS)}")
     dtype = getattr(torch, dtype_name, None)
     if not isinstance(dtype, torch.dtype):
         raise CotscopeError(f"unknown dtype {dtype_name!r}")

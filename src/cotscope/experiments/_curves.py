@@ -21,7 +21,7 @@ from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Answer, Continuation, Step, Trace
 from .base import Context, Experiment, same_answer
-from .mistakes import positions
+from ._positions import positions
 
 CURVE_METRICS = ("accuracy", "agreement", "continued_accuracy", "continued_agreement", "further_tokens")
 RATE_METRICS = ("accuracy", "agreement", "continued_accuracy", "continued_agreement")

@@ -31,7 +31,7 @@ from ..tasks import Sample
 from ..trace import Answer, Continuation, Trace, split_steps
 from ._curves import CurveExperiment
 from .base import Context, Experiment, NoOptions, register_experiment, same_answer
-from .mistakes import positions
+from ._positions import positions
 
 # Words by which a continuation says that something it was given is off.
 _DOUBT = re.compile(r"\b(wrong|incorrect|mistake|error|doesn'?t (?:match|add up|look right)|does not (?:match|add up)|"

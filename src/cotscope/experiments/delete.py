@@ -14,7 +14,7 @@ from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Continuation, Trace
 from .base import Context, Experiment, register_experiment, same_answer
-from .mistakes import THIRDS, positions, third_of
+from ._positions import THIRDS, positions, third_of
 
 
 class DeleteResult(BaseModel):

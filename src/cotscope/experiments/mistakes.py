@@ -14,9 +14,8 @@ from ..metrics import Metric
 from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Continuation, Trace
+from ._positions import THIRDS, positions, third_of
 from .base import Context, Experiment, register_experiment, same_answer
-
-THIRDS = ("early", "middle", "late")
 
 
 class MistakeResult(BaseModel):
@@ -73,21 +72,6 @@ def invalid_reason(original: str, corrupted: str, method: str = "model") -> str 
     if _ECHO.search(b):
         return "instruction echoed"
     return None
-
-
-def third_of(position: int, n: int) -> str:
-    """Which third of a CoT of `n` chunks chunk `position` (0-based) lies in: early, middle or late."""
-    f = position / max(n, 1)
-    return "early" if f < 1 / 3 else "middle" if f < 2 / 3 else "late"
-
-
-def positions(n: int, m: int) -> list[int]:
-    """`m` step indices spread evenly from the first to the last of `n` (all when m is 0 or >= n)."""
-    if m == 0 or m >= n:
-        return list(range(n))
-    if m == 1:
-        return [n // 2]
-    return sorted({round(j * (n - 1) / (m - 1)) for j in range(m)})
 
 
 @register_experiment

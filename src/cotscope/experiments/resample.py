@@ -25,7 +25,7 @@ from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Trace
 from .base import Context, Experiment, register_experiment, same_answer
-from .mistakes import positions
+from ._positions import positions
 
 NO_ANSWER = "(none)"  # a continuation whose answer could not be parsed
 
