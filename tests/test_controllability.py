@@ -80,3 +80,17 @@ def test_a_bad_option_is_a_named_error_before_any_work():
 
     with pytest.raises(CotscopeError, match="language"):
         experiment_class("controllability")({"language": "xx"})
+
+
+def test_on_a_thinking_organism_the_constraint_reaches_the_thinking_block_and_is_ignored(tmp_path):
+    """The organisms read no instructions: asked, their thinking complies exactly as unasked."""
+    pytest.importorskip("torch")
+    cfg = AuditConfig(model="organism/faithful-think", system="think", baseline="", task="chain", n_samples=3,
+                      experiments=("controllability",), experiment_options={"controllability": {"constraints": ["forbidden-word", "no-digits"]}})
+    r = audit(cfg, tmp_path, progress=False, plots=False)
+    res = r.records[0].results["controllability"]
+    assert {x.cot_trace.channel for x in res} == {"thinking"}
+    assert all("in your reasoning" in x.cot_trace.messages[0].content for x in res)
+    m = r.summary.metrics
+    assert m["controllability/pooled/asked_minus_unasked"].value == 0.0
+    assert m["controllability/pooled/cot"].value == m["controllability/pooled/unasked"].value
