@@ -20,13 +20,11 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the embedded model's file, 
 
 def default_cot_budget(model: str) -> int:
     """The CoT token budget a model gets when none is given: 160 for the embedded SmolLM2-135M
-    (its CoTs run 30-60 tokens; given 512, its default audit had not finished 6 of 20 samples
-    after 15 minutes, since a long CoT multiplies through every experiment), the mock and the
-    organisms; 512 for any other model, since real instruct models write CoTs of several
-    hundred tokens. The embedded model's own file through another provider (``llamacpp/`` or
-    ``gguf/`` and the file's name) is the embedded model: given 512 through llama.cpp, 2 of 8
-    CoTs looped to that budget and their continuations to up to 768 tokens (the truncation sweep
-    generated 30,763 tokens in 658 s)."""
+    (its CoTs run 30-60 tokens, and a longer budget lets the ones that loop multiply through
+    every experiment), the mock and the organisms; 512 for any other model, since real instruct
+    models write CoTs of several hundred tokens. The embedded model's own file through another
+    provider (``llamacpp/`` or ``gguf/`` and the file's name) is the embedded model and gets its
+    budget."""
     kind, _, rest = model.partition("?")[0].partition("/")  # "mock/rules.jsonl" -> "mock"
     embedded = kind in ("llamacpp", "gguf") and PurePath(rest).name == EMBEDDED_GGUF
     return SHORT_COT_BUDGET if kind in SHORT_COT_MODELS or embedded else LONG_COT_BUDGET

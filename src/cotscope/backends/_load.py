@@ -53,10 +53,10 @@ def default_dtype(device: str) -> str:
 
 @functools.cache
 def _cpu_attention() -> str:
-    """transformers' SDPA for a model on a CPU, with two changes; kept because the default audit
-    took 1.17x as long without it (bench/audit.py, docs/performance.md). Half-precision queries,
-    keys and values are cast to float32 (torch's CPU attention of one token over a bfloat16 KV
-    ran 7x slower than over float32). And a few queries a row (a decode step that checks a
+    """transformers' SDPA for a model on a CPU, with two changes, each kept for the speed
+    docs/performance.md records. Half-precision queries, keys and values are cast to float32
+    (torch's CPU attention of one token over a bfloat16 KV is far slower than over float32).
+    And a few queries a row (a decode step that checks a
     draft, see `_draft`) are packed as transformers packs one: the query heads that share a
     key/value head become queries of that head, where transformers copies every row's keys and
     values once per query head (`repeat_kv`). One query, and a prompt pass, take transformers'

@@ -2,8 +2,7 @@
 
 A decode loop frees and allocates tensors of ever-changing sizes (the KV of a batch that rows
 join and leave, prompt passes of different widths). glibc's allocator keeps the freed pages,
-so the process's resident memory grows far past what its live tensors hold (measured on the
-default audit: 3.2 GB resident for 1.3 GB of tensors). `malloc_trim` returns them; it is
+so the process's resident memory grows far past what its live tensors hold (docs/performance.md). `malloc_trim` returns them; it is
 called after a model loads and at most once a second while it decodes.
 """
 

@@ -27,8 +27,7 @@ class _DecodeStream:
 
     Queued rows are admitted shortest budget first: an answer forced after a CoT or a continuation
     that has just ended runs on that text's KV while the store still holds it, instead of waiting
-    behind long continuations that would push it out (on the long-trace organism at the default
-    store size, answers queued in arrival order re-ran 172k prompt tokens; shortest first, 26k).
+    behind long continuations that would push it out (docs/performance.md gives the measurement).
     """
 
     def __init__(self, backend) -> None:  # an HFBackend

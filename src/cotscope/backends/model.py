@@ -1,7 +1,7 @@
 """The model every role uses, apart from the provider that runs it.
 
-A provider (`Backend` subclass: transformers, llama.cpp through its server, an OpenAI-compatible
-server, the mock) only generates, scores and counts tokens. `Model` wraps one and adds what
+A provider (`Backend` subclass: transformers, llama.cpp in a process of its own, an
+OpenAI-compatible server, the mock) only generates, scores and counts tokens. `Model` wraps one and adds what
 every caller needs the same way, whatever the provider:
 
 - a cache: a greedy generation or a score asked twice with the same prompt (the k = n
