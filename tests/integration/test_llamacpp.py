@@ -82,10 +82,11 @@ def test_a_truncation_sweep_evaluates_each_shared_prefix_once(path):
 def test_bad_llamacpp_specs_fail_before_loading(tmp_path):
     (tmp_path / "m.bin").write_text("x")
     for spec, msg in (("llamacpp/", "give the path"), (f"llamacpp/{tmp_path}/none.gguf", "no such file"),
-                      (f"llamacpp/{tmp_path}/m.bin", "not a .gguf"), ("llamacpp/{p}?n_ctx=big", "whole number"),
-                      ("llamacpp/{p}?colour=red", "unknown options"),
-                      ("llamacpp/{p}?n_batch=0", "at least 1"), ("llamacpp/{p}?n_parallel=4", "unknown options"),
-                      ("llamacpp/{p}?isolate=2", "expected 1 or 0"), ("llamacpp/{p}?extra_bufts=7", "expected 1 or 0")):
+                      (f"llamacpp/{tmp_path}/m.bin", "not a .gguf"), ("llamacpp/{p}?n_ctx=big", "n_ctx='big': expected an integer"),
+                      ("llamacpp/{p}?colour=red", "unknown option 'colour'"),
+                      ("llamacpp/{p}?n_batch=0", "at least 1"), ("llamacpp/{p}?n_parallel=4", "unknown option 'n_parallel'"),
+                      ("llamacpp/{p}?isolate=2", "isolate='2': expected true or false"), ("llamacpp/{p}?extra_bufts=7", "expected true or false"),
+                      ("llamacpp/{p}?seed=-1", "must be 0 or more"), ("llamacpp/{p}?enable_thinking=maybe", "expected true or false")):
         with pytest.raises(CotscopeError, match=msg):
             from cotscope.backends.hf import smollm2_path
 

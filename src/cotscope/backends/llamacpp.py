@@ -20,9 +20,10 @@ kernels round a little differently with the number of tokens a step evaluates).
 
 Options: ``n_ctx`` (KV cells; default 16384: a prompt and its budget must fit), ``n_batch``
 (tokens per step, default 512), ``n_threads`` (default: the cores this process may use),
-``seed`` (default 0; sampled generations use their own seed), ``extra_bufts`` (1/0: llama.cpp's
-repacked weight buffers; default 0 on AMX CPUs, 1 elsewhere), ``isolate`` (1/0: the engine in its
-own process, default 1; 0 runs it in this one, where a native crash ends the process).
+``seed`` (default 0; sampled generations use their own seed), ``extra_bufts`` (true/false: llama.cpp's
+repacked weight buffers; default off on AMX CPUs, on elsewhere), ``isolate`` (true/false: the
+engine in its own process, default true; false runs it in this one, where a native crash ends
+the process); parsed against `_settings`'s signature, as systems' and experiments' options are.
 """
 
 from __future__ import annotations
@@ -36,12 +37,39 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import CotscopeError, require
+from .._options import parse_options
 from ._tools import template_messages, template_tools, tool_chat
 from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds, template_kwargs
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
-OPTIONS = ("n_ctx", "n_batch", "n_threads", "seed", "extra_bufts", "isolate")  # and the chat-template options, base.TEMPLATE_OPTIONS
+
+
+def _settings(n_ctx: int = 16384, n_batch: int = 512, n_threads: int = 0, seed: int = 0,
+              extra_bufts: bool | None = None, isolate: bool = True) -> dict:
+    """``llamacpp/``'s options with their types and defaults (the chat-template options aside):
+    a spec's options are parsed against this signature (`_options.parse_options`)."""
+    return dict(locals())
+
+
+def settings(rest: str, opts: dict[str, str]) -> tuple[dict, dict]:
+    """A spec's options, typed and checked: (llama.cpp's settings, the chat template's)."""
+    opts = dict(opts)
+    template = template_kwargs(opts, f"llamacpp/{rest}")
+    try:
+        given = parse_options(_settings, opts, f"llamacpp/{rest}")
+    except CotscopeError as exc:
+        if "unknown option" not in str(exc):
+            raise
+        raise CotscopeError(f"{exc}; and the chat template's: {', '.join(TEMPLATE_OPTIONS)}") from None
+    got = _settings(**given)
+    for k in ("n_ctx", "n_batch"):
+        if got[k] < 1:
+            raise CotscopeError(f"option {k}={got[k]} for llamacpp/{rest}: must be at least 1")
+    for k in ("n_threads", "seed"):
+        if got[k] < 0:
+            raise CotscopeError(f"option {k}={got[k]} for llamacpp/{rest}: must be 0 or more")
+    return got, template
 
 
 def _check(rest: str, opts: dict[str, str]) -> None:
@@ -56,20 +84,7 @@ def _check(rest: str, opts: dict[str, str]) -> None:
         head = fh.read(8)
     if len(head) < 8 or head[:4] != b"GGUF":
         raise CotscopeError(f"llamacpp/{rest}: not a GGUF file (it does not start with the GGUF magic bytes)")
-    opts = dict(opts)
-    template_kwargs(opts, f"llamacpp/{rest}")
-    unknown = set(opts) - set(OPTIONS)
-    if unknown:
-        raise CotscopeError(f"unknown options for llamacpp/{rest}: {sorted(unknown)}; known: {', '.join(OPTIONS + TEMPLATE_OPTIONS)}")
-    for k, v in opts.items():
-        if not v.isdigit():
-            raise CotscopeError(f"option {k}={v!r} for llamacpp/{rest}: expected a whole number")
-    for k in ("n_ctx", "n_batch"):
-        if k in opts and int(opts[k]) < 1:
-            raise CotscopeError(f"option {k}={opts[k]} for llamacpp/{rest}: must be at least 1")
-    for k in ("extra_bufts", "isolate"):
-        if opts.get(k, "0") not in ("0", "1"):
-            raise CotscopeError(f"option {k}={opts[k]} for llamacpp/{rest}: expected 1 or 0")
+    settings(rest, opts)
     require("llama_cpp", "llamacpp", INSTALL)
 
 
@@ -128,18 +143,18 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def load(cls, path: str, opts: dict[str, str] | None = None) -> LlamaCppBackend:
-        opts = dict(opts or {})
-        _check(path, opts)
-        template = template_kwargs(opts, f"llamacpp/{path}")
+        _check(path, opts or {})
+        got, template = settings(path, opts or {})
         llama_cpp = require("llama_cpp", "llamacpp", INSTALL)
         from ._threads import available_cores
 
-        threads = int(opts.get("n_threads", 0)) or available_cores()
-        n_batch = int(opts.get("n_batch", 512))
+        threads = got["n_threads"] or available_cores()
+        n_batch = got["n_batch"]
+        extra = default_extra_bufts() if got["extra_bufts"] is None else got["extra_bufts"]
         try:
-            with _model_params(use_extra_bufts=opts.get("extra_bufts", "1" if default_extra_bufts() else "0") == "1"):
-                llm = llama_cpp.Llama(model_path=path, n_ctx=int(opts.get("n_ctx", 16384)), n_batch=n_batch, n_ubatch=min(n_batch, 512),
-                                      n_threads=threads, n_threads_batch=threads, seed=int(opts.get("seed", 0)), logits_all=False, verbose=False)
+            with _model_params(use_extra_bufts=extra):
+                llm = llama_cpp.Llama(model_path=path, n_ctx=got["n_ctx"], n_batch=n_batch, n_ubatch=min(n_batch, 512),
+                                      n_threads=threads, n_threads_batch=threads, seed=got["seed"], logits_all=False, verbose=False)
         except ValueError as exc:  # llama.cpp says only "Failed to load model from file" / "Failed to create llama_context"
             raise CotscopeError(f"llamacpp/{path}: llama.cpp could not load this GGUF file or make its context (cut short or damaged? n_ctx too large?): {exc}") from exc
         return cls(llm, template)
@@ -290,7 +305,7 @@ class LlamaCppBackend(Backend):
 
 @register_backend("llamacpp", check=_check)
 def llamacpp_backend(rest: str, opts: dict[str, str]) -> Backend:
-    if opts.get("isolate", "1") == "0":
+    if not settings(rest, opts)[0]["isolate"]:
         return LlamaCppBackend.load(rest, opts)
     from ._isolated import IsolatedBackend
 
