@@ -95,8 +95,11 @@ BAD = [
     (["--n-samples", "0"], "n_samples"),
     (["--temperature", "-1"], "temperature"),
     (["--system", "think?open=&close="], "open and close must be two different, non-empty delimiters"),  # blank values are values
-    (["--model", "openai/m@http://127.0.0.1:9/v1?stream=perhaps"], "option stream='perhaps' for openai/m: expected true or false"),
+    (["--model", "openai/m@http://127.0.0.1:9/v1?stream=perhaps"], "openai/m: option stream='perhaps': expected true or false"),
     (["--model", "openai/m@http://127.0.0.1:9/v1?cache_prompt=maybe"], "expected true or false"),
+    (["--model", "openai/m@http://127.0.0.1:9/v1?mode=fast"], "option mode='fast': expected one of 'completions', 'chat'"),
+    (["--model", "openai/m@http://127.0.0.1:9/v1?concurrency=0"], "concurrency=0 for openai/m: must be at least 1"),
+    (["--model", "openai/m@http://127.0.0.1:9/v1?colour=red"], "unknown option 'colour'"),
 ]
 
 

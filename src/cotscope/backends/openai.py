@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 import urllib.request
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 from .._errors import CotscopeError, require
+from .._options import parse_options
 from ..trace import Message, ToolCall
 from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Prompt, ToolTurn, cut_at_stop, template_kwargs
 from .registry import register_backend
@@ -63,35 +65,20 @@ def render_chatml(prompt: Prompt) -> str:
 class OpenAIBackend(Backend):
     def __init__(self, model: str, base_url: str, opts: dict[str, str] | None = None) -> None:
         openai = require("openai", "openai")
-        opts = dict(opts or {})
+        got, self.template_kwargs = settings(model, opts or {})  # the template options: to the template rendered here (tokenizer=), or the server's (mode=chat)
         self.model = model
         self.base_url = base_url.split(",")[0].strip().rstrip("/")
-        self.mode = opts.pop("mode", "completions")
-        if self.mode not in ("completions", "chat"):
-            raise CotscopeError(f"mode must be 'completions' or 'chat', not {self.mode!r}")
-        self.concurrency = int(opts.pop("concurrency", "4"))
-        self.logprobs = opts.pop("logprobs", "top")
-        if self.logprobs not in ("top", "echo"):
-            raise CotscopeError(f"logprobs must be 'top' or 'echo', not {self.logprobs!r}")
-        self.top_k = int(opts.pop("top_k", "20"))
-        tokenizer = opts.pop("tokenizer", None)
-        api_key = opts.pop("api_key", None) or os.environ.get("OPENAI_API_KEY") or "none"
-        timeout, max_retries = float(opts.pop("timeout", "120")), int(opts.pop("max_retries", "3"))
+        self.mode, self.concurrency, self.logprobs, self.top_k = got["mode"], got["concurrency"], got["logprobs"], got["top_k"]
+        tokenizer = got["tokenizer"]
+        api_key = got["api_key"] or os.environ.get("OPENAI_API_KEY") or "none"
         # Several replicas: one client each; a conversation always goes to the same replica,
         # so the server's prefix cache sees all of its truncation points.
         self.clients = [
-            openai.OpenAI(base_url=url.strip().rstrip("/"), api_key=api_key, timeout=timeout, max_retries=max_retries)
+            openai.OpenAI(base_url=url.strip().rstrip("/"), api_key=api_key, timeout=got["timeout"], max_retries=got["max_retries"])
             for url in base_url.split(",")
         ]
-        self.extra_body = {"cache_prompt": True} if _flag(opts, "cache_prompt", model) else None
-        self.stream = _flag(opts, "stream", model)
-        # the template options: to the template rendered here (tokenizer=), or to the server's (mode=chat)
-        self.template_kwargs = template_kwargs(opts, f"openai/{model}")
-        if opts:
-            raise CotscopeError(
-                f"unknown options for openai backend: {sorted(opts)}; known: tokenizer, mode, logprobs, top_k, concurrency, timeout, max_retries, api_key, cache_prompt, stream, "
-                f"{', '.join(TEMPLATE_OPTIONS)}"
-            )
+        self.extra_body = {"cache_prompt": True} if got["cache_prompt"] else None
+        self.stream = got["stream"]
         self._tok = _load_tokenizer(tokenizer) if tokenizer else None
         self._server_tokenize: Callable[[str], int] | None = None
         self.n_generated_tokens = 0
@@ -329,13 +316,38 @@ def _load_tokenizer(source: str):
     return transformers.AutoTokenizer.from_pretrained(source)
 
 
+def _settings(mode: Literal["completions", "chat"] = "completions", concurrency: int = 4, logprobs: Literal["top", "echo"] = "top",
+              top_k: int = 20, tokenizer: str | None = None, api_key: str | None = None, timeout: float = 120.0, max_retries: int = 3,
+              cache_prompt: bool = False, stream: bool = False) -> dict:
+    """``openai/``'s options with their types and defaults (the chat-template options aside): a
+    spec's options are parsed against this signature (`_options.parse_options`)."""
+    return dict(locals())
+
+
+def settings(model: str, opts: dict[str, str]) -> tuple[dict, dict]:
+    """A spec's options, typed and checked: (the client's settings, the chat template's)."""
+    opts = dict(opts)
+    template = template_kwargs(opts, f"openai/{model}")
+    try:
+        given = parse_options(_settings, opts, f"openai/{model}")
+    except CotscopeError as exc:
+        if "unknown option" not in str(exc):
+            raise
+        raise CotscopeError(f"{exc}; and the chat template's: {', '.join(TEMPLATE_OPTIONS)}") from None
+    got = _settings(**given)
+    for k, least in (("concurrency", 1), ("top_k", 0), ("max_retries", 0)):
+        if got[k] < least:
+            raise CotscopeError(f"option {k}={got[k]} for openai/{model}: must be at least {least}")
+    if got["timeout"] <= 0:
+        raise CotscopeError(f"option timeout={got['timeout']} for openai/{model}: must be above 0")
+    return got, template
+
+
 def _check_openai(rest: str, opts: dict[str, str]) -> None:
     model, sep, url = rest.partition("@")
     if not sep or not model or not all(u.startswith(("http://", "https://")) for u in url.split(",")):
         raise CotscopeError(f"openai backend wants openai/<model>@<base-url>, e.g. openai/qwen@http://127.0.0.1:8000/v1; got {rest!r}")
-    flags = {k: v for k, v in opts.items() if k in ("stream", "cache_prompt")}
-    for k in list(flags):
-        _flag(flags, k, model)  # a yes/no option that is neither: named before any request
+    settings(model, opts)  # every option typed and checked before any request
 
 
 @register_backend("openai", check=_check_openai)
@@ -343,14 +355,6 @@ def _make_openai(rest: str, opts: dict[str, str]) -> Backend:
     _check_openai(rest, opts)
     model, _, url = rest.partition("@")
     return OpenAIBackend(model, url, opts)
-
-
-def _flag(opts: dict[str, str], name: str, model: str) -> bool:
-    """A yes/no option, popped from `opts`: true/false, 1/0, yes/no; anything else is a named error."""
-    value = opts.pop(name, "false").lower()
-    if value not in ("1", "true", "yes", "0", "false", "no"):
-        raise CotscopeError(f"option {name}={value!r} for openai/{model}: expected true or false")
-    return value in ("1", "true", "yes")
 
 
 def _stop_said(choice, stop: tuple[str, ...]) -> bool | None:
