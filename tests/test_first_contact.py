@@ -100,6 +100,10 @@ BAD = [
     (["--model", "openai/m@http://127.0.0.1:9/v1?mode=fast"], "option mode='fast': expected one of 'completions', 'chat'"),
     (["--model", "openai/m@http://127.0.0.1:9/v1?concurrency=0"], "concurrency=0 for openai/m: must be at least 1"),
     (["--model", "openai/m@http://127.0.0.1:9/v1?colour=red"], "unknown option 'colour'"),
+    (["--model", "smollm2-135m?dtype=float8"], "option dtype='float8': expected one of 'float32', 'float16', 'bfloat16'"),
+    (["--model", "smollm2-135m?batch_size=0"], "batch_size=0"),
+    (["--model", "smollm2-135m?prefix_cache=maybe"], "option prefix_cache='maybe': expected true or false"),
+    (["--model", "smollm2-135m?speed=max"], "unknown option 'speed'"),
 ]
 
 

@@ -8,8 +8,10 @@ import functools
 import importlib.util
 import os
 from pathlib import Path
+from typing import Literal
 
 from .._errors import CotscopeError, require
+from .._options import parse_options
 from ..config import EMBEDDED_GGUF
 from ._memory import release_freed_memory
 from .base import TEMPLATE_OPTIONS, template_kwargs
@@ -142,27 +144,34 @@ def gguf_parts(rest: str) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
-OPTIONS = ("dtype", "device", "batch_size", "prefix_cache", "kv_store", "gguf_cache", "draft", *TEMPLATE_OPTIONS)  # hf/ and gguf/
+def _settings(dtype: Literal["float32", "float16", "bfloat16"] | None = None, device: str | None = None, batch_size: int = 32,
+              prefix_cache: bool = True, kv_store: int = KV_STORE_MIB, gguf_cache: bool = True, draft: int = DRAFT_TOKENS) -> dict:
+    """``hf/`` and ``gguf/``'s options with their types and defaults (the chat-template options
+    aside): a spec's options are parsed against this signature (`_options.parse_options`).
+    ``dtype`` and ``device`` default by the machine (`default_dtype`); ``kv_store`` is in MiB (0:
+    only the last prefix run), ``draft`` in tokens (0: no drafts)."""
+    return dict(locals())
+
+
+def settings(rest: str, opts: dict[str, str]) -> tuple[dict, dict]:
+    """A spec's options, typed and checked: (the loader's settings, the chat template's)."""
+    opts = dict(opts)
+    template = template_kwargs(opts, repr(rest))
+    try:
+        given = parse_options(_settings, opts, repr(rest))
+    except CotscopeError as exc:
+        if "unknown option" not in str(exc):
+            raise
+        raise CotscopeError(f"{exc}; and the chat template's: {', '.join(TEMPLATE_OPTIONS)}") from None
+    got = _settings(**given)
+    for k, least in (("batch_size", 1), ("kv_store", 0), ("draft", 0)):
+        if got[k] < least:
+            raise CotscopeError(f"option {k}={got[k]} for {rest!r}: must be at least {least}")
+    return got, template
 
 
 def _check_opts(rest: str, opts: dict[str, str]) -> None:
-    template_kwargs(dict(opts), repr(rest))
-    unknown = set(opts) - set(OPTIONS)
-    if unknown:
-        raise CotscopeError(f"unknown options for {rest!r}: {sorted(unknown)}; known: {', '.join(OPTIONS)}")
-    if "batch_size" in opts and not opts["batch_size"].isdigit():
-        raise CotscopeError(f"option batch_size={opts['batch_size']!r} for {rest!r}: expected a positive integer")
-    if "kv_store" in opts and not opts["kv_store"].isdigit():
-        raise CotscopeError(f"option kv_store={opts['kv_store']!r} for {rest!r}: expected a whole number of MiB (0: only the last prefix run)")
-    if "draft" in opts and not opts["draft"].isdigit():
-        raise CotscopeError(f"option draft={opts['draft']!r} for {rest!r}: expected a whole number of tokens (0: no drafts)")
-    if opts.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
-        raise CotscopeError(f"option dtype={opts['dtype']!r} for {rest!r}: expected float32, float16 or bfloat16")
-
-
-def _on_unless_off(opts: dict[str, str], name: str) -> bool:
-    """A switch that is on unless the spec says 0, false or no."""
-    return opts.pop(name, "true").lower() not in ("0", "false", "no")
+    settings(rest, opts)
 
 
 def cache_root() -> Path:
@@ -281,6 +290,7 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     decode stream checks a step, see `_draft`; 0: none).
     """
     opts = dict(opts or {})
+    settings(source, opts)  # a bad option is named before torch loads
     from ._threads import cap_onednn_cache, cap_torch_threads
 
     cap_onednn_cache()
@@ -290,18 +300,12 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
         require("gguf", "hf")
         require("accelerate", "hf")
     cap_torch_threads()
-    device = opts.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
-    dtype_name = opts.pop("dtype", default_dtype(device))
-    batch_size = int(opts.pop("batch_size", "32"))
-    draft_tokens = int(opts.pop("draft", str(DRAFT_TOKENS)))
-    kv_store_bytes = int(opts.pop("kv_store", str(KV_STORE_MIB))) * 2**20
-    template = template_kwargs(opts, repr(source))
-    prefix_cache, gguf_cache = _on_unless_off(opts, "prefix_cache"), _on_unless_off(opts, "gguf_cache")
-    if opts:
-        raise CotscopeError(f"unknown options for {source!r}: {sorted(opts)}; known: {', '.join(OPTIONS)}")
-    dtype = getattr(torch, dtype_name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise CotscopeError(f"unknown dtype {dtype_name!r}")
+    got, template = settings(source, opts)
+    device = got["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype_name = got["dtype"] or default_dtype(device)
+    batch_size, draft_tokens, kv_store_bytes = got["batch_size"], got["draft"], got["kv_store"] * 2**20
+    prefix_cache, gguf_cache = got["prefix_cache"], got["gguf_cache"]
+    dtype = getattr(torch, dtype_name)
     keep = _gguf_folder(Path(source) / gguf_file, dtype) if gguf_file and gguf_cache else None
     tok = model = None
     if keep is not None and (keep / "config.json").is_file():
