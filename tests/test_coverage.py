@@ -290,6 +290,31 @@ def test_cohen_kappa_covers(cells, n):
     holds_two_sided(hits, truth, [e.value for e in hits], conservative=True)  # a union of two intervals: conservative by design
 
 
+@pytest.mark.parametrize("k", (10, 30))
+@pytest.mark.parametrize("rho", (0.0, 0.5, 1.0))
+def test_clustered_kappa_covers_samples_of_one_to_five_items(k, rho):
+    """Two monitors' calls on items nested in k samples of 1-5 items: within a sample, with
+    probability rho an item repeats the sample's first item's pair of calls (rho 1: every item
+    of a sample the same), else a fresh draw from the (0.4, 0.1, 0.1) table (kappa 0.6)."""
+    cells = (0.4, 0.1, 0.1)
+    rng = np.random.default_rng(17 * k + int(10 * rho))
+    truth = kappa_of(*cells)
+    est = []
+    for _ in range(REPS):
+        a, b, units = [], [], []
+        for s in range(k):
+            first = None
+            for _ in range(int(rng.integers(1, 6))):
+                cell = first if first is not None and rng.random() < rho else int(rng.choice(4, p=[*cells, 1 - sum(cells)]))
+                first = cell if first is None else first
+                a.append(cell in (0, 1))
+                b.append(cell in (0, 2))
+                units.append(str(s))
+        est.append(stats.cohen_kappa(a, b, clusters=units))
+    assert np.mean([covered(e, truth) for e in est]) >= 0.93
+    assert all(e.n == k and e.method == "kappa-clustered" for e in est)
+
+
 def test_the_kappa_interval_that_was_replaced_fails_the_width_check():
     """The Bonferroni interval over Clopper-Pearson limits of po, pa and pb (1.8-2.0 wide at
     n = 10, of a possible 2) against the check the replacement passes, on one cell."""
@@ -328,6 +353,7 @@ SIMULATED = {
     "auroc-clustered": lambda rng: (lambda p, n, pc, nc: stats.auroc(p, n, pos_clusters=pc, neg_clusters=nc))(*clustered_scores(rng, 20, 0.0, 0.5)),
     "gmean-clustered": lambda rng: stats.g_mean_squared_clustered([correlated_items(rng, 3, 0.7, 0.5)] * 4, [correlated_items(rng, 2, 0.2, 0.5)] * 4),
     "kappa-union": lambda rng: stats.cohen_kappa(rng.random(8) < 0.5, rng.random(8) < 0.5),
+    "kappa-clustered": lambda rng: stats.cohen_kappa(rng.random(8) < 0.5, rng.random(8) < 0.5, clusters=list("aabbccdd")),
     "newcombe": lambda rng: stats.rate_difference(int(rng.binomial(8, 0.5)), 8, int(rng.binomial(8, 0.2)), 8),
     "t": lambda rng: stats.mean(rng.normal(size=8)),
     "t-clustered": lambda rng: stats.clustered_mean([rng.normal(size=m) for m in skewed_sizes(rng, 8)]),

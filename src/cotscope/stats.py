@@ -48,10 +48,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni",
-                 "gmean-jeffreys", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union"]
+                 "gmean-jeffreys", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered"]
 METHODS: tuple[str, ...] = (
     "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni", "gmean-jeffreys",
-    "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union",
+    "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered",
 )
 LEVEL = 0.95
 _DRAWS = 4000  # posterior draws of the simulation-based intervals (gmean-jeffreys, kappa-union), seeded
@@ -226,7 +226,7 @@ def _kappa_table(t: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray, n
         return (po - pe) / (1 - pe), pe, p, r, c
 
 
-def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: float = LEVEL) -> Estimate:
+def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: float = LEVEL, clusters: Sequence[str] | None = None) -> Estimate:
     """Cohen's kappa of two raters' 0/1 calls on the same items, (po - pe) / (1 - pe), where po
     is the share of items they agree on and pe = pa pb + (1 - pa)(1 - pb) the agreement their
     flag rates give by chance. The value is None when pe is 1 (both raters give one and the same
@@ -241,17 +241,34 @@ def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: flo
     delta method holds at n = 10, where the posterior alone covered 92%. Together they covered
     94.5-99.8% on every cell of `test_coverage.py` at 1.0-1.2x the normal-theory width at the
     true value; the Bonferroni interval they replaced covered 99.5-100% at up to 2.6x it (1.8-2.0
-    wide of a possible 2 at n = 10). The upper limit is 1 when the raters agree on every item."""
+    wide of a possible 2 at n = 10). The upper limit is 1 when the raters agree on every item.
+
+    With `clusters` (the unit each item belongs to: its sample), the table's counts are scaled to
+    Kish's effective number of units, (sum m)^2 / sum m^2, before both intervals are taken: the
+    worst case, every item of a unit the same, as `clustered` assumes for a rate (method
+    ``kappa-clustered``; `n` counts units, `n_items` items)."""
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
     n = len(a)
+    method = "kappa-union" if clusters is None else "kappa-clustered"
     if n == 0:
-        return _empty("kappa-union")
+        return _empty(method)
     if any(float(v) not in (0.0, 1.0) for v in list(a) + list(b)):
         raise ValueError("cohen_kappa needs 0/1 calls")
     x, y = np.array([float(v) == 1.0 for v in a]), np.array([float(v) == 1.0 for v in b])
     t = np.array([[np.sum(x & y), np.sum(x & ~y)], [np.sum(~x & y), np.sum(~x & ~y)]], dtype=float)
     k, pe = (float(v) for v in _kappa_table(t)[:2])
+    n_units = n
+    if clusters is not None:
+        if len(clusters) != n:
+            raise ValueError(f"{n} items but {len(clusters)} cluster labels")
+        sizes: dict[str, int] = {}
+        for c in clusters:
+            sizes[c] = sizes.get(c, 0) + 1
+        n_units = len(sizes)
+        n_eff = effective_samples(list(sizes.values()))
+        t = t * (n_eff / n)  # the same shares, at the information of n_eff independent items
+        n = max(n_eff, 1.0)
     value = None if pe >= 1 else k
     # the posterior's percentiles
     draws = np.random.default_rng(0).dirichlet(t.ravel() + 0.5, size=_DRAWS).reshape(-1, 2, 2)
@@ -271,7 +288,8 @@ def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: flo
     lo, hi = min(lo, centre - q * se), max(hi, centre + q * se)
     if t[0, 1] + t[1, 0] == 0:
         hi = 1.0
-    return Estimate(value=value, lo=max(-1.0, lo), hi=min(1.0, hi), n=n, level=level, method="kappa-union")
+    return Estimate(value=value, lo=max(-1.0, lo), hi=min(1.0, hi), n=n_units, level=level, method=method,
+                    n_items=len(a) if clusters is not None else None)
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float], level: float = LEVEL,

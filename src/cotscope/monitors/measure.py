@@ -151,7 +151,7 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
             fa, fb = [float(x.flagged) for x in va], [float(y.flagged) for y in vb]
             pairs.append(Agreement(
                 a=a.spec, b=b.spec, agreement=stats.clustered_rate(by_unit(items, [float(x == y) for x, y in zip(fa, fb, strict=True)])),
-                kappa=stats.cohen_kappa(fa, fb), recall_difference=paired_change(items, fa, fb, pos),
+                kappa=stats.cohen_kappa(fa, fb, clusters=[it.unit for it in items]), recall_difference=paired_change(items, fa, fb, pos),
             ))
     found = []
     if paraphraser:
