@@ -33,9 +33,9 @@ kappa-union         Cohen's kappa of two monitors: the union of the Jeffreys-Dir
 
 `tests/test_coverage.py` simulates data with known truth, including samples of very uneven
 sizes (15% of samples with 20 items, the rest with 1, within-sample correlation 0 to 1), and
-checks that each method covers it at least 93% of the time at the 95% level, and for the
-monitor intervals (kappa, g-mean²) that the mean width is at most 1.4x the normal-theory width
-at the true value and, for one not conservative by design, that it covers at most 99.5%.
+checks that each method covers it at least 93% of the time at the 95% level, and for most
+(docs/statistics.md lists which) that the mean width is at most 1.4x the normal-theory width at
+the true value and, for one not conservative by design, that it covers at most 99.5%.
 """
 
 from __future__ import annotations
