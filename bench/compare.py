@@ -3,7 +3,7 @@
 Prints wall time per system and in all, peak memory, and checks the target: the comparison
 finishes in under 10 minutes on 2 CPU cores.
 
-    python bench/compare.py [--n-samples N] [--experiments truncate,...] [--model SPEC]
+    python bench/compare.py [--n-samples N] [--experiments truncate,...] [--model SPEC] [--record]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def main() -> int:
     parser.add_argument("--n-samples", type=int, default=10)
     parser.add_argument("--experiments", default="truncate")
     parser.add_argument("--model", default=AuditConfig().model)
+    parser.add_argument("--record", action="store_true", help="Add this run's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     config = AuditConfig(model=args.model, n_samples=args.n_samples, experiments=tuple(args.experiments.split(",")))
     t0 = time.perf_counter()
@@ -42,6 +43,12 @@ def main() -> int:
     print(f"peak memory (RSS)     {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     ok = wall < TARGET_S
     print(f"target                {'met' if ok else 'MISSED'}")
+    if args.record:
+        from report import record
+
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print("recorded in", record("compare", f"{config.model.split('/')[-1]}, {args.experiments}, n={args.n_samples}",
+                                    {"wall_s": round(wall, 1), "peak_gb": round(peak_gb, 2)}))
     return 0 if ok else 1
 
 

@@ -2,7 +2,7 @@
 surface signals) over 1,000 CoTs. Target: under 2 seconds on 2 CPU cores, after the language
 models are loaded (their one-time load is printed apart).
 
-    python bench/legibility.py [--n 1000]
+    python bench/legibility.py [--n 1000] [--record]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def cot(rng: random.Random) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--record", action="store_true", help="Add this run's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     rng = random.Random(0)
     cots = [cot(rng) for _ in range(args.n)]
@@ -48,6 +49,10 @@ def main() -> int:
     print(f"legibility pass       {wall:.2f} s = {1000 * wall / args.n:.2f} ms per CoT  target < {TARGET_S:.0f} s per 1,000")
     ok = wall * 1000 / args.n < TARGET_S
     print(f"target                {'met' if ok else 'MISSED'}")
+    if args.record:
+        from report import record
+
+        print("recorded in", record("legibility", f"model-free pass, {args.n} CoTs", {"wall_s": round(wall, 2), "load_s": round(load, 1)}))
     return 0 if ok else 1
 
 

@@ -3,7 +3,7 @@
 same torch build) and validates the retrained checkpoints.
 
     python bench/organisms.py [NAME ...] [--out /tmp/organisms] [--seed 0] [--compare-shipped]
-                              [--direct-baseline]
+                              [--direct-baseline] [--record]
 
 ``--direct-baseline`` also trains a direct-answer-only model of the same size and budget on
 the faithful organism's chain length, and reports its accuracy beside the faithful
@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument("--compare-shipped", action="store_true", help="check the weights equal the shipped checkpoint's")
     parser.add_argument("--direct-baseline", action="store_true", help="train a direct-only model of the same size and budget")
     parser.add_argument("--steps", type=int, help="training steps (default: each organism's own; fewer for a smoke run)")
+    parser.add_argument("--record", action="store_true", help="Add each organism's training time to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     ok = True
     for name in args.names:
@@ -68,6 +69,10 @@ def main() -> int:
             ok &= same
             line += f"  weights equal shipped: {same}"
         print(line, flush=True)
+        if args.record and args.steps is None:  # a smoke run with fewer steps is no figure
+            from report import record
+
+            record("organisms", f"train {name}, seed {args.seed}", {"wall_s": round(wall, 1), "steps": result.steps})
     if args.direct_baseline:
         spec = ORGANISMS["faithful"]
         direct = replace(spec, name="direct-only", mix={"direct": 1.0})

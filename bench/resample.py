@@ -5,7 +5,7 @@ or after a chunk, at the default T = 0.7) and prints, per N: wall time per trace
 rollouts generated, prompt tokens the backend ran, and the prompt tokens a backend without
 prefix reuse would have run (every rollout's whole prompt), with the share that reuse saved.
 
-    python bench/resample.py [--model organism/faithful] [--n-traces 4] [--rollouts 8,16,32]
+    python bench/resample.py [--model organism/faithful] [--n-traces 4] [--rollouts 8,16,32] [--record]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main() -> int:
     parser.add_argument("--n-traces", type=int, default=4)
     parser.add_argument("--rollouts", default="8,16,32")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--record", action="store_true", help="Add this run's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
 
     model = get_backend(args.model, cache=False)
@@ -59,6 +60,13 @@ def main() -> int:
         asked = whole[0] - whole0
         saved = f"{100 * (1 - ran / asked):6.1f}%" if asked and ran else "    n/a"
         print(f"{n:>4} {wall / len(traces):>9.2f} {model.usage.generated_tokens - gen0:>15} {ran:>18} {asked:>14} {saved}")
+        if args.record:
+            from report import record
+
+            record("resample", f"{args.model}, N={n}, {len(traces)} traces", {
+                "wall_s": round(wall, 2), "s_per_trace": round(wall / len(traces), 2), "generated_tokens": model.usage.generated_tokens - gen0,
+                "prompt_tokens_run": ran, "prompt_tokens_without_reuse": asked,
+                "peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
     print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
 

@@ -1,7 +1,7 @@
 """Benchmark: GRPO steps per second and peak memory of `cotscope train` on an organism and on
 SmolLM2-135M (2 CPU cores), audits off, run alone. No target: the figures go in the README.
 
-    python bench/train.py [--steps 5] [--models organism/mixed,smollm2-135m]
+    python bench/train.py [--steps 5] [--models organism/mixed,smollm2-135m] [--record]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--models", default="organism/mixed,smollm2-135m")
+    parser.add_argument("--record", action="store_true", help="Add this run's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     cotscope = str(Path(sys.executable).parent / "cotscope")
     for model in args.models.split(","):
@@ -40,6 +41,11 @@ def main() -> int:
             per_step = sum(step_times) / len(step_times) if step_times else float("nan")
             print(f"{model}: {args.steps} steps, {per_step:.2f} s/step after the first ({1 / per_step:.2f} steps/s), "
                   f"{wall:.0f} s wall with loading, peak memory {peak_gb:.2f} GB (largest child so far)")
+            if args.record:
+                from report import record
+
+                record("train", f"{model}, GRPO, {args.steps} steps", {"wall_s": round(wall, 1), "s_per_step": round(per_step, 2),
+                                                                      "peak_gb": round(peak_gb, 2)})
     return 0
 
 

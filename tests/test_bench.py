@@ -43,6 +43,27 @@ def test_benchmark_runs(script, tmp_path):
     assert proc.stdout.strip()
 
 
+def test_every_benchmark_records_its_figures():
+    """Each benchmark takes --record, which adds its figures to bench/results.jsonl, the one place
+    the figures in docs/performance.md come from."""
+    missing = [p.name for p in BENCH.glob("*.py") if p.name != "report.py" and '"--record"' not in p.read_text()]
+    assert missing == []
+
+
+def test_a_recorded_benchmark_lands_in_the_results(tmp_path):
+    import json
+    import os
+
+    pytest.importorskip("lingua")
+    results = tmp_path / "results.jsonl"
+    env = {**os.environ, "COTSCOPE_BENCH_RESULTS": str(results)}
+    proc = subprocess.run([sys.executable, str(BENCH / "legibility.py"), "--n", "20", "--record"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    (row,) = [json.loads(x) for x in results.read_text().splitlines()]
+    assert row["bench"] == "legibility" and row["setting"] == "model-free pass, 20 CoTs" and row["wall_s"] >= 0 and row["machine"]
+
+
 def _report():
     spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
     mod = importlib.util.module_from_spec(spec)
