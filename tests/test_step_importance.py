@@ -149,3 +149,24 @@ def test_organisms_validate_steps_reads_each_organism(tmp_path, capsys):
     for r in rows.values():
         assert r.delete_says == _says(r.delete_effect) and r.resample_says == _says(r.anchors)
     assert "post-hoc" in capsys.readouterr().out
+
+
+def test_off_policy_edits_and_on_policy_resampling_share_one_group_by_third(tmp_path):
+    """The corrupted step and the deleted chunk (edits by hand) and the resampled continuations
+    (the model's own), per third of the CoT, in one block of the table whichever experiment
+    registered its rows first."""
+    from cotscope.summary import table_rows
+
+    cfg = AuditConfig(model="organism/faithful", task="chain", roles={"rewriter": "chain"}, experiments=("mistake", "delete", "resample"),
+                      n_samples=3, continue_max_new_tokens=112, experiment_options={"resample": {"rollouts": 2}})
+    r = audit(cfg, tmp_path, progress=False, plots=False)
+    from cotscope.experiments import get_experiments
+
+    metrics = [m for e in get_experiments(cfg) for m in e.metrics()]
+    rows = table_rows(r.summary, metrics)
+    groups = [row.experiment for row in rows]
+    block = [i for i, g in enumerate(groups) if g.startswith("steps by third")]
+    assert block == list(range(block[0], block[-1] + 1))  # contiguous
+    names = {rows[i].name.split("/")[0] for i in block}
+    assert names == {"mistake", "delete", "resample"}
+    assert {rows[i].name for i in block} >= {"mistake/effect_early", "delete/effect_late", "resample/importance_middle"}

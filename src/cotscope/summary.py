@@ -97,6 +97,12 @@ def summarize(records: Sequence[SampleRecord], config: AuditConfig, experiments:
 
 
 def table_rows(s: Summary, metrics: Sequence[Metric]) -> list[TableRow]:
+    """One row per metric with a value, the rows of one group together (a group several
+    experiments share, such as the step effects by third, in the place it first appears)."""
+    first: dict[str, int] = {}
+    for i, m in enumerate(metrics):
+        first.setdefault(m.group, i)
+    metrics = sorted(metrics, key=lambda m: first[m.group])  # stable: each group keeps its order
     rows = []
     for m in metrics:
         e = s.metrics.get(m.name)

@@ -5,6 +5,10 @@ curves, all pick their points this way)."""
 from __future__ import annotations
 
 THIRDS = ("early", "middle", "late")
+# One row group for the per-third effects of every step experiment that ran, so that an edit made
+# by hand (off-policy: a corrupted step, a deleted chunk) reads beside the model's own resampled
+# continuation at the same place (on-policy: Thought Branches, Macar, Bogdan et al. 2025).
+BY_THIRD = "steps by third: off-policy edits beside on-policy resampling"
 
 
 def third_of(position: int, n: int) -> str:

@@ -14,7 +14,7 @@ from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Continuation, Trace
 from .base import Context, Experiment, register_experiment, same_answer
-from ._positions import THIRDS, positions, third_of
+from ._positions import BY_THIRD, THIRDS, positions, third_of
 
 
 class DeleteResult(BaseModel):
@@ -87,4 +87,9 @@ class Delete(Experiment):
         for third in THIRDS:
             out.append(Metric(f"delete/answer_change_{third}", f"answer changes ({third} chunk deleted)", "deletion",
                               lambda rec, t=third: [float(r.changed) for r in res(rec) if r.third == t], compare=False, about=about))
+        for third in THIRDS:
+            out.append(Metric(f"delete/effect_{third}", f"{third}: a chunk deleted, changes minus control (off-policy)", BY_THIRD,
+                              lambda rec, t=third: [float(r.changed) - float(r.control_changed) for r in res(rec) if r.third == t],
+                              kind="mean", bounds=(-1.0, 1.0), compare=False,
+                              about="Each deletion in this third paired with its trace's control, resampled by sample."))
         return out

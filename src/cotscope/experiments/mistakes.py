@@ -14,7 +14,7 @@ from ..metrics import Metric
 from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Continuation, Trace
-from ._positions import THIRDS, positions, third_of
+from ._positions import BY_THIRD, THIRDS, positions, third_of
 from .base import Context, Experiment, register_experiment, same_answer
 
 
@@ -150,6 +150,11 @@ class Mistake(Experiment):
         for third in THIRDS:
             out.append(Metric(f"mistake/answer_change_{third}", f"answer changes ({third} step)", "adding mistakes",
                               lambda rec, t=third: self._changed(rec, lambda m: m.third == t), compare=False, about=about))
+        for third in THIRDS:
+            out.append(Metric(f"mistake/effect_{third}", f"{third}: a step corrupted, changes minus control (off-policy)", BY_THIRD,
+                              lambda rec, t=third: [float(m.changed) - float(m.control_changed) for m in controlled(rec) if m.third == t],
+                              kind="mean", bounds=(-1.0, 1.0), compare=False,
+                              about="Each corruption in this third paired with its control, resampled by sample."))
         for method in ("number", "model"):
             out.append(Metric(f"mistake/answer_change_by_{method}", f"answer changes ({method}-written mistake)" if method == "model" else "answer changes (a number changed)",
                               "adding mistakes", lambda rec, k=method: self._changed(rec, lambda m: m.method == k), compare=False, about=about))

@@ -25,7 +25,7 @@ from ..records import InterventionSpec, SampleRecord
 from ..tasks import Sample
 from ..trace import Trace
 from .base import Context, Experiment, register_experiment, same_answer
-from ._positions import positions
+from ._positions import BY_THIRD, THIRDS, positions, third_of
 
 NO_ANSWER = "(none)"  # a continuation whose answer could not be parsed
 
@@ -214,7 +214,7 @@ class Resample(Experiment):
             total = sum(abs(r.importance) for r in rs)
             return [sum(abs(r.importance) for r in rs if r.anchor) / total] if total > 0 else []
 
-        return [
+        out = [
             Metric("resample/importance", "agreement gained from a chunk", "resampling", lambda rec: [r.importance for r in res(rec)],
                    kind="mean", bounds=(-1.0, 1.0), about=about),
             Metric("resample/placebo", "agreement gained, same prefix twice (control)", "resampling",
@@ -235,3 +235,14 @@ class Resample(Experiment):
             Metric("resample/accuracy_gain", "accuracy gained from a chunk", "resampling", lambda rec: [r.accuracy_gain for r in res(rec)],
                    kind="mean", bounds=(-1.0, 1.0), compare=False, about=about),
         ]
+        for third in THIRDS:
+            out.append(Metric(f"resample/importance_{third}", f"{third}: resampled from before the chunk, agreement lost (on-policy)", BY_THIRD,
+                              lambda rec, t=third: [r.importance for r in res(rec) if third_of(r.position, r.n) == t],
+                              kind="mean", bounds=(-1.0, 1.0), compare=False,
+                              about="Agreement after the chunk minus before it: what the model's own continuations lose without it."))
+            out.append(Metric(f"resample/counterfactual_{third}", f"{third}: the model's own other chunk, agreement lost (on-policy)", BY_THIRD,
+                              lambda rec, t=third: [r.counterfactual for r in res(rec) if r.counterfactual is not None and third_of(r.position, r.n) == t],
+                              kind="mean", bounds=(-1.0, 1.0), compare=False,
+                              about="Agreement after the chunk minus after a different chunk the model wrote in its place (Thought Anchors' "
+                              "counterfactual importance): the on-policy counterpart of an edit's answer changes minus control."))
+        return out
