@@ -21,7 +21,7 @@ def _signature_target(factory: Callable) -> Callable:
     return factory.__init__ if isinstance(factory, type) else factory
 
 
-def parse_options(factory: Callable, opts: dict[str, str], what: str, fixed: Iterable[str] = ()) -> dict[str, Any]:
+def parse_options(factory: Callable, opts: dict[str, str], what: str, fixed: Iterable[str] = (), also: Iterable[str] = ()) -> dict[str, Any]:
     """Each option converted to the type its parameter declares.
 
     Args:
@@ -29,6 +29,7 @@ def parse_options(factory: Callable, opts: dict[str, str], what: str, fixed: Ite
         opts: Option name -> text.
         what: What takes the options, for messages ("system 'best-of-n'").
         fixed: Parameters the caller fills itself; they are not options.
+        also: Options the caller reads itself (taken out of `opts` before): named among the known.
 
     Raises:
         CotscopeError: for an unknown option or a value of the wrong type.
@@ -51,7 +52,7 @@ def parse_options(factory: Callable, opts: dict[str, str], what: str, fixed: Ite
             if takes_any:
                 out[key] = text
                 continue
-            names = ", ".join(sorted(known)) or "none"
+            names = ", ".join(sorted([*known, *also])) or "none"
             raise CotscopeError(f"{what}: unknown option {key!r}; known: {names}")
         hint = hints.get(key, Any)
         try:

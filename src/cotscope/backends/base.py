@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .._errors import CotscopeError
+from .._options import parse_options
 from ..trace import Message, ToolCall
 
 
@@ -168,6 +169,22 @@ def row_seeds(seed: int, rows: Sequence[Sequence[int]]) -> list[int]:
 
 
 TEMPLATE_OPTIONS = ("enable_thinking", "reasoning_effort")  # passed to a model's own chat template (Qwen3, gpt-oss)
+
+
+def spec_settings(signature: Callable[..., dict], opts: dict[str, str], where: str, least: dict[str, float] | None = None) -> tuple[dict, dict]:
+    """A backend spec's options, typed and checked: (its settings, the chat template's options).
+
+    `signature` is a function whose keyword parameters, with their types and defaults, are the
+    backend's options, and which returns them as a dict; `least` gives the smallest value each
+    numeric option may take. The chat-template options (`template_kwargs`) are read apart.
+    """
+    opts = dict(opts)
+    template = template_kwargs(opts, where)
+    got = signature(**parse_options(signature, opts, where, also=TEMPLATE_OPTIONS))
+    for k, bound in (least or {}).items():
+        if got[k] < bound:
+            raise CotscopeError(f"option {k}={got[k]} for {where}: must be " + ("0 or more" if bound == 0 else f"at least {bound}"))
+    return got, template
 
 
 def template_kwargs(opts: dict[str, str], where: str) -> dict:

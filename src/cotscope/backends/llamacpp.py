@@ -37,9 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import CotscopeError, require
-from .._options import parse_options
 from ._tools import template_messages, template_tools, tool_chat
-from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds, template_kwargs
+from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds, spec_settings
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
@@ -54,25 +53,16 @@ def _settings(n_ctx: int = 16384, n_batch: int = 512, n_threads: int = 0, seed: 
 
 def settings(rest: str, opts: dict[str, str]) -> tuple[dict, dict]:
     """A spec's options, typed and checked: (llama.cpp's settings, the chat template's)."""
-    opts = dict(opts)
-    template = template_kwargs(opts, f"llamacpp/{rest}")
-    try:
-        given = parse_options(_settings, opts, f"llamacpp/{rest}")
-    except CotscopeError as exc:
-        if "unknown option" not in str(exc):
-            raise
-        raise CotscopeError(f"{exc}; and the chat template's: {', '.join(TEMPLATE_OPTIONS)}") from None
-    got = _settings(**given)
-    for k in ("n_ctx", "n_batch"):
-        if got[k] < 1:
-            raise CotscopeError(f"option {k}={got[k]} for llamacpp/{rest}: must be at least 1")
-    for k in ("n_threads", "seed"):
-        if got[k] < 0:
-            raise CotscopeError(f"option {k}={got[k]} for llamacpp/{rest}: must be 0 or more")
-    return got, template
+    return spec_settings(_settings, opts, f"llamacpp/{rest}", least={"n_ctx": 1, "n_batch": 1, "n_threads": 0, "seed": 0})
 
 
 def _check(rest: str, opts: dict[str, str]) -> None:
+    _check_file(rest)
+    settings(rest, opts)
+    require("llama_cpp", "llamacpp", INSTALL)
+
+
+def _check_file(rest: str) -> None:
     if not rest:
         raise CotscopeError("llamacpp/<path.gguf>: give the path of a GGUF file")
     path = Path(rest)
@@ -84,8 +74,6 @@ def _check(rest: str, opts: dict[str, str]) -> None:
         head = fh.read(8)
     if len(head) < 8 or head[:4] != b"GGUF":
         raise CotscopeError(f"llamacpp/{rest}: not a GGUF file (it does not start with the GGUF magic bytes)")
-    settings(rest, opts)
-    require("llama_cpp", "llamacpp", INSTALL)
 
 
 def default_extra_bufts() -> bool:
@@ -143,7 +131,7 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def load(cls, path: str, opts: dict[str, str] | None = None) -> LlamaCppBackend:
-        _check(path, opts or {})
+        _check_file(path)
         got, template = settings(path, opts or {})
         llama_cpp = require("llama_cpp", "llamacpp", INSTALL)
         from ._threads import available_cores

@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Literal
 
 from .._errors import CotscopeError, require
-from .._options import parse_options
 from ..trace import Message, ToolCall
-from .base import TEMPLATE_OPTIONS, Backend, Completion, GenerationParams, Prompt, ToolTurn, cut_at_stop, template_kwargs
+from .base import Backend, Completion, GenerationParams, Prompt, ToolTurn, cut_at_stop, spec_settings
 from .registry import register_backend
 
 CHATML_SYSTEM = "You are a helpful assistant."
@@ -326,18 +325,7 @@ def _settings(mode: Literal["completions", "chat"] = "completions", concurrency:
 
 def settings(model: str, opts: dict[str, str]) -> tuple[dict, dict]:
     """A spec's options, typed and checked: (the client's settings, the chat template's)."""
-    opts = dict(opts)
-    template = template_kwargs(opts, f"openai/{model}")
-    try:
-        given = parse_options(_settings, opts, f"openai/{model}")
-    except CotscopeError as exc:
-        if "unknown option" not in str(exc):
-            raise
-        raise CotscopeError(f"{exc}; and the chat template's: {', '.join(TEMPLATE_OPTIONS)}") from None
-    got = _settings(**given)
-    for k, least in (("concurrency", 1), ("top_k", 0), ("max_retries", 0)):
-        if got[k] < least:
-            raise CotscopeError(f"option {k}={got[k]} for openai/{model}: must be at least {least}")
+    got, template = spec_settings(_settings, opts, f"openai/{model}", least={"concurrency": 1, "top_k": 0, "max_retries": 0})
     if got["timeout"] <= 0:
         raise CotscopeError(f"option timeout={got['timeout']} for openai/{model}: must be above 0")
     return got, template
