@@ -36,9 +36,11 @@ def test_the_language_check_reads_the_language_lingua_identifies():
 
 
 def scripted(obeys_cot: bool, obeys_answer: bool):
-    """A model whose CoT says "The sum is ..." and whose answer line is "the answer is fourteen";
+    """A model whose CoT says "The sum is ..." and whose answer line is "the answer is 14";
     asked to avoid "the" in its reasoning it drops it there if `obeys_cot`, and in its answer
-    if `obeys_answer`."""
+    if `obeys_answer`. It writes the very word the check looks for, so the tests on it check
+    plumbing (which text each arm reads, the pairing, the control); the thinking organism below
+    is the case whose ground truth the experiment did not write."""
 
     def respond(prompt, params):
         q = prompt.messages[-1].content
