@@ -137,7 +137,11 @@ def test_compare_pairs_systems_on_the_same_samples(tmp_path, capsys):
     assert "truncate/aoc" not in cols["direct"].values  # no CoT, no early answering
     assert "truncate/aoc" in cols["cot"].values
     tax = c.safety_tax
-    assert tax["tokens"].value == pytest.approx(cols["shoggoth-face"].values["cost/tokens"].value - cols["cot"].values["cost/tokens"].value)
+    sf, cot = cols["shoggoth-face"].values["cost/tokens"], cols["cot"].values["cost/tokens"]
+    assert sf.method == cot.method == "t-log"  # token counts: geometric means
+    assert tax["token_ratio"].method == "t-log" and tax["token_ratio"].lo < tax["token_ratio"].value < tax["token_ratio"].hi
+    assert tax["token_ratio"].value == pytest.approx(sf.value / cot.value)  # paired over the same samples: the ratio of geometric means
+    assert tax["tokens"].method == "t" and tax["tokens"].n == 3  # the paired difference stays arithmetic
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 5000
     assert (tmp_path / "cmp" / "shoggoth-face" / "report.html").exists()
     html = (tmp_path / "cmp" / "compare.html").read_text()

@@ -90,7 +90,7 @@ def compare(
                 if d is not None:
                     col.differences[m.name] = d
         roles = sorted({role for r in res.records for role in r.traces["subject"].tokens_by_role})
-        col.tokens_by_role = {role: stats.mean([r.traces["subject"].tokens_by_role.get(role, 0) for r in res.records]) for role in roles}
+        col.tokens_by_role = {role: stats.typical_cost([r.traces["subject"].tokens_by_role.get(role, 0) for r in res.records]) for role in roles}
         channels = [r.traces["subject"].channel for r in res.records if "subject" in r.traces]
         col.channel = max(set(channels), key=channels.count) if channels else "prompted"
         columns.append(col)
@@ -154,7 +154,7 @@ def _safety_tax(systems: Sequence[str], results: list[AuditResult], metrics: lis
     return {
         "accuracy": paired_difference(by["accuracy/subject"], [a for a, _ in pairs], cot),
         "tokens": stats.mean([tokens(a) - tokens(b) for a, b in pairs]),
-        "token_ratio": stats.mean([tokens(a) / max(tokens(b), 1.0) for a, b in pairs]),
+        "token_ratio": stats.geometric_mean([max(tokens(a), 1.0) / max(tokens(b), 1.0) for a, b in pairs]),
     }
 
 
@@ -174,13 +174,13 @@ def render_comparison(c: Comparison) -> str:
             lines.append(f"    {col.system.ljust(width)}{cell}{diff}")
     lines.append("  CoT channel: " + ", ".join(f"{col.system} {col.channel}" for col in c.columns))
     lines += [f"  {col.system}: {note}" for col in c.columns for note in col.notes]
-    lines.append("  tokens by role")
+    lines.append("  tokens by role (geometric mean where every sample spent some)")
     for col in c.columns:
         lines.append(f"    {col.system.ljust(width)}" + ", ".join(f"{r} {e.value:.0f} [{e.lo:.0f}, {e.hi:.0f}]" for r, e in col.tokens_by_role.items()))
     if c.safety_tax:
         t = c.safety_tax
         lines += ["", f"  safety tax (shoggoth-face vs cot): accuracy Δ {_fmt(t['accuracy'], True, signed=True)}; "
-                  f"tokens Δ {_fmt(t['tokens'], False, signed=True)}, ×{t['token_ratio'].value:.2f} [{t['token_ratio'].lo:.2f}, {t['token_ratio'].hi:.2f}]"]
+                  f"tokens Δ {_fmt(t['tokens'], False, signed=True)}, × {t['token_ratio'].value:.2f} (geometric mean) [{t['token_ratio'].lo:.2f}, {t['token_ratio'].hi:.2f}]"]
     return "\n".join(lines)
 
 

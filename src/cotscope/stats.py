@@ -19,6 +19,9 @@ paired-newcombe     a difference of two paired rates (CoT gain, accuracy change)
                     (1998) hybrid score interval with continuity correction (his method 11).
 t                   an unbounded mean (tokens, KL): Student's t; when every value is the
                     same, the spread is floored at half a unit of the data's resolution.
+t-log               a typical cost, time or ratio (tokens, seconds, token ratios): the geometric
+                    mean, Student's t on the logs. Exact for lognormal data; t on the
+                    arithmetic mean covered 79-90% there (n = 5-100). Needs every value > 0.
 t-clustered         an unbounded mean over items nested in samples: the ratio estimator
                     with a cluster jackknife variance (each sample's residual inflated by
                     its leverage, CR3), t with Kish's effective samples - 1 df.
@@ -47,11 +50,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni",
+Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-log", "t-clustered", "exact", "bsc-bonferroni",
                  "gmean-jeffreys", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered"]
 METHODS: tuple[str, ...] = (
-    "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-clustered", "exact", "bsc-bonferroni", "gmean-jeffreys",
-    "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered",
+    "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-log", "t-clustered", "exact", "bsc-bonferroni",
+    "gmean-jeffreys", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered",
 )
 LEVEL = 0.95
 _DRAWS = 4000  # posterior draws of the simulation-based intervals (gmean-jeffreys, kappa-union), seeded
@@ -363,6 +366,33 @@ def mean(values: Sequence[float], level: float = LEVEL) -> Estimate:
     sd = max(sd, _resolution(x) / 2)
     half = _t(level, max(n - 1, 1)) * sd / math.sqrt(n)
     return Estimate(value=m, lo=m - half, hi=m + half, n=n, level=level, method="t")
+
+
+def geometric_mean(values: Sequence[float], level: float = LEVEL) -> Estimate:
+    """The geometric mean of positive values (costs, times, ratios), with Student's t on their logs.
+
+    Skewed positive data are where t on the arithmetic mean undercovers; on the log scale the
+    interval is exact for lognormal data. A value <= 0 has no log: that is an error, not a
+    value to drop. When every value is the same, the spread is floored at log(1 + half the data's
+    resolution over the mean)."""
+    x = np.asarray([float(v) for v in values], dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return _empty("t-log")
+    if not np.all(x > 0):
+        raise ValueError(f"a geometric mean needs values > 0; got {float(x.min())!r}")
+    logs = np.log(x)
+    m = float(logs.mean())
+    sd = float(logs.std(ddof=1)) if n > 1 else 0.0
+    sd = max(sd, math.log1p(_resolution(x) / 2 / math.exp(m)))
+    half = min(_t(level, max(n - 1, 1)) * sd / math.sqrt(n), 700.0 - abs(m))  # exp() of more than ~709 overflows
+    return Estimate(value=math.exp(m), lo=math.exp(m - half), hi=math.exp(m + half), n=n, level=level, method="t-log")
+
+
+def typical_cost(values: Sequence[float], level: float = LEVEL) -> Estimate:
+    """A cost or time: the geometric mean (`t-log`) when every value is > 0, else the arithmetic
+    mean with t (a role that spent 0 tokens in some samples has no log)."""
+    return geometric_mean(values, level) if all(float(v) > 0 for v in values) else mean(values, level)
 
 
 def clustered_mean(clusters: Sequence[Sequence[float]], level: float = LEVEL) -> Estimate:

@@ -5,6 +5,9 @@ kind of number that is; the interval method follows from the kind (see `cotscope
 
 - ``rate``: values in [0, 1]; one per sample -> Clopper-Pearson, several -> clustered by sample;
 - ``mean``: unbounded values; one per sample -> t, several -> cluster-robust t;
+- ``gmean``: a cost or a time, positive and skewed; one per sample -> the geometric mean with t
+  on the logs (``t-log``), where t on the arithmetic mean undercovers; a sample's value <= 0 or
+  several per sample -> as ``mean``;
 - ``paired``: one (a, b) pair of 0/1 outcomes per sample -> Newcombe's paired interval on a - b.
 
 Experiments declare their metrics beside their results; metrics that belong to no experiment
@@ -24,7 +27,7 @@ from .._registry import Registry, load_object
 from ..records import SampleRecord
 from ..stats import Estimate
 
-Kind = Literal["rate", "mean", "paired"]
+Kind = Literal["rate", "mean", "gmean", "paired"]
 Items = Callable[[SampleRecord], Sequence[Any] | None]
 
 
@@ -37,7 +40,7 @@ class Metric:
         label: What the number is, as the table shows it (``{system}`` and ``{baseline}`` are filled in).
         group: The table's row group.
         items: A sample's observations (None or empty: the sample does not count).
-        kind: ``rate``, ``mean`` or ``paired`` (see the module docstring).
+        kind: ``rate``, ``mean``, ``gmean`` or ``paired`` (see the module docstring).
         percent: Shown in percent.
         compare: Shown by ``cotscope compare``.
         roles: Model roles the metric needs (a judge, a reference model); their items are
@@ -99,7 +102,10 @@ def aggregate(clusters: Sequence[Sequence[Any]], kind: Kind, level: float = stat
     nested = any(len(c) > 1 for c in clusters)
     if kind == "rate":
         return stats.clustered_rate(clusters, level) if nested else stats.rate([c[0] for c in clusters], level)
-    return stats.clustered_mean(clusters, level) if nested else stats.mean([c[0] for c in clusters], level)
+    if nested:
+        return stats.clustered_mean(clusters, level)
+    values = [float(c[0]) for c in clusters]
+    return stats.typical_cost(values, level) if kind == "gmean" else stats.mean(values, level)
 
 
 METRICS = Registry("metric", group="cotscope.metrics")

@@ -20,8 +20,8 @@ register_metric(
 )
 register_metric(
     Metric(
-        "cost/tokens", "tokens generated per question", "cost",
-        lambda rec: [float(rec.traces["subject"].n_generated_tokens)], kind="mean", percent=False, complete_only=False, bounds=(0.0, float("inf")),
+        "cost/tokens", "tokens generated per question (geometric mean)", "cost",
+        lambda rec: [float(rec.traces["subject"].n_generated_tokens)], kind="gmean", percent=False, complete_only=False, bounds=(0.0, float("inf")),
         about="Every token the system generated for its trace, all roles together.",
     )
 )
@@ -34,7 +34,7 @@ register_metric(
 )
 register_metric(
     Metric(
-        "cost/wall_s", "wall time per question (s)", "cost", lambda rec: [rec.wall_s], kind="mean", percent=False, complete_only=False, bounds=(0.0, float("inf")),
+        "cost/wall_s", "wall time per question (s, geometric mean)", "cost", lambda rec: [rec.wall_s], kind="gmean", percent=False, complete_only=False, bounds=(0.0, float("inf")),
         about="The batch's wall time over its size: depends on the machine, not reproducible.",
     )
 )
