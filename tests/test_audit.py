@@ -3,10 +3,13 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+
+import re
 
 import pytest
 
@@ -111,6 +114,45 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     assert len(lines) == 6 and len({json.loads(x)["sample"]["id"] for x in lines}) == 6
     assert [r.model_dump(exclude={"wall_s"}) for r in resumed.records] == [r.model_dump(exclude={"wall_s"}) for r in reference.records]
     assert without_wall(resumed.summary) == without_wall(reference.summary)
+
+
+def test_a_half_precision_run_goes_in_fixed_blocks_and_a_resume_recomputes_the_interrupted_one(tmp_path):
+    """bfloat16 arithmetic depends on which rows share a batch, so such a run (here a crafted backend
+    that says it runs in bfloat16) takes its samples in blocks of samples_in_flight, each after the
+    provider has dropped its reusable state, and a resume runs the interrupted block whole."""
+    task = write_crafted_task(tmp_path)
+    rows = [json.loads(line) for line in task.read_text().splitlines()]
+    task.write_text("".join(json.dumps({**r, "id": f"{r['id']}-{c}", "question": f"{r['question']} ({c})"}) + "\n" for c in "abc" for r in rows))
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=6, samples_in_flight=2, experiments=("truncate",))
+
+    def half():
+        b = crafted_backend()
+        b.precision, b.forgotten, b.batches = "cpu bfloat16", 0, []
+        b.forget = lambda: setattr(b, "forgotten", b.forgotten + 1)
+        real = b.generate_each
+
+        def each(prompts, params):
+            b.batches.append({m.group(1) for p in prompts for msg in p.messages if (m := re.search(r"\(([abc])\)", msg.content))})
+            return real(prompts, params)
+
+        b.generate_each = each
+        return b
+
+    reference = audit(cfg, tmp_path / "ref", backend=(ref := half()), progress=False, plots=False)
+    assert ref.forgotten == 3  # one clean slate per block of 2
+    assert set().union(*ref.batches) == {"a", "b", "c"}
+    assert all(len(batch) == 1 for batch in ref.batches)  # no batch mixes two blocks' copies (a, b, c)
+    assert not (tmp_path / "ref" / "resumed.json").exists()
+    lines = (tmp_path / "ref" / "samples.jsonl").read_text().splitlines()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text((tmp_path / "ref" / "config.json").read_text())
+    (tmp_path / "run" / "samples.jsonl").write_text("\n".join(lines[:3]) + "\n")  # killed inside the second block
+    other = cfg.model_copy(update={"samples_in_flight": 3})  # a resume takes the block size the run started with
+    resumed = audit(other, tmp_path / "run", backend=(again := half()), progress=False, plots=False)
+    assert again.forgotten == 2  # blocks 2 and 3; block 1 was whole
+    assert json.loads((tmp_path / "run" / "resumed.json").read_text()) == {"recomputed": 1, "equal": 1, "different": []}
+    assert [r.model_dump(exclude={"wall_s"}) for r in resumed.records] == [r.model_dump(exclude={"wall_s"}) for r in reference.records]
+    assert any("fixed blocks" in w for w in resumed.summary.warnings)
 
 
 def reference_prompts_per_sample(cfg, task):

@@ -157,6 +157,12 @@ def audit(
         ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, models=models)
         if not subject.can_prefill:  # a chat API without prefill: nothing can be handed a CoT prefix
             experiments = [e for e in experiments if not e.needs_prefix]
+        blocks = _half_precision(backend)
+        if blocks and store.stored_config is not None and store.stored_config.samples_in_flight != config.samples_in_flight:
+            config = config.model_copy(update={"samples_in_flight": store.stored_config.samples_in_flight})
+            store.config = ctx.config = config
+            print(f"cotscope: the run is resumed with --samples-in-flight {config.samples_in_flight}, as it was started "
+                  "(in half precision its samples run in blocks of that many)", file=sys.stderr)
         store.open()
         done = len(task.samples) - len(todo)
         bar = tqdm(total=len(task.samples), initial=done, desc="audit", unit="sample", disable=not progress, file=sys.stderr)
@@ -164,16 +170,38 @@ def audit(
         # model calls share batches; each record is written as soon as its sample is done, so
         # a kill loses at most the samples in flight.
         write = threading.Lock()
+        redone: dict[str, bool] = {}  # stored samples a resumed block computed again: same record?
 
         def one(sample: Sample) -> None:
             stage = lambda name: bar.set_postfix_str(name)  # noqa: E731
             (record,) = run_batch(ctx, [sample], baseline, experiments, on_stage=stage)
             with write:
+                if sample.id in store.records:
+                    redone[sample.id] = _same_record(store.records[sample.id], record)
+                    return
                 store.append(record)
                 bar.update(1)
 
-        lockstep.parallel([lambda s=s: one(s) for s in todo], width=config.samples_in_flight)
+        if blocks:
+            # In half precision a row's arithmetic depends on which rows share its batch, and the KV
+            # store and draft tables carry earlier samples' work into later ones. So samples run in
+            # fixed blocks of samples_in_flight, in task order, each from a clean slate, and a resumed
+            # run computes the interrupted block whole: its batches are those of an uninterrupted run.
+            size = config.samples_in_flight
+            fresh = list({id(m): m for m in (backend, *models.values(), getattr(rewriter, "backend", None)) if isinstance(m, Model)}.values())
+            for start in range(0, len(task.samples), size):
+                block = task.samples[start : start + size]
+                if all(s.id in store.records for s in block):
+                    continue
+                for m in fresh:
+                    m.forget()
+                lockstep.parallel([lambda s=s: one(s) for s in block], width=len(block))
+        else:
+            lockstep.parallel([lambda s=s: one(s) for s in todo], width=config.samples_in_flight)
         bar.close()
+        if redone:
+            (run_dir / "resumed.json").write_text(json.dumps({"recomputed": len(redone), "equal": sum(redone.values()),
+                                                              "different": sorted(k for k, v in redone.items() if not v)}, indent=2))
         usage = {"subject": backend.usage} | {role: m.usage for role, m in models.items() if isinstance(m, Model)}
         rewriter_model = getattr(rewriter, "backend", None)
         if isinstance(rewriter_model, Model) and rewriter_model is not backend:
@@ -201,10 +229,22 @@ def _no_prefill(model: str) -> bool:
     return model.startswith("openai/") and "mode=chat" in model.partition("?")[2].split("&")
 
 
+def _half_precision(backend: Model) -> bool:
+    """A local model running in bfloat16 or float16, whose results depend on batch composition."""
+    return "float16" in backend.usage.precision
+
+
+def _same_record(a: SampleRecord, b: SampleRecord) -> bool:
+    """Two records of one sample with the same results (wall time aside)."""
+    return a.model_dump(exclude={"wall_s"}) == b.model_dump(exclude={"wall_s"})
+
+
 def _precision_caveats(run_dir: Path) -> list[str]:
     """Which numbers depend on batch composition: in half precision a row's greedy text can
-    change with the rows that share its batch, so a resumed run (which batches its remaining
-    samples differently) or another --samples-in-flight may differ at a near-tie."""
+    change with the rows that share its batch. The audit runs such a model in fixed blocks, so a
+    resumed run batches as an uninterrupted one; another machine, thread count or
+    --samples-in-flight still batches (or rounds) differently. A resumed block whose stored
+    samples came out different when computed again is named."""
     path = run_dir / "usage.json"
     try:
         usage = json.loads(path.read_text()) if path.exists() else {}
@@ -213,8 +253,17 @@ def _precision_caveats(run_dir: Path) -> list[str]:
     half = sorted({u.get("precision", "") for u in usage.values() if isinstance(u, dict) and "float16" in u.get("precision", "")})
     if not half:
         return []
-    return [f"the model ran in {', '.join(half)}: greedy text can depend on which rows shared a batch, so every number may move "
-            "a little between a resumed run and an uninterrupted one; ?dtype=float32 makes runs batch-independent (slower)."]
+    out = [f"the model ran in {', '.join(half)}: greedy text can depend on which rows share a batch; samples ran in fixed blocks "
+           "of --samples-in-flight so that a resumed run batches as an uninterrupted one, but another machine, thread count or "
+           "--samples-in-flight may move every number a little; ?dtype=float32 makes runs batch-independent (slower)."]
+    try:
+        resumed = json.loads((run_dir / "resumed.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return out
+    if resumed.get("different"):
+        out.append(f"resuming computed {resumed['recomputed']} stored samples again and {len(resumed['different'])} came out "
+                   f"different ({', '.join(resumed['different'][:5])}): the stored records were kept.")
+    return out
 
 
 def run_batch(

@@ -131,6 +131,7 @@ class RunStore:
         self.config = config
         self.config_path = self.dir / "config.json"
         self.samples_path = self.dir / "samples.jsonl"
+        self.stored_config: AuditConfig | None = None  # the config a run being resumed was started with
         self._check_config(config, write=False)
         self.records: dict[str, SampleRecord] = self._load(repair=writer or create)
         if create:
@@ -150,6 +151,7 @@ class RunStore:
                 old_cfg = AuditConfig.model_validate(old["config"])
             except (json.JSONDecodeError, KeyError, ValidationError) as exc:
                 raise CotscopeError(f"{self.config_path} is not a cotscope run config: {exc}") from exc
+            self.stored_config = old_cfg
             if old_cfg.identity() != config.identity():
                 diff = {k: (v, config.identity()[k]) for k, v in old_cfg.identity().items() if config.identity()[k] != v}
                 raise CotscopeError(

@@ -22,7 +22,7 @@ COTSCOPE = str(Path(sys.executable).parent / "cotscope")
 
 def _kill_at_random(argv, out, lines_file, at_least, seed):
     """Start the command, wait until `lines_file` holds `at_least` records plus a random few
-    seconds, SIGKILL it (with its children), and return how many records it had written."""
+    seconds (none without a seed), SIGKILL it (with its children), and return how many records it had written."""
     proc = subprocess.Popen([COTSCOPE, *argv, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 900
@@ -30,7 +30,7 @@ def _kill_at_random(argv, out, lines_file, at_least, seed):
     while not (path.exists() and len(path.read_bytes().splitlines()) >= at_least):
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
-    time.sleep(random.Random(seed).uniform(0.0, 3.0))
+    time.sleep(random.Random(seed).uniform(0.0, 3.0) if seed is not None else 0.0)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -44,11 +44,8 @@ def _without_wall(summary: dict) -> dict:
 
 
 def _exact_model() -> str:
-    """The embedded model in a dtype whose greedy text does not depend on which rows share a batch.
-    CPU feature: avx512_bf16/amx_bf16. There bfloat16 is the default, and a resumed run (which
-    batches its remaining samples differently) was measured to differ from an uninterrupted one
-    on every sample computed after the resume (3 of 8 equal, a 2-core Xeon with AMX); the run
-    says so in a warning (tests/test_numbers.py). Exactness of resume itself is checked in float32 there."""
+    """The embedded model in float32, where greedy text does not depend on which rows share a batch
+    (bfloat16, the default on CPUs with avx512_bf16/amx_bf16, is checked by the test below)."""
     from cotscope.backends._load import default_dtype
 
     return "smollm2-135m" if default_dtype("cpu") == "float32" else "smollm2-135m?dtype=float32"
@@ -61,6 +58,29 @@ def test_a_killed_audit_resumes_to_the_summary_of_an_uninterrupted_one(tmp_path)
     written = _kill_at_random(argv, tmp_path / "cut", "samples.jsonl", 2, seed=1)
     assert written < 6, "the run finished before the kill"
     assert subprocess.run([COTSCOPE, *argv, "--out", str(tmp_path / "cut")], capture_output=True).returncode == 0
+    whole, cut = (_without_wall(json.loads((tmp_path / d / "summary.json").read_text())) for d in ("whole", "cut"))
+    assert cut == whole
+
+
+def test_a_killed_bfloat16_audit_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
+    """bfloat16 forced on any CPU (torch runs it, natively with avx512_bf16 or AMX, emulated
+    elsewhere). Its greedy text depends on which rows share a batch: before samples ran in fixed
+    blocks, a resumed run differed from an uninterrupted one on every sample computed after the
+    resume (3 of 8 equal, a 2-core Xeon with AMX). Killed inside its second block of two, the
+    resumed run computes that block whole and every record equals the uninterrupted run's."""
+    argv = ["audit", "--model", "smollm2-135m?dtype=bfloat16", "--n-samples", "6", "--samples-in-flight", "2",
+            "--experiments", "truncate,paraphrase,mistake", "--no-progress"]
+    assert subprocess.run([COTSCOPE, *argv, "--out", str(tmp_path / "whole")], capture_output=True).returncode == 0
+    written = _kill_at_random(argv, tmp_path / "cut", "samples.jsonl", 3, seed=None)
+    assert written == 3, "the kill came after the second block had ended"
+    assert subprocess.run([COTSCOPE, *argv, "--out", str(tmp_path / "cut")], capture_output=True).returncode == 0
+
+    def records(d):
+        rows = [json.loads(line) for line in (tmp_path / d / "samples.jsonl").read_text().splitlines()]
+        return {r["sample"]["id"]: {k: v for k, v in r.items() if k != "wall_s"} for r in rows}
+
+    assert records("cut") == records("whole")
+    assert json.loads((tmp_path / "cut" / "resumed.json").read_text()) == {"recomputed": 1, "equal": 1, "different": []}
     whole, cut = (_without_wall(json.loads((tmp_path / d / "summary.json").read_text())) for d in ("whole", "cut"))
     assert cut == whole
 

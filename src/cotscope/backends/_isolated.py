@@ -176,6 +176,9 @@ class IsolatedBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return self._call("count_tokens", text)
 
+    def forget(self) -> None:
+        self._call("forget")
+
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -110,6 +110,10 @@ class Backend(ABC):
     def count_tokens(self, text: str) -> int:
         """Number of tokens of `text` under the model's tokenizer (no special tokens)."""
 
+    def forget(self) -> None:  # noqa: B027 - optional hook
+        """Drop what earlier calls left that later calls would reuse (stored KV, draft tables), so
+        that what comes next is computed as in a fresh process."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (servers, memory). Safe to call twice."""
 

@@ -57,6 +57,11 @@ class HFBackend(Backend):
             return WindowedHFBackend(model, tok, batch_size=settings["batch_size"], template_kwargs=settings["template_kwargs"])
         return cls(model, tok, **settings)
 
+    def forget(self) -> None:
+        self._kv_store.clear()
+        if self.drafter is not None:
+            self.drafter = Drafter(self.drafter.k)
+
     def render(self, prompt: Prompt) -> str:
         msgs = template_messages(prompt.messages)
         if self.tok.chat_template:

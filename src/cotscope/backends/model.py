@@ -136,6 +136,12 @@ class Model(Backend):
             self._tokens[text] = self.provider.count_tokens(text)
         return self._tokens[text]
 
+    def forget(self) -> None:
+        """Drop the cached calls and the provider's reusable state (`Backend.forget`)."""
+        self._generated.clear()
+        self._scored.clear()
+        self.provider.forget()
+
     def close(self) -> None:
         self.provider.close()
 
