@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from cotscope import AuditConfig, audit, get_backend
-from cotscope.backends._threads import available_cores
+from cotscope.engine.threads import available_cores
 from cotscope.cli.main import _kv
 
 TARGET_S = {"full": 300.0, "truncate": 300.0, "brought": 900.0}

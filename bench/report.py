@@ -29,8 +29,8 @@ COLUMNS = (("wall_s", "wall s", "{:.1f}"), ("peak_gb", "peak GB", "{:.2f}"), ("g
 
 def machine_class() -> str:
     """What the figures depend on: cores, and what the CPU (or GPU) computes natively."""
-    from cotscope.backends._load import cpu_has_bfloat16
-    from cotscope.backends._threads import available_cores
+    from cotscope.engine.attention import cpu_has_bfloat16
+    from cotscope.engine.threads import available_cores
 
     try:
         import torch

@@ -243,9 +243,9 @@ def test_a_cache_layer_writes_each_decode_step_in_place_and_holds_what_concatena
     column there (no copy of the whole KV), rows can be selected and leading columns cropped,
     and at every point the keys and values are exactly what concatenating every update gives."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends._kv import GROW_TOKENS, _grow_layer
+    from cotscope.engine.cache import GROW_TOKENS, grow_layer
 
-    layer = _grow_layer()()
+    layer = grow_layer()()
     k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
     want_k, want_v = k.clone(), v.clone()
     layer.update(k, v)
@@ -273,28 +273,29 @@ def test_rows_leaving_the_cache_are_replaced_from_the_end_in_place_and_joins_cop
     move, within the same buffer. Any other selection still gives the rows asked for. A join
     of layers gives each part right-aligned with zeros on its left."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends._kv import _fill_from_end, _grow_layer
+    from cotscope.engine.cache import grow_layer
+    from cotscope.engine.rows import fill_from_end
 
-    assert _fill_from_end([0, 2, 3, 5]) == [0, 5, 2, 3]
-    assert _fill_from_end([1, 2]) == [2, 1]  # slot 0 from the end; 1 stays
-    assert _fill_from_end([0, 1, 2]) == [0, 1, 2]
+    assert fill_from_end([0, 2, 3, 5]) == [0, 5, 2, 3]
+    assert fill_from_end([1, 2]) == [2, 1]  # slot 0 from the end; 1 stays
+    assert fill_from_end([0, 1, 2]) == [0, 1, 2]
     for keep in ([0, 2, 3, 5], [4, 5], [1, 3, 4], [5, 0, 2]):  # the last is not an in-place order
-        layer = _grow_layer()()
+        layer = grow_layer()()
         k, v = torch.randn(6, 2, 5, 4), torch.randn(6, 2, 5, 4)
         layer.update(k, v)
         buffer = layer.buf[0].data_ptr()
-        order = _fill_from_end(keep) if keep == sorted(keep) else keep
+        order = fill_from_end(keep) if keep == sorted(keep) else keep
         layer.batch_select_indices(torch.tensor(order))
         assert torch.equal(layer.keys, k[order]) and torch.equal(layer.values, v[order])
         assert (layer.buf[0].data_ptr() == buffer) == (keep == sorted(keep))
         nk, nv = torch.randn(len(order), 2, 1, 4), torch.randn(len(order), 2, 1, 4)
         keys, values = layer.update(nk, nv)  # the next step writes in the same buffer
         assert torch.equal(keys, torch.cat([k[order], nk], dim=-2)) and torch.equal(values, torch.cat([v[order], nv], dim=-2))
-    a, b = _grow_layer()(), _grow_layer()()
+    a, b = grow_layer()(), grow_layer()()
     ka, kb = torch.randn(2, 2, 3, 4), torch.randn(1, 2, 6, 4)
     a.update(ka, ka + 1)
     b.update(kb, kb + 1)
-    joined = _grow_layer().joined([a, b], 6)
+    joined = grow_layer().joined([a, b], 6)
     want = torch.cat([torch.cat([torch.zeros(2, 2, 3, 4), ka], dim=-2), kb])
     assert torch.equal(joined.keys, want) and torch.equal(joined.values[:2, :, 3:], ka + 1)
     assert a.keys is None and b.buf is None  # the parts were freed
@@ -308,9 +309,9 @@ def test_a_running_batchs_buffer_takes_joining_rows_and_crops_in_place():
     moving the rest left, and neither allocates; a join past its rows gets a new buffer. The
     keys always equal the parts right-aligned with zeros on their left."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends._kv import GROW_TOKENS, _grow_layer
+    from cotscope.engine.cache import GROW_TOKENS, grow_layer
 
-    grow = _grow_layer()
+    grow = grow_layer()
 
     def part(k):
         layer = grow()
@@ -365,15 +366,15 @@ def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_
     attend in float32 (torch's bfloat16 attention of one new token was 7x slower): the
     logits stay within bfloat16's rounding of plain SDPA's."""
     torch = pytest.importorskip("torch")
-    from cotscope.backends import _load, hf
+    from cotscope.engine import attention
 
-    monkeypatch.setattr(_load, "cpu_has_bfloat16", lambda: False)
-    assert _load.default_dtype("cpu") == "float32" and _load.default_dtype("cuda") == "bfloat16"
-    monkeypatch.setattr(_load, "cpu_has_bfloat16", lambda: True)
-    assert _load.default_dtype("cpu") == "bfloat16"
+    monkeypatch.setattr(attention, "cpu_has_bfloat16", lambda: False)
+    assert attention.default_dtype("cpu") == "float32" and attention.default_dtype("cuda") == "bfloat16"
+    monkeypatch.setattr(attention, "cpu_has_bfloat16", lambda: True)
+    assert attention.default_dtype("cpu") == "bfloat16"
     b = get_backend("organism/faithful?dtype=bfloat16&device=cpu", cache=False)
     b = getattr(b, "provider", b)
-    assert b.precision == "cpu bfloat16" and b.model.config._attn_implementation == _load._cpu_attention()
+    assert b.precision == "cpu bfloat16" and b.model.config._attn_implementation == attention.cpu_attention()
     assert get_backend("organism/faithful?dtype=float32&device=cpu", cache=False).usage.precision == "cpu float32"
     prompts = chain_cot_prompts(per=1)
     ids = torch.tensor([b.encode(b.render(prompts[-1]))])
@@ -381,7 +382,7 @@ def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_
         ours = b.model(input_ids=ids).logits.float()
         b.model.set_attn_implementation("sdpa")
         plain = b.model(input_ids=ids).logits.float()
-        b.model.set_attn_implementation(_load._cpu_attention())
+        b.model.set_attn_implementation(attention.cpu_attention())
     assert (ours - plain).abs().max() < 0.1 * plain.abs().max()
     with torch.inference_mode():  # and through the decode path: the first greedy token is plain SDPA's
         first = b.generate([prompts[-1]], GenerationParams(max_new_tokens=1))[0].text
@@ -389,7 +390,7 @@ def test_half_precision_on_a_cpu_attends_in_float32_and_the_default_follows_the_
 
 
 def test_freed_heap_memory_is_given_back_at_most_once_a_second():
-    from cotscope.backends import _memory
+    from cotscope.engine import memory as _memory
 
     if _memory._trim_fn() is None:
         pytest.skip("no malloc_trim here (not glibc)")
@@ -400,14 +401,14 @@ def test_freed_heap_memory_is_given_back_at_most_once_a_second():
 
 def test_prompts_of_similar_length_share_a_batch_within_the_padding_allowed():
     pytest.importorskip("torch")
-    from cotscope.backends._kv import _similar_lengths
+    from cotscope.engine.rows import similar_lengths
 
     lengths = [5, 300, 40, 41, 250, 44, 39, 260, 6]
-    batches = _similar_lengths(lengths, lambda x: x, waste=0.2)
+    batches = similar_lengths(lengths, lambda x: x, waste=0.2)
     assert sorted(x for b in batches for x in b) == sorted(lengths)
     assert all(sum(b) >= 0.8 * max(b) * len(b) for b in batches)
     assert len(batches) == 3  # about 5, about 40, about 250-300
-    assert _similar_lengths(lengths, lambda x: x, waste=1.0) == [sorted(lengths)]
+    assert similar_lengths(lengths, lambda x: x, waste=1.0) == [sorted(lengths)]
 
 
 def test_a_converted_gguf_is_keyed_by_its_file_and_dtype(tmp_path, monkeypatch):
@@ -499,20 +500,20 @@ def test_the_kv_store_is_bounded_in_bytes_least_recently_used_out(monkeypatch):
     backend = hf.HFBackend(provider.model, provider.tok)
     prompts = [Prompt.chat(f"Question {i}: what is {i} plus {i}?", prefix="Answer:") for i in range(4)]
     backend.score(prompts[:1], [[" 1"]])
-    one = next(iter(backend._kv_store.values()))[2]
-    kv = next(iter(backend._kv_store.values()))[1]
+    one = next(iter(backend.engine.kv_store.values()))[2]
+    kv = next(iter(backend.engine.kv_store.values()))[1]
     assert len({t.untyped_storage().data_ptr() for pair in kv for t in pair}) == 1  # one buffer an entry
     layers = provider.model.config.num_hidden_layers
     assert one > 0 and one % (2 * layers) == 0  # keys and values of every layer
     backend.kv_store_bytes = int(2.5 * one)
     for p in prompts[1:]:
         backend.score([p], [[" 1"]])
-    kept = list(backend._kv_store.values())
+    kept = list(backend.engine.kv_store.values())
     assert sum(x[2] for x in kept) <= backend.kv_store_bytes and len(kept) == 2
-    assert [x[0] for x in kept] == [backend._gen_row(p).ids[: len(x[0])] for p, x in zip(prompts[2:], kept, strict=True)]
+    assert [x[0] for x in kept] == [backend.row(p).ids[: len(x[0])] for p, x in zip(prompts[2:], kept, strict=True)]
     backend.kv_store_bytes = 1
     backend.score(prompts[:1], [[" 1"]])
-    assert len(backend._kv_store) == 1
+    assert len(backend.engine.kv_store) == 1
 
 
 def test_an_entry_read_by_another_conversation_is_recently_used():
@@ -527,10 +528,10 @@ def test_an_entry_read_by_another_conversation_is_recently_used():
     params = GenerationParams(max_new_tokens=120, stop=("Answer:",))
     first = backend.generate(prompts[:1], params)[0]
     backend.generate(prompts[1:], params)
-    (a_ids, _, a), (b_ids, _, b) = backend._kv_store.values()
+    (a_ids, _, a), (b_ids, _, b) = backend.engine.kv_store.values()
     backend.kv_store_bytes = a + b + 1
     backend.score([prompts[0].with_prefix("\n".join(first.text.split("\n")[:3]) + "\nAnswer:")], [[" 1"]])
-    held = [x[0] for x in backend._kv_store.values()]
+    held = [x[0] for x in backend.engine.kv_store.values()]
     assert a_ids in held and b_ids not in held
 
 
@@ -579,7 +580,7 @@ def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it(how):
     prompts = chain_cot_prompts((4,), per=2)
     params = GenerationParams(max_new_tokens=120, stop=("Answer:",))
     cots = streamed(stored, prompts, params) if how == "stream" else stored.generate(prompts, params)
-    assert len(stored._kv_store) >= 2
+    assert len(stored.engine.kv_store) >= 2
     later = [p.with_prefix(c.text.rstrip() + "\nAnswer:") for p, c in zip(prompts, cots, strict=True)]
     later.append(prompts[0].with_prefix(cots[0].text.split("\n")[0] + "\nAnswer:"))
     cands = [[" 1", " 12", " 7"]] * len(later)
@@ -592,7 +593,7 @@ def test_a_generated_texts_kv_is_kept_for_the_prompts_that_go_on_from_it(how):
         assert g == pytest.approx(w, abs=2e-3)
     off = HFBackend(provider.model, provider.tok, prefix_cache=False)
     streamed(off, prompts, GenerationParams(max_new_tokens=120, stop=("Answer:",)))
-    assert not off._kv_store
+    assert not off.engine.kv_store
 
 
 def test_the_points_of_an_edited_cot_share_their_own_prefix_in_a_call_with_the_originals():
@@ -613,7 +614,7 @@ def test_the_points_of_an_edited_cot_share_their_own_prefix_in_a_call_with_the_o
     cands = [[" 1", " 12", " 7"]] * len(later)
     stored = HFBackend(provider.model, provider.tok)
     got = stored.score(later, cands)
-    longest = [len(stored._gen_row(p).ids) for p in (later[len(lines) - 1], later[-1])]
+    longest = [len(stored.row(p).ids) for p in (later[len(lines) - 1], later[-1])]
     assert stored.n_prefill_tokens < sum(longest) + 12 * 3 * len(later)  # each row's own: "\nAnswer:" and a candidate
     plain = HFBackend(provider.model, provider.tok, prefix_cache=False)
     for g, w in zip(got, plain.score(later, cands), strict=True):
@@ -629,9 +630,9 @@ def test_a_store_entry_that_a_longer_one_holds_whole_leaves_the_store():
     [base] = chain_cot_prompts((4,), per=1)
     b = HFBackend(provider.model, provider.tok)
     b.score([base], [[" 1"]])
-    [short] = [x[0] for x in b._kv_store.values()]
+    [short] = [x[0] for x in b.engine.kv_store.values()]
     b.generate([base], GenerationParams(max_new_tokens=20))  # its prompt and what it wrote
-    [held] = [x[0] for x in b._kv_store.values()]
+    [held] = [x[0] for x in b.engine.kv_store.values()]
     assert len(held) > len(short) and held[: len(short)] == short
 
 
@@ -657,13 +658,13 @@ def test_rows_of_one_conversation_are_batched_by_the_tokens_they_feed():
     """The truncation points of one trace feed a few tokens past the prefix they share; a row
     that feeds many more runs in a pass of its own, not padding the others to its length."""
     pytest.importorskip("torch")
-    from cotscope.backends._kv import FED_SLACK, _Row, _similar_lengths
-    from cotscope.backends.hf import HFBackend
+    from cotscope.engine.engine import Engine
+    from cotscope.engine.rows import FED_SLACK, Row, similar_lengths
 
     text = list(range(100, 160))
-    rows = [_Row(text[:k] + [7, 8], "trace", k + 1) for k in (10, 20, 30, 40, 50)] + [_Row(text[:10] + list(range(300, 330)), "trace", 39)]
-    fed = HFBackend._fed_lengths(type("B", (), {"prefix_cache": True})(), rows)
+    rows = [Row(text[:k] + [7, 8], "trace", k + 1) for k in (10, 20, 30, 40, 50)] + [Row(text[:10] + list(range(300, 330)), "trace", 39)]
+    fed = Engine.fed_lengths(type("B", (), {"prefix_cache": True})(), rows)
     assert fed == [2, 2, 2, 2, 1, 30]  # the longest row feeds its last token, the one that parts at the 11th its 30
     lengths = [1] * 10 + [2, 3, 27]
-    assert _similar_lengths(lengths, lambda x: x, 0.2, FED_SLACK) == [[1] * 10 + [2, 3], [27]]
-    assert _similar_lengths(lengths, lambda x: x, 0.2) == [[1] * 10, [2, 3], [27]]  # without slack: three passes
+    assert similar_lengths(lengths, lambda x: x, 0.2, FED_SLACK) == [[1] * 10 + [2, 3], [27]]
+    assert similar_lengths(lengths, lambda x: x, 0.2) == [[1] * 10, [2, 3], [27]]  # without slack: three passes

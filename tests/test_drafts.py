@@ -5,7 +5,7 @@ row alone, whether the drafts are right, wrong, or absent."""
 import pytest
 
 from cotscope import GenerationParams
-from cotscope.backends._draft import CORPUS_GRAMS, Drafter, RowIndex
+from cotscope.engine.draft import CORPUS_GRAMS, Drafter, RowIndex
 from .test_backends import chain_cot_prompts, organism_provider, streamed
 
 
@@ -54,7 +54,7 @@ def test_drafts_are_checked_and_the_stream_says_what_rows_say_alone():
 def test_wrong_drafts_leave_unused_columns_that_are_packed_away(monkeypatch):
     """A drafter that is always wrong: every step masks the draft's columns, the columns a row
     does not use are packed once they pass the slack, and the text is still a row's own."""
-    from cotscope.backends import _stream
+    from cotscope.engine import stream as _stream
 
     class Wrong(Drafter):
         def propose(self, seq, index, room):
@@ -63,15 +63,15 @@ def test_wrong_drafts_leave_unused_columns_that_are_packed_away(monkeypatch):
     prompts = chain_cot_prompts((5,), per=3)
     params = GenerationParams(max_new_tokens=100)
     provider = organism_provider()
-    provider.drafter = Wrong(4)
+    provider.engine.drafter = Wrong(4)
     widths = []
-    check = _stream._DecodeStream._check
+    check = _stream.DecodeStream._check
 
     def watched(self):
         check(self)
         widths.append(self.mask.shape[1] - int(self.mask.sum(dim=1).max()))
 
-    monkeypatch.setattr(_stream._DecodeStream, "_check", watched)
+    monkeypatch.setattr(_stream.DecodeStream, "_check", watched)
     outs = streamed(provider, prompts, params)
     assert provider.n_draft_tokens > 100 and provider.n_draft_kept < provider.n_draft_tokens / 10
     assert max(widths) > _stream.HOLE_SLACK // 2 and max(widths) <= _stream.HOLE_SLACK + 5  # packed once past the slack
@@ -84,7 +84,7 @@ def test_a_cpu_checks_a_draft_with_grouped_queries_as_sdpa_does():
     drafts not kept): the packed attention gives plain SDPA's logits."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from cotscope.backends import _kv, _load
+    from cotscope.engine import attention, rows
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=64, hidden_size=96, intermediate_size=128, num_hidden_layers=2,
@@ -97,12 +97,12 @@ def test_a_cpu_checks_a_draft_with_grouped_queries_as_sdpa_does():
     new = torch.randint(0, 64, (3, 4))
     new_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
     full = torch.cat([mask, new_mask], dim=1)
-    pos = _kv._positions(full)
+    pos = rows.positions(full)
     logits = {}
-    for impl in ("sdpa", _load._cpu_attention()):
+    for impl in ("sdpa", attention.cpu_attention()):
         model.set_attn_implementation(impl)
         with torch.inference_mode():
-            past = model(input_ids=ids, attention_mask=mask, position_ids=_kv._positions(mask), use_cache=True).cache
+            past = model(input_ids=ids, attention_mask=mask, position_ids=rows.positions(mask), use_cache=True).cache
             logits[impl] = model(input_ids=new, attention_mask=full, position_ids=pos[:, 12:], cache=past, use_cache=True).logits
     plain, packed = logits.values()
     for r, n in enumerate(new_mask.sum(dim=1).tolist()):
@@ -114,7 +114,7 @@ def test_rows_that_go_on_from_stored_text_join_the_next_check_without_a_prompt_p
     forced after a CoT) joins the running batch on the stored KV: its last prompt tokens run in
     the next check beside the running rows' tokens, not in a prompt pass of their own. Its text
     equals a call of its own, and the steps it joins run one forward each."""
-    from cotscope.backends._stream import JOIN_TOKENS
+    from cotscope.engine.stream import JOIN_TOKENS
 
     prompts = chain_cot_prompts(n_ops=(1, 5), per=2)
     short, long = GenerationParams(max_new_tokens=24, stop=("\n",)), GenerationParams(max_new_tokens=120, stop=("Answer:",))

@@ -89,7 +89,8 @@ def test_without_isolation_the_same_backend_runs_in_process():
 
 def test_llamacpp_repacked_buffers_are_off_by_default_exactly_on_cpus_with_amx(monkeypatch):
     """CPU feature: amx_tile (llama.cpp's AMX kernel crashed there; see test_llamacpp.py)."""
-    from cotscope.backends import _threads, llamacpp
+    from cotscope.backends import llamacpp
+    from cotscope.engine import threads as _threads
 
     for flags, on in ((frozenset({"avx2", "fma"}), True), (frozenset({"avx512f", "avx512_bf16"}), True),
                       (frozenset({"avx512f", "amx_tile", "amx_int8"}), False), (frozenset(), True)):

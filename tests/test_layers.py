@@ -138,3 +138,21 @@ def test_the_architecture_tree_names_every_module_and_package():
     pkg = root / "src" / "cotscope"
     names = [p.name for p in pkg.glob("*.py") if p.name != "__init__.py"] + [p.name + "/" for p in pkg.iterdir() if (p / "__init__.py").exists()]
     assert sorted(n for n in names if n not in tree) == []
+
+
+def test_the_engine_is_a_room_of_its_own():
+    """The transformers engine (cotscope.engine) imports from backends only the shared types of
+    backends.base; no module imports a private name across the boundary either way; and no file
+    of either package is over 400 lines."""
+    graph = import_graph()
+    engine = {m for m in graph if m.startswith("cotscope.engine")}
+    for m in sorted(engine):
+        assert {t for t in graph[m] if t.startswith("cotscope.backends")} <= {"cotscope.backends.base"}, m
+    for path in list((PKG / "engine").glob("*.py")) + list((PKG / "backends").glob("*.py")):
+        here = "engine" if path.parent.name == "engine" else "backends"
+        other = "backends" if here == "engine" else "engine"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and other in node.module.split("."):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.relative_to(PKG)} imports {private} from {node.module}"
+        assert len(path.read_text().splitlines()) <= 400, f"{path.relative_to(PKG)} is over 400 lines"

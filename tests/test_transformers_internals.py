@@ -2,7 +2,7 @@
 moves one fails here with its name instead of deep inside a decode step. pyproject pins the minor
 series these were read from; a newer series is taken by moving the pin once this file passes.
 
-The engine (backends/_kv.py, _stream.py, _load.py, hf.py) subclasses `cache_utils.DynamicLayer`
+The engine (cotscope.engine: cache, stream, store, attention) subclasses `cache_utils.DynamicLayer`
 and reads and writes its `keys`/`values` in place, swaps the layers of a `DynamicCache`, registers
 an attention function and its mask under transformers' registries, and reads the attention
 implementation's name from the model's config."""
@@ -38,7 +38,7 @@ def test_dynamic_layer_keeps_keys_and_values_the_engine_writes_in_place():
 
     layer = DynamicLayer()
     for name in ("is_initialized", "lazy_initialization", "get_seq_length", "update"):
-        assert hasattr(layer, name), f"transformers.cache_utils.DynamicLayer.{name} moved (backends/_kv.py GrowLayer uses it)"
+        assert hasattr(layer, name), f"transformers.cache_utils.DynamicLayer.{name} moved (engine/cache.py's GrowLayer uses it)"
     params = list(inspect.signature(DynamicLayer.update).parameters)
     assert params[:3] == ["self", "key_states", "value_states"], f"DynamicLayer.update's signature moved: {params}"
     k, v = torch.zeros(2, 1, 3, 4), torch.ones(2, 1, 3, 4)
@@ -54,7 +54,7 @@ def test_a_dynamic_cache_built_from_a_config_has_one_swappable_layer_per_decoder
     from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache(config=_tiny_config())
-    assert hasattr(cache, "layers"), "DynamicCache.layers moved (backends/hf.py and _stream.py swap and read its layers)"
+    assert hasattr(cache, "layers"), "DynamicCache.layers moved (engine/store.py and stream.py swap and read its layers)"
     assert len(cache.layers) == 2 and all(type(x) is DynamicLayer for x in cache.layers), \
         "DynamicCache(config=...) no longer builds plain DynamicLayers for full-attention layers (has_windowed_layers reads this)"
     cache.layers[0] = DynamicLayer()
@@ -70,16 +70,16 @@ def test_the_attention_and_mask_registries_take_a_named_function():
     assert callable(sdpa_attention_forward), "transformers.integrations.sdpa_attention.sdpa_attention_forward moved"
     assert callable(sdpa_mask), "transformers.masking_utils.sdpa_mask moved"
     for registry, what in ((AttentionInterface, "transformers.AttentionInterface"), (ALL_MASK_ATTENTION_FUNCTIONS, "masking_utils.ALL_MASK_ATTENTION_FUNCTIONS")):
-        assert hasattr(registry, "register"), f"{what}.register moved (backends/_load.py registers the CPU attention there)"
+        assert hasattr(registry, "register"), f"{what}.register moved (engine/attention.py registers the CPU attention there)"
 
 
 def test_the_model_names_its_attention_and_takes_a_registered_one():
-    from cotscope.backends._load import _cpu_attention
+    from cotscope.engine.attention import cpu_attention
 
     model = transformers.LlamaForCausalLM(_tiny_config())
     assert hasattr(model.config, "_attn_implementation"), "config._attn_implementation moved (backends/_load.py reads it)"
     assert hasattr(model, "set_attn_implementation"), "PreTrainedModel.set_attn_implementation moved"
-    name = _cpu_attention()
+    name = cpu_attention()
     model.set_attn_implementation(name)
     assert model.config._attn_implementation == name, "set_attn_implementation no longer records the name in config._attn_implementation"
     ids = torch.tensor([[1, 2, 3]])

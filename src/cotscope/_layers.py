@@ -4,7 +4,7 @@ both; `docs/architecture.md` shows this list)."""
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("_errors", "_registry", "_options", "_layers", "trace", "records", "stats", "config")),
-    ("providers", ("backends",)),
+    ("providers", ("engine", "backends")),
     ("tasks", ("tasks",)),
     ("systems", ("systems",)),
     ("interventions", ("interventions",)),

@@ -257,7 +257,7 @@ def test_llamacpp_repacked_buffers_on_this_cpu_run_or_are_a_named_error(path):
     without that kernel) or its process dies and the call is an EngineDied naming the signal;
     this test process lives either way. The default, off on AMX CPUs, runs (the tests above)."""
     from cotscope.backends._isolated import EngineDied
-    from cotscope.backends._threads import cpu_flags
+    from cotscope.engine.threads import cpu_flags
 
     backend = get_backend(f"llamacpp/{path}?n_ctx=256&extra_bufts=1", cache=False).provider
     try:

