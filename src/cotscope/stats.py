@@ -29,6 +29,11 @@ exact               a quantity fixed by definition (nothing is continued after t
                     CoT), never one that a sample happened to hold constant.
 gmean-jeffreys      a monitor's TPR x TNR: the percentile interval under both rates'
                     Jeffreys posteriors (Beta(k + 1/2, n - k + 1/2)), tails at level + 1%.
+kappa-weighted      linear-weighted Cohen's kappa of two judges' grades (0-4): the jackknife
+                    over items, Student's t on n - 1 df, tails at level + 2%.
+ac2-jackknife       Gwet's AC2 of the same grades (robust when one grade dominates), the same way.
+spearman-fisher     Spearman's rank correlation (a judge's grades against a legibility signal):
+                    Fisher's z with Bonett and Wright's variance (1 + r^2 / 2) / (n - 3).
 kappa-union         Cohen's kappa of two monitors: the union of the Jeffreys-Dirichlet
                     posterior percentile interval and the Fleiss-Cohen-Everitt delta method
                     on the table with 1/2 added per cell (t, n - 1 df).
@@ -51,10 +56,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 Method = Literal["clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-log", "t-clustered", "exact", "bsc-bonferroni",
-                 "gmean-jeffreys", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered"]
+                 "gmean-jeffreys", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered",
+                 "kappa-weighted", "ac2-jackknife", "spearman-fisher"]
 METHODS: tuple[str, ...] = (
     "clopper-pearson", "clustered", "paired-newcombe", "newcombe", "t", "t-log", "t-clustered", "exact", "bsc-bonferroni",
     "gmean-jeffreys", "gmean-clustered", "auroc-wilson", "auroc-clustered", "kappa-union", "kappa-clustered",
+    "kappa-weighted", "ac2-jackknife", "spearman-fisher",
 )
 LEVEL = 0.95
 _DRAWS = 4000  # posterior draws of the simulation-based intervals (gmean-jeffreys, kappa-union), seeded
@@ -227,6 +234,92 @@ def _kappa_table(t: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray, n
     po, pe = p[..., 0, 0] + p[..., 1, 1], (r * c).sum(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return (po - pe) / (1 - pe), pe, p, r, c
+
+
+def _ordinal_coefficients(table: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(linear-weighted kappa, Gwet's AC2) of a table of counts; nan where undefined."""
+    t = table / table.sum()
+    q = t.shape[0]
+    pa = float((weights * t).sum())
+    ra, rb = t.sum(1), t.sum(0)
+    pk = float((weights * np.outer(ra, rb)).sum())
+    pi = (ra + rb) / 2
+    pg = float(weights.sum() / (q * (q - 1)) * (pi * (1 - pi)).sum())
+    kappa = (pa - pk) / (1 - pk) if pk < 1 - 1e-12 else math.nan
+    ac2 = (pa - pg) / (1 - pg) if pg < 1 - 1e-12 else math.nan
+    return kappa, ac2
+
+
+def ordinal_agreement(a: Sequence[int], b: Sequence[int], categories: int, level: float = LEVEL) -> tuple[Estimate, Estimate]:
+    """Two judges' grades 0..categories-1 on the same items: the linear-weighted Cohen's kappa
+    and Gwet's AC2 (weights 1 - |k - l| / (categories - 1)). Kappa takes its chance agreement
+    from the two judges' marginals, so when one grade dominates it can be low, even negative,
+    while the judges mostly agree; AC2 takes it from how spread the grades are, and holds there.
+
+    The interval of each is the jackknife over items (leave one out; only one distinct value per
+    occupied cell of the table, so it is cheap), with Student's t on n - 1 df and tails at level
+    + 2% (at the plain level AC2 covered 90.7% with 10 items). In `test_coverage.py` (grades cut
+    from a latent bivariate normal, even and skewed grade shares, correlation 0 to 0.9): AC2 covers
+    every cell; weighted kappa covers at 30 and 100 items, and at 10 with even grade shares, but
+    0.91 at 10 items where one grade dominates (read AC2 there). A coefficient that is undefined
+    (every grade the same by both judges, for kappa) has no value."""
+    if len(a) != len(b):
+        raise ValueError(f"paired grades differ in length: {len(a)} vs {len(b)}")
+    n = len(a)
+    if n == 0:
+        return _empty("kappa-weighted"), _empty("ac2-jackknife")
+    x, y = np.asarray(a, dtype=int), np.asarray(b, dtype=int)
+    if x.min() < 0 or y.min() < 0 or x.max() >= categories or y.max() >= categories:
+        raise ValueError(f"grades must be 0..{categories - 1}")
+    weights = 1 - np.abs(np.subtract.outer(np.arange(categories), np.arange(categories))) / (categories - 1)
+    table = np.zeros((categories, categories))
+    np.add.at(table, (x, y), 1)
+    full = _ordinal_coefficients(table, weights)
+    cells = list(zip(*np.nonzero(table), strict=True))
+    loo = []  # per occupied cell: the coefficients without one of its items, and how many items it holds
+    for i, j in cells:
+        if n < 2:
+            break
+        t = table.copy()
+        t[i, j] -= 1
+        loo.append((_ordinal_coefficients(t, weights), table[i, j]))
+    out = []
+    for k, method in enumerate(("kappa-weighted", "ac2-jackknife")):
+        value = full[k]
+        if math.isnan(value):
+            out.append(Estimate(value=None, lo=None, hi=None, n=n, level=level, method=method))
+            continue
+        vals = np.array([c[k] for c, _ in loo])
+        wts = np.array([m for _, m in loo])
+        ok = ~np.isnan(vals)
+        if n < 2 or not ok.any():
+            se = 1.0
+        else:
+            mean = float((vals[ok] * wts[ok]).sum() / wts[ok].sum())
+            se = math.sqrt((n - 1) / n * float((wts[ok] * (vals[ok] - mean) ** 2).sum()))
+        half = _t(min(level + 0.02, 0.999), max(n - 1, 1)) * max(se, 1 / n)
+        out.append(Estimate(value=value, lo=max(value - half, -1.0), hi=min(value + half, 1.0), n=n, level=level, method=method))
+    return out[0], out[1]
+
+
+def spearman(x: Sequence[float], y: Sequence[float], level: float = LEVEL) -> Estimate:
+    """Spearman's rank correlation of paired values (ties take their mean rank), with Fisher's z
+    interval and Bonett and Wright's (2000) variance, (1 + r^2 / 2) / (n - 3). A perfect ranking
+    (r = 1 or -1), where that interval has no width, is taken at 1 - 1/(2n) on the z scale, and its
+    interval reaches 1. None below 4 pairs or when either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(x) != len(y):
+        raise ValueError(f"paired values differ in length: {len(x)} vs {len(y)}")
+    n = len(x)
+    if n < 4 or len(set(x)) < 2 or len(set(y)) < 2:
+        return Estimate(value=None, lo=None, hi=None, n=n, level=level, method="spearman-fisher")
+    r = round(float(spearmanr(x, y).statistic), 12)
+    edge = 1 - 1 / (2 * n)  # a perfect ranking is read as this close to 1 on the z scale, and the interval then reaches 1
+    rz = max(min(r, edge), -edge)
+    z = math.atanh(rz)
+    half = _z(level) * math.sqrt((1 + rz * rz / 2) / (n - 3))
+    return Estimate(value=r, lo=min(math.tanh(z - half), r), hi=max(math.tanh(z + half), r), n=n, level=level, method="spearman-fisher")
 
 
 def cohen_kappa(a: Sequence[bool | float], b: Sequence[bool | float], level: float = LEVEL, clusters: Sequence[str] | None = None) -> Estimate:
