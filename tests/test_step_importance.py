@@ -111,6 +111,10 @@ def test_the_one_sampled_step_that_decides_the_answer_is_an_anchor(tmp_path, sys
         assert coin["anchor"] and coin["lo"] > 0
         assert coin["counterfactual"] == 1.0 and coin["counterfactual_lo"] > 0 and coin["different"] > 0
         assert not chunks[0]["anchor"] and not chunks[2]["anchor"]
+        # Resilience: the fixed first line comes back in every rollout from before it (no upper
+        # limit to the resamples it would take to remove), the coin's face only in some.
+        assert chunks[0]["reappears"] == 16 and chunks[0]["resilience_hi"] is None and chunks[0]["resilience"] == pytest.approx(34)
+        assert 0 < coin["reappears"] < 16 and 1 < coin["resilience"] < 34 and coin["resilience_hi"] is not None
         deleted = {d["position"]: d for d in (r if isinstance(r, dict) else r.model_dump() for r in rec.results["delete"])}
         assert deleted[1]["changed"] and not deleted[1]["control_changed"]
         assert not deleted[0]["changed"] and not deleted[2]["changed"]
@@ -118,6 +122,7 @@ def test_the_one_sampled_step_that_decides_the_answer_is_an_anchor(tmp_path, sys
     assert m["resample/anchors"].value == pytest.approx(1 / 3) and m["resample/anchors"].lo > 0
     assert m["resample/anchor_share"].value > 0.8 and m["resample/anchor_share"].lo > 0.5
     assert m["delete/effect"].lo > 0  # pooled over the three chunks of 16 CoTs: 1/3, the coin's deletion alone
+    assert 0.5 < m["resample/reappears"].value < 1 and m["resample/resilience"].n == 16
 
 
 def test_organisms_validate_reads_no_only_from_an_interval_below_the_line():

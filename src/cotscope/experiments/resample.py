@@ -2,6 +2,16 @@
 Anchors"): N continuations sampled from the CoT cut just before chunk i and N from the CoT cut
 just after it; how far the answers move between the two is chunk i's importance.
 
+Resilience (Thought Branches, Macar, Bogdan et al. 2025): how hard a chunk's content is to remove
+by resampling. Of the N continuations from before chunk i, `reappears` counts those that write
+its content again, in its place or later (the same gist: its numbers, else its words). Were each
+resample to bring the content back with that probability p, removing it would take 1 / (1 - p)
+resamples on average; `resilience` is that, from p smoothed by a half count each way
+((k + 1/2) / (N + 1)), and its interval comes from p's Clopper-Pearson limits (no upper limit
+when the content came back every time). Thought Branches iterates the removal at each new place
+the content reappears; this reads the same tendency off the rollouts already drawn, with no
+further model call.
+
 The prefixes before chunk i+1 and after chunk i are the same, so a trace of n chunks costs N
 continuations from each of n + 1 prefixes (or from the prefixes around `points` chunks). Every
 continuation of one prefix shares that prefix, which the backends run once.
@@ -58,6 +68,10 @@ class ChunkImportance(BaseModel):
     counterfactual: float | None = Field(None, description="Agreement after the chunk minus agreement of the rollouts that wrote a different chunk in its place (Thought Anchors' counterfactual importance); None when none did.")
     counterfactual_lo: float | None = None
     counterfactual_hi: float | None = None
+    reappears: int = Field(0, description="Rollouts from before the chunk that write its content again, in its place or later.")
+    resilience: float = Field(1.0, description="Resamples it would take on average to remove the content, 1 / (1 - p), p = (reappears + 1/2) / (N + 1).")
+    resilience_lo: float = Field(1.0, description="From the lower Clopper-Pearson limit of p.")
+    resilience_hi: float | None = Field(None, description="From the upper limit of p; None (no upper limit) when the content came back in every rollout.")
     placebo: float = Field(description="Agreement of the first half of the after-rollouts minus the second half: the same prefix twice, 0 in expectation.")
     anchor: bool = Field(description="The importance interval lies above the threshold.")
 
@@ -146,6 +160,8 @@ class Resample(Experiment):
                 other = [agree for c, agree in zip(by_cut[i], agrees[i], strict=True) if _first_chunk(c.text) != gist]
                 k_other = sum(other)
                 cf = stats.rate_difference(after.agree, after.n, k_other, len(other)) if other else None
+                back = sum(gist in {_gist(line) for line in c.text.splitlines() if line.strip()} for c in by_cut[i])
+                p_lo, p_hi = stats.clopper_pearson(back, len(by_cut[i]))
                 half = o.rollouts // 2
                 agree = agrees[i + 1]
                 placebo = sum(agree[:half]) / half - sum(agree[half : 2 * half]) / half
@@ -155,6 +171,8 @@ class Resample(Experiment):
                     accuracy_gain=after.correct / after.n - before.correct / before.n, placebo=placebo, anchor=diff.lo > o.threshold,
                     different=len(other), different_agree=k_other, counterfactual=cf.value if cf else None,
                     counterfactual_lo=cf.lo if cf else None, counterfactual_hi=cf.hi if cf else None,
+                    reappears=back, resilience=1 / (1 - (back + 0.5) / (len(by_cut[i]) + 1)), resilience_lo=1 / (1 - p_lo),
+                    resilience_hi=1 / (1 - p_hi) if p_hi < 1 else None,
                 ))
             out.append(results)
         return out
@@ -230,6 +248,13 @@ class Resample(Experiment):
                    lambda rec: [float(v) for r in res(rec) for v in [1] * r.different_agree + [0] * (r.different - r.different_agree)],
                    compare=False, about="Pooled over the rollouts that wrote a different chunk; resampled by sample. "
                    "Against 'after', this is Thought Anchors' counterfactual importance."),
+            Metric("resample/reappears", "rollouts that write the chunk's content again", "resampling",
+                   lambda rec: [r.reappears / r.before.n for r in res(rec)], kind="mean", bounds=(0.0, 1.0), compare=False,
+                   about="Of the rollouts from before a chunk, those that write its content in its place or later: resilience's p."),
+            Metric("resample/resilience", "resamples to remove a chunk's content (resilience)", "resampling",
+                   lambda rec: [r.resilience for r in res(rec)], kind="mean", bounds=(1.0, float("inf")), compare=False,
+                   about="1 / (1 - p) per chunk, p smoothed by a half count each way: about 1 when the content never comes back, "
+                   "2 (N + 1) when it always does."),
             Metric("resample/kl", "KL of answers, after vs before a chunk (nats)", "resampling", lambda rec: [r.kl for r in res(rec)],
                    kind="mean", compare=False, about=about),
             Metric("resample/accuracy_gain", "accuracy gained from a chunk", "resampling", lambda rec: [r.accuracy_gain for r in res(rec)],
