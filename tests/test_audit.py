@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 
-import re
-
 import pytest
 
 from cotscope import AuditConfig, CotscopeError, audit
