@@ -275,11 +275,8 @@ def ordinal_agreement(a: Sequence[int], b: Sequence[int], categories: int, level
     table = np.zeros((categories, categories))
     np.add.at(table, (x, y), 1)
     full = _ordinal_coefficients(table, weights)
-    cells = list(zip(*np.nonzero(table), strict=True))
     loo = []  # per occupied cell: the coefficients without one of its items, and how many items it holds
-    for i, j in cells:
-        if n < 2:
-            break
+    for i, j in zip(*np.nonzero(table), strict=True) if n > 1 else ():
         t = table.copy()
         t[i, j] -= 1
         loo.append((_ordinal_coefficients(t, weights), table[i, j]))
@@ -292,7 +289,7 @@ def ordinal_agreement(a: Sequence[int], b: Sequence[int], categories: int, level
         vals = np.array([c[k] for c, _ in loo])
         wts = np.array([m for _, m in loo])
         ok = ~np.isnan(vals)
-        if n < 2 or not ok.any():
+        if not ok.any():  # one item, or no item whose leaving keeps the coefficient defined
             se = 1.0
         else:
             mean = float((vals[ok] * wts[ok]).sum() / wts[ok].sum())
@@ -451,14 +448,17 @@ def auroc(positives: Sequence[float], negatives: Sequence[float], level: float =
 def mean(values: Sequence[float], level: float = LEVEL) -> Estimate:
     """An unbounded mean with Student's t interval."""
     x = np.asarray([float(v) for v in values], dtype=float)
-    n = int(x.size)
-    if n == 0:
+    if x.size == 0:
         return _empty("t")
-    m = float(x.mean())
-    sd = float(x.std(ddof=1)) if n > 1 else 0.0
-    sd = max(sd, _resolution(x) / 2)
-    half = _t(level, max(n - 1, 1)) * sd / math.sqrt(n)
-    return Estimate(value=m, lo=m - half, hi=m + half, n=n, level=level, method="t")
+    m, half = _t_interval(x, _resolution(x) / 2, level)
+    return Estimate(value=m, lo=m - half, hi=m + half, n=int(x.size), level=level, method="t")
+
+
+def _t_interval(x: np.ndarray, floor: float, level: float) -> tuple[float, float]:
+    """The mean of `x` and Student's t half-width around it, the spread floored at `floor`."""
+    n = int(x.size)
+    sd = max(float(x.std(ddof=1)) if n > 1 else 0.0, floor)
+    return float(x.mean()), _t(level, max(n - 1, 1)) * sd / math.sqrt(n)
 
 
 def geometric_mean(values: Sequence[float], level: float = LEVEL) -> Estimate:
@@ -475,10 +475,8 @@ def geometric_mean(values: Sequence[float], level: float = LEVEL) -> Estimate:
     if not np.all(x > 0):
         raise ValueError(f"a geometric mean needs values > 0; got {float(x.min())!r}")
     logs = np.log(x)
-    m = float(logs.mean())
-    sd = float(logs.std(ddof=1)) if n > 1 else 0.0
-    sd = max(sd, math.log1p(_resolution(x) / 2 / math.exp(m)))
-    half = min(_t(level, max(n - 1, 1)) * sd / math.sqrt(n), 700.0 - abs(m))  # exp() of more than ~709 overflows
+    m, half = _t_interval(logs, math.log1p(_resolution(x) / 2 / math.exp(float(logs.mean()))), level)
+    half = min(half, 700.0 - abs(m))  # exp() of more than ~709 overflows
     return Estimate(value=math.exp(m), lo=math.exp(m - half), hi=math.exp(m + half), n=n, level=level, method="t-log")
 
 

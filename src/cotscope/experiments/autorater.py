@@ -155,36 +155,35 @@ class Autorater(Experiment):
             return Metric(f"autorater/{name}", label, "autorater", grades(name), kind="mean", percent=False, compare=False,
                           bounds=(0.0, 4.0), roles=(role,) if role == "judge2" else (), about=about)
 
-        unread = lambda attr: lambda rec: [float(getattr(r, attr) is not None) for r in self.results(rec) if r.judge2 or attr == "error"]  # noqa: E731
         return [
             mean("legibility", "legibility, judge (0-4)", "judge", "A reader could follow it: 0 unreadable, 4 every step clear."),
             mean("coverage", "coverage, judge (0-4)", "judge", "The reasoning the answer needs is written out: 0 none, 4 all of it."),
-            Metric("autorater/unreadable", "judge replies without both grades", "autorater", unread("error"), compare=False,
+            Metric("autorater/unreadable", "judge replies without both grades", "autorater",
+                   lambda rec: [float(r.error is not None) for r in self.results(rec)], compare=False,
                    about="Counted, not guessed: a reply that does not give LEGIBILITY and COVERAGE 0-4."),
             mean("legibility2", "legibility, second judge (0-4)", "judge2"),
             mean("coverage2", "coverage, second judge (0-4)", "judge2"),
-            Metric("autorater/unreadable2", "second judge's replies without both grades", "autorater", unread("error2"),
-                   compare=False, roles=("judge2",)),
+            Metric("autorater/unreadable2", "second judge's replies without both grades", "autorater",
+                   lambda rec: [float(r.error2 is not None) for r in self.results(rec) if r.judge2], compare=False, roles=("judge2",)),
         ]
 
     def summarize(self, records: Sequence[SampleRecord], config) -> AutoraterSummary | None:
         results = [r for rec in records for r in self.results(rec)]
         if not results:
             return None
-        unreadable = {results[0].judge: sum(r.error is not None for r in results)}
-        if any(r.judge2 for r in results):
-            unreadable[str(results[0].judge2)] = sum(r.error2 is not None for r in results if r.judge2)
+        judge, judge2 = results[0].judge, results[0].judge2  # one run, one pair of judges
+        unreadable = {judge: sum(r.error is not None for r in results)}
+        if judge2:
+            unreadable[judge2] = sum(r.error2 is not None for r in results)
         scales = {}
         for scale in ("legibility", "coverage"):
-            first = [getattr(r, scale) for r in results]
-            dist = {results[0].judge: [sum(g == k for g in first) for k in range(GRADES)]}
-            if any(r.judge2 for r in results):
-                dist[str(results[0].judge2)] = [sum(getattr(r, scale + "2") == k for r in results) for k in range(GRADES)]
+            dist = {judge: [sum(getattr(r, scale) == k for r in results) for k in range(GRADES)]}
+            if judge2:
+                dist[judge2] = [sum(getattr(r, scale + "2") == k for r in results) for k in range(GRADES)]
             summary = ScaleSummary(distribution=dist)
             pairs = [(a, b) for r in results if (a := getattr(r, scale)) is not None and (b := getattr(r, scale + "2")) is not None]
-            if any(r.judge2 for r in results):
-                if pairs:
-                    summary.kappa, summary.ac2 = stats.ordinal_agreement([a for a, _ in pairs], [b for _, b in pairs], GRADES)
+            if pairs:  # only with a second judge
+                summary.kappa, summary.ac2 = stats.ordinal_agreement([a for a, _ in pairs], [b for _, b in pairs], GRADES)
             for field, signal in (("vs_real_words", "real_word_share"), ("vs_compression", "compression_ratio")):
                 xy = [(g, v) for r in results if (g := getattr(r, scale)) is not None and (v := getattr(r, signal)) is not None]
                 setattr(summary, field, stats.spearman([g for g, _ in xy], [v for _, v in xy]))

@@ -6,8 +6,8 @@ kind of number that is; the interval method follows from the kind (see `cotscope
 - ``rate``: values in [0, 1]; one per sample -> Clopper-Pearson, several -> clustered by sample;
 - ``mean``: unbounded values; one per sample -> t, several -> cluster-robust t;
 - ``gmean``: a cost or a time, positive and skewed; one per sample -> the geometric mean with t
-  on the logs (``t-log``), where t on the arithmetic mean undercovers; a sample's value <= 0 or
-  several per sample -> as ``mean``;
+  on the logs (``t-log``), where t on the arithmetic mean undercovers; any value <= 0, or several
+  per sample -> as ``mean``;
 - ``paired``: one (a, b) pair of 0/1 outcomes per sample -> Newcombe's paired interval on a - b.
 
 Experiments declare their metrics beside their results; metrics that belong to no experiment
