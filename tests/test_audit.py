@@ -153,6 +153,22 @@ def test_a_half_precision_run_goes_in_fixed_blocks_and_a_resume_recomputes_the_i
     assert any("fixed blocks" in w for w in resumed.summary.warnings)
 
 
+def test_a_role_model_in_half_precision_puts_the_run_in_blocks_too(tmp_path):
+    """The subject in float32 and a judge in bfloat16: the judge's results depend on batch
+    composition as well, so the run goes in blocks and the judge forgets between them."""
+    from cotscope.backends import register_backend
+
+    judge = crafted_backend()
+    judge.precision, judge.forgotten = "cpu bfloat16", 0
+    judge.forget = lambda: setattr(judge, "forgotten", judge.forgotten + 1)
+    register_backend("half-judge")(lambda rest, opts: judge)
+    task = write_crafted_task(tmp_path)
+    cfg = AuditConfig(model="mock", task=f"jsonl:{task}", task_args={}, n_samples=2, samples_in_flight=1, experiments=("autorater",),
+                      roles={"judge": "half-judge"})
+    audit(cfg, tmp_path / "run", backend=crafted_backend(), progress=False, plots=False)
+    assert judge.forgotten == 2  # one block of 1 per sample
+
+
 def reference_prompts_per_sample(cfg, task):
     counter = crafted_backend()
     one = AuditConfig(**{**cfg.model_dump(), "n_samples": 1})

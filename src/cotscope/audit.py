@@ -157,7 +157,9 @@ def audit(
         ctx = Context(config=config, task=task, subject=subject, rewriter=rewriter, models=models)
         if not subject.can_prefill:  # a chat API without prefill: nothing can be handed a CoT prefix
             experiments = [e for e in experiments if not e.needs_prefix]
-        blocks = _half_precision(backend)
+        # Every local model the run calls: in half precision their results depend on batch composition.
+        fresh = list({id(m): m for m in (backend, *models.values(), getattr(rewriter, "backend", None)) if isinstance(m, Model)}.values())
+        blocks = any(_is_half(m.usage.precision) for m in fresh)
         if blocks and store.stored_config is not None and store.stored_config.samples_in_flight != config.samples_in_flight:
             config = config.model_copy(update={"samples_in_flight": store.stored_config.samples_in_flight})
             store.config = ctx.config = config
@@ -188,7 +190,6 @@ def audit(
             # fixed blocks of samples_in_flight, in task order, each from a clean slate, and a resumed
             # run computes the interrupted block whole: its batches are those of an uninterrupted run.
             size = config.samples_in_flight
-            fresh = list({id(m): m for m in (backend, *models.values(), getattr(rewriter, "backend", None)) if isinstance(m, Model)}.values())
             for start in range(0, len(task.samples), size):
                 block = task.samples[start : start + size]
                 if all(s.id in store.records for s in block):
@@ -229,9 +230,9 @@ def _no_prefill(model: str) -> bool:
     return model.startswith("openai/") and "mode=chat" in model.partition("?")[2].split("&")
 
 
-def _half_precision(backend: Model) -> bool:
-    """A local model running in bfloat16 or float16, whose results depend on batch composition."""
-    return "float16" in backend.usage.precision
+def _is_half(precision: str) -> bool:
+    """A local model's precision ('cpu bfloat16') is bfloat16 or float16: its results depend on batch composition."""
+    return "float16" in precision
 
 
 def _same_record(a: SampleRecord, b: SampleRecord) -> bool:
@@ -250,7 +251,7 @@ def _precision_caveats(run_dir: Path) -> list[str]:
         usage = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, json.JSONDecodeError):
         return []
-    half = sorted({u.get("precision", "") for u in usage.values() if isinstance(u, dict) and "float16" in u.get("precision", "")})
+    half = sorted({u.get("precision", "") for u in usage.values() if isinstance(u, dict) and _is_half(u.get("precision", ""))})
     if not half:
         return []
     out = [f"the model ran in {', '.join(half)}: greedy text can depend on which rows share a batch; samples ran in fixed blocks "
