@@ -44,7 +44,7 @@ def covered(e, truth):
 WIDTH_FACTOR = 1.4  # a method's mean width over the normal-theory width at the true value
 
 
-def holds_two_sided(estimates, truth, values, conservative: bool) -> None:
+def holds_two_sided(estimates, truth, values, conservative: bool, factor: float = WIDTH_FACTOR) -> None:
     """Coverage at least 93%; the mean width at most WIDTH_FACTOR x the normal-theory width at
     the true value (2 x 1.96 x the spread of the point estimate over the simulated draws: what
     an interval that knew the estimate's distribution would need); and, for a method not
@@ -53,7 +53,7 @@ def holds_two_sided(estimates, truth, values, conservative: bool) -> None:
     width = float(np.mean([e.hi - e.lo for e in estimates]))
     oracle = 2 * 1.959964 * float(np.std([v for v in values if v is not None]))
     assert np.mean(hits) >= 0.93, f"coverage {np.mean(hits):.3f}"
-    assert width <= WIDTH_FACTOR * oracle, f"mean width {width:.3f} > {WIDTH_FACTOR} x the normal-theory {oracle:.3f}"
+    assert width <= factor * oracle, f"mean width {width:.3f} > {factor} x the normal-theory {oracle:.3f}"
     if not conservative:
         assert np.mean(hits) <= 0.995, f"coverage {np.mean(hits):.3f}: wider than it needs to be"
 
@@ -218,8 +218,13 @@ def test_auroc_covers(shift, n_pos, n_neg, scores):
         p = np.diff(norm.cdf(edges, loc=shift))
         q = np.diff(norm.cdf(edges, loc=0.0))
         truth = float(sum(p[i] * (q[:i].sum() + 0.5 * q[i]) for i in range(len(p))))
-    hits = [covered(stats.auroc(draw(shift, n_pos), draw(0.0, n_neg)), truth) for _ in range(REPS)]
-    assert np.mean(hits) >= 0.93
+    est = [stats.auroc(draw(shift, n_pos), draw(0.0, n_neg)) for _ in range(2000)]  # 600 cannot tell 93.8% from 93%
+    # the width against the normal-theory width: 1.4x where both groups hold 10 or more and the
+    # AUC is not near 1; with 5 positives (a handful of pairs' worth, t on 4 degrees of freedom
+    # at most) 2x; near an AUC of 1 the estimate piles up at 1, its spread understates what an
+    # interval needs, and the stated bound is 3x (measured: 2.8x at 5 against 20, 1.8x at 10)
+    factor = 3.0 if truth > 0.95 else 1.4 if min(n_pos, n_neg) >= 10 else 2.0
+    holds_two_sided(est, truth, [e.value for e in est], conservative=min(n_pos, n_neg) < 10 or truth > 0.95, factor=factor)
 
 
 def clustered_scores(rng, k, shift, icc, binary=False):
@@ -268,8 +273,14 @@ def test_clustered_g_mean_squared_covers(k, rho):
     for _ in range(REPS):
         pos = [correlated_items(rng, int(rng.integers(1, 6)), tpr, rho) for _ in range(k)]
         neg = [1.0 - correlated_items(rng, int(rng.integers(1, 6)), tnr, rho) for _ in range(k)]
-        hits.append(covered(stats.g_mean_squared_clustered(pos, neg), tpr * tnr))
-    assert np.mean(hits) >= 0.93
+        hits.append(stats.g_mean_squared_clustered(pos, neg))
+    # a Bonferroni product of two clustered intervals: conservative by design; where items of a
+    # sample agree (rho = 1, the case clustering is for) at most 1.6x the normal-theory width
+    # (measured 1.2-1.5x); with independent items 2.6-3.1x, the clustered rate's own price
+    values = [e.value for e in hits]
+    if rho == 1.0:
+        holds_two_sided(hits, tpr * tnr, values, conservative=True, factor=1.6)
+    assert np.mean([covered(e, tpr * tnr) for e in hits]) >= 0.93
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -575,8 +586,11 @@ def test_channel_capacity_covers(errors, n):
     rng = np.random.default_rng(int(sum(errors) * 100) + n)
     p = np.asarray(errors)
     truth = float(sum(1 - stats._binary_entropy(float(q)) for q in p))
-    hits = [covered(stats.channel_capacity(rng.random((n, p.size)) < p), truth) for _ in range(REPS)]
-    assert np.mean(hits) >= 0.93
+    est = [stats.channel_capacity(rng.random((n, p.size)) < p) for _ in range(REPS)]
+    # Bonferroni over positions: conservative by design, and 1 - H is flat at an error rate of
+    # 1/2 (the estimate is biased up there and its spread small), so the stated bound is 5x the
+    # normal-theory width (measured: 1.7-4.8x)
+    holds_two_sided(est, truth, [e.value for e in est], conservative=True, factor=5.0)
 
 
 def test_channel_capacity_never_collapses():
