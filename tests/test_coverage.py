@@ -618,3 +618,27 @@ def test_the_statistics_page_names_every_method():
 
     page = (Path(__file__).parent.parent / "docs" / "statistics.md").read_text()
     assert [m for m in stats.METHODS if f"`{m}`" not in page] == []
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("data", ("lognormal", "exponential"))
+@pytest.mark.parametrize("rho", (0.0, 0.8))
+def test_paired_cost_ratio_covers(data, n, rho):
+    """Two systems' costs on the same samples (correlated by rho on the normal scale), the
+    second 1.3x the first: the geometric mean of the per-sample ratios covers 1.3, where t on the
+    per-sample differences covered 92-93% on lognormal costs at rho 0.8 and n = 5-8."""
+    from scipy.stats import norm
+
+    from cotscope.metrics.base import Metric, paired
+
+    metric = Metric("cost/x", "x", "cost", lambda rec: [], kind="gmean", percent=False)
+    rng = np.random.default_rng(n + int(10 * rho) + len(data))
+    est = []
+    for _ in range(REPS):
+        z1 = rng.normal(size=n)
+        z2 = rho * z1 + math.sqrt(1 - rho * rho) * rng.normal(size=n)
+        a, b = (np.exp(z1), np.exp(z2)) if data == "lognormal" else (-np.log(norm.sf(z1)), -np.log(norm.sf(z2)))
+        est.append(paired(metric, list(zip((1.3 * b).tolist(), a.tolist()))))
+    assert {e.method for e in est} == {"t-log"}
+    logs = [stats.Estimate(value=math.log(e.value), lo=math.log(e.lo), hi=math.log(e.hi), n=e.n) for e in est]
+    holds_two_sided(logs, math.log(1.3), [e.value for e in logs], conservative=False)

@@ -15,6 +15,7 @@ from .audit import AuditResult, audit, check, make_config
 from .backends import Backend
 from .config import AuditConfig
 from .metrics import Metric
+from .metrics.base import paired
 from .stats import Estimate
 from .report.table import fmt_interval
 from .summary import run_metrics
@@ -25,7 +26,7 @@ class SystemColumn(BaseModel):
     run_dir: str
     values: dict[str, Estimate] = Field(description="Metric -> mean over samples with its CI.")
     tokens_by_role: dict[str, Estimate] = Field(default_factory=dict)
-    differences: dict[str, Estimate] = Field(default_factory=dict, description="Metric -> this system minus the reference, paired over samples.")
+    differences: dict[str, Estimate] = Field(default_factory=dict, description="Metric -> this system minus the reference, paired over samples (for costs and times: this system over the reference, a ratio).")
     channel: str = Field(default="prompted", description="Where the system's CoT is: 'prompted' text or a native 'thinking' channel.")
     notes: list[str] = Field(default_factory=list, description="What could not be measured on this system, and why.")
 
@@ -126,8 +127,8 @@ def _monitor_columns(col: SystemColumn, res: AuditResult, monitors: Sequence[str
 
 
 def paired_difference(metric: Metric, records, reference: dict) -> Estimate | None:
-    """This system minus the reference on one metric, paired over the samples both measured:
-    Newcombe's paired interval for 0/1 outcomes, t on the per-sample differences otherwise."""
+    """This system against the reference on one metric, paired over the samples both measured
+    (`cotscope.metrics.base.paired`: a ratio for costs and times, a difference otherwise)."""
     pairs = []
     for rec in records:
         other = reference.get(rec.sample.id)
@@ -135,11 +136,7 @@ def paired_difference(metric: Metric, records, reference: dict) -> Estimate | No
         b = metric.per_sample(other) if other is not None else None
         if a is not None and b is not None:
             pairs.append((a, b))
-    if not pairs:
-        return None
-    if metric.kind == "rate" and all(v in (0.0, 1.0) for p in pairs for v in p):
-        return stats.paired_rate_difference([a for a, _ in pairs], [b for _, b in pairs])
-    return stats.mean([a - b for a, b in pairs])
+    return paired(metric, pairs)
 
 
 def _safety_tax(systems: Sequence[str], results: list[AuditResult], metrics: list[Metric]) -> dict[str, Estimate] | None:
@@ -153,7 +150,6 @@ def _safety_tax(systems: Sequence[str], results: list[AuditResult], metrics: lis
     tokens = lambda r: float(r.traces["subject"].n_generated_tokens)  # noqa: E731
     return {
         "accuracy": paired_difference(by["accuracy/subject"], [a for a, _ in pairs], cot),
-        "tokens": stats.mean([tokens(a) - tokens(b) for a, b in pairs]),
         "token_ratio": stats.geometric_mean([max(tokens(a), 1.0) / max(tokens(b), 1.0) for a, b in pairs]),
     }
 
@@ -170,7 +166,7 @@ def render_comparison(c: Comparison) -> str:
             e = col.values.get(metric)
             d = col.differences.get(metric)
             cell = _fmt(e, pct) if e else "n/a"
-            diff = f"   Δ {_fmt(d, pct, signed=True)}" if d else ""
+            diff = "" if not d else f"   × {d.value:.2f} [{d.lo:.2f}, {d.hi:.2f}] n={d.n}" if d.method == "t-log" else f"   Δ {_fmt(d, pct, signed=True)}"
             lines.append(f"    {col.system.ljust(width)}{cell}{diff}")
     lines.append("  CoT channel: " + ", ".join(f"{col.system} {col.channel}" for col in c.columns))
     lines += [f"  {col.system}: {note}" for col in c.columns for note in col.notes]
@@ -180,7 +176,7 @@ def render_comparison(c: Comparison) -> str:
     if c.safety_tax:
         t = c.safety_tax
         lines += ["", f"  safety tax (shoggoth-face vs cot): accuracy Δ {_fmt(t['accuracy'], True, signed=True)}; "
-                  f"tokens Δ {_fmt(t['tokens'], False, signed=True)}, × {t['token_ratio'].value:.2f} (geometric mean) [{t['token_ratio'].lo:.2f}, {t['token_ratio'].hi:.2f}]"]
+                  f"tokens × {t['token_ratio'].value:.2f} [{t['token_ratio'].lo:.2f}, {t['token_ratio'].hi:.2f}] (geometric mean of the paired ratios)"]
     return "\n".join(lines)
 
 

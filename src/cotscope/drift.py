@@ -22,6 +22,7 @@ from ._errors import CotscopeError
 from .backends import Backend, get_backend
 from .experiments import Experiment
 from .metrics import Metric
+from .metrics.base import paired as paired_values
 from .records import SampleRecord
 from .stats import Estimate
 from .report.table import fmt_interval as _fmt
@@ -37,7 +38,7 @@ class MetricDrift(BaseModel):
     percent: bool
     a: Estimate = Field(description="The metric in run A.")
     b: Estimate = Field(description="The metric in run B.")
-    difference: Estimate = Field(description="B minus A, paired over the samples both measured.")
+    difference: Estimate = Field(description="B minus A, paired over the samples both measured; for a cost, B over A (method t-log).")
 
 
 class SampleMove(BaseModel):
@@ -122,13 +123,10 @@ def drift(run_a: str | Path, run_b: str | Path, out_dir: str | Path | None = Non
 
 
 def paired(metric: Metric, b: Sequence[SampleRecord], a: Sequence[SampleRecord]) -> Estimate | None:
-    """B minus A on one metric, over the samples both measured."""
+    """B against A on one metric, over the samples both measured: B minus A, or B over A for a
+    cost (`cotscope.metrics.base.paired`)."""
     pairs = [(x, y) for rb, ra in zip(b, a, strict=True) if (x := metric.per_sample(rb)) is not None and (y := metric.per_sample(ra)) is not None]
-    if not pairs:
-        return None
-    if metric.kind == "rate" and all(v in (0.0, 1.0) for p in pairs for v in p):
-        return stats.paired_rate_difference([x for x, _ in pairs], [y for _, y in pairs])
-    return stats.mean([x - y for x, y in pairs])
+    return paired_values(metric, pairs)
 
 
 def kl_on(config, records: Sequence[SampleRecord], p: Backend, q: Backend) -> Estimate | None:
@@ -166,7 +164,7 @@ def render_drift(d: Drift) -> str:
         if r.group != group:
             group = r.group
             lines.append(f"  {group}")
-        lines.append(f"    {r.label.ljust(width)}  A {_fmt(r.a, r.percent)}   B {_fmt(r.b, r.percent)}   B-A {_fmt(r.difference, r.percent, True)}")
+        lines.append(f"    {r.label.ljust(width)}  A {_fmt(r.a, r.percent)}   B {_fmt(r.b, r.percent)}   " + (f"B/A × {r.difference.value:.2f} [{r.difference.lo:.2f}, {r.difference.hi:.2f}]" if r.difference.method == "t-log" else f"B-A {_fmt(r.difference, r.percent, True)}"))
     for name, e in (("KL(A || B), on A's CoTs", d.kl_ab), ("KL(B || A), on B's CoTs", d.kl_ba)):
         if e is not None:
             lines.append(f"  {name}: {e.value:.4f} [{e.lo:.4f}, {e.hi:.4f}] nats/token, n={e.n} samples ({e.n_items} tokens)")
@@ -191,9 +189,9 @@ pre{white-space:pre-wrap;background:#fff;border:1px solid #e6e9ef;padding:8px}
 {% if d.kl_ab %}<li id="kl-ab">KL(A || B) on A's CoTs: {{ "%.4f" | format(d.kl_ab.value) }} [{{ "%.4f" | format(d.kl_ab.lo) }}, {{ "%.4f" | format(d.kl_ab.hi) }}], n={{ d.kl_ab.n }}</li>{% endif %}
 {% if d.kl_ba %}<li id="kl-ba">KL(B || A) on B's CoTs: {{ "%.4f" | format(d.kl_ba.value) }} [{{ "%.4f" | format(d.kl_ba.lo) }}, {{ "%.4f" | format(d.kl_ba.hi) }}], n={{ d.kl_ba.n }}</li>{% endif %}</ul>
 <h2>Metrics, paired over samples</h2>
-<table id="drift"><tr><th>group</th><th>metric</th><th>A</th><th>B</th><th>B - A (95% CI)</th><th>method</th></tr>
+<table id="drift"><tr><th>group</th><th>metric</th><th>A</th><th>B</th><th>B - A, or B / A for a cost (95% CI)</th><th>method</th></tr>
 {% for r in d.metrics %}<tr data-name="{{ r.name }}"><td>{{ r.group }}</td><td>{{ r.label }}</td><td class="num">{{ fmt(r.a, r.percent) }}</td><td class="num">{{ fmt(r.b, r.percent) }}</td>
-<td class="num">{{ fmt(r.difference, r.percent, True) }}</td><td>{{ r.difference.method }}</td></tr>{% endfor %}</table>
+<td class="num">{% if r.difference.method == "t-log" %}× {{ "%.2f" | format(r.difference.value) }} [{{ "%.2f" | format(r.difference.lo) }}, {{ "%.2f" | format(r.difference.hi) }}]{% else %}{{ fmt(r.difference, r.percent, True) }}{% endif %}</td><td>{{ r.difference.method }}</td></tr>{% endfor %}</table>
 <h2>The CoTs that moved most</h2>
 {% for m in d.moved %}<h3>{{ m.sample_id }} · moved {{ "%.2f" | format(m.moved) }} · answer {{ m.answer_a }} → {{ m.answer_b }}</h3><p>{{ m.question }}</p>
 <div class="cols"><pre>{{ m.cot_a }}</pre><pre>{{ m.cot_b }}</pre></div>{% endfor %}

@@ -108,6 +108,21 @@ def aggregate(clusters: Sequence[Sequence[Any]], kind: Kind, level: float = stat
     return stats.typical_cost(values, level) if kind == "gmean" else stats.mean(values, level)
 
 
+def paired(metric: Metric, pairs: Sequence[tuple[float, float]], level: float = stats.LEVEL) -> Estimate | None:
+    """One metric's (a, b) values on the same samples, compared: a minus b with Newcombe's
+    paired interval for 0/1 outcomes; for a cost or a time (kind ``gmean``, every value
+    positive) a over b, the geometric mean of the per-sample ratios with t on their logs
+    (``t-log``: a difference of skewed costs is no safer under t than the costs); a minus b with
+    t otherwise. None without a pair."""
+    if not pairs:
+        return None
+    if metric.kind == "rate" and all(v in (0.0, 1.0) for p in pairs for v in p):
+        return stats.paired_rate_difference([a for a, _ in pairs], [b for _, b in pairs], level)
+    if metric.kind == "gmean" and all(a > 0 and b > 0 for a, b in pairs):
+        return stats.geometric_mean([a / b for a, b in pairs], level)
+    return stats.mean([a - b for a, b in pairs], level)
+
+
 METRICS = Registry("metric", group="cotscope.metrics")
 
 
