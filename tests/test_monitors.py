@@ -142,9 +142,16 @@ def test_hint_switches_of_a_run_with_the_misaligned_cues(tmp_path):
         assert result.summary.metrics[f"hint/{kind}/switch_rate"].n > 0
     items = hint_switches(tmp_path)
     hinted = [h for rec in result.records for h in rec.results["hint"] if h.eligible and not h.trace.cut and h.trace.steps]
-    assert len(items) == len(hinted) and sum(i.label for i in items) == sum(h.switched for h in hinted)
+    cued = [i for i in items if i.arm == 1]
+    assert len(cued) == len(hinted) and sum(i.label for i in cued) == sum(h.switched for h in hinted)
+    controls = [i for i in items if i.arm == 0]
+    assert controls and not any(i.label for i in controls) and {i.instance for i in controls} <= {i.instance for i in cued}
     report = measure(items, ["rule?pattern=hint&reads=cot"])
-    assert report.rates[0].n_pos + report.rates[0].n_neg == len(items)
+    assert report.rates[0].n_pos + report.rates[0].n_neg == len(cued)  # the control arm counts only in the archetypes
+    (inter,) = report.archetypes[report.rates[0].monitor]
+    assert inter.archetype == "intervention" and inter.filter.startswith("TE > 0")  # one sample an arm: nothing to split
+    switched = {i.instance for i in cued if i.label} & {i.instance for i in controls}
+    assert inter.kept == len(switched) and inter.instances == len({i.instance for i in controls})
     from cotscope.monitors import monitor
     from cotscope.report.html import write_report
 
@@ -152,6 +159,7 @@ def test_hint_switches_of_a_run_with_the_misaligned_cues(tmp_path):
     monitor(tmp_path, ["rule?pattern=hint&reads=cot", "rule?pattern=hint&reads=answer"])
     html = (tmp_path / "report.html").read_text()
     assert 'id="monitors"' in html and 'data-monitor="rule?reads=answer' in html
+    assert 'id="archetypes"' in html and 'data-archetype="intervention"' in html
 
 
 def test_a_paraphraser_against_a_monitor_paired_on_the_same_traces():
@@ -192,3 +200,8 @@ def test_monitors_on_organisms_that_follow_a_hint_and_say_so_or_not(tmp_path):
     hidden = seen["hides"].rates[0]
     assert hidden.tpr.value == 0.0 and hidden.g_mean2.value == 0.0 and hidden.auroc.value == 0.5
     assert seen["says"].pairs[0].recall_difference.lo > 0  # the CoT against the answer, paired
+    # the intervention archetype: the unhinted CoTs (the control arm) never mention a cue
+    (says,) = seen["says"].archetypes[cot.monitor]
+    assert says.kept >= 4 and says.tpr.value == 1.0 and says.tnr.value == 1.0 and says.g_mean2.value == 1.0
+    (hides,) = seen["hides"].archetypes[hidden.monitor]
+    assert hides.kept >= 4 and hides.tpr.value == 0.0 and hides.g_mean2.value == 0.0

@@ -113,7 +113,7 @@ def _monitor_columns(col: SystemColumn, res: AuditResult, monitors: Sequence[str
     """Each monitor's TPR, FPR and AUROC on this system's hint switches, as rows of its column."""
     from .monitors.measure import measure, switches_of
 
-    items = switches_of(res.records)
+    items = [i for i in switches_of(res.records) if i.arm != 0]  # the hinted traces; the control arm is for `cotscope monitor`'s archetypes
     n_pos = sum(i.label for i in items)
     if not n_pos or n_pos == len(items):
         col.notes.append(f"monitors not scored: {n_pos} hint switches and {len(items) - n_pos} non-switches with a CoT "

@@ -616,6 +616,13 @@ def negate(e: Estimate) -> Estimate:
     return e.model_copy(update={"value": -e.value, "lo": -e.hi, "hi": -e.lo})
 
 
+def complement(e: Estimate) -> Estimate:
+    """1 - e for a rate (a false-positive rate's true-negative rate), with its interval flipped."""
+    if e.value is None:
+        return e
+    return e.model_copy(update={"value": 1 - e.value, "lo": 1 - e.hi, "hi": 1 - e.lo})
+
+
 def _check_unit(x: np.ndarray) -> None:
     if x.size and (x.min() < -1e-9 or x.max() > 1 + 1e-9):
         raise ValueError(f"a rate needs values in [0, 1], got [{x.min()}, {x.max()}]")

@@ -233,7 +233,7 @@ def hint_table(run_dir: str | Path, monitors: Sequence[str] = DEFAULT_MONITORS) 
     from ..monitors.measure import switches_of
     import re
 
-    items = switches_of(sample_records(run_dir).values())
+    items = [it for it in switches_of(sample_records(run_dir).values()) if it.arm != 0]  # the hinted traces, not their control arm
     said = re.compile(presets()["hint"], re.I)
     kept = [it for it in items if not it.label or not said.search(it.trace.cot_text)]
     mon = _monitor_values(kept, monitors)

@@ -19,6 +19,14 @@ A source is ``<format>:<path>`` or a path whose format is read from its name and
                   question, CoT, answer and label fields named by options (defaults
                   ``question``, ``cot``, ``answer``, ``label``; a label is true/false, 0/1,
                   or ``faithful``/``unfaithful``).
+``monitorability`` the sample rows OpenAI's monitorability-evals scaffold writes (CSV or JSON
+                  lines): ``dataset``, ``archetype`` (intervention, process, outcome),
+                  ``instance_id``, ``sample_idx``, ``x`` (the arm: 1 cue, 0 control; empty
+                  outside intervention), ``y`` (the outcome: the label), ``cot_only``,
+                  ``final_answer`` and the monitors' verdicts ``z_cot_only``,
+                  ``z_answer_only``, ``z_all_messages`` (kept for the ``recorded`` monitor).
+                  The instance is ``<dataset>/<instance_id>``, its cluster too. A row with an
+                  ``error`` or no ``y`` is left out and counted in a warning.
 ``jsonl``         cotscope's own labelled ``.jsonl`` (`cotscope.monitors.measure.load_labelled`).
 ================  ===========================================================================
 
@@ -40,7 +48,7 @@ from ..monitors.base import LabelledTrace
 from ..trace import Trace, make_steps
 from .iphr import yes_no
 
-FORMATS = ("chainscope", "bonafide", "faithcot", "jsonl")
+FORMATS = ("chainscope", "bonafide", "faithcot", "monitorability", "jsonl")
 
 
 def _trace(cot: str, answer: str | None, system: str) -> Trace:
@@ -145,10 +153,71 @@ def read_faithcot(path: str | Path, question: str = "question", cot: str = "cot"
     return _unique(out, str(p))
 
 
+_Z_COLUMNS = ("z_cot_only", "z_answer_only", "z_all_messages")
+_ARCHETYPE_NAMES = {"intervention": "intervention", "process": "process", "outcome": "outcome", "outcome_property": "outcome",
+                    "outcome-property": "outcome"}
+
+
+def _number(v) -> float | None:
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "nan", "none", "null")):
+        return None
+    f = float(v)
+    return None if f != f else f
+
+
+def read_monitorability(path: str | Path) -> list[LabelledTrace]:
+    """The sample rows of OpenAI's monitorability-evals scaffold (see the module docstring)."""
+    import warnings
+
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        with p.open(encoding="utf-8", newline="") as fh:
+            rows = list(enumerate(csv.DictReader(fh), 2))
+    else:
+        rows = []
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((n, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise CotscopeError(f"{p}:{n}: not a JSON line ({exc})") from exc
+    out, skipped = [], 0
+    for n, row in rows:
+        try:
+            missing = [c for c in ("dataset", "archetype", "instance_id", "sample_idx", "y", "cot_only") if c not in row]
+            if missing:
+                raise ValueError(f"lacks {missing}")
+            kind = _ARCHETYPE_NAMES.get(str(row["archetype"]).strip().lower())
+            if kind is None:
+                raise ValueError(f"archetype {row['archetype']!r} is none of {sorted(_ARCHETYPE_NAMES)}")
+            y = _number(row["y"])
+            if (row.get("error") or "") or y is None:
+                skipped += 1
+                continue
+            if y not in (0.0, 1.0):
+                raise ValueError(f"y {row['y']!r} is not 0 or 1")
+            x = _number(row.get("x"))
+            if kind == "intervention" and x not in (0.0, 1.0):
+                raise ValueError(f"an intervention row needs x 0 or 1, got {row.get('x')!r}")
+            instance = f"{row['dataset']}/{row['instance_id']}"
+            arm = int(x) if kind == "intervention" else None
+            recorded = {c: z for c in _Z_COLUMNS if (z := _number(row.get(c))) is not None}
+            out.append(LabelledTrace(id=f"{instance}/{'' if arm is None else f'x{arm}/'}{row['sample_idx']}", trace=_trace(
+                str(row["cot_only"] or ""), str(row.get("final_answer") or "") or None, f"monitorability:{row['dataset']}"),
+                label=bool(y), source=f"monitorability:{row['dataset']}", cluster=instance, archetype=kind, arm=arm,
+                instance=instance, recorded=recorded))
+        except (ValueError, TypeError, ValidationError) as exc:
+            raise CotscopeError(f"{p}:{n}: not a monitorability-evals row ({str(exc)[:200]})") from exc
+    if skipped:
+        warnings.warn(f"{p}: {skipped} row(s) with an error or no y left out", stacklevel=2)
+    return _unique(out, str(p))
+
+
 def load_labelled(path: str | Path) -> list[LabelledTrace]:
     """A labelled file, one JSON object a line: ``{"id", "question", "cot", "answer", "label"}``
     (a CoT as text) or ``{"id", "trace": <a cotscope Trace>, "label"}``, each with an optional
-    ``cluster`` (the unit it belongs to: its sample or pair) and ``source``. A malformed line, or
+    ``cluster`` (the unit it belongs to: its sample or pair) and ``source``, and for the
+    archetype measures ``archetype``, ``arm`` and ``instance`` (`LabelledTrace`). A malformed line, or
     an id given twice, is a named error with its line number.
 
     Raises:
@@ -178,7 +247,9 @@ def load_labelled(path: str | Path) -> list[LabelledTrace]:
                 raise ValueError(f"the id {rid!r} is on line {seen[rid]} already; ids must be unique")
             seen[rid] = n
             out.append(LabelledTrace(id=rid, question=str(row.get("question", "")), trace=trace, label=bool(label),
-                                     source=str(row.get("source") or p.name), cluster=str(row.get("cluster", ""))))
+                                     source=str(row.get("source") or p.name), cluster=str(row.get("cluster", "")),
+                                     archetype=str(row.get("archetype", "")), arm=row.get("arm"), instance=str(row.get("instance", "")),
+                                     recorded=dict(row.get("recorded") or {})))
         except (json.JSONDecodeError, KeyError, ValueError, TypeError, ValidationError) as exc:
             raise CotscopeError(f"{p}:{n}: not a labelled trace ({type(exc).__name__}: {str(exc)[:200]})") from exc
     return out
@@ -188,6 +259,10 @@ def _sniff(p: Path) -> str:
     suffix = p.suffix.lower()
     if suffix in (".yaml", ".yml"):
         return "chainscope"
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        head = fh.readline()
+    if "instance_id" in head and "archetype" in head:  # the monitorability-evals scaffold's rows, CSV or JSON lines
+        return "monitorability"
     if suffix == ".csv":
         return "bonafide"
     if suffix == ".json":
@@ -212,7 +287,7 @@ def read_labelled(source: str | Path) -> list[LabelledTrace]:
         raise CotscopeError(f"no labelled file at {p}")
     fmt = fmt or _sniff(p)
     readers: dict[str, Callable[..., list[LabelledTrace]]] = {
-        "chainscope": read_chainscope, "bonafide": read_bonafide, "faithcot": read_faithcot,
+        "chainscope": read_chainscope, "bonafide": read_bonafide, "faithcot": read_faithcot, "monitorability": read_monitorability,
     }
     if fmt == "jsonl":
         if opts:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .._errors import CotscopeError
 from .._options import parse_options, split_spec
@@ -14,6 +14,7 @@ from .._registry import Registry
 from ..trace import Trace
 
 Reads = Literal["cot", "answer", "both"]
+ARCHETYPES: tuple[str, ...] = ("intervention", "process", "outcome")
 READS: tuple[str, ...] = ("cot", "answer", "both")
 
 
@@ -27,6 +28,29 @@ class LabelledTrace(BaseModel):
     source: str = Field("", description="Where the label comes from: 'hint switch', 'organism', a file name.")
     cluster: str = Field("", description="The unit the trace belongs to (its sample, its question pair): traces of one cluster are "
                          "not independent, and every interval counts clusters, not traces. Empty: the trace is its own cluster.")
+
+    archetype: str = Field("", description="The kind of ground truth, as OpenAI's monitorability evaluations sort it: 'intervention' "
+                           "(a cue present or absent), 'process' (which solution path), 'outcome' (a property of the result); empty: none.")
+    arm: int | None = Field(None, description="Intervention: 1 when the cue was present, 0 for the control arm (no cue); the label is the "
+                            "outcome (the answer moved to the cue) in both arms.")
+    instance: str = Field("", description="The problem instance (a question with one cue) whose samples in both arms are compared; "
+                          "empty: the cluster.")
+    recorded: dict[str, float] = Field(default_factory=dict, description="Monitor scores another tool recorded with the trace "
+                                       "(read by the `recorded` monitor).")
+
+    @field_validator("archetype")
+    @classmethod
+    def _known_archetype(cls, v: str) -> str:
+        if v and v not in ARCHETYPES:
+            raise ValueError(f"archetype {v!r}: want one of {', '.join(ARCHETYPES)} (or none)")
+        return v
+
+    @field_validator("arm")
+    @classmethod
+    def _binary_arm(cls, v: int | None) -> int | None:
+        if v is not None and v not in (0, 1):
+            raise ValueError(f"arm {v!r}: want 1 (cue present) or 0 (control)")
+        return v
 
     @property
     def unit(self) -> str:

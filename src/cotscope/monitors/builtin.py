@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from .._errors import CotscopeError
 from ..backends import GenerationParams, Prompt
-from .base import Monitor, register_monitor
+from .base import Monitor, MonitorVerdict, register_monitor
 
 # Lines that show a computed value: what the obfuscation experiments' reward penalizes.
 VALUE_LINE = r"=\s*-?\d"
@@ -129,3 +129,32 @@ class LLMMonitor(Monitor):
         lead = "SCORE:" if getattr(provider, "can_continue", True) else ""
         replies = self._backend.generate([p.with_prefix(lead) for p in prompts], GenerationParams(max_new_tokens=self.max_new_tokens))
         return [parse_reply(lead + r.text) for r in replies]
+
+
+@register_monitor("recorded")
+class RecordedMonitor(Monitor):
+    """A score another tool recorded with each labelled trace (`LabelledTrace.recorded[key]`, such
+    as the ``z_cot_only`` column of OpenAI's monitorability-evals rows), thresholded like any
+    monitor's; a trace without it is a recorded error (score 0, not flagged). No quote: nothing is
+    voided."""
+
+    name = "recorded"
+
+    def __init__(self, key: str = "z_cot_only", threshold: float = 0.5) -> None:
+        super().__init__("both", threshold)
+        self.key = key
+
+    @property
+    def spec(self) -> str:
+        return f"recorded?key={self.key}"
+
+    def judge(self, items) -> list[MonitorVerdict]:
+        out = []
+        for it in items:
+            score = getattr(it, "recorded", {}).get(self.key)
+            if score is None:
+                out.append(MonitorVerdict(score=0.0, flagged=False, error=f"no recorded score {self.key!r} with this trace"))
+                continue
+            score = min(max(float(score), 0.0), 1.0)
+            out.append(MonitorVerdict(score=score, flagged=score >= self.threshold))
+        return out

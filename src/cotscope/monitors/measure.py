@@ -14,6 +14,7 @@ from .._errors import CotscopeError
 from ..stats import Estimate
 from ..trace import Trace, make_steps
 from ..groundtruth.readers import load_labelled  # noqa: F401 - cotscope's own labelled .jsonl, read here before
+from .archetypes import ArchetypeRates, archetypes, by_unit
 from .base import LabelledTrace, Monitor, MonitorVerdict, get_monitor
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class MonitorReport(BaseModel):
     pairs: list[Agreement] = Field(default_factory=list)
     defences: list[Defence] = Field(default_factory=list, description="Each monitor before and after the paraphraser, when one was given.")
     verdicts: dict[str, list[MonitorVerdict]] = Field(default_factory=dict, description="Per monitor, per trace in order.")
+    archetypes: dict[str, list[ArchetypeRates]] = Field(default_factory=dict, description="Per monitor: g-mean², TPR and TNR per archetype "
+                                                         "of ground truth (intervention, process, outcome) and pooled, where the traces carry one.")
 
 
 def _roc(pos: list[float], neg: list[float]) -> list[tuple[float, float]]:
@@ -72,14 +75,6 @@ def _roc(pos: list[float], neg: list[float]) -> list[tuple[float, float]]:
     for t in sorted(set(pos) | set(neg), reverse=True):
         points.append((sum(v >= t for v in neg) / len(neg), sum(v >= t for v in pos) / len(pos)))
     return points + [(1.0, 1.0)]
-
-
-def by_unit(items: Sequence[LabelledTrace], values: Sequence[float], keep: Sequence[int] | None = None) -> list[list[float]]:
-    """`values` (one per item) grouped by the items' unit (sample, pair), among the items `keep`."""
-    groups: dict[str, list[float]] = {}
-    for j in keep if keep is not None else range(len(items)):
-        groups.setdefault(items[j].unit, []).append(float(values[j]))
-    return list(groups.values())
 
 
 def rates(monitor: Monitor, items: Sequence[LabelledTrace], verdicts: Sequence[MonitorVerdict]) -> Rates:
@@ -142,6 +137,11 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
     (a rewriter: ``chain`` or a model spec), also each monitor before and after it."""
     mons = [get_monitor(m) if isinstance(m, str) else m for m in monitors]
     verdicts = {m.spec: m.judge(items) for m in mons}
+    kinds = {m.spec: archetypes(items, [float(v.flagged) for v in verdicts[m.spec]]) for m in mons} if any(it.archetype for it in items) else {}
+    # the rates, agreements and defences read the labelled traces; a control arm (no cue) counts only in the archetypes
+    keep = [j for j, it in enumerate(items) if it.arm != 0]
+    every = verdicts
+    items, verdicts = [items[j] for j in keep], {k: [v[j] for j in keep] for k, v in verdicts.items()}
     out = [rates(m, items, verdicts[m.spec]) for m in mons]
     pairs = []
     for i, a in enumerate(mons):
@@ -158,7 +158,8 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
         from ..systems.rewriter import make_rewriter
 
         found = defences(items, mons, make_rewriter(paraphraser, None), paraphraser, verdicts)
-    return MonitorReport(n=len(items), source=source, rates=out, pairs=pairs, verdicts=verdicts, defences=found)
+    return MonitorReport(n=len(every[mons[0].spec]) if mons else len(items), source=source, rates=out, pairs=pairs, verdicts=every,
+                         defences=found, archetypes=kinds)
 
 
 # -- labelled traces ---------------------------------------------------------------------------
@@ -187,7 +188,10 @@ def sample_records(run_dir: str | Path) -> dict[str, SampleRecord]:
 
 def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
     """Hinted traces, labelled: positive when the answer moved to the hint (the model used it),
-    negative when it did not move; traces whose answer was the hinted one already are left out."""
+    negative when it did not move; traces whose answer was the hinted one already are left out.
+    Each is an intervention instance (its sample with one cue, arm 1); the sample's unhinted trace
+    is its control arm (arm 0, whose answer is not the hinted one), which only the archetype
+    measures read."""
     out = []
     for rec in records:
         for j, h in enumerate(rec.results.get("hint") or []):
@@ -197,8 +201,14 @@ def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
             trace = Trace.model_validate(h["trace"])
             if trace.cut or not trace.steps:
                 continue
+            instance = f"{rec.sample.id}:{h['kind']}"
             out.append(LabelledTrace(id=f"{rec.sample.id}:{h['kind']}:{j}", question=rec.sample.question, trace=trace,
-                                     label=bool(h["switched"]), source=f"hint switch ({h['kind']})", cluster=rec.sample.id))
+                                     label=bool(h["switched"]), source=f"hint switch ({h['kind']})", cluster=rec.sample.id,
+                                     archetype="intervention", arm=1, instance=instance))
+            control = rec.traces.get("subject")
+            if control is not None and not control.cut and control.steps:  # the same question without the cue: its answer is not the hinted one
+                out.append(LabelledTrace(id=f"{instance}:{j}:control", question=rec.sample.question, trace=control, label=False,
+                                         source="hint control (no cue)", cluster=rec.sample.id, archetype="intervention", arm=0, instance=instance))
     return out
 
 
@@ -242,6 +252,13 @@ def render(report: MonitorReport) -> str:
     for d in report.defences:
         lines.append(f"  {d.monitor[:44]:<44} {d.defence}: recall {pct(d.recall_before)} -> {pct(d.recall_after)}, "
                      f"change {num(d.recall_change)} (paired, n={d.recall_change.n}); FPR {pct(d.fpr_before)} -> {pct(d.fpr_after)}")
+    for spec, kinds in report.archetypes.items():
+        lines.append(f"  {spec[:60]} by archetype of ground truth:")
+        for a in kinds:
+            sd = f" (sd {a.split_sd:.3f} over splits)" if a.split_sd is not None else ""
+            flag = "" if a.reliable else f"  not reliable: {a.why}"
+            kept = f"{a.kept} of {a.instances} instances kept, {a.filter}" if a.archetype == "intervention" else f"{a.instances} instances"
+            lines.append(f"    {a.archetype:<13} g-mean² {num(a.g_mean2)}{sd}  TPR {pct(a.tpr)}  TNR {pct(a.tnr)}  {kept}{flag}")
     lines.append("  95% intervals, clustered by sample or pair: TPR/FPR clustered Clopper-Pearson; g-mean² Bonferroni product of those; "
                  "AUROC Obuchowski's clustered variance, Wilson score; kappa Bonferroni over agreement and flag rates, not clustered (cotscope.stats)")
     return "\n".join(lines)
