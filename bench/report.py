@@ -1,9 +1,17 @@
-"""The performance tables of docs/performance.md, made from the benchmarks' recorded runs.
+"""The measured figures of the docs, made from the benchmarks' recorded runs.
 
 A benchmark run with ``--record`` appends one line to ``bench/results.jsonl``: the benchmark,
-its setting, the machine class it ran on, the commit, the date and its figures. This script
-rewrites the part of docs/performance.md between its two markers: one table per machine class,
-the latest run of each benchmark and setting. History stays in git.
+its setting, the machine class it ran on, the commit, the date and its figures (and, for a
+benchmark that measures an experiment's outcome, its table as ``rows``). This script rewrites:
+
+- the part of docs/performance.md between its two markers: one table per machine class, the
+  latest run of each benchmark and setting;
+- every region ``<!-- results: BENCH -->`` ... ``<!-- end of results -->`` in README.md and
+  docs/*.md: that benchmark's latest run of each setting on each machine class (with
+  ``history`` after the name: every run, oldest first), as one table of its figures, or each
+  run's own table where it recorded ``rows``.
+
+History stays in git.
 
     python bench/report.py [--results bench/results.jsonl] [--out docs/performance.md]
 """
@@ -15,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +32,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
 DOC = HERE.parent / "docs" / "performance.md"
 START, END = "<!-- bench tables: made by python bench/report.py -->", "<!-- end of bench tables -->"
+REGION = re.compile(r"(<!-- results: (?P<bench>[\w.-]+)(?P<history> history)? -->\n)(?P<body>.*?)(<!-- end of results -->)", re.S)
+META = ("bench", "setting", "machine", "commit", "date", "rows")
+LABELS = {"wall_s": "wall s", "peak_gb": "peak GB", "generated_tokens": "tokens generated", "tokens_per_s": "tokens/s",
+          "ratio": "prompt tokens run / trace tokens", "trace_tokens": "trace tokens", "prompt_tokens_run": "prompt tokens run",
+          "prompt_tokens_without_reuse": "without prefix reuse", "s_per_trace": "s per trace", "load_s": "load s"}
 COLUMNS = (("wall_s", "wall s", "{:.1f}"), ("peak_gb", "peak GB", "{:.2f}"), ("generated_tokens", "tokens generated", "{:,}"),
            ("tokens_per_s", "tokens/s", "{:.1f}"), ("ratio", "prompt tokens run / trace tokens", "{:.2f}x"))
 
@@ -96,6 +110,54 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _cell(key: str, v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "" if v is None else str(v)
+    if key == "ratio":
+        return f"{v:.2f}x"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.1f}"
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
+
+
+def region(bench: str, rows: list[dict], history: bool = False) -> str:
+    """One bench's recorded runs as markdown (see the module docstring)."""
+    runs = [r for r in rows if r["bench"] == bench]
+    if not history:
+        latest: dict[tuple[str, str], dict] = {}
+        for r in runs:  # later lines win
+            latest[(r["machine"], r["setting"])] = r
+        runs = [latest[k] for k in sorted(latest)]
+    if not runs:
+        return f"No run of `{bench}` has been recorded yet (`python bench/{bench}.py --record`).\n"
+    out = []
+    if any(r.get("rows") for r in runs):
+        for r in runs:
+            table = r.get("rows") or []
+            out.append(f"*{r['setting']}* ({r['machine']}; {r.get('commit', '')}, {r.get('date', '')})\n")
+            if table:
+                keys = list(dict.fromkeys(k for row in table for k in row))
+                out += _table(keys, [[_cell(k, row.get(k)) for k in keys] for row in table]) + [""]
+        return "\n".join(out)
+    keys = list(dict.fromkeys(k for r in runs for k in r if k not in META))
+    body = [[r["setting"]] + [_cell(k, r.get(k)) for k in keys] + [r["machine"], f"{r.get('commit', '')}, {r.get('date', '')}"] for r in runs]
+    return "\n".join(_table(["setting"] + [LABELS.get(k, k.replace("_", " ")) for k in keys] + ["machine", "commit, date"], body)) + "\n"
+
+
+def render_regions(doc: str, rows: list[dict]) -> str:
+    """`doc` with every results region remade from `rows`."""
+    return REGION.sub(lambda m: m.group(1) + region(m.group("bench"), rows, bool(m.group("history"))) + m.group(5), doc)
+
+
+def docs_with_regions() -> list[Path]:
+    root = HERE.parent
+    return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.is_file() and REGION.search(p.read_text())]
+
+
 def render(doc: str, rows: list[dict]) -> str:
     if START not in doc or END not in doc:
         raise SystemExit(f"the document has no bench markers ({START} ... {END})")
@@ -111,9 +173,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write here instead of over --doc")
     args = parser.parse_args()
     rows = load(args.results)
-    text = render(args.doc.read_text(), rows)
+    text = render_regions(render(args.doc.read_text(), rows), rows)
     (args.out or args.doc).write_text(text)
     print(f"{len(rows)} recorded runs, {len({r['machine'] for r in rows})} machine classes -> {args.out or args.doc}")
+    if args.out is None:
+        for path in docs_with_regions():
+            if path != args.doc:
+                path.write_text(render_regions(path.read_text(), rows))
+                print(f"  results regions -> {path}")
     return 0
 
 

@@ -13,6 +13,7 @@ BENCH = Path(__file__).parent.parent / "bench"
 SMALLEST = {
     "audit.py": ["--model", "mock", "--n-samples", "2"],
     "compare.py": ["--model", "mock", "--n-samples", "2"],
+    "figures.py": ["legibility", "--n-samples", "2", "--model", "mock"],
     "legibility.py": ["--n", "20"],
     "long_trace.py": ["--n-samples", "1", "--n-ops", "12", "--experiments", "truncate"],
     "organisms.py": ["post-hoc", "--steps", "2", "--out", "{tmp}"],
@@ -97,3 +98,28 @@ def test_the_performance_doc_is_what_the_report_makes_of_the_recorded_runs():
     report = _report()
     doc = report.DOC.read_text()
     assert report.render(doc, report.load(report.RESULTS)) == doc, "run python bench/report.py"
+
+
+def test_every_results_region_of_the_docs_is_what_the_report_makes_of_the_recorded_runs():
+    report = _report()
+    rows = report.load(report.RESULTS)
+    docs = report.docs_with_regions()
+    assert {p.name for p in docs} >= {"steps.md", "reasoning.md", "legibility.md"}
+    for path in docs:
+        doc = path.read_text()
+        assert report.render_regions(doc, rows) == doc, f"{path.name}: run python bench/report.py"
+
+
+def test_a_results_region_shows_the_latest_run_of_each_setting_or_every_run_or_a_recorded_table():
+    report = _report()
+    rows = [{"bench": "b", "setting": "s1", "machine": "m", "commit": "c1", "date": "d", "wall_s": 10.0, "ratio": 2.0},
+            {"bench": "b", "setting": "s1", "machine": "m", "commit": "c2", "date": "d", "wall_s": 12.5, "ratio": 3.0},
+            {"bench": "t", "setting": "table", "machine": "m", "commit": "c3", "date": "d", "rows": [{"organism": "x", "value": "1.0"}]}]
+    doc = "a\n<!-- results: b -->\nstale\n<!-- end of results -->\nb\n<!-- results: b history -->\n<!-- end of results -->\n"
+    out = report.render_regions(doc, rows)
+    latest, history = out.split("<!-- results: b history -->")
+    assert "12.5" in latest and "10.0" not in latest and "stale" not in latest and "3.00x" in latest
+    assert "10.0" in history and "12.5" in history
+    table = report.render_regions("<!-- results: t -->\n<!-- end of results -->", rows)
+    assert "| organism | value |" in table and "| x | 1.0 |" in table and "c3" in table
+    assert "No run of `missing`" in report.render_regions("<!-- results: missing -->\n<!-- end of results -->", rows)
