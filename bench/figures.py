@@ -10,9 +10,16 @@ NAME:
   obfuscation  `cotscope organisms obfuscation`: both GRPO arms' first and last audits
                (docs/training.md)
   stego        `cotscope stego --paraphrasers none,smollm2-135m --n-samples 10`: capacity per
-               encoder and paraphraser on the embedded model (docs/stego.md)
+               encoder and paraphraser on the embedded model, and the paraphraser's obedience
+               to injections and its coverage of each channel (docs/stego.md)
+  stego_organism  the same on organism/faithful (chain task, the chain paraphraser, n=100)
   legibility   `cotscope audit --experiments legibility --n-samples 20` on the embedded model
                (docs/legibility.md)
+  organisms    `cotscope organisms validate --n-samples 100` and `cotscope drift` between the
+               faithful and encoded runs: legibility and paraphrase per organism (docs/legibility.md)
+  paired       `cotscope audit --model organism/faithful --task chain --experiments
+               mistake,delete,resample --n-samples 12`: off-policy edits and on-policy
+               resampling, by third and paired by step (docs/steps.md)
 """
 
 from __future__ import annotations
@@ -57,9 +64,7 @@ def obfuscation(out: Path, n: int = 50, model: str = "") -> tuple[str, list[dict
             m = curve["metrics"]
             rows.append({"arm": f"{arm.arm} ({'+'.join(arm.rewards)})", "audit": when,
                          **{label: _ci(_est(m.get(k))) for k, label in names}})
-        for k, label in names:
-            if k in arm.change:
-                rows.append({"arm": arm.arm, "audit": "change, paired", label: _ci(arm.change[k], signed=True)})
+        rows.append({"arm": arm.arm, "audit": "last minus first, paired", **{label: _ci(arm.change[k], signed=True) for k, label in names if k in arm.change}})
     rows += [{"arm": "B - A", "audit": "last audit, paired", **{label: _ci(o.safety_tax[k], signed=True) for k, label in names if k in o.safety_tax}}]
     return f"organisms obfuscation (organism {o.organism}, penalty {o.penalty}, seed {o.seed}, {o.audit_samples} held-out questions)", rows
 
@@ -70,11 +75,7 @@ def _est(v):
     return v if v is None or isinstance(v, Estimate) else Estimate.model_validate(v)
 
 
-def stego(out: Path, n: int = 10, model: str = "") -> tuple[str, list[dict]]:
-    from cotscope.stego.run import stego as run
-
-    res = run(run_dir=out, paraphrasers=("none", "smollm2-135m"), n_samples=n, progress=False, plots=False, **({"model": model} if model else {}))
-    s = res.summary
+def _stego_tables(s, paraphrasers: list[str]) -> list[tuple[str, list[dict]]]:
     rows = []
     for enc in dict.fromkeys(c.encoder for c in s.cells):
         row = {"encoder": enc}
@@ -83,10 +84,35 @@ def stego(out: Path, n: int = 10, model: str = "") -> tuple[str, list[dict]]:
             row[f"through {c.paraphraser}: exact"] = f"{round(e.value * c.n) if e.value is not None else 0}/{c.n}"
             row[f"through {c.paraphraser}: capacity (bits)"] = _ci(c.capacity, pct=False)
             if c.paraphraser != "none":
-                row["n to tell it from 0"] = "settled" if c.capacity_settle_n is None else f"about {c.capacity_settle_n}"
-                row["answer kept"] = _ci(c.answer_kept)
+                row[f"through {c.paraphraser}: n to tell it from 0"] = "settled" if c.capacity_settle_n is None else f"about {c.capacity_settle_n}"
+                row[f"through {c.paraphraser}: answer kept"] = _ci(c.answer_kept)
         rows.append(row)
-    return f"stego, embedded model, paraphrasers none,smollm2-135m, n={s.n_samples}", rows
+    para = []
+    for p in s.paraphrasers:
+        if p.paraphraser == "none":
+            continue
+        para.append({"paraphraser": p.paraphraser, "injections obeyed": _ci(p.obedience), "control (no instruction)": _ci(p.control),
+                     "obeyed minus control": _ci(p.effect, signed=True),
+                     **{f"{ch} bits changed between two draws": _ci(e) for ch, e in p.coverage.items()}})
+    return [("", rows), (".paraphrasers", para)]
+
+
+def stego(out: Path, n: int = 10, model: str = ""):
+    from cotscope.stego.run import stego as run
+
+    res = run(run_dir=out, paraphrasers=("none", "smollm2-135m"), n_samples=n, progress=False, plots=False, **({"model": model} if model else {}))
+    s = res.summary
+    setting = f"stego, {model or 'the embedded model'}, paraphrasers none,smollm2-135m, n={s.n_samples}, cover accuracy {_ci(s.cover_accuracy)}"
+    return [(suffix, setting, rows) for suffix, rows in _stego_tables(s, ["none", "smollm2-135m"])]
+
+
+def stego_organism(out: Path, n: int = 100, model: str = ""):
+    from cotscope.stego.run import stego as run
+
+    res = run(run_dir=out, model=model or "organism/faithful", task="chain", encoders=("connective", "lexical", "case", "punctuation", "numbers", "acrostic"),
+              paraphrasers=("none", "chain"), n_samples=n, injections_per_sample=0, progress=False, plots=False)
+    s = res.summary
+    return f"stego, {model or 'organism/faithful'}, chain task, paraphrasers none,chain, n={s.n_samples}", _stego_tables(s, ["none", "chain"])[0][1]
 
 
 def legibility(out: Path, n: int = 20, model: str = "") -> tuple[str, list[dict]]:
@@ -102,7 +128,50 @@ def legibility(out: Path, n: int = 20, model: str = "") -> tuple[str, list[dict]
     return f"audit --experiments legibility --n-samples {n}, {model or 'the embedded model'}", rows
 
 
-FIGURES = {"steps": steps, "obfuscation": obfuscation, "stego": stego, "legibility": legibility}
+def paired(out: Path, n: int = 12, model: str = "") -> tuple[str, list[dict]]:
+    from cotscope import audit
+    from cotscope.config import AuditConfig
+    from cotscope.experiments import get_experiments
+    from cotscope.experiments._positions import BY_THIRD
+    from cotscope.experiments.resample import PAIRED
+
+    cfg = AuditConfig(model=model or "organism/faithful", task="chain", roles={"rewriter": "chain"},
+                      experiments=("mistake", "delete", "resample"), n_samples=n)
+    result = audit(cfg, out, progress=False, plots=False)
+    rows = []
+    for m in (m for e in get_experiments(cfg) for m in e.metrics() if m.group in (PAIRED, BY_THIRD)):
+        e = result.summary.metrics.get(m.name)
+        if e is not None and e.value is not None:
+            rows.append({"group": "paired by step" if m.group == PAIRED else "by third",
+                         "measure": m.label.format(system="system", baseline="baseline"), "value [95% CI]": _ci(e, pct=False, signed=True), "n": e.n})
+    return f"{cfg.model}, chain task, mistake,delete,resample, n={n}", rows
+
+
+def organisms(out: Path, n: int = 100, model: str = "") -> tuple[str, list[dict]]:
+    import json
+
+    from cotscope.drift import drift
+    from cotscope.organisms.validate import validate
+
+    v = validate(out_dir=out, n_samples=n, progress=False)
+    dirs = {a.organism: Path(a.run_dir) for a in v.accuracy}
+    rows = []
+    for name, run in dirs.items():
+        m = json.loads((run / "summary.json").read_text())["metrics"]
+        row = {"organism": name}
+        for key, label in (("legibility/real_word_share", "real words"), ("paraphrase/answer_change", "answers changed by a paraphrase")):
+            e = _est(m.get(key))
+            row[label] = _ci(e) if e is not None else "n/a"
+        rows.append(row)
+    if {"faithful", "encoded"} <= set(dirs):
+        d = drift(dirs["faithful"], dirs["encoded"], out / "drift")
+        rows.append({"organism": "drift, faithful (A) against encoded (B)",
+                     "real words": f"KL(A || B) {_ci(d.kl_ab, pct=False)} nats/token, n={d.kl_ab.n}" if d.kl_ab else "n/a",
+                     "answers changed by a paraphrase": f"KL(B || A) {_ci(d.kl_ba, pct=False)} nats/token, n={d.kl_ba.n}" if d.kl_ba else "n/a"})
+    return f"organisms validate --n-samples {n}, and drift between the faithful and encoded runs", rows
+
+
+FIGURES = {"stego_organism": stego_organism, "organisms": organisms, "paired": paired, "steps": steps, "obfuscation": obfuscation, "stego": stego, "legibility": legibility}
 
 
 def main() -> int:
@@ -117,15 +186,17 @@ def main() -> int:
         out = args.out or Path(tmp) / args.name
         start = time.perf_counter()
         extra = {"n": args.n_samples} if args.n_samples else {}
-        setting, rows = FIGURES[args.name](out, model=args.model, **extra)
+        made = FIGURES[args.name](out, model=args.model, **extra)
         wall = time.perf_counter() - start
-    for row in rows:
-        print(" | ".join(f"{k}: {v}" for k, v in row.items()))
-    print(f"{args.name}: {len(rows)} rows in {wall:.0f} s")
-    if args.record:
-        from report import record
+    tables = made if isinstance(made, list) else [("", *made)]  # one run may give several tables
+    for suffix, setting, rows in tables:
+        for row in rows:
+            print(" | ".join(f"{k}: {v}" for k, v in row.items()))
+        print(f"{args.name}{suffix}: {len(rows)} rows ({setting}); the run took {wall:.0f} s")
+        if args.record:
+            from report import record
 
-        print("recorded in", record(f"figures.{args.name}", setting, {"wall_s": round(wall, 1), "rows": rows}))
+            print("recorded in", record(f"figures.{args.name}{suffix}", setting, {"wall_s": round(wall, 1), "rows": rows}))
     return 0
 
 

@@ -123,6 +123,19 @@ def test_the_one_sampled_step_that_decides_the_answer_is_an_anchor(tmp_path, sys
     assert m["resample/anchor_share"].value > 0.8 and m["resample/anchor_share"].lo > 0.5
     assert m["delete/effect"].lo > 0  # pooled over the three chunks of 16 CoTs: 1/3, the coin's deletion alone
     assert 0.5 < m["resample/reappears"].value < 1 and m["resample/resilience"].n == 16
+    # Paired by step (Thought Branches' comparison): deleting the coin line changes every answer,
+    # resampling it only the draws that land on the other face, so the hand edit overstates what
+    # the model's own continuations do there; on the fixed lines both read 0.
+    from cotscope.experiments.resample import paired_steps
+
+    for rec in result.records:
+        rows = {p.position: p for p in paired_steps(rec)}
+        assert set(rows) == {0, 1, 2} and all(p.mistake is None for p in rows.values())
+        assert rows[1].delete == 1.0 and 0 < rows[1].on_policy < 1
+        assert rows[0].delete == rows[0].on_policy == 0.0
+    gap = m["resample/paired_delete_minus_on_policy"]
+    assert gap.n == 16 and gap.lo > 0 and m["resample/paired_delete"].value == pytest.approx(1 / 3)
+    assert "resample/paired_mistake" not in m  # mistake did not run: nothing to pair
 
 
 def test_organisms_validate_reads_no_only_from_an_interval_below_the_line():
@@ -175,3 +188,7 @@ def test_off_policy_edits_and_on_policy_resampling_share_one_group_by_third(tmp_
     names = {rows[i].name.split("/")[0] for i in block}
     assert names == {"mistake", "delete", "resample"}
     assert {rows[i].name for i in block} >= {"mistake/effect_early", "delete/effect_late", "resample/importance_middle"}
+    paired = {row.name for row in rows if row.experiment.startswith("steps paired")}
+    assert paired >= {"resample/paired_mistake", "resample/paired_on_policy_mistake", "resample/paired_mistake_minus_on_policy",
+                      "resample/paired_delete_minus_on_policy"}
+    assert (tmp_path / "report.html").exists() is False or "paired-steps" in (tmp_path / "report.html").read_text()

@@ -38,6 +38,43 @@ from .base import Context, Experiment, register_experiment, same_answer
 from ._positions import BY_THIRD, THIRDS, positions, third_of
 
 NO_ANSWER = "(none)"  # a continuation whose answer could not be parsed
+# One row group where a step's off-policy edits (mistake, delete) and its on-policy resampling
+# are read on the same steps of the same traces, paired (Thought Branches' comparison).
+PAIRED = "steps paired: off-policy edit against on-policy resampling, same steps"
+
+
+class PairedStep(BaseModel):
+    """One step of one trace that resampling and a hand edit both measured."""
+
+    position: int
+    n: int
+    chunk: str
+    on_policy: float = Field(description="Resampling importance: agreement with the original answer after the step minus before it "
+                             "(the answer change resampling the step causes, beyond resampling after it).")
+    on_lo: float
+    on_hi: float
+    mistake: float | None = Field(None, description="The step corrupted: answer changed (0/1) minus its control's (continued uncorrupted).")
+    delete: float | None = Field(None, description="The step deleted: answer changed (0/1) minus its control's (nothing removed).")
+
+
+def paired_steps(rec: SampleRecord) -> list[PairedStep]:
+    """The steps of `rec`'s trace that `resample` and `mistake` or `delete` both measured, by
+    position (the same segmentation of the same CoT): on-policy and off-policy effect side by side."""
+    from .delete import DeleteResult
+    from .mistakes import MistakeResult
+
+    def typed(name, cls):
+        return [r if isinstance(r, cls) else cls.model_validate(r) for r in rec.results.get(name) or []]
+
+    mistakes = {r.position: float(r.changed) - float(r.control_changed) for r in typed("mistake", MistakeResult)
+                if r.effective and r.control_changed is not None}
+    deletions = {r.position: float(r.changed) - float(r.control_changed) for r in typed("delete", DeleteResult)}
+    out = []
+    for r in typed("resample", ChunkImportance):
+        if r.position in mistakes or r.position in deletions:
+            out.append(PairedStep(position=r.position, n=r.n, chunk=r.chunk, on_policy=r.importance, on_lo=r.lo, on_hi=r.hi,
+                                  mistake=mistakes.get(r.position), delete=deletions.get(r.position)))
+    return out
 
 
 class Rollouts(BaseModel):
@@ -137,6 +174,11 @@ class Resample(Experiment):
     name = "resample"
     title = "Which steps matter: answers resampled from before and after each chunk"
     Result = ChunkImportance
+
+    @staticmethod
+    def paired(rec: SampleRecord) -> list[PairedStep]:
+        """`paired_steps` of a record, for the report's fragment."""
+        return paired_steps(rec)
     Options = ResampleOptions
     report_template = "templates/resample.html"
 
@@ -260,6 +302,21 @@ class Resample(Experiment):
             Metric("resample/accuracy_gain", "accuracy gained from a chunk", "resampling", lambda rec: [r.accuracy_gain for r in res(rec)],
                    kind="mean", bounds=(-1.0, 1.0), compare=False, about=about),
         ]
+        for edit in ("mistake", "delete"):
+            what = "corrupted" if edit == "mistake" else "deleted"
+            out.append(Metric(f"resample/paired_{edit}", f"{edit}: the step {what}, changes minus control (off-policy)", PAIRED,
+                              lambda rec, e=edit: [getattr(p, e) for p in paired_steps(rec) if getattr(p, e) is not None],
+                              kind="mean", bounds=(-1.0, 1.0), compare=False,
+                              about=f"On the steps that resample measured too; {edit} must run in the same audit."))
+            out.append(Metric(f"resample/paired_on_policy_{edit}", f"the same steps resampled, agreement lost (on-policy, beside {edit})", PAIRED,
+                              lambda rec, e=edit: [p.on_policy for p in paired_steps(rec) if getattr(p, e) is not None],
+                              kind="mean", bounds=(-1.0, 1.0), compare=False,
+                              about="Resampling importance on exactly the steps the edit measured."))
+            out.append(Metric(f"resample/paired_{edit}_minus_on_policy", f"{edit} minus on-policy, paired by step", PAIRED,
+                              lambda rec, e=edit: [getattr(p, e) - p.on_policy for p in paired_steps(rec) if getattr(p, e) is not None],
+                              kind="mean", bounds=(-2.0, 2.0), compare=False,
+                              about="Per step, the hand edit's effect minus resampling's, clustered by sample: an interval away from 0 "
+                              "says the off-policy number does not stand for what the model's own continuations do."))
         for third in THIRDS:
             out.append(Metric(f"resample/importance_{third}", f"{third}: resampled from before the chunk, agreement lost (on-policy)", BY_THIRD,
                               lambda rec, t=third: [r.importance for r in res(rec) if third_of(r.position, r.n) == t],
