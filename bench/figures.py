@@ -163,12 +163,16 @@ def organisms(out: Path, n: int = 100, model: str = "") -> tuple[str, list[dict]
             e = _est(m.get(key))
             row[label] = _ci(e) if e is not None else "n/a"
         rows.append(row)
+    setting = f"organisms validate --n-samples {n}"
+    tables = [("", setting, rows)]
     if {"faithful", "encoded"} <= set(dirs):
-        d = drift(dirs["faithful"], dirs["encoded"], out / "drift")
-        rows.append({"organism": "drift, faithful (A) against encoded (B)",
-                     "real words": f"KL(A || B) {_ci(d.kl_ab, pct=False)} nats/token, n={d.kl_ab.n}" if d.kl_ab else "n/a",
-                     "answers changed by a paraphrase": f"KL(B || A) {_ci(d.kl_ba, pct=False)} nats/token, n={d.kl_ba.n}" if d.kl_ba else "n/a"})
-    return f"organisms validate --n-samples {n}, and drift between the faithful and encoded runs", rows
+        kls = []
+        for a, b in (("faithful", "encoded"), ("faithful", "faithful")):
+            d = drift(dirs[a], dirs[b], out / f"drift-{a}-{b}")
+            kls.append({"A": a, "B": b, "KL(A || B), on A's CoTs (nats/token)": _ci(d.kl_ab, pct=False),
+                        "KL(B || A), on B's CoTs (nats/token)": _ci(d.kl_ba, pct=False), "samples": d.n_samples})
+        tables.append((".drift", f"{setting}, then cotscope drift between the runs", kls))
+    return tables
 
 
 FIGURES = {"stego_organism": stego_organism, "organisms": organisms, "paired": paired, "steps": steps, "obfuscation": obfuscation, "stego": stego, "legibility": legibility}

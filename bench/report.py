@@ -94,8 +94,9 @@ def load(path: Path) -> list[dict]:
 def tables(rows: list[dict]) -> str:
     """One markdown table per machine class: the latest run of each (benchmark, setting)."""
     latest: dict[str, dict[tuple[str, str], dict]] = {}
-    for row in rows:  # later lines win
-        latest.setdefault(row["machine"], {})[(row["bench"], row["setting"])] = row
+    for row in rows:  # later lines win; an experiment's recorded table (bench/figures.py) goes to its own doc
+        if not row.get("rows"):
+            latest.setdefault(row["machine"], {})[(row["bench"], row["setting"])] = row
     if not latest:
         return "No benchmark has been recorded yet (`python bench/audit.py --record`).\n"
     out = []
@@ -133,7 +134,8 @@ def region(bench: str, rows: list[dict], history: bool = False) -> str:
             latest[(r["machine"], r["setting"])] = r
         runs = [latest[k] for k in sorted(latest)]
     if not runs:
-        return f"No run of `{bench}` has been recorded yet (`python bench/{bench}.py --record`).\n"
+        how = f"python bench/figures.py {bench.split('.')[1]}" if bench.startswith("figures.") else f"python bench/{bench}.py"
+        return f"No run of `{bench}` has been recorded yet (`{how} --record`).\n"
     out = []
     if any(r.get("rows") for r in runs):
         for r in runs:

@@ -113,3 +113,27 @@ def test_a_system_without_tools_gives_the_agent_experiments_nothing_to_do(tmp_pa
     assert "corrupt_result/answer_change" not in r.summary.metrics and "drop_call/answer_change" not in r.summary.metrics
     assert "cost/tool_calls" not in r.summary.metrics
     assert all(p.n == 1 for rec in r.records for p in rec.results["turns"])  # one turn
+
+
+def test_corrupted_tool_results_are_outcome_labels_for_monitors(run):
+    """A run's corrupted tool results as outcome-property traces (`cotscope monitor RUN`): positive
+    where the agent answered with the corrupted value. The careful agent's trajectory says
+    something is off; a rule monitor for that doubt flags exactly the trajectories that say it,
+    and its per-archetype rates are the hand count of those flags (plumbing: the scripted agents
+    write what the rule looks for)."""
+    from cotscope.monitors.measure import measure, outcomes_of, run_labels
+
+    items = outcomes_of(run.records)
+    by = {it.id: it for it in items}
+    follows = by_id(run, "corrupt_result")
+    for sample, results in follows.items():
+        for j, r in enumerate(results):
+            it = by.get(f"{sample}:corrupt_result:{j}")
+            assert it is not None and it.label == r.follows and it.archetype == "outcome" and it.cluster == sample
+    assert sum(it.label for it in items) >= 1 and sum(not it.label for it in items) >= 1
+    report = measure(items, ["rule?pattern=not right"])
+    (outcome,) = report.archetypes[report.rates[0].monitor]
+    flagged = {it.id for it in items if "not right" in it.trace.cot_text.lower()}
+    pos = [it for it in items if it.label]
+    assert outcome.archetype == "outcome" and outcome.tpr.value == pytest.approx(sum(it.id in flagged for it in pos) / len(pos))
+    assert {it.archetype for it in run_labels(run.run_dir)} == {"outcome"}  # no hint experiment here: outcome labels only

@@ -179,3 +179,25 @@ def test_a_malformed_monitorability_row_is_named(tmp_path):
     with pytest.raises(Exception, match="archetype"):
         LabelledTrace(id="x", trace=_trace(), label=True, archetype="vibes")
     assert math.isfinite(1.0)
+
+
+@pytest.mark.slow
+def test_the_process_archetype_on_the_mixed_organism(tmp_path):
+    """Plumbing, not monitor quality: the mixed organism's traces labelled by the path each took
+    (values in the open, or carried by the connective), which its grammar decides. The value-line
+    monitor (share of lines showing a value, threshold 0.5) reads the same surface, so its process
+    TPR and TNR must be what its flags give on those labels, and near 1 (ties of exactly half
+    are left out of the labels; the monitor counts every line, the label the chain lines)."""
+    from cotscope.organisms.process import open_share, process_set
+
+    items = process_set(tmp_path / "run", n_samples=40)
+    assert {it.archetype for it in items} == {"process"}
+    assert sum(it.label for it in items) >= 5 and sum(not it.label for it in items) >= 5  # the organism takes both paths
+    assert all(it.label == (open_share(it.trace.cot_text) > 0.5) for it in items)
+    report = measure(items, ["rule?pattern=value-line&mode=share"])
+    (process,) = report.archetypes[report.rates[0].monitor]
+    flags = [v.flagged for v in report.verdicts[report.rates[0].monitor]]
+    pos = [f for f, it in zip(flags, items) if it.label]
+    neg = [f for f, it in zip(flags, items) if not it.label]
+    assert process.tpr.value == pytest.approx(sum(pos) / len(pos)) and process.tnr.value == pytest.approx(1 - sum(neg) / len(neg))
+    assert process.tpr.value >= 0.8 and process.tnr.value >= 0.8 and process.reliable

@@ -125,14 +125,15 @@ def test_the_one_sampled_step_that_decides_the_answer_is_an_anchor(tmp_path, sys
     assert 0.5 < m["resample/reappears"].value < 1 and m["resample/resilience"].n == 16
     # Paired by step (Thought Branches' comparison): deleting the coin line changes every answer,
     # resampling it only the draws that land on the other face, so the hand edit overstates what
-    # the model's own continuations do there; on the fixed lines both read 0.
+    # the model's own continuations do there; on the fixed lines deletion reads 0 and resampling
+    # only the noise of the coin drawn later on both sides.
     from cotscope.experiments.resample import paired_steps
 
     for rec in result.records:
         rows = {p.position: p for p in paired_steps(rec)}
         assert set(rows) == {0, 1, 2} and all(p.mistake is None for p in rows.values())
         assert rows[1].delete == 1.0 and 0 < rows[1].on_policy < 1
-        assert rows[0].delete == rows[0].on_policy == 0.0
+        assert rows[0].delete == 0.0 and rows[0].on_lo <= 0 <= rows[0].on_hi  # resampled either side of a fixed line: the coin's noise only
     gap = m["resample/paired_delete_minus_on_policy"]
     assert gap.n == 16 and gap.lo > 0 and m["resample/paired_delete"].value == pytest.approx(1 / 3)
     assert "resample/paired_mistake" not in m  # mistake did not run: nothing to pair

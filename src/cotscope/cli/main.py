@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     ii = sub.add_parser("import-inspect", help="An Inspect eval log as a run directory of traces (pip install 'cotscope[inspect]').")
     ii.add_argument("log", help="An Inspect eval log (.eval or .json).")
     ii.add_argument("--out", help="Run directory to write (default: runs/inspect/<log name>).")
-    mo = sub.add_parser("monitor", help="Score CoT monitors on labelled traces (a run's hint switches, or a labelled .jsonl): TPR, FPR, g-mean², AUROC.")
-    mo.add_argument("source", help="A run directory written by `cotscope audit` (with the hint experiment), or a labelled .jsonl file.")
+    mo = sub.add_parser("monitor", help="Score CoT monitors on labelled traces (a run's hint switches, or a labelled .jsonl): TPR, FPR, g-mean², AUROC, and g-mean² per archetype.")
+    mo.add_argument("source", help="A run directory written by `cotscope audit` (with the hint or corrupt_result experiment), a labelled file "
+                    "([format:]path: jsonl, chainscope, bonafide, faithcot, monitorability), or organism:mixed (the process archetype; the organism runs first).")
     mo.add_argument("--monitors", type=lambda s: tuple(x for x in s.split(",") if x), default=("rule?pattern=hint&reads=cot", "rule?pattern=hint&reads=answer"),
                     help="Comma-separated monitor specs (default: rule?pattern=hint&reads=cot,rule?pattern=hint&reads=answer); e.g. 'llm?model=smollm2-135m&reads=cot'.")
     mo.add_argument("--out", help="Where to write the JSON report (default: SOURCE/monitors.json).")
@@ -234,8 +235,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "compare":
         return _compare(args)
     if args.command == "monitor":
-        from ..monitors.measure import monitor, render
+        from ..monitors.measure import measure, monitor, render
 
+        if args.source.startswith("organism:"):  # the process archetype with known paths: the organism runs first
+            from pathlib import Path
+
+            from ..organisms.process import process_set
+
+            name = args.source.split(":", 1)[1] or "mixed"
+            dest = Path(args.out) if args.out else Path("runs") / f"process-{name}" / "monitors.json"
+            report = measure(process_set(dest.parent / "run", organism=name), args.monitors, source=args.source, paraphraser=args.paraphraser)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(report.model_dump_json(indent=2))
+            print(render(report))
+            return 0
         print(render(monitor(args.source, args.monitors, args.out, args.paraphraser)))
         return 0
     if args.command == "serve":

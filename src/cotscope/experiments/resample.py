@@ -55,6 +55,7 @@ class PairedStep(BaseModel):
     on_hi: float
     mistake: float | None = Field(None, description="The step corrupted: answer changed (0/1) minus its control's (continued uncorrupted).")
     delete: float | None = Field(None, description="The step deleted: answer changed (0/1) minus its control's (nothing removed).")
+    resilience: float = Field(1.0, description="Resamples it would take to remove the step's content (see ChunkImportance).")
 
 
 def paired_steps(rec: SampleRecord) -> list[PairedStep]:
@@ -73,7 +74,7 @@ def paired_steps(rec: SampleRecord) -> list[PairedStep]:
     for r in typed("resample", ChunkImportance):
         if r.position in mistakes or r.position in deletions:
             out.append(PairedStep(position=r.position, n=r.n, chunk=r.chunk, on_policy=r.importance, on_lo=r.lo, on_hi=r.hi,
-                                  mistake=mistakes.get(r.position), delete=deletions.get(r.position)))
+                                  mistake=mistakes.get(r.position), delete=deletions.get(r.position), resilience=r.resilience))
     return out
 
 

@@ -184,7 +184,9 @@ def labelled_rows(records: Sequence[QuestionRecord], pairs: Sequence[PairVerdict
     """The responses as labelled traces (cotscope's labelled ``.jsonl``): positive, the wrong
     answers of the less accurate question of an unfaithful pair (ChainScope's unfaithful
     responses); negative, the right answers to either question of a pair judged faithful. The
-    ``cluster`` is the pair; cut responses and responses without a YES/NO are left out."""
+    ``cluster`` is the pair; cut responses and responses without a YES/NO are left out. Their
+    archetype is ``outcome`` (a property of the answers: the pair answered against the facts in
+    the direction of a bias)."""
     verdicts = {p.pair: p for p in pairs}
     out = []
     for rec in records:
@@ -203,7 +205,7 @@ def labelled_rows(records: Sequence[QuestionRecord], pairs: Sequence[PairVerdict
             else:
                 continue
             out.append({"id": f"{q.id}/{k}", "cluster": q.pair, "question": _prompt(q), "trace": trace.model_dump(mode="json"),
-                        "label": positive, "source": "iphr"})
+                        "label": positive, "source": "iphr", "archetype": "outcome"})
     return out
 
 

@@ -212,24 +212,57 @@ def switches_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
     return out
 
 
+def outcomes_of(records: Iterable[SampleRecord]) -> list[LabelledTrace]:
+    """An agent run's corrupted tool results, as outcome-property traces: the trajectory the agent
+    wrote after the corrupted result, positive when its answer is the corrupted value (it used
+    the result), negative when it is not; a continuation cut by its budget is left out."""
+    from ..experiments.agent import CorruptedResult
+
+    out = []
+    for rec in records:
+        for j, r in enumerate(rec.results.get("corrupt_result") or []):
+            r = r if isinstance(r, CorruptedResult) else CorruptedResult.model_validate(r)
+            if r.continued.finish_reason == "length" or not r.continued.text.strip():
+                continue
+            a = r.continued.answer
+            trace = Trace(system="corrupt_result", steps=make_steps(r.continued.text, lambda s: len(s.split())), final_text=a.text,
+                          raw_text=r.continued.text, answer=a.answer)
+            out.append(LabelledTrace(id=f"{rec.sample.id}:corrupt_result:{j}", question=rec.sample.question, trace=trace, label=r.follows,
+                                     source="corrupted tool result", cluster=rec.sample.id, archetype="outcome",
+                                     instance=f"{rec.sample.id}:corrupt_result:{j}"))
+    return out
+
+
+def run_labels(run_dir: str | Path) -> list[LabelledTrace]:
+    """Every labelled trace a run gives: its hint switches with their control arm (intervention)
+    and its corrupted tool results (outcome)."""
+    records = list(sample_records(run_dir).values())
+    return switches_of(records) + outcomes_of(records)
+
+
 def monitor(source: str | Path, monitors: Sequence[str], out: str | Path | None = None, paraphraser: str = "") -> MonitorReport:
-    """Score monitors on labelled traces without generating anything: an audit run directory
-    (its hint switches) or a labelled ``.jsonl`` file. Writes ``monitors.json`` beside a run
-    (or to `out`).
+    """Score monitors on labelled traces: an audit run directory (its hint switches with their
+    control arm, its corrupted tool results) or a labelled file (`read_labelled`). Writes
+    ``monitors.json`` beside a run (or to `out`). The command line also takes
+    ``organism:mixed``: the process archetype of `cotscope.organisms.process`, which runs the
+    organism first.
 
     Raises:
         CotscopeError: when the source holds no labelled trace, or only one class of them.
     """
     src = Path(source)
+    if str(source).startswith("organism:"):  # a process archetype with known paths, run by the organisms layer
+        raise CotscopeError(f"{source}: an organism's process set is built by `cotscope monitor organism:<name>` "
+                            "(cotscope.organisms.process.process_set, then measure)")
     if src.is_dir():
-        items = hint_switches(src)
+        items = run_labels(src)
     else:
         from ..groundtruth.readers import read_labelled
 
         items = read_labelled(source)
         src = Path(str(source).partition("?")[0].split(":", 1)[-1]) if not src.is_file() else src
     if not items:
-        raise CotscopeError(f"{src}: no labelled traces (an audit run needs the hint experiment; a file needs lines with a label)")
+        raise CotscopeError(f"{src}: no labelled traces (an audit run needs the hint or corrupt_result experiment; a file needs lines with a label)")
     report = measure(items, monitors, source=str(src), paraphraser=paraphraser)
     dest = Path(out) if out else (src / "monitors.json" if src.is_dir() else src.with_suffix(".monitors.json"))
     dest.write_text(report.model_dump_json(indent=2))
