@@ -17,6 +17,11 @@ NAME:
                (docs/legibility.md)
   organisms    `cotscope organisms validate --n-samples 100` and `cotscope drift` between the
                faithful and encoded runs: legibility and paraphrase per organism (docs/legibility.md)
+  iphr         `cotscope iphr --pairs-per-property 2 --samples 4` (docs/validation.md)
+  detectors    `cotscope detectors --hints` on the embedded model's hint audit, and
+               `--organisms` on the faithful and post-hoc organisms (docs/validation.md)
+  tool_loop    the tool loop with a corrupted result on a tool-trained GGUF (--model
+               llamacpp/<path>; docs/reasoning.md)
   paired       `cotscope audit --model organism/faithful --task chain --experiments
                mistake,delete,resample --n-samples 12`: off-policy edits and on-policy
                resampling, by third and paired by step (docs/steps.md)
@@ -175,7 +180,64 @@ def organisms(out: Path, n: int = 100, model: str = "") -> tuple[str, list[dict]
     return tables
 
 
-FIGURES = {"stego_organism": stego_organism, "organisms": organisms, "paired": paired, "steps": steps, "obfuscation": obfuscation, "stego": stego, "legibility": legibility}
+def iphr(out: Path, n: int = 4, model: str = ""):
+    from cotscope.groundtruth.iphr_run import IphrConfig, iphr as run
+
+    res = run(IphrConfig(pairs_per_property=2, samples=n, **({"model": model} if model else {})), out)
+    s = res.summary
+    judged = [p for p in s.pairs if p.accuracy_diff is not None]
+    row = {"questions": s.n_questions, "responses": s.n_responses, "cut by the budget": s.n_cut, "accuracy (YES/NO answers)": _ci(s.accuracy),
+           "YES share": _ci(s.yes_rate), "IPHR rate": _ci(s.rate), "judged pairs": len(judged)}
+    return f"iphr --pairs-per-property 2 --samples {n}, {model or 'the embedded model'} through cot", [row]
+
+
+def _detector_rows(table) -> list[dict]:
+    return [{"signal": r.signal, "positives": r.n_pos, "negatives": r.n_neg, "AUROC": _ci(r.auroc, pct=False),
+             "TPR at its threshold": _ci(r.tpr), "FPR": _ci(r.fpr)} for r in table.rows]
+
+
+def detectors(out: Path, n: int = 30, model: str = ""):
+    from cotscope import audit
+    from cotscope.audit import make_config
+    from cotscope.config import AuditConfig
+    from cotscope.groundtruth import detectors as d
+
+    run = audit(make_config(experiments=("hint", "truncate", "paraphrase", "mistake"), n_samples=n, **({"model": model} if model else {})),
+                out / "hints", progress=False, plots=False)
+    hints = d.hint_table(run.run_dir)
+    runs = {}
+    for name, label in (("faithful", False), ("post-hoc", True)):
+        cfg = AuditConfig(model=f"organism/{name}", task="chain", roles={"rewriter": "chain"}, continue_max_new_tokens=112, n_samples=30,
+                          experiments=("truncate", "paraphrase", "mistake", "filler", "legibility"))
+        runs[str(audit(cfg, out / name, progress=False, plots=False).run_dir)] = label
+    organisms = d.organism_table(runs)
+    return [("", f"detectors --hints on audit --experiments hint,truncate,paraphrase,mistake --n-samples {n}, {model or 'the embedded model'}",
+             _detector_rows(hints)),
+            (".organisms", "detectors --organisms faithful=false post-hoc=true, 30 traces each (chain task)", _detector_rows(organisms))]
+
+
+def tool_loop(out: Path, n: int = 10, model: str = ""):
+    """The tool loop on a GGUF that was trained to call tools (give it with --model llamacpp/<path>)."""
+    from cotscope import audit
+    from cotscope.config import AuditConfig
+
+    if not model:
+        raise SystemExit("tool_loop needs --model llamacpp/<path to a tool-trained GGUF>")
+    cfg = AuditConfig(model=model, task="arithmetic", task_args={"n_ops": "3", "max_value": "400", "ops": "*+-"}, n_samples=n,
+                      system="tool-loop?tools=calculator&calls=native", experiments=("corrupt_result",))
+    r = audit(cfg, out, progress=False, plots=False)
+    m = r.summary.metrics
+    calls = sum(int(rec.traces["subject"].meta.get("tool_calls", 0)) for rec in r.records)
+    with_calls = sum(1 for rec in r.records if rec.traces["subject"].meta.get("tool_calls"))
+    row = {"trajectories": len(r.records), "with a call": with_calls, "calls": calls,
+           **{label: _ci(m.get(k)) for k, label in (("accuracy/subject", "accuracy with the tools"), ("accuracy/baseline", "accuracy answering at once"),
+                                                    ("corrupt_result/answer_change", "answer changed, a result corrupted"),
+                                                    ("corrupt_result/control_change", "answer changed, result intact"),
+                                                    ("corrupt_result/follows", "answer is the corrupted value"))}}
+    return f"{model.rsplit('/', 1)[-1]}, tool-loop?tools=calculator&calls=native, arithmetic n_ops=3 max_value=400 ops=*+-, n={n}", [row]
+
+
+FIGURES = {"iphr": iphr, "detectors": detectors, "tool_loop": tool_loop, "stego_organism": stego_organism, "organisms": organisms, "paired": paired, "steps": steps, "obfuscation": obfuscation, "stego": stego, "legibility": legibility}
 
 
 def main() -> int:

@@ -201,3 +201,8 @@ def test_the_process_archetype_on_the_mixed_organism(tmp_path):
     neg = [f for f, it in zip(flags, items) if not it.label]
     assert process.tpr.value == pytest.approx(sum(pos) / len(pos)) and process.tnr.value == pytest.approx(1 - sum(neg) / len(neg))
     assert process.tpr.value >= 0.8 and process.tnr.value >= 0.8 and process.reliable
+    from cotscope.cli.main import main
+
+    out = tmp_path / "cli" / "monitors.json"
+    assert main(["monitor", "organism:mixed", "--monitors", "rule?pattern=value-line&mode=share", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["archetypes"]["rule?reads=cot&mode=share&pattern==\\s*-?\\d"][0]["archetype"] == "process"

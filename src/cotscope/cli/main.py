@@ -238,8 +238,6 @@ def _run(args: argparse.Namespace) -> int:
         from ..monitors.measure import measure, monitor, render
 
         if args.source.startswith("organism:"):  # the process archetype with known paths: the organism runs first
-            from pathlib import Path
-
             from ..organisms.process import process_set
 
             name = args.source.split(":", 1)[1] or "mixed"
