@@ -113,7 +113,8 @@ def tables(rows: list[dict]) -> str:
 
 def _cell(key: str, v) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return "" if v is None else str(v)
+        text = "" if v is None else str(v).replace("|", "\\|")
+        return text if len(text) <= 80 else text[:79] + "…"  # a monitor's whole pattern is in the record
     if key == "ratio":
         return f"{v:.2f}x"
     if isinstance(v, int):
