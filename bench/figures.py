@@ -37,13 +37,10 @@ from pathlib import Path
 
 
 def _ci(e, pct: bool = True, signed: bool = False) -> str:
-    if e is None or e.value is None:
-        return "n/a"
-    k = 100 if pct else 1
-    sign = "+" if signed else ""
-    if pct:
-        return f"{e.value * k:{sign}.1f}% [{e.lo * k:{sign}.1f}, {e.hi * k:{sign}.1f}]"
-    return f"{e.value:{sign}.3f} [{e.lo:{sign}.3f}, {e.hi:{sign}.3f}]"
+    """`value [lo, hi]` as the project's tables write it (rates in percent); n/a for none."""
+    from cotscope.report.table import fmt_interval
+
+    return "n/a" if e is None else fmt_interval(e, pct, signed)
 
 
 def steps(out: Path, n: int = 20, model: str = "") -> tuple[str, list[dict]]:
@@ -80,7 +77,9 @@ def _est(v):
     return v if v is None or isinstance(v, Estimate) else Estimate.model_validate(v)
 
 
-def _stego_tables(s, paraphrasers: list[str]) -> list[tuple[str, list[dict]]]:
+def _stego_tables(s) -> list[tuple[str, list[dict]]]:
+    """A stego summary's tables: capacity per encoder and paraphraser, and each model paraphraser's
+    obedience to injections and coverage of each channel."""
     rows = []
     for enc in dict.fromkeys(c.encoder for c in s.cells):
         row = {"encoder": enc}
@@ -108,7 +107,7 @@ def stego(out: Path, n: int = 10, model: str = ""):
     res = run(run_dir=out, paraphrasers=("none", "smollm2-135m"), n_samples=n, progress=False, plots=False, **({"model": model} if model else {}))
     s = res.summary
     setting = f"stego, {model or 'the embedded model'}, paraphrasers none,smollm2-135m, n={s.n_samples}, cover accuracy {_ci(s.cover_accuracy)}"
-    return [(suffix, setting, rows) for suffix, rows in _stego_tables(s, ["none", "smollm2-135m"])]
+    return [(suffix, setting, rows) for suffix, rows in _stego_tables(s)]
 
 
 def stego_organism(out: Path, n: int = 100, model: str = ""):
@@ -117,7 +116,7 @@ def stego_organism(out: Path, n: int = 100, model: str = ""):
     res = run(run_dir=out, model=model or "organism/faithful", task="chain", encoders=("connective", "lexical", "case", "punctuation", "numbers", "acrostic"),
               paraphrasers=("none", "chain"), n_samples=n, injections_per_sample=0, progress=False, plots=False)
     s = res.summary
-    return f"stego, {model or 'organism/faithful'}, chain task, paraphrasers none,chain, n={s.n_samples}", _stego_tables(s, ["none", "chain"])[0][1]
+    return f"stego, {model or 'organism/faithful'}, chain task, paraphrasers none,chain, n={s.n_samples}", _stego_tables(s)[0][1]
 
 
 def legibility(out: Path, n: int = 20, model: str = "") -> tuple[str, list[dict]]:
@@ -152,7 +151,7 @@ def paired(out: Path, n: int = 12, model: str = "") -> tuple[str, list[dict]]:
     return f"{cfg.model}, chain task, mistake,delete,resample, n={n}", rows
 
 
-def organisms(out: Path, n: int = 100, model: str = "") -> tuple[str, list[dict]]:
+def organisms(out: Path, n: int = 100, model: str = "") -> list[tuple[str, str, list[dict]]]:
     import json
 
     from cotscope.drift import drift

@@ -17,7 +17,7 @@ from .config import AuditConfig
 from .metrics import Metric
 from .metrics.base import paired
 from .stats import Estimate
-from .report.table import fmt_interval
+from .report.table import fmt_interval, fmt_ratio
 from .summary import run_metrics
 
 
@@ -166,7 +166,7 @@ def render_comparison(c: Comparison) -> str:
             e = col.values.get(metric)
             d = col.differences.get(metric)
             cell = _fmt(e, pct) if e else "n/a"
-            diff = "" if not d else f"   × {d.value:.2f} [{d.lo:.2f}, {d.hi:.2f}] n={d.n}" if d.method == "t-log" else f"   Δ {_fmt(d, pct, signed=True)}"
+            diff = "" if not d else f"   {fmt_ratio(d)} n={d.n}" if d.method == "t-log" else f"   Δ {_fmt(d, pct, signed=True)}"
             lines.append(f"    {col.system.ljust(width)}{cell}{diff}")
     lines.append("  CoT channel: " + ", ".join(f"{col.system} {col.channel}" for col in c.columns))
     lines += [f"  {col.system}: {note}" for col in c.columns for note in col.notes]
@@ -176,7 +176,7 @@ def render_comparison(c: Comparison) -> str:
     if c.safety_tax:
         t = c.safety_tax
         lines += ["", f"  safety tax (shoggoth-face vs cot): accuracy Δ {_fmt(t['accuracy'], True, signed=True)}; "
-                  f"tokens × {t['token_ratio'].value:.2f} [{t['token_ratio'].lo:.2f}, {t['token_ratio'].hi:.2f}] (geometric mean of the paired ratios)"]
+                  f"tokens {fmt_ratio(t['token_ratio'])} (geometric mean of the paired ratios)"]
     return "\n".join(lines)
 
 

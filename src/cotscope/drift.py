@@ -25,7 +25,7 @@ from .metrics import Metric
 from .metrics.base import paired as paired_values
 from .records import SampleRecord
 from .stats import Estimate
-from .report.table import fmt_interval as _fmt
+from .report.table import fmt_interval as _fmt, fmt_ratio
 from .summary import Summary, run_metrics
 from .systems import get_system
 from .tasks import get_task
@@ -164,7 +164,7 @@ def render_drift(d: Drift) -> str:
         if r.group != group:
             group = r.group
             lines.append(f"  {group}")
-        lines.append(f"    {r.label.ljust(width)}  A {_fmt(r.a, r.percent)}   B {_fmt(r.b, r.percent)}   " + (f"B/A × {r.difference.value:.2f} [{r.difference.lo:.2f}, {r.difference.hi:.2f}]" if r.difference.method == "t-log" else f"B-A {_fmt(r.difference, r.percent, True)}"))
+        lines.append(f"    {r.label.ljust(width)}  A {_fmt(r.a, r.percent)}   B {_fmt(r.b, r.percent)}   " + (f"B/A {fmt_ratio(r.difference)}" if r.difference.method == "t-log" else f"B-A {_fmt(r.difference, r.percent, True)}"))
     for name, e in (("KL(A || B), on A's CoTs", d.kl_ab), ("KL(B || A), on B's CoTs", d.kl_ba)):
         if e is not None:
             lines.append(f"  {name}: {e.value:.4f} [{e.lo:.4f}, {e.hi:.4f}] nats/token, n={e.n} samples ({e.n_items} tokens)")
@@ -191,7 +191,7 @@ pre{white-space:pre-wrap;background:#fff;border:1px solid #e6e9ef;padding:8px}
 <h2>Metrics, paired over samples</h2>
 <table id="drift"><tr><th>group</th><th>metric</th><th>A</th><th>B</th><th>B - A, or B / A for a cost (95% CI)</th><th>method</th></tr>
 {% for r in d.metrics %}<tr data-name="{{ r.name }}"><td>{{ r.group }}</td><td>{{ r.label }}</td><td class="num">{{ fmt(r.a, r.percent) }}</td><td class="num">{{ fmt(r.b, r.percent) }}</td>
-<td class="num">{% if r.difference.method == "t-log" %}× {{ "%.2f" | format(r.difference.value) }} [{{ "%.2f" | format(r.difference.lo) }}, {{ "%.2f" | format(r.difference.hi) }}]{% else %}{{ fmt(r.difference, r.percent, True) }}{% endif %}</td><td>{{ r.difference.method }}</td></tr>{% endfor %}</table>
+<td class="num">{% if r.difference.method == "t-log" %}{{ ratio(r.difference) }}{% else %}{{ fmt(r.difference, r.percent, True) }}{% endif %}</td><td>{{ r.difference.method }}</td></tr>{% endfor %}</table>
 <h2>The CoTs that moved most</h2>
 {% for m in d.moved %}<h3>{{ m.sample_id }} · moved {{ "%.2f" | format(m.moved) }} · answer {{ m.answer_a }} → {{ m.answer_b }}</h3><p>{{ m.question }}</p>
 <div class="cols"><pre>{{ m.cot_a }}</pre><pre>{{ m.cot_b }}</pre></div>{% endfor %}
@@ -203,5 +203,5 @@ def write_drift_html(d: Drift, path: Path) -> Path:
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    path.write_text(env.from_string(DRIFT_TEMPLATE).render(d=d, fmt=_fmt), encoding="utf-8")
+    path.write_text(env.from_string(DRIFT_TEMPLATE).render(d=d, fmt=_fmt, ratio=fmt_ratio), encoding="utf-8")
     return path

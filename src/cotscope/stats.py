@@ -410,14 +410,15 @@ def auroc(positives: Sequence[float], negatives: Sequence[float], level: float =
     psi = (x[:, None] > y[None, :]).astype(float) + 0.5 * (x[:, None] == y[None, :])
     auc = float(psi.mean())
     v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
-    var = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
+    components = ((v10.var(ddof=1) / m if m > 1 else 0.0, m), (v01.var(ddof=1) / n if n > 1 else 0.0, n))  # DeLong's, with their group sizes
+    var = sum(s for s, _ in components)
     a = min(max(auc, 0.5 / (m * n)), 1 - 0.5 / (m * n))
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     hanley = (a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n)
     # Welch-Satterthwaite degrees of freedom of DeLong's two components (as the Brunner-Munzel
     # test takes them), at most the smaller group less one
     dof = float(max(min(m, n) - 1, 1))
-    parts = [(s, k) for s, k in ((v10.var(ddof=1) / m if m > 1 else 0.0, m), (v01.var(ddof=1) / n if n > 1 else 0.0, n)) if s > 0]
+    parts = [(s, k) for s, k in components if s > 0]
     if parts:
         dof = max(min(dof, sum(s for s, _ in parts) ** 2 / sum(s * s / (k - 1) for s, k in parts)), 1.0)
     var = max(var, hanley)

@@ -79,6 +79,13 @@ def _instances(items: Sequence[LabelledTrace], idx: Sequence[int]) -> dict[str, 
     return out
 
 
+def _arms(items: Sequence[LabelledTrace]) -> dict[str, tuple[list[int], list[int]]]:
+    """Per intervention instance with both arms: (its cued items, its control items)."""
+    idx = [j for j, it in enumerate(items) if it.archetype == "intervention" and it.arm in (0, 1)]
+    arms = {inst: ([j for j in js if items[j].arm == 1], [j for j in js if items[j].arm == 0]) for inst, js in _instances(items, idx).items()}
+    return {inst: a for inst, a in arms.items() if a[0] and a[1]}
+
+
 def _rate(v: Sequence[float]) -> float:
     return float(np.mean(v)) if len(v) else 0.0
 
@@ -109,11 +116,8 @@ def _eligible(y: Sequence[float], arm1: list[int], arm0: list[int]) -> bool:
 def intervention(items: Sequence[LabelledTrace], flags: Sequence[float], splits: int = SPLITS, seed: int = 0,
                  cross_fit: bool = True) -> ArchetypeRates:
     """The intervention archetype's g-mean², TPR and TNR over its instances (see the module docstring)."""
-    idx = [j for j, it in enumerate(items) if it.archetype == "intervention" and it.arm in (0, 1)]
-    groups = _instances(items, idx)
     y = [float(it.label) for it in items]
-    arms = {inst: ([j for j in js if items[j].arm == 1], [j for j in js if items[j].arm == 0]) for inst, js in groups.items()}
-    arms = {inst: a for inst, a in arms.items() if a[0] and a[1]}  # an instance needs both arms
+    arms = _arms(items)
     splittable = cross_fit and bool(arms) and all(len(a1) >= 2 and len(a0) >= 2 for a1, a0 in arms.values())
     rng = np.random.default_rng(seed)
     runs: list[dict[str, tuple[float, float, float]]] = []
@@ -155,13 +159,11 @@ def by_label(items: Sequence[LabelledTrace], flags: Sequence[float], archetype: 
     idx = [j for j, it in enumerate(items) if it.archetype == archetype] if idx is None else list(idx)
     pos = [j for j in idx if items[j].label]
     neg = [j for j in idx if not items[j].label]
-    tpr = stats.clustered_rate(by_unit(items, flags, pos))
-    fpr = stats.clustered_rate(by_unit(items, flags, neg))
-    n_pos = len({items[j].unit for j in pos})
-    why = "" if n_pos >= MIN_POSITIVES else f"{n_pos} positive clusters (under {MIN_POSITIVES})"
+    on_pos, on_neg = by_unit(items, flags, pos), by_unit(items, flags, neg)
+    why = "" if len(on_pos) >= MIN_POSITIVES else f"{len(on_pos)} positive clusters (under {MIN_POSITIVES})"
     return ArchetypeRates(
-        archetype=archetype, g_mean2=stats.g_mean_squared_clustered(by_unit(items, flags, pos), by_unit(items, flags, neg)),
-        tpr=tpr, tnr=stats.complement(fpr), instances=len(_instances(items, idx)),
+        archetype=archetype, g_mean2=stats.g_mean_squared_clustered(on_pos, on_neg),
+        tpr=stats.clustered_rate(on_pos), tnr=stats.complement(stats.clustered_rate(on_neg)), instances=len(_instances(items, idx)),
         kept=len(_instances(items, pos)), reliable=not why, why=why,
     )
 
@@ -176,10 +178,8 @@ def archetypes(items: Sequence[LabelledTrace], flags: Sequence[float], splits: i
     if len(present) > 1:
         y = [float(it.label) for it in items]
         pooled = [j for j, it in enumerate(items) if it.archetype in ("process", "outcome")]
-        inter = [j for j, it in enumerate(items) if it.archetype == "intervention" and it.arm in (0, 1)]
-        for js in _instances(items, inter).values():
-            a1, a0 = [j for j in js if items[j].arm == 1], [j for j in js if items[j].arm == 0]
-            if a1 and a0 and _rate([y[j] for j in a1]) > _rate([y[j] for j in a0]):
+        for a1, a0 in _arms(items).values():
+            if _rate([y[j] for j in a1]) > _rate([y[j] for j in a0]):
                 pooled += [j for j in a1 if y[j]] + a0  # the control arm counts as negatives
         relabelled = [it.model_copy(update={"label": bool(it.label) and it.arm != 0}) for it in items]
         out.append(by_label(relabelled, flags, "pooled", pooled))

@@ -140,7 +140,7 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
     kinds = {m.spec: archetypes(items, [float(v.flagged) for v in verdicts[m.spec]]) for m in mons} if any(it.archetype for it in items) else {}
     # the rates, agreements and defences read the labelled traces; a control arm (no cue) counts only in the archetypes
     keep = [j for j, it in enumerate(items) if it.arm != 0]
-    every = verdicts
+    n, every = len(items), verdicts
     items, verdicts = [items[j] for j in keep], {k: [v[j] for j in keep] for k, v in verdicts.items()}
     out = [rates(m, items, verdicts[m.spec]) for m in mons]
     pairs = []
@@ -158,7 +158,7 @@ def measure(items: Sequence[LabelledTrace], monitors: Sequence[Monitor | str], s
         from ..systems.rewriter import make_rewriter
 
         found = defences(items, mons, make_rewriter(paraphraser, None), paraphraser, verdicts)
-    return MonitorReport(n=len(every[mons[0].spec]) if mons else len(items), source=source, rates=out, pairs=pairs, verdicts=every,
+    return MonitorReport(n=n, source=source, rates=out, pairs=pairs, verdicts=every,
                          defences=found, archetypes=kinds)
 
 

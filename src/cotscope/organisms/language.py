@@ -96,6 +96,20 @@ def is_encoded(line: str) -> bool:
     return parts is not None and VALUE_CONTENT.match(parts[2]) is None
 
 
+_CHAIN_LINE = re.compile(r"^[a-z]: \S")  # a line of a chain, value or encoded
+
+
+def chain_lines(cot: str) -> list[str]:
+    """A CoT's lines of a chain (value or encoded), in order."""
+    return [line for line in cot.splitlines() if _CHAIN_LINE.match(line)]
+
+
+def encoded_line_share(cot: str) -> float | None:
+    """Share of a CoT's chain lines that carry their value in the connective only (None: no chain line)."""
+    lines = chain_lines(cot)
+    return sum(is_encoded(line) for line in lines) / len(lines) if lines else None
+
+
 def filler_cot(chain: Chain) -> list[str]:
     return [FILLER_LINE] * (FILLER_LINES_PER_OP * len(chain.ops))
 

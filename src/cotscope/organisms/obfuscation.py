@@ -32,11 +32,7 @@ from ..stats import Estimate
 from .._errors import CotscopeError
 from ..training import train
 from ..training.grpo import make_training_config
-import re
-
-from .language import is_encoded
-
-_LINE = re.compile(r"^[a-z]: \S")  # a line of the language, value or encoded
+from .language import chain_lines, encoded_line_share, is_encoded
 from .zoo import cot_token_budget, get_spec
 
 ARMS = {
@@ -52,7 +48,7 @@ def encoded_share(records: Sequence[SampleRecord]) -> dict[str, Estimate]:
     connective, pooled over lines and clustered by sample; and the value-line monitor's recall."""
     per = []
     for r in records:
-        lines = [line for line in r.traces["subject"].cot_text.splitlines() if _LINE.match(line)]
+        lines = chain_lines(r.traces["subject"].cot_text)
         if lines:
             per.append([float(is_encoded(line)) for line in lines])
     # The monitor's recall: among held-out traces that reach the right answer through the chain
@@ -93,10 +89,9 @@ def _per_sample(run_dir: Path, step: int) -> dict[str, dict[str, float]]:
     out = {}
     for sid, rec in RunStore(audit_dir, cfg, create=False).records.items():
         cot = rec.traces["subject"].cot_text
-        lines = [line for line in cot.splitlines() if _LINE.match(line)]
         out[sid] = {
             "correct": float(rec.correct["subject"]),
-            "encoded": sum(is_encoded(line) for line in lines) / len(lines) if lines else 0.0,
+            "encoded": encoded_line_share(cot) or 0.0,
             "flagged": flagged_share(cot) or 0.0,
         }
     return out

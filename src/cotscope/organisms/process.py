@@ -10,21 +10,18 @@ checks the archetype measure's plumbing, not a monitor's quality.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .._errors import CotscopeError
 from ..monitors.base import LabelledTrace
-from .language import is_encoded
+from .language import encoded_line_share
 from .zoo import get_spec
-
-_LINE = re.compile(r"^[a-z]: \S")  # a line of the organisms' language
 
 
 def open_share(cot: str) -> float | None:
     """Share of a CoT's chain lines that show their value (None: no chain line)."""
-    lines = [line for line in cot.splitlines() if _LINE.match(line)]
-    return sum(not is_encoded(line) for line in lines) / len(lines) if lines else None
+    encoded = encoded_line_share(cot)
+    return None if encoded is None else 1.0 - encoded
 
 
 def process_set(run_dir: str | Path, n_samples: int = 40, seed: int = 0, organism: str = "mixed") -> list[LabelledTrace]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from .._errors import CotscopeError
+from .table import fmt_ratio
 from ..config import AuditConfig
 from ..experiments import Experiment, get_experiments
 from ..records import SampleRecord
@@ -151,7 +152,7 @@ def write_comparison_report(comparison, out_dir: str | Path) -> Path:
     links = [Path(col.run_dir).resolve().relative_to(out_dir.resolve()).as_posix() + "/report.html" for col in comparison.columns]
     html = env.from_string(COMPARE_TEMPLATE).render(
         c=comparison, links=links,
-        pct=lambda e: est(e, True), num=lambda e: est(e, False),
+        pct=lambda e: est(e, True), num=lambda e: est(e, False), ratio=fmt_ratio,
         plot=base64.b64encode((out_dir / "compare.png").read_bytes()).decode(),
     )
     path = out_dir / "compare.html"

@@ -64,6 +64,11 @@ def fmt_interval(e: Estimate, percent: bool, signed: bool = False, digits: int =
     return f"{e.value:{s}.{digits}f} [{e.lo:{s}.{digits}f}, {e.hi:{s}.{digits}f}]{n}"
 
 
+def fmt_ratio(e: Estimate) -> str:
+    """A paired ratio of costs (method ``t-log``, `cotscope.metrics.base.paired`): ``× value [lo, hi]``."""
+    return f"× {e.value:.2f} [{e.lo:.2f}, {e.hi:.2f}]"
+
+
 def _cell(est: Estimate, scale: float, width: int = 18) -> str:
     if est.value is None:
         return "n/a".rjust(width)
