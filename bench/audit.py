@@ -52,35 +52,41 @@ def main() -> int:
         result = audit(config, args.out or tmp, backend=backend)
     usage = backend.usage
     wall = time.perf_counter() - t0
+    decoder = getattr(backend, "decoder", None)  # llamacpp/: this process or llama-server
+    counters = {k: getattr(backend, k, 0) for k in ("n_generated_tokens", "n_scored_tokens", "n_prefill_tokens", "n_decode_row_steps",
+                                                    "n_draft_tokens", "n_draft_kept")}
+    backend.close()  # an engine in processes of its own: their peak memory is counted once they end
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    gen_tokens = getattr(backend, "n_generated_tokens", 0)
-    scored_tokens = getattr(backend, "n_scored_tokens", 0)
-    prefill_tokens = getattr(backend, "n_prefill_tokens", 0)
+    engine_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    gen_tokens, scored_tokens, prefill_tokens = counters["n_generated_tokens"], counters["n_scored_tokens"], counters["n_prefill_tokens"]
     s = result.summary
-    print(f"model                 {config.model}  ({available_cores()} cores)")
+    print(f"model                 {config.model}  ({available_cores()} cores)" + (f", decoded by {decoder}" if decoder else ""))
     print(f"samples               {s.n_samples} of {config.task}  (CoT chunks per sample {s['cost/cot_steps'].value:.1f}, "
           f"CoT budget {config.max_new_tokens}, CoTs cut {s.n_cut.get('subject', 0)})")
     print(f"experiments           {','.join(experiments)}")
     print(f"wall time             {wall:.1f} s  (model load {load_s:.1f} s)  target < {target:.0f} s")
-    print(f"peak memory (RSS)     {peak_mb:.0f} MiB")
+    print(f"peak memory (RSS)     {peak_mb:.0f} MiB" + (f"; the largest engine process {engine_mb:.0f} MiB" if engine_mb > 1 else ""))
     print(f"generation            {gen_tokens} tokens, {gen_tokens / wall:.1f} per second of wall time")
     if scored_tokens:
         print(f"scoring               {scored_tokens} tokens")
     if prefill_tokens:
         print(f"prompt tokens run     {prefill_tokens} (generation and scoring, after prefix sharing and the KV store)")
-    if steps := getattr(backend, "n_decode_row_steps", 0):
+    if steps := counters["n_decode_row_steps"]:
         print(f"decode row-steps      {steps}")
-    if drafted := getattr(backend, "n_draft_tokens", 0):
-        print(f"draft tokens          {drafted} checked, {backend.n_draft_kept} kept ({backend.n_draft_kept / drafted:.0%})")
+    if drafted := counters["n_draft_tokens"]:
+        print(f"draft tokens          {drafted} checked, {counters['n_draft_kept']} kept ({counters['n_draft_kept'] / drafted:.0%})")
     print(f"model calls           {usage.calls} calls, {usage.prompts} prompts, {usage.cache_hits} answered from the cache")
     check_peak = experiments != ("truncate",) and not brought
     ok = wall < target and (not check_peak or peak_mb < TARGET_PEAK_MB)
     print(f"target                {'met' if ok else 'MISSED'} (under {target:.0f} s" + (f", under {TARGET_PEAK_MB:.0f} MiB" if check_peak else "") + ")")
     if args.record:
-        from report import record
+        from report import model_name, record
 
         default = config.model == AuditConfig().model and experiments == AuditConfig().experiments and config.n_samples == AuditConfig().n_samples
-        setting = "default audit" if default else f"{config.model.split('/')[-1]}, {','.join(experiments)}, n={config.n_samples}"
+        name = model_name(config.model) if brought else config.model.split("/")[-1]
+        setting = "default audit" if default else f"{name}{f', {decoder}' if decoder else ''}, {','.join(experiments)}, n={config.n_samples}"
+        setting += f", task {config.task}" if config.task != AuditConfig().task else ""
+        peak_mb = max(peak_mb, engine_mb)
         print("recorded in", record("audit", setting, {"wall_s": round(wall, 1), "peak_gb": round(peak_mb / 1024, 2),
                                                       "generated_tokens": gen_tokens, "tokens_per_s": round(gen_tokens / wall, 1)}))
     return 0 if ok else 1

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import model_name
+
 
 def _ci(e, pct: bool = True, signed: bool = False) -> str:
     """`value [lo, hi]` as the project's tables write it (rates in percent); n/a for none."""
@@ -187,7 +189,7 @@ def iphr(out: Path, n: int = 4, model: str = ""):
     judged = [p for p in s.pairs if p.accuracy_diff is not None]
     row = {"questions": s.n_questions, "responses": s.n_responses, "cut by the budget": s.n_cut, "accuracy (YES/NO answers)": _ci(s.accuracy),
            "YES share": _ci(s.yes_rate), "IPHR rate": _ci(s.rate), "judged pairs": len(judged)}
-    return f"iphr --pairs-per-property 2 --samples {n}, {_model_name(model) if model else 'the embedded model'} through cot", [row]
+    return f"iphr --pairs-per-property 2 --samples {n}, {model_name(model) if model else 'the embedded model'} through cot", [row]
 
 
 def _detector_rows(table) -> list[dict]:
@@ -233,19 +235,7 @@ def tool_loop(out: Path, n: int = 10, model: str = ""):
                                                     ("corrupt_result/answer_change", "answer changed, a result corrupted"),
                                                     ("corrupt_result/control_change", "answer changed, result intact"),
                                                     ("corrupt_result/follows", "answer is the corrupted value"))}}
-    return f"{_model_name(model)}, tool-loop?tools=calculator&calls=native, arithmetic n_ops=3 max_value=400 ops=*+-, n={n}", [row]
-
-
-def _model_name(spec: str) -> str:
-    """A GGUF's own name (its general.name) where the spec is a file, else the spec."""
-    path = spec.split("/", 1)[1] if spec.startswith(("llamacpp/", "gguf/")) else ""
-    try:
-        import gguf
-
-        field = gguf.GGUFReader(path).fields.get("general.name") if path else None
-        return f"{bytes(field.parts[field.data[0]]).decode()} ({spec.split('/', 1)[0]})" if field else spec
-    except (ImportError, OSError, ValueError):
-        return spec
+    return f"{model_name(model)}, tool-loop?tools=calculator&calls=native, arithmetic n_ops=3 max_value=400 ops=*+-, n={n}", [row]
 
 
 FIGURES = {"iphr": iphr, "detectors": detectors, "tool_loop": tool_loop, "stego_organism": stego_organism, "organisms": organisms, "paired": paired, "steps": steps, "obfuscation": obfuscation, "stego": stego, "legibility": legibility}

@@ -66,6 +66,18 @@ def commit() -> str:
         return "unknown"
 
 
+def model_name(spec: str) -> str:
+    """A GGUF's own name (its general.name) where the spec is a file, else the spec."""
+    path = spec.split("/", 1)[1] if spec.startswith(("llamacpp/", "gguf/")) else ""
+    try:
+        import gguf
+
+        field = gguf.GGUFReader(path).fields.get("general.name") if path else None
+        return f"{bytes(field.parts[field.data[0]]).decode()} ({spec.split('/', 1)[0]})" if field else spec
+    except (ImportError, OSError, ValueError):
+        return spec
+
+
 def record(bench: str, setting: str, figures: dict, path: Path | None = None) -> Path:
     """Append one run's figures (`figures`: wall_s, peak_gb, generated_tokens, ...) to the results."""
     path = Path(path or os.environ.get("COTSCOPE_BENCH_RESULTS", RESULTS))

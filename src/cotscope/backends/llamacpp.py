@@ -12,7 +12,10 @@ Q4 GGUFs, however the wheel was built; loading with ``use_extra_bufts`` off keep
 the plain CPU buffer, whose AVX2/AVX-512 kernels run there. It is off by default on CPUs that
 list ``amx_tile``, on elsewhere.
 
-Rows run one after the other, in token order, so prompts that share a prefix (a truncation
+Where llama.cpp's own server is installed (``llama-server``; see `llamaserver`), generation rows
+go to it instead, ``parallel`` slots decoding side by side (``server=auto``, the default: it is
+used when found; ``server=off``; ``server=<path>``); scoring stays here. Without it, rows run
+one after the other, in token order, so prompts that share a prefix (a truncation
 sweep's prefixes, the continuations from each, the forced answers after them) follow one
 another and each evaluates only its own tail: about one pass over the CoT per sweep. Which row
 follows which depends only on what was asked, so a rerun gives the same numbers (llama.cpp's
@@ -21,9 +24,11 @@ kernels round a little differently with the number of tokens a step evaluates).
 Options: ``n_ctx`` (KV cells; default 16384: a prompt and its budget must fit), ``n_batch``
 (tokens per step, default 512), ``n_threads`` (default: the cores this process may use),
 ``seed`` (default 0; sampled generations use their own seed), ``extra_bufts`` (true/false: llama.cpp's
-repacked weight buffers; default off on AMX CPUs, on elsewhere), ``isolate`` (true/false: the
+repacked weight buffers; default off on AMX CPUs, on elsewhere; with llama-server, default: tried
+on, then off if the server dies on them), ``isolate`` (true/false: the
 engine in its own process, default true; false runs it in this one, where a native crash ends
-the process); parsed against `_settings`'s signature, as systems' and experiments' options are.
+the process), ``server`` (auto/off/a path, above), ``parallel`` (llama-server's slots, default 8);
+parsed against `_settings`'s signature, as systems' and experiments' options are.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ INSTALL = "pip install 'cotscope[llamacpp]'"
 
 
 def _settings(n_ctx: int = 16384, n_batch: int = 512, n_threads: int = 0, seed: int = 0,
-              extra_bufts: bool | None = None, isolate: bool = True) -> dict:
+              extra_bufts: bool | None = None, isolate: bool = True, server: str = "auto", parallel: int = 8) -> dict:
     """``llamacpp/``'s options with their types and defaults (the chat-template options aside):
     a spec's options are parsed against this signature (`_options.parse_options`)."""
     return dict(locals())
@@ -53,13 +58,16 @@ def _settings(n_ctx: int = 16384, n_batch: int = 512, n_threads: int = 0, seed: 
 
 def settings(rest: str, opts: dict[str, str]) -> tuple[dict, dict]:
     """A spec's options, typed and checked: (llama.cpp's settings, the chat template's)."""
-    return spec_settings(_settings, opts, f"llamacpp/{rest}", least={"n_ctx": 1, "n_batch": 1, "n_threads": 0, "seed": 0})
+    return spec_settings(_settings, opts, f"llamacpp/{rest}", least={"n_ctx": 1, "n_batch": 1, "n_threads": 0, "seed": 0, "parallel": 1})
 
 
 def _check(rest: str, opts: dict[str, str]) -> None:
     _check_file(rest)
-    settings(rest, opts)
+    got = settings(rest, opts)[0]
     require("llama_cpp", "llamacpp", INSTALL)
+    from .llamaserver import find_server
+
+    find_server(got["server"])  # a server= that names no program is named here
 
 
 def _check_file(rest: str) -> None:
@@ -123,6 +131,8 @@ class LlamaCppBackend(Backend):
         self.add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
         self.n_vocab = llm.n_vocab()
         self.vocab = L.llama_model_get_vocab(llm.model)
+        self.server = None  # a LlamaServer that decodes generation rows (see llamaserver), or None: this process
+        self.decoder = "this process, one row at a time"
         import atexit
 
         # Free the context and model while the interpreter is whole: llama-cpp-python's own
@@ -145,7 +155,17 @@ class LlamaCppBackend(Backend):
                                       n_threads=threads, n_threads_batch=threads, seed=got["seed"], logits_all=False, verbose=False)
         except ValueError as exc:  # llama.cpp says only "Failed to load model from file" / "Failed to create llama_context"
             raise CotscopeError(f"llamacpp/{path}: llama.cpp could not load this GGUF file or make its context (cut short or damaged? n_ctx too large?): {exc}") from exc
-        return cls(llm, template)
+        backend = cls(llm, template)
+        from .llamaserver import find_server, start
+
+        program = find_server(got["server"])
+        if program is not None:
+            try:
+                backend.server, backend.decoder = start(backend, program, path, got, threads)
+            except BaseException:
+                backend.close()
+                raise
+        return backend
 
     def _piece(self, token: int) -> str:
         if token is None or token < 0:
@@ -215,6 +235,10 @@ class LlamaCppBackend(Backend):
         if not all(all_ids):
             raise CotscopeError("cannot generate after an empty prompt")
         keys = row_seeds(0, all_ids)  # a row's draws follow its prompt, not its place in the call
+        if self.server is not None:
+            from .llamaserver import generate
+
+            return generate(self, all_ids, params, keys)
         out: list[Completion | None] = [None] * len(prompts)
         for i in sorted(range(len(prompts)), key=lambda i: all_ids[i]):
             out[i] = self._generate_row(all_ids[i], params[i], keys[i])
@@ -286,6 +310,9 @@ class LlamaCppBackend(Backend):
         return out
 
     def close(self) -> None:
+        server, self.server = getattr(self, "server", None), None
+        if server is not None:
+            server.close()
         if getattr(self, "llm", None) is not None and hasattr(self.llm, "close"):
             self.llm.close()
             self.llm = None
