@@ -5,7 +5,8 @@ ids greedily (or by its sampler) with llama-cpp-python's ``Llama`` on the same G
 a time: content cut before the stop word, ``stop_type`` eos/word/limit, ``tokens``,
 ``timings``. ``FAKE_LLAMA_SERVER_DIE_AFTER=N``: it kills itself with SIGSEGV on the N+1-th
 completion, as a native crash would; ``FAKE_LLAMA_SERVER_COUNT=<file>``: it appends a line to that
-file for each completion it serves."""
+file for each completion it serves; ``FAKE_LLAMA_SERVER_AMX=1``: started without ``--no-repack`` it
+kills itself with SIGSEGV before answering, as llama.cpp's native build did on a CPU with AMX."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def main() -> None:
     ap.add_argument("--port", type=int)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--ctx-size", type=int, default=4096)
-    args, _ = ap.parse_known_args()
+    args, rest = ap.parse_known_args()
+    if os.environ.get("FAKE_LLAMA_SERVER_AMX") == "1" and "--no-repack" not in rest:
+        os.kill(os.getpid(), signal.SIGSEGV)
     import llama_cpp
 
     from cotscope.backends.llamacpp import _model_params

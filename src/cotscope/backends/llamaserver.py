@@ -196,12 +196,14 @@ def start(backend, program: str, path: str, got: dict, threads: int) -> tuple[Ll
     body = {"prompt": probe, "n_predict": 4, "temperature": 0.0, "cache_prompt": False}
     tries = [got["extra_bufts"]] if got["extra_bufts"] is not None else [True, False]
     for i, on in enumerate(tries):
-        server = LlamaServer(program, path, parallel=got["parallel"], n_ctx=got["n_ctx"], threads=threads, n_batch=got["n_batch"],
-                             repack=on, label=f"llamacpp/{path}")
-        try:
+        server = None
+        try:  # a crash in its warm-up kills it before it answers; one in the probe, in the probe
+            server = LlamaServer(program, path, parallel=got["parallel"], n_ctx=got["n_ctx"], threads=threads, n_batch=got["n_batch"],
+                                 repack=on, label=f"llamacpp/{path}")
             server.complete_all([body, {**body, "prompt": probe[:48]}])
         except CotscopeError:
-            server.close()
+            if server is not None:
+                server.close()
             if i + 1 == len(tries):
                 raise
             continue
