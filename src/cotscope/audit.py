@@ -245,16 +245,21 @@ def _precision_caveats(run_dir: Path) -> list[str]:
     change with the rows that share its batch. The audit runs such a model in fixed blocks, so a
     resumed run batches as an uninterrupted one; another machine, thread count or
     --samples-in-flight still batches (or rounds) differently. A resumed block whose stored
-    samples came out different when computed again is named."""
+    samples came out different when computed again is named. A model decoded by llama-server
+    batches as the server's timing decides: named too."""
     path = run_dir / "usage.json"
     try:
         usage = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, json.JSONDecodeError):
         return []
-    half = sorted({u.get("precision", "") for u in usage.values() if isinstance(u, dict) and _is_half(u.get("precision", ""))})
+    precisions = {u.get("precision", "") for u in usage.values() if isinstance(u, dict)}
+    out = [f"the model was decoded by llama-server ({p.split('decoded by llama-server (', 1)[1].rstrip(')')}): which rows share "
+           "a step depends on the server's timing, so a rerun's greedy text can differ after a near tie; ?server=off decodes "
+           "one row at a time, exactly." for p in sorted(precisions) if "decoded by llama-server" in p]
+    half = sorted(p for p in precisions if _is_half(p))
     if not half:
-        return []
-    out = [f"the model ran in {', '.join(half)}: greedy text can depend on which rows share a batch; samples ran in fixed blocks "
+        return out
+    out += [f"the model ran in {', '.join(half)}: greedy text can depend on which rows share a batch; samples ran in fixed blocks "
            "of --samples-in-flight so that a resumed run batches as an uninterrupted one, but another machine, thread count or "
            "--samples-in-flight may move every number a little; ?dtype=float32 makes runs batch-independent (slower)."]
     try:

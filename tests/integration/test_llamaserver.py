@@ -89,6 +89,11 @@ def test_an_audit_through_a_server_equals_one_decoded_in_process(path, tmp_path)
         return [json.loads(r.model_dump_json(exclude={"wall_s"}).replace(json.dumps(f"{spec}&server={server}")[1:-1], "SPEC")) for r in run.records]
 
     assert records(a, fake_program(tmp_path)) == records(b, "off")
+    # the summary says the server decoded, and that a rerun through it is not exact; not without it
+    assert [w for w in a.summary.warnings if "llama-server" in w] == [
+        "the model was decoded by llama-server (8 slots, repacked weights): which rows share a step depends on the server's "
+        "timing, so a rerun's greedy text can differ after a near tie; ?server=off decodes one row at a time, exactly."]
+    assert not [w for w in b.summary.warnings if "llama-server" in w]
 
 
 def test_a_server_that_dies_on_its_repacked_weights_starts_again_without_them(path, tmp_path, monkeypatch):

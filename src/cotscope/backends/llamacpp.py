@@ -162,6 +162,7 @@ class LlamaCppBackend(Backend):
         if program is not None:
             try:
                 backend.server, backend.decoder = start(backend, program, path, got, threads)
+                backend.precision += f"; decoded by {backend.decoder}"  # in usage.json; a caveat in the summary
             except BaseException:
                 backend.close()
                 raise
