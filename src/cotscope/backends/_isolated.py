@@ -84,7 +84,8 @@ def _serve(conn) -> None:
         pass
 
 
-def _how(exitcode: int | None) -> str:
+def how_it_ended(exitcode: int | None) -> str:
+    """How a process ended, in words: its signal, its exit status, or that it stopped answering."""
     if exitcode is None:
         return "it stopped answering"
     if exitcode < 0:
@@ -139,13 +140,13 @@ class IsolatedBackend(Backend):
             code = self._proc.wait(timeout=10)
         except Exception:  # noqa: BLE001 - alive but silent: say so
             code = None
-        raise EngineDied(f"{self.label}: {self.engine}'s process died while {what} ({_how(code)}); nothing of this call came back. "
+        raise EngineDied(f"{self.label}: {self.engine}'s process died while {what} ({how_it_ended(code)}); nothing of this call came back. "
                          "What finished before it is saved: run the same command again to resume (with the same --out), "
                          "after a change of build or options if the crash repeats.")
 
     def _call(self, method: str, *args, **kwargs):
         if not self.alive:
-            raise EngineDied(f"{self.label}: {self.engine}'s process is not running ({_how(self._proc.poll() if self._proc else None)})")
+            raise EngineDied(f"{self.label}: {self.engine}'s process is not running ({how_it_ended(self._proc.poll() if self._proc else None)})")
         with self._lock:
             try:
                 self._conn.send((method, args, kwargs))

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._errors import CotscopeError, EngineDied
-from ._isolated import _how
+from ._isolated import how_it_ended
 from .base import Completion, GenerationParams, decoded_completion
 
 ENV = "COTSCOPE_LLAMA_SERVER"
@@ -100,7 +100,7 @@ class LlamaServer:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:
-                raise EngineDied(f"{label}: llama-server did not start ({_how(self.proc.returncode)}): {self.log_tail()}")
+                raise EngineDied(f"{label}: llama-server did not start ({how_it_ended(self.proc.returncode)}): {self.log_tail()}")
             try:
                 if self._request("GET", "/health")[0] == 200:
                     return
@@ -153,7 +153,7 @@ class LlamaServer:
                     code = self.proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     code = None
-                raise EngineDied(f"{self.label}: llama-server died while decoding ({_how(code)}; {exc}); nothing of this call came back. "
+                raise EngineDied(f"{self.label}: llama-server died while decoding ({how_it_ended(code)}; {exc}); nothing of this call came back. "
                                  "What finished before it is saved: run the same command again to resume (with the same --out); "
                                  f"?server=off decodes without it. Its log: {self.log_tail()}") from exc
         if status != 200:
