@@ -14,16 +14,6 @@ pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def path():
-    from cotscope.backends.hf import smollm2_path
-
-    try:
-        return smollm2_path()
-    except CotscopeError as exc:
-        pytest.skip(str(exc))
-
-
 PROMPTS = [Prompt.chat("What is 2+3? Think step by step."), Prompt.chat("Name a colour.")]
 
 

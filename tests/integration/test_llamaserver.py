@@ -29,16 +29,6 @@ QUESTIONS = ["What is 17 times 23? Think step by step.", "Name a colour.", "Writ
              "If Tom has 3 apples and buys 5 more, how many does he have?"]
 
 
-@pytest.fixture(scope="module")
-def path():
-    from cotscope.backends.hf import smollm2_path
-
-    try:
-        return smollm2_path()
-    except CotscopeError as exc:
-        pytest.skip(str(exc))
-
-
 def fake_program(tmp_path: Path) -> str:
     """An executable that runs the stand-in server with this interpreter."""
     exe = tmp_path / "fake-llama-server"

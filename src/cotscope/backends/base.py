@@ -175,6 +175,12 @@ def row_seeds(seed: int, rows: Sequence[Sequence[int]]) -> list[int]:
 TEMPLATE_OPTIONS = ("enable_thinking", "reasoning_effort")  # passed to a model's own chat template (Qwen3, gpt-oss)
 
 
+def row_seed(q: GenerationParams, key: int) -> int:
+    """A sampler seed (llama.cpp's) for a sampled row: from the call's seed and the row's own key
+    (`row_seeds`), so a row draws the same whichever decoder runs it, wherever it sits in a call."""
+    return int(np.random.default_rng([q.seed, key]).integers(2**31 - 1))
+
+
 def spec_settings(signature: Callable[..., dict], opts: dict[str, str], where: str, least: dict[str, float] | None = None) -> tuple[dict, dict]:
     """A backend spec's options, typed and checked: (its settings, the chat template's options).
 

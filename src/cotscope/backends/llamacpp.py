@@ -43,7 +43,7 @@ import numpy as np
 
 from .._errors import CotscopeError, require
 from ._tools import template_messages, template_tools, tool_chat
-from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seeds, spec_settings
+from .base import Backend, Completion, GenerationParams, Prompt, common_prefix, decoded_completion, row_seed, row_seeds, spec_settings
 from .registry import register_backend
 
 INSTALL = "pip install 'cotscope[llamacpp]'"
@@ -264,7 +264,7 @@ class LlamaCppBackend(Backend):
             return Completion("", len(ids), 0, "length", stop_hit=False)
         tail = max((self.count_tokens(s) for s in q.stop if s), default=0) + 2
         if q.temperature > 0:
-            self.llm.set_seed(int(np.random.default_rng([q.seed, key]).integers(2**31 - 1)))
+            self.llm.set_seed(row_seed(q, key))
         self._reuse(ids)  # counted; `Llama.generate` reuses the same prefix
         new: list[int] = []
         stopped = False

@@ -36,11 +36,9 @@ from http.client import HTTPConnection
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from .._errors import CotscopeError, EngineDied
 from ._isolated import how_it_ended
-from .base import Completion, GenerationParams, decoded_completion
+from .base import Completion, GenerationParams, decoded_completion, row_seed
 
 ENV = "COTSCOPE_LLAMA_SERVER"
 
@@ -84,7 +82,7 @@ class LlamaServer:
 
     def __init__(self, program: str, model: str, *, parallel: int, n_ctx: int, threads: int, n_batch: int,
                  repack: bool, label: str, timeout_s: float = 300.0) -> None:
-        self.label, self.parallel = label, parallel
+        self.label = label
         self.port = _free_port()
         self._log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115 - kept open
         # one KV pool of n_ctx cells that the slots share (--kv-unified): a slot takes what its row needs
@@ -93,14 +91,15 @@ class LlamaServer:
                "--batch-size", str(n_batch), "--ubatch-size", str(min(n_batch, 512)), "--no-webui", "--seed", "0"]
         if not repack:
             cmd.append("--no-repack")
-        self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llama-server")
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:
-                raise EngineDied(f"{label}: llama-server did not start ({how_it_ended(self.proc.returncode)}): {self.log_tail()}")
+                why, tail = how_it_ended(self.proc.returncode), self.log_tail()
+                self.close()  # its log file and request threads
+                raise EngineDied(f"{label}: llama-server did not start ({why}): {tail}")
             try:
                 if self._request("GET", "/health")[0] == 200:
                     return
@@ -222,7 +221,7 @@ def generate(backend, all_ids: list[list[int]], params: Sequence[GenerationParam
         budget = min(q.max_new_tokens, backend._room(ids))
         if budget <= 0:
             continue
-        seed = int(np.random.default_rng([q.seed, keys[i]]).integers(2**31 - 1)) if q.temperature > 0 else 0
+        seed = row_seed(q, keys[i]) if q.temperature > 0 else 0
         bodies[i] = {"prompt": ids, "n_predict": budget, "temperature": max(q.temperature, 0.0), "top_k": 0, "top_p": q.top_p,
                      "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0, "seed": seed, "stop": [s for s in q.stop if s],
                      "cache_prompt": True, "return_tokens": True}
