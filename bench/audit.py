@@ -7,19 +7,51 @@ alone (``--experiments truncate``) in under 5 minutes; a full audit of a 0.5B-cl
 GGUF at n=16 (``--model llamacpp/<file.gguf> --n-samples 16 --task gsm8k --task-arg
 path=<file>``) in under 15 minutes.
 
+``--as-avx2`` runs the code paths of a CPU without AVX-512 or AMX on this one: cotscope is told
+the CPU's flags without them (``$COTSCOPE_CPU_FLAGS``: transformers in float32), torch's own
+kernels are held to AVX2 (``ATEN_CPU_CAPABILITY``), and so are oneDNN's and MKL's
+(``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``). The clock, caches and memory stay this
+machine's, so it stands in for an AVX2 machine's figure, it is not one; it is recorded in a
+table of its own.
+
     python bench/audit.py [--n-samples N] [--model SPEC] [--experiments truncate,...]
-                          [--task NAME] [--task-arg KEY=VALUE ...] [--max-new-tokens N] [--out DIR]
+                          [--task NAME] [--task-arg KEY=VALUE ...] [--max-new-tokens N] [--out DIR] [--as-avx2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
 import time
 
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def as_avx2() -> None:
+    """Start this benchmark again with a CPU without AVX-512 and AMX emulated (see above); before
+    torch is imported, since its libraries read their settings when they load."""
+    if os.environ.get("COTSCOPE_CPU_FLAGS") is not None:
+        return
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((ln for ln in fh if ln.startswith("flags")), "").partition(":")[2].split()
+    except OSError:
+        flags = []
+    if "avx2" not in flags:
+        sys.exit("--as-avx2: this CPU has no AVX2")
+    kept = [f for f in flags if not f.startswith(("avx512", "amx")) and f != "avx_vnni"]
+    os.environ.update(AVX2_ENV, COTSCOPE_CPU_FLAGS=" ".join(kept))
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+if "--as-avx2" in sys.argv:
+    as_avx2()
+
 from cotscope import AuditConfig, audit, get_backend
+from cotscope.engine.attention import cpu_has_bfloat16
 from cotscope.engine.threads import available_cores
 from cotscope.cli.main import _kv
 
@@ -37,6 +69,7 @@ def main() -> int:
     parser.add_argument("--task-arg", action="append", default=[], type=_kv, metavar="KEY=VALUE")
     parser.add_argument("--max-new-tokens", type=int, help="CoT budget (default: the model's, see cotscope audit --help).")
     parser.add_argument("--out", help="Keep the run directory here (default: a temporary one).")
+    parser.add_argument("--as-avx2", action="store_true", help="Run a CPU without AVX-512 and AMX's code paths (see above).")
     parser.add_argument("--record", action="store_true", help="Add this run's figures to bench/results.jsonl (see bench/report.py).")
     args = parser.parse_args()
     experiments = tuple(x for x in args.experiments.split(",") if x)
@@ -54,13 +87,19 @@ def main() -> int:
     wall = time.perf_counter() - t0
     decoder = getattr(backend, "decoder", None)  # llamacpp/: this process or llama-server
     counters = {k: getattr(backend, k, 0) for k in ("n_generated_tokens", "n_scored_tokens", "n_prefill_tokens", "n_decode_row_steps",
-                                                    "n_draft_tokens", "n_draft_kept")}
+                                                    "n_draft_tokens", "n_draft_kept", "n_generate_ms", "n_score_ms",
+                                                    "n_server_prompt_tokens", "n_server_prompt_ms", "n_server_decode_ms")}
     backend.close()  # an engine in processes of its own: their peak memory is counted once they end
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     engine_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     gen_tokens, scored_tokens, prefill_tokens = counters["n_generated_tokens"], counters["n_scored_tokens"], counters["n_prefill_tokens"]
     s = result.summary
     print(f"model                 {config.model}  ({available_cores()} cores)" + (f", decoded by {decoder}" if decoder else ""))
+    if args.as_avx2:
+        import torch
+
+        print(f"CPU code paths        AVX2 emulated: torch's kernels {torch.backends.cpu.get_cpu_capability()}, "
+              f"bfloat16 arithmetic {'on' if cpu_has_bfloat16() else 'off'} (see --as-avx2)")
     print(f"samples               {s.n_samples} of {config.task}  (CoT chunks per sample {s['cost/cot_steps'].value:.1f}, "
           f"CoT budget {config.max_new_tokens}, CoTs cut {s.n_cut.get('subject', 0)})")
     print(f"experiments           {','.join(experiments)}")
@@ -71,6 +110,13 @@ def main() -> int:
         print(f"scoring               {scored_tokens} tokens")
     if prefill_tokens:
         print(f"prompt tokens run     {prefill_tokens} (generation and scoring, after prefix sharing and the KV store)")
+    if counters["n_generate_ms"] or counters["n_score_ms"]:  # llamacpp/: where the engine's time went
+        print(f"engine time           generation calls {counters['n_generate_ms'] / 1000:.1f} s, scoring calls {counters['n_score_ms'] / 1000:.1f} s "
+              f"(the rest of the wall time: loading, the audit's own work, waiting between calls)")
+    if counters["n_server_prompt_tokens"]:
+        print(f"llama-server          {counters['n_server_prompt_tokens']} prompt tokens run in {counters['n_server_prompt_ms'] / 1000:.1f} s, "
+              f"decoding {counters['n_server_decode_ms'] / 1000:.1f} s (each summed over requests; slots overlap); "
+              f"{prefill_tokens - counters['n_server_prompt_tokens']} prompt tokens run in the engine's process (scoring)")
     if steps := counters["n_decode_row_steps"]:
         print(f"decode row-steps      {steps}")
     if drafted := counters["n_draft_tokens"]:

@@ -44,7 +44,7 @@ COLUMNS = (("wall_s", "wall s", "{:.1f}"), ("peak_gb", "peak GB", "{:.2f}"), ("g
 def machine_class() -> str:
     """What the figures depend on: cores, and what the CPU (or GPU) computes natively."""
     from cotscope.engine.attention import cpu_has_bfloat16
-    from cotscope.engine.threads import available_cores
+    from cotscope.engine.threads import FLAGS_ENV, available_cores, real_cpu_flags
 
     try:
         import torch
@@ -54,6 +54,9 @@ def machine_class() -> str:
     except ImportError:
         pass
     flags = "bfloat16 arithmetic (AVX-512 BF16 or AMX): transformers in bfloat16" if cpu_has_bfloat16() else "AVX2, no bfloat16 arithmetic: transformers in float32"
+    if os.environ.get(FLAGS_ENV) is not None:  # bench/audit.py --as-avx2: a lesser CPU's code paths on this one
+        real = "AMX" if "amx_tile" in real_cpu_flags() else "AVX-512" if "avx512f" in real_cpu_flags() else "these"
+        flags = f"AVX2 code paths emulated on a CPU with {real} (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS): transformers in float32"
     return f"{available_cores()} cores, {platform.machine()}, {flags}"
 
 

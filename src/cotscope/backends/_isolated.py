@@ -12,7 +12,7 @@ lives on, and what it has saved (an audit's finished samples) stays saved.
 Calls are forwarded by name: every method the provider has (generate_each, score, encode,
 render, count_tokens, ...) runs in the child; methods of `Backend` itself run here and call
 those. Plain attributes (precision, n_ctx, ...) are copied once after loading; the provider's
-token counters (``n_*_tokens``, ``n_*_steps``) are kept here and advanced by what each call
+token and time counters (``n_*_tokens``, ``n_*_steps``, ``n_*_ms``) are kept here and advanced by what each call
 added in the child, so a caller may reset them.
 """
 
@@ -30,7 +30,7 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def _counters(backend) -> dict[str, int]:
-    return {k: v for k, v in vars(backend).items() if k.startswith("n_") and k.endswith(("_tokens", "_steps")) and isinstance(v, int)}
+    return {k: v for k, v in vars(backend).items() if k.startswith("n_") and k.endswith(("_tokens", "_steps", "_ms")) and isinstance(v, int)}
 
 
 def _plain(backend) -> dict[str, Any]:

@@ -34,6 +34,7 @@ parsed against `_settings`'s signature, as systems' and experiments' options are
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -123,6 +124,10 @@ class LlamaCppBackend(Backend):
         self.L, self.llm = L, llm
         self.n_ctx = min(llm.n_ctx(), len(llm.input_ids))  # llama.cpp may round its context up; the token record is as asked
         self.n_generated_tokens = self.n_prefill_tokens = self.n_decode_row_steps = 0
+        # where the time goes (bench/audit.py prints it): wall time in generation and in scoring
+        # calls, and, through llama-server, the prompt tokens it ran and its own prompt and
+        # decode times summed over requests (slots overlap: these sums exceed the wall time)
+        self.n_generate_ms = self.n_score_ms = self.n_server_prompt_tokens = self.n_server_prompt_ms = self.n_server_decode_ms = 0
         self.precision = "llama.cpp, GGUF weights as stored"
         meta = getattr(llm, "metadata", {}) or {}
         self.template, self._template = meta.get("tokenizer.chat_template"), None
@@ -232,6 +237,13 @@ class LlamaCppBackend(Backend):
 
     def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
         """Each row with its own budget, stop strings and sampling, in token order (see above)."""
+        t0 = time.perf_counter()
+        try:
+            return self._generate_each(prompts, params)
+        finally:
+            self.n_generate_ms += round((time.perf_counter() - t0) * 1000)
+
+    def _generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
         all_ids = [self.encode(self.render(p)) for p in prompts]
         if not all(all_ids):
             raise CotscopeError("cannot generate after an empty prompt")
@@ -291,6 +303,13 @@ class LlamaCppBackend(Backend):
         return z - np.log(np.exp(z).sum())
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        t0 = time.perf_counter()
+        try:
+            return self._score(prompts, continuations)
+        finally:
+            self.n_score_ms += round((time.perf_counter() - t0) * 1000)
+
+    def _score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         out = []
         for p, conts in zip(prompts, continuations, strict=True):
             text = self.render(p)

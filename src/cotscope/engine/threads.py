@@ -7,9 +7,21 @@ from functools import cache
 from pathlib import Path
 
 
+FLAGS_ENV = "COTSCOPE_CPU_FLAGS"
+
+
 @cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them (avx2, avx512f, amx_tile, ...); empty elsewhere."""
+    """The CPU's feature flags as Linux lists them (avx2, avx512f, amx_tile, ...); empty elsewhere.
+    ``$COTSCOPE_CPU_FLAGS`` (space-separated) stands in for them, for a benchmark that runs a
+    lesser CPU's code paths (``bench/audit.py --as-avx2``)."""
+    named = os.environ.get(FLAGS_ENV)
+    return frozenset(named.split()) if named is not None else real_cpu_flags()
+
+
+@cache
+def real_cpu_flags() -> frozenset[str]:
+    """The flags /proc/cpuinfo lists, whatever ``$COTSCOPE_CPU_FLAGS`` says."""
     try:
         line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
     except OSError:
