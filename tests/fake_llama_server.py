@@ -6,14 +6,7 @@ a time: content cut before the stop word, ``stop_type`` eos/word/limit, ``tokens
 ``timings``. ``FAKE_LLAMA_SERVER_DIE_AFTER=N``: it kills itself with SIGSEGV on the N+1-th
 completion, as a native crash would; ``FAKE_LLAMA_SERVER_COUNT=<file>``: it appends a line to that
 file for each completion it serves; ``FAKE_LLAMA_SERVER_AMX=1``: started without ``--no-repack`` it
-kills itself with SIGSEGV before answering, as llama.cpp's native build did on a CPU with AMX.
-
-Its slots keep what llama-server's keep: each of ``--parallel`` slots holds the tokens of its last
-request (prompt and output); a request takes the free slot holding the longest prefix of its
-prompt (at least a tenth of it), else the free slot used longest ago (or the slot its ``id_slot``
-names), and reports ``id_slot`` and
-``timings.prompt_n``: the prompt tokens past that prefix, what the server would evaluate. As in
-llama-server, no slot reuses what another holds (its prompt cache in host memory aside)."""
+kills itself with SIGSEGV before answering, as llama.cpp's native build did on a CPU with AMX."""
 
 from __future__ import annotations
 
@@ -31,7 +24,6 @@ def main() -> None:
     ap.add_argument("--port", type=int)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--ctx-size", type=int, default=4096)
-    ap.add_argument("--parallel", type=int, default=1)
     args, rest = ap.parse_known_args()
     if os.environ.get("FAKE_LLAMA_SERVER_AMX") == "1" and "--no-repack" not in rest:
         os.kill(os.getpid(), signal.SIGSEGV)
@@ -43,31 +35,6 @@ def main() -> None:
         llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.ctx_size, n_threads=1, verbose=False)
     lock = threading.Lock()
     served = [0]
-    slots = [{"tokens": [], "busy": False, "used": -1} for _ in range(args.parallel)]
-    slot_lock = threading.Condition()
-
-    def take_slot(ids: list[int], pinned: int) -> int:
-        from cotscope.backends.base import common_prefix
-
-        with slot_lock:
-            if pinned >= 0:  # id_slot: that slot, once it is free
-                while slots[pinned % len(slots)]["busy"]:
-                    slot_lock.wait()
-                slots[pinned % len(slots)]["busy"] = True
-                return pinned % len(slots)
-            while all(s["busy"] for s in slots):
-                slot_lock.wait()
-            free = [i for i, s in enumerate(slots) if not s["busy"]]
-            best = max(free, key=lambda i: common_prefix(slots[i]["tokens"], ids))
-            if common_prefix(slots[best]["tokens"], ids) < 0.1 * len(ids):
-                best = min(free, key=lambda i: slots[i]["used"])
-            slots[best]["busy"] = True
-            return best
-
-    def give_back(i: int, tokens: list[int]) -> None:
-        with slot_lock:
-            slots[i].update(tokens=tokens, busy=False, used=served[0])
-            slot_lock.notify_all()
     die_after = int(os.environ.get("FAKE_LLAMA_SERVER_DIE_AFTER", "-1"))
 
     def complete(body: dict) -> dict:
@@ -100,20 +67,6 @@ def main() -> None:
         return {"content": text, "tokens": new, "stop_type": kind, "stopping_word": word, "tokens_predicted": len(new),
                 "tokens_evaluated": len(ids), "timings": {"prompt_n": len(ids), "predicted_n": len(new)}}
 
-    def serve(body: dict) -> dict:
-        from cotscope.backends.base import common_prefix
-
-        ids = list(body["prompt"])
-        slot = take_slot(ids, int(body.get("id_slot", -1)))
-        try:
-            with lock:
-                out = complete(body)
-            held = slots[slot]["tokens"]
-            out.update(id_slot=slot, timings={**out["timings"], "prompt_n": len(ids) - min(common_prefix(held, ids), len(ids) - 1)})
-            return out
-        finally:
-            give_back(slot, ids + out["tokens"] if "out" in locals() else [])
-
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *a):  # quiet
             pass
@@ -134,7 +87,9 @@ def main() -> None:
             if self.path != "/completion":
                 self._send(404, {"error": "not found"})
                 return
-            self._send(200, serve(body))
+            with lock:
+                out = complete(body)
+            self._send(200, out)
 
     ThreadingHTTPServer.protocol_version = "HTTP/1.1"
     Handler.protocol_version = "HTTP/1.1"

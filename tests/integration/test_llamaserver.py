@@ -61,43 +61,6 @@ def test_rows_through_a_server_come_back_as_the_in_process_decoder_gives_them(pa
         here.close()
 
 
-def test_rows_sharing_a_prefix_run_on_one_slot_and_the_slots_spread_over_prefixes(path, tmp_path, monkeypatch):
-    """The stand-in's slots keep what llama-server's keep (each its last request; none shares a
-    prefix with another), so a row evaluates what its slot does not hold. Three CoTs of 120 tokens,
-    six rows after each: the dispatch gives each CoT a slot of its own and runs its rows there,
-    evaluating each CoT once; the control, rows handed out in token order as lanes come free (as
-    the server got them before), starts all three slots on the first CoT and moves them over the
-    others."""
-    from cotscope.backends import llamaserver
-
-    rng = __import__("random").Random(0)
-    cots = [[rng.randrange(1000, 20000) for _ in range(120)] for _ in range(3)]
-    bodies = [{"prompt": cot + [rng.randrange(1000, 20000) for _ in range(10)], "n_predict": 1, "temperature": 0.0, "cache_prompt": True}
-              for cot in cots for _ in range(6)]
-    bodies.sort(key=lambda b: b["prompt"])  # the order generate() gives them in
-
-    def evaluated(pick=None) -> tuple[int, list[int]]:
-        if pick is not None:
-            monkeypatch.setattr(llamaserver.LlamaServer, "_pick", pick)
-        server = llamaserver.LlamaServer(fake_program(tmp_path), path, parallel=3, n_ctx=1024, threads=1, n_batch=64, repack=False, label="t")
-        try:
-            out = server.complete_all(bodies)
-        finally:
-            server.close()
-            monkeypatch.undo()
-        assert [len(o["tokens"]) for o in out] == [1] * len(bodies)  # every row answered, in order
-        return sum(o["timings"]["prompt_n"] for o in out), [o["id_slot"] for o in out]
-
-    ran, slots = evaluated()
-    in_order, _ = evaluated(lambda self, slot, pending, prompts, others: pending[0])
-    assert ran <= 3 * 130 + 15 * 10  # each CoT once, then each row's own ten tokens
-    assert in_order >= ran + 2 * 120  # the control evaluates CoTs again on other slots
-    by_cot = {}
-    for b, s in zip(bodies, slots, strict=True):
-        by_cot.setdefault(tuple(b["prompt"][:120]), set()).add(s)
-    assert sorted(len(v) for v in by_cot.values()) == [1, 1, 1] and len(set().union(*by_cot.values())) == 3
-
-
 def test_an_audit_through_a_server_equals_one_decoded_in_process(path, tmp_path):
     """Plumbing: an audit's merged calls go to the server from the engine's own process; the
     records equal an in-process audit's."""

@@ -34,13 +34,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPConnection
 
-import numpy as np
-
 from collections.abc import Sequence
 
 from .._errors import CotscopeError, EngineDied
 from ._isolated import how_it_ended
-from .base import Completion, GenerationParams, common_prefix, decoded_completion, row_seed
+from .base import Completion, GenerationParams, decoded_completion, row_seed
 
 ENV = "COTSCOPE_LLAMA_SERVER"
 
@@ -95,8 +93,6 @@ class LlamaServer:
             cmd.append("--no-repack")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self._local = threading.local()
-        self.parallel = parallel
-        self._held: dict[int, np.ndarray] = {}  # slot -> the tokens its KV holds, as far as the replies tell
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llama-server")
         deadline = time.monotonic() + timeout_s
         while True:
@@ -164,56 +160,8 @@ class LlamaServer:
         return out
 
     def complete_all(self, bodies: list[dict]) -> list[dict]:
-        """Every request, ``parallel`` in flight, results in order. Lane k sends its requests to
-        slot k (``id_slot``) and picks each next one for what that slot holds (see `_pick`): the
-        server keeps what a slot last ran and evaluates only what a new prompt adds to it, but no
-        slot reuses what another holds (its prompt cache in host memory aside), so rows that
-        share a long prefix (one CoT's truncations, edits and continuations) are best run one
-        after another on one slot, and the slots spread over different CoTs."""
-        results: list[dict | None] = [None] * len(bodies)
-        prompts = [np.asarray(b["prompt"]) for b in bodies]
-        pending = list(range(len(bodies)))
-        lock = threading.Lock()
-        busy: dict[int, np.ndarray] = {}  # slot -> the prompt it runs now
-        failed = threading.Event()
-
-        def lane(k: int) -> None:
-            while True:
-                with lock:
-                    if not pending or failed.is_set():
-                        return
-                    j = self._pick(k, pending, prompts, [v for w, v in busy.items() if w != k])
-                    pending.remove(j)
-                    busy[k] = prompts[j]
-                try:
-                    out = results[j] = self.complete({**bodies[j], "id_slot": k})
-                except BaseException:
-                    failed.set()
-                    raise
-                finally:
-                    with lock:
-                        busy.pop(k, None)
-                with lock:  # what the slot now holds: the prompt and what it generated
-                    tokens = [t for t in out.get("tokens") or () if isinstance(t, int)]
-                    self._held[k] = np.concatenate([prompts[j], np.asarray(tokens, dtype=prompts[j].dtype)])
-
-        for f in [self._pool.submit(lane, k) for k in range(min(self.parallel, len(bodies)))]:
-            f.result()  # a lane's error (EngineDied, ...) is the call's
-        return results  # type: ignore[return-value]
-
-    def _pick(self, slot: int, pending: list[int], prompts: list[np.ndarray], others: list[np.ndarray]) -> int:
-        """The next request for `slot`: the one whose prompt shares the longest prefix with what
-        the slot holds; among equals, the one sharing least with what the other slots hold or are
-        running (so a fresh slot, or one whose CoT is done, takes up a CoT no other slot is on);
-        then the first in token order."""
-        held = self._held.get(slot, prompts[0][:0])
-        others = others + [v for s, v in self._held.items() if s != slot]
-
-        def key(j: int) -> tuple[int, int, int]:
-            p = prompts[j]
-            return (-common_prefix(held, p), max((common_prefix(o, p) for o in others), default=0), j)
-
-        return min(pending, key=key)
+        """Every request at once, ``parallel`` in flight (the server's slots), results in order."""
+        return list(self._pool.map(self.complete, bodies))
 
 
     def close(self) -> None:
