@@ -92,7 +92,7 @@ def write_gemma3_gguf(out: str | Path, *, n_embd: int, n_layer: int, n_head: int
         if qtype == gguf.GGMLQuantizationType.F16:
             w.add_tensor(name, x.astype(np.float16))
         elif qtype == gguf.GGMLQuantizationType.Q8_0:
-            w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_shape=x.shape, raw_dtype=qtype)
+            w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
         else:
             w.add_tensor(name, x)
 
