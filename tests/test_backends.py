@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -668,3 +669,16 @@ def test_rows_of_one_conversation_are_batched_by_the_tokens_they_feed():
     lengths = [1] * 10 + [2, 3, 27]
     assert similar_lengths(lengths, lambda x: x, 0.2, FED_SLACK) == [[1] * 10 + [2, 3], [27]]
     assert similar_lengths(lengths, lambda x: x, 0.2) == [[1] * 10, [2, 3], [27]]  # without slack: three passes
+
+
+def test_cotscope_cpu_flags_stands_in_for_the_cpus_flags():
+    """`$COTSCOPE_CPU_FLAGS` (bench/audit.py --as-avx2) decides what cotscope takes the CPU to
+    compute natively: without bfloat16 flags the CPU default is float32, with one bfloat16."""
+    import subprocess
+    import sys
+
+    code = "from cotscope.engine.attention import default_dtype; print(default_dtype('cpu'))"
+    for flags, dtype in (("avx2 fma", "float32"), ("avx2 avx512_bf16", "bfloat16"), ("", "float32")):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "COTSCOPE_CPU_FLAGS": flags},
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert out[0] == dtype, (flags, out)
