@@ -94,8 +94,14 @@ def test_llamacpp_repacked_buffers_are_off_by_default_exactly_on_cpus_with_amx(m
 
     for flags, on in ((frozenset({"avx2", "fma"}), True), (frozenset({"avx512f", "avx512_bf16"}), True),
                       (frozenset({"avx512f", "amx_tile", "amx_int8"}), False), (frozenset(), True)):
-        monkeypatch.setattr(_threads, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(_threads, "real_cpu_flags", lambda flags=flags: flags)
         assert llamacpp.default_extra_bufts() is on
+    # what the CPU has decides, not $COTSCOPE_CPU_FLAGS (bench/audit.py --as-avx2): the crash is the real CPU's
+    monkeypatch.setattr(_threads, "real_cpu_flags", lambda: frozenset({"avx512f", "amx_tile"}))
+    monkeypatch.setenv("COTSCOPE_CPU_FLAGS", "avx2 fma")
+    _threads.cpu_flags.cache_clear()
+    assert "amx_tile" not in _threads.cpu_flags() and llamacpp.default_extra_bufts() is False
+    _threads.cpu_flags.cache_clear()
 
 
 def test_the_cli_names_a_dead_engine_and_prints_the_command_that_resumes(monkeypatch, capsys):

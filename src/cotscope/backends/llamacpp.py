@@ -86,10 +86,11 @@ def _check_file(rest: str) -> None:
 
 
 def default_extra_bufts() -> bool:
-    """Whether llama.cpp's repacked weight buffers are on by default: not on a CPU with AMX (see above)."""
-    from ..engine.threads import cpu_flags
+    """Whether llama.cpp's repacked weight buffers are on by default: not on a CPU with AMX (see
+    above). The CPU's own flags, not ``$COTSCOPE_CPU_FLAGS``: the crash is the real CPU's."""
+    from ..engine.threads import real_cpu_flags
 
-    return "amx_tile" not in cpu_flags()
+    return "amx_tile" not in real_cpu_flags()
 
 
 @contextmanager
