@@ -33,17 +33,15 @@ AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_EN
 def as_avx2() -> None:
     """Start this benchmark again with a CPU without AVX-512 and AMX emulated (see above); before
     torch is imported, since its libraries read their settings when they load."""
-    if os.environ.get("COTSCOPE_CPU_FLAGS") is not None:
+    from cotscope.engine.threads import FLAGS_ENV, real_cpu_flags  # torch not imported: the new process loads it
+
+    if os.environ.get(FLAGS_ENV) is not None:
         return
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((ln for ln in fh if ln.startswith("flags")), "").partition(":")[2].split()
-    except OSError:
-        flags = []
+    flags = real_cpu_flags()
     if "avx2" not in flags:
         sys.exit("--as-avx2: this CPU has no AVX2")
-    kept = [f for f in flags if not f.startswith(("avx512", "amx")) and f != "avx_vnni"]
-    os.environ.update(AVX2_ENV, COTSCOPE_CPU_FLAGS=" ".join(kept))
+    kept = sorted(f for f in flags if not f.startswith(("avx512", "amx")) and f != "avx_vnni")
+    os.environ.update(AVX2_ENV, **{FLAGS_ENV: " ".join(kept)})
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
 

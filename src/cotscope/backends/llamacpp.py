@@ -236,27 +236,30 @@ class LlamaCppBackend(Backend):
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         return self.generate_each(prompts, [params] * len(prompts))
 
-    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
-        """Each row with its own budget, stop strings and sampling, in token order (see above)."""
+    @contextmanager
+    def _timed(self, counter: str):
+        """Add the block's wall time, in milliseconds, to the counter named `counter`."""
         t0 = time.perf_counter()
         try:
-            return self._generate_each(prompts, params)
+            yield
         finally:
-            self.n_generate_ms += round((time.perf_counter() - t0) * 1000)
+            setattr(self, counter, getattr(self, counter) + round((time.perf_counter() - t0) * 1000))
 
-    def _generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
-        all_ids = [self.encode(self.render(p)) for p in prompts]
-        if not all(all_ids):
-            raise CotscopeError("cannot generate after an empty prompt")
-        keys = row_seeds(0, all_ids)  # a row's draws follow its prompt, not its place in the call
-        if self.server is not None:
-            from .llamaserver import generate
+    def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
+        """Each row with its own budget, stop strings and sampling, in token order (see above)."""
+        with self._timed("n_generate_ms"):
+            all_ids = [self.encode(self.render(p)) for p in prompts]
+            if not all(all_ids):
+                raise CotscopeError("cannot generate after an empty prompt")
+            keys = row_seeds(0, all_ids)  # a row's draws follow its prompt, not its place in the call
+            if self.server is not None:
+                from .llamaserver import generate
 
-            return generate(self, all_ids, params, keys)
-        out: list[Completion | None] = [None] * len(prompts)
-        for i in sorted(range(len(prompts)), key=lambda i: all_ids[i]):
-            out[i] = self._generate_row(all_ids[i], params[i], keys[i])
-        return out  # type: ignore[return-value]
+                return generate(self, all_ids, params, keys)
+            out: list[Completion | None] = [None] * len(prompts)
+            for i in sorted(range(len(prompts)), key=lambda i: all_ids[i]):
+                out[i] = self._generate_row(all_ids[i], params[i], keys[i])
+            return out  # type: ignore[return-value]
 
     def _room(self, ids: list[int]) -> int:
         room = self.n_ctx - len(ids)
@@ -304,31 +307,25 @@ class LlamaCppBackend(Backend):
         return z - np.log(np.exp(z).sum())
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
-        t0 = time.perf_counter()
-        try:
-            return self._score(prompts, continuations)
-        finally:
-            self.n_score_ms += round((time.perf_counter() - t0) * 1000)
-
-    def _score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
-        out = []
-        for p, conts in zip(prompts, continuations, strict=True):
-            text = self.render(p)
-            ctx = self.encode(text)
-            if not ctx:
-                raise CotscopeError("cannot score after an empty prompt")
-            row, first = [], None
-            for c in conts:
-                full = self.encode(text + c)
-                if full[: len(ctx)] != ctx:  # the join merged tokens: score the parts separately
-                    full = ctx + self.llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)
-                if len(full) == len(ctx):  # an empty continuation
-                    row.append(0.0)
-                    continue
-                first = self._logprobs_after(ctx) if first is None else first  # once for every candidate
-                row.append(float(first[full[len(ctx)]]) + sum(float(self._logprobs_after(full[:j])[full[j]]) for j in range(len(ctx) + 1, len(full))))
-            out.append(row)
-        return out
+        with self._timed("n_score_ms"):
+            out = []
+            for p, conts in zip(prompts, continuations, strict=True):
+                text = self.render(p)
+                ctx = self.encode(text)
+                if not ctx:
+                    raise CotscopeError("cannot score after an empty prompt")
+                row, first = [], None
+                for c in conts:
+                    full = self.encode(text + c)
+                    if full[: len(ctx)] != ctx:  # the join merged tokens: score the parts separately
+                        full = ctx + self.llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)
+                    if len(full) == len(ctx):  # an empty continuation
+                        row.append(0.0)
+                        continue
+                    first = self._logprobs_after(ctx) if first is None else first  # once for every candidate
+                    row.append(float(first[full[len(ctx)]]) + sum(float(self._logprobs_after(full[:j])[full[j]]) for j in range(len(ctx) + 1, len(full))))
+                out.append(row)
+            return out
 
     def close(self) -> None:
         server, self.server = getattr(self, "server", None), None
