@@ -93,7 +93,8 @@ def gguf_parts(rest: str) -> tuple[str, str]:
 
 
 def _settings(dtype: Literal["float32", "float16", "bfloat16"] | None = None, device: str | None = None, batch_size: int = 32,
-              prefix_cache: bool = True, kv_store: int = KV_STORE_MIB, gguf_cache: bool = True, draft: int = DRAFT_TOKENS) -> dict:
+              prefix_cache: bool = True, kv_store: int = KV_STORE_MIB, gguf_cache: bool = True, draft: int = DRAFT_TOKENS,
+              answer_in_row: bool | None = None) -> dict:
     """``hf/`` and ``gguf/``'s options with their types and defaults (the chat-template options
     aside): a spec's options are parsed against this signature (`_options.parse_options`).
     ``dtype`` and ``device`` default by the machine (`default_dtype`); ``kv_store`` is in MiB (0:
@@ -223,7 +224,12 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     safetensors in the dtype loaded, under ``$COTSCOPE_CACHE_DIR`` or ``~/.cache/cotscope``, keyed by
     the file's path, size and modification time; the next load reads that folder instead of
     parsing the GGUF again), ``draft`` (default 4: the most draft tokens a greedy row of the
-    decode stream checks a step, see `engine.draft`; 0: none).
+    decode stream checks a step, see `engine.draft`; 0: none), ``answer_in_row`` (true: the
+    answer forced after a continuation runs in the continuation's own row of the decode stream, on
+    its live KV, and neither goes to the store, see `engine.stream.DecodeStream`; false: it is a
+    call of its own, which reads the continuation's KV from the store if it is still there; default
+    true in float32, where both give the same text, false in half precision, where the rows that
+    share a step change the rounding and so the text).
     """
     got, template = settings(source, opts or {})  # a bad option is named before torch loads
     from ..engine.threads import cap_onednn_cache, cap_torch_threads
@@ -261,4 +267,5 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
         model.set_attn_implementation(cpu_attention())
     release_freed_memory(force=True)  # what de-quantizing and converting the weights left
     return model, tok, {"batch_size": batch_size, "prefix_cache": prefix_cache, "draft_tokens": draft_tokens, "template_kwargs": template,
-                        "kv_store_bytes": kv_store_bytes}
+                        "kv_store_bytes": kv_store_bytes,
+                        "answer_in_row": dtype == torch.float32 if got["answer_in_row"] is None else got["answer_in_row"]}

@@ -36,14 +36,34 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class Then:
+    """An answer forced right after a generation, asked for with it (`GenerationParams.then`).
+
+    `ask` takes the generation's completion and gives the answer's prompt, its decoding settings,
+    and how the answer's completion reads to the caller (a provider's edge may rewrite it). A
+    provider that decodes it in the generation's own row, while that row's KV is live
+    (`answers_in_row`), attaches the result as `Completion.answer`; any other leaves it out, and
+    the caller asks for the answer as a call of its own. Either way the answer's prompt is the
+    one the caller would have sent, so its text is the same greedy text.
+    """
+
+    ask: Callable[["Completion"], tuple[Prompt, "GenerationParams", Callable[["Completion"], "Completion"]]]
+
+
+@dataclass(frozen=True)
 class GenerationParams:
-    """Decoding settings. `temperature=0` means greedy."""
+    """Decoding settings. `temperature=0` means greedy. `then`: an answer to force after the
+    generation (see `Then`); `keep`: whether a provider that keeps KV between calls may keep this
+    generation's for a later prompt that goes on from its text (a forced answer's is read by
+    nothing). Neither takes part in comparisons: a call's cache key is its prompt and the rest."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
+    then: Then | None = field(default=None, compare=False, repr=False)
+    keep: bool = field(default=True, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,9 @@ class Completion:
     # model's end token or the budget (False); None where the provider does not say which
     # (an OpenAI-compatible server other than vLLM). A thinking block's stop is its close tag.
     stop_hit: bool | None = field(default=None, compare=False)
+    # The answer forced after this text in the same row, where the call asked for one
+    # (`GenerationParams.then`) and the provider decoded it; None otherwise.
+    answer: "Completion | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -44,16 +44,23 @@ class HFBackend(Backend):
     prefix_cache = _engine_attr("prefix_cache")
     kv_store_bytes = _engine_attr("kv_store_bytes")  # at most this much KV kept between calls (option kv_store)
     drafter = _engine_attr("drafter")  # the decode stream's drafts (None: off)
+    n_answers_in_row = _engine_attr("n_answers_in_row")
+
+    @property
+    def answers_in_row(self) -> bool:
+        """Whether a greedy generation's `GenerationParams.then` is decoded in its own row (the
+        decode stream's, under the prefix cache; option answer_in_row)."""
+        return self.engine.prefix_cache and self.engine.answer_in_row
 
     def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
-                 template_kwargs: dict | None = None, kv_store_bytes: int = KV_STORE_MIB * 2**20) -> None:
+                 template_kwargs: dict | None = None, kv_store_bytes: int = KV_STORE_MIB * 2**20, answer_in_row: bool = True) -> None:
         self.model, self.tok = model, tokenizer
         self.template_kwargs = dict(template_kwargs or {})  # what the model's own chat template reads (enable_thinking, ...)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.precision = f"{model.device.type} {str(model.dtype).removeprefix('torch.')}"  # device and dtype, for the run's usage.json
         self.engine = Engine(model, tokenizer, batch_size=batch_size, prefix_cache=prefix_cache, draft_tokens=draft_tokens,
-                             kv_store_bytes=kv_store_bytes)
+                             kv_store_bytes=kv_store_bytes, answer_in_row=answer_in_row)
 
     @classmethod
     def load(cls, source: str, gguf_file: str | None = None, opts: dict[str, str] | None = None) -> "HFBackend":

@@ -98,7 +98,9 @@ class Model(Backend):
         return outs
 
     def _count(self, outs: Sequence[Completion]) -> None:
-        """One provider call's generations in the usage counts."""
+        """One provider call's generations in the usage counts (an answer decoded in a
+        generation's row, `Completion.answer`, as one more)."""
+        outs = [*outs, *(o.answer for o in outs if o.answer is not None)]
         self.usage.calls += 1
         self.usage.prompts += len(outs)
         self.usage.generated_tokens += sum(o.n_generated_tokens for o in outs)

@@ -28,7 +28,7 @@ class Engine(PrefixStore):
     share KV) and how many of its leading tokens may come from a shared prefix."""
 
     def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
-                 kv_store_bytes: int = KV_STORE_MIB * 2**20) -> None:
+                 kv_store_bytes: int = KV_STORE_MIB * 2**20, answer_in_row: bool = True) -> None:
         self.model, self.tok = model, tokenizer
         self.batch_size = batch_size
         self.prefix_cache = prefix_cache
@@ -41,6 +41,8 @@ class Engine(PrefixStore):
         self.drafter = Drafter(draft_tokens) if draft_tokens > 0 else None  # the decode stream's drafts, see draft
         self.n_draft_tokens = 0  # draft tokens the decode stream checked
         self.n_draft_kept = 0  # of those, the ones it kept
+        self.answer_in_row = answer_in_row  # the decode stream forces an answer asked with a generation in its row (option answer_in_row), see DecodeStream
+        self.n_answers_in_row = 0  # answers it decoded so
 
     def forget(self) -> None:
         """Drop the stored KV and the draft tables: what follows is computed as in a fresh process."""
@@ -264,6 +266,8 @@ class Engine(PrefixStore):
                     gone = set(range(len(live))) - set(keep)
                     for j in sorted(gone):
                         r, valid = live[j], mask[j].bool()
+                        if not own[r].keep:
+                            continue
                         self.keep_generated(list(prompts[r]) + new[r][:-1], [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in cache.layers])
                 if not keep:
                     break

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from .draft import RowIndex
 from .._errors import CotscopeError
 from .cache import grow_layer
 from .rows import FED_SLACK, eos_ids, greedy, fill_from_end, pad_left, Row, similar_lengths
-from ..backends.base import Completion, GenerationParams, Prompt
+from ..backends.base import Completion, GenerationParams, Prompt, common_prefix
 
 DRAFT_SLOTS = 32  # tokens a check step runs (rows x (1 + draft)) up to which a row's draft may be longer than one, see _check
 JOIN_TOKENS = 8  # prompt tokens past its stored KV up to which a row may join the decode stream's next check, see DecodeStream._joining
@@ -29,6 +29,14 @@ class DecodeStream:
     Queued rows are admitted shortest budget first: an answer forced after a CoT or a continuation
     that has just ended runs on that text's KV while the store still holds it, instead of waiting
     behind long continuations that would push it out (docs/performance.md gives the measurement).
+
+    A row whose params ask for an answer after it (`GenerationParams.then`) goes on, when it ends,
+    as that answer's row: the answer's prompt starts with the tokens the row holds (or all but a
+    few), so the row's KV is cut to the shared part and the rest of the prompt runs in the next
+    check, as a row joining on stored KV does. Neither part goes to the store (nothing else reads
+    a continuation), so continuations do not push out the KV that later calls read. An answer whose
+    prompt shares too little with its row is queued as a row of its own, after the row's KV is
+    stored. The ticket gets the generation's completion with the answer's attached.
     """
 
     def __init__(self, engine, row_of) -> None:  # an Engine, and the adapter's prompt -> Row
@@ -38,6 +46,7 @@ class DecodeStream:
         self.queue: list[tuple[int, int, Prompt, GenerationParams]] = []
         self.rows: list[_Live] = []
         self.tickets: dict[int, list[Completion | None]] = {}
+        self.waiting: dict[tuple[int, int], tuple[Completion, Callable[[Completion], Completion]]] = {}  # (ticket, index) -> the generation's completion, how its answer reads
         self.n_tickets = 0
         self.cache = self.mask = self.last = None
         self.fed_width = 0  # columns the last forward added: a draft's check, or 1
@@ -55,7 +64,7 @@ class DecodeStream:
         return bool(self.rows or self.queue)
 
     def reset(self) -> None:
-        self.queue, self.rows, self.tickets = [], [], {}
+        self.queue, self.rows, self.tickets, self.waiting = [], [], {}, {}
         self.cache = self.mask = self.last = None
 
     def step(self) -> list[tuple[int, list[Completion]]]:
@@ -90,7 +99,7 @@ class DecodeStream:
         import torch
 
         b = self.b
-        keep, ended, took = [], [], []
+        keep, ended, took, answering = [], [], [], []
         for j, row in enumerate(self.rows):
             if row.feed:  # joined this step on stored KV: its prompt's last tokens run in the next check
                 keep.append(j)
@@ -104,7 +113,15 @@ class DecodeStream:
                 n += 1
                 stopped = b.ends(row.new, row.params.stop, row.tail, self.eos)
                 if stopped or len(row.new) >= row.params.max_new_tokens:
-                    self.tickets[row.ticket][row.index] = b.completion(row.new, row.params, stopped, row.n_prompt, row.new_lp)
+                    done = b.completion(row.new, row.params, stopped, row.n_prompt, row.new_lp)
+                    if row.params.then is not None and (row.ticket, row.index) not in self.waiting:
+                        after = self._answer_after(row, done, len(self.rows))
+                        if after is not None:  # the row goes on as its answer's
+                            answering.append((j, *after))
+                            keep.append(j)
+                            break
+                    else:
+                        self._finish(row, done)
                     ended.append(j)
                     break
                 if i == len(row.draft) or row.draft[i] != t:
@@ -124,10 +141,56 @@ class DecodeStream:
         self.last = self.last + torch.tensor(took, device=self.last.device)
         for j in ended:
             row = self.rows[j]
-            self._keep_kv(j, row)
+            if row.store:
+                self._keep_kv(j, row)
             if b.drafter is not None:
                 b.drafter.learn((row.ids or []) + row.new)
+        for j, ids, m, params in answering:
+            self._become_answer(j, ids, m, params)
         return keep
+
+    def _finish(self, row: "_Live", done: Completion) -> None:
+        """A row's completion in its ticket: an answer's attached to the generation it follows."""
+        key = (row.ticket, row.index)
+        if key in self.waiting:
+            first, read = self.waiting.pop(key)
+            done = replace(first, answer=read(done))
+        self.tickets[row.ticket][row.index] = done
+
+    def _answer_after(self, row: "_Live", done: Completion, n_rows: int):
+        """When a row that asked for an answer after it ends: the answer's prompt (`Then.ask`).
+        If it starts with all but a few of the tokens the row holds (the columns it adds cost
+        the running rows at most what a row joining on stored KV may), (its tokens, how many
+        the row keeps, its params) for `_become_answer`; else None, and the answer waits in the
+        queue as a row of its own (the row's KV goes to the store as it leaves)."""
+        b = self.b
+        prompt, params, read = row.params.then.ask(done)  # type: ignore[union-attr]
+        self.waiting[(row.ticket, row.index)] = (done, read)
+        ids = self.row_of(prompt)
+        m = min(common_prefix((row.ids or []) + row.new[:-1], ids.ids), ids.limit)
+        fed = len(ids.ids) - m
+        width = 1 + _most_draft(n_rows) if b.drafter is not None else 1
+        if b.answer_in_row and row.ids is not None and 0 < fed <= JOIN_TOKENS and n_rows * (fed - width) <= FED_SLACK:
+            return ids.ids, m, params
+        self.queue.append((row.ticket, row.index, prompt, params))
+        self.queue.sort(key=lambda x: x[3].max_new_tokens)
+        return None
+
+    def _become_answer(self, j: int, ids: list[int], m: int, params: GenerationParams) -> None:
+        """Row `j`, which has just ended, goes on as the answer after it: its KV cut to the first
+        `m` tokens it holds (the answer prompt's), the prompt's other tokens run in the next check."""
+        import torch
+
+        row = self.rows[j]
+        held = len(row.ids or []) + len(row.new) - 1  # the tokens the row's KV holds: all but its last, never fed
+        drop = held - m
+        if drop > 0:  # the row's last `drop` columns leave its attention
+            cols = torch.nonzero(self.mask[j]).flatten()[-drop:]
+            self.mask[j, cols] = 0
+            self.last[j] -= drop
+        self.b.n_prefill_tokens += len(ids) - m
+        self.b.n_answers_in_row += 1
+        self.rows[j] = _Live(row.ticket, row.index, params, len(ids), self.b.stop_tail(params.stop), ids=ids, feed=ids[m:], store=False)
 
     def _check(self) -> None:
         """One forward of every row's last token and its draft (see `draft`): the model's
@@ -165,7 +228,7 @@ class DecodeStream:
         self.fed_width = width
 
     def _keep_kv(self, j: int, row: "_Live") -> None:
-        """Put a finished row's KV in the backend's prefix store (`HFBackend._keep_generated`)."""
+        """Put a finished row's KV in the backend's prefix store (`Engine.keep_generated`)."""
         if row.ids is None:
             return
         valid = self.mask[j].bool()
@@ -181,7 +244,8 @@ class DecodeStream:
         room = b.batch_size - len(self.rows)
         take, self.queue = self.queue[:room], self.queue[room:]
         rows = b.families([self.row_of(prompt) for _, _, prompt, _ in take])
-        live = [_Live(ticket, index, params, len(row.ids), b.stop_tail(params.stop), ids=row.ids)
+        live = [_Live(ticket, index, params, len(row.ids), b.stop_tail(params.stop), ids=row.ids,
+                      store=params.keep and (ticket, index) not in self.waiting)
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         # Prompts that feed a similar number of tokens past their shared prefix run together
         # (little padding); then all join the batch at once.
@@ -302,6 +366,7 @@ class _Live:
     fed: int = 0  # tokens the last forward ran for the row (its last and its draft, or the prompt tokens it joined with); 0 after its prompt pass
     feed: list[int] = field(default_factory=list)  # prompt tokens the next check runs (a row that joined on stored KV)
     grams: RowIndex = field(default_factory=RowIndex)  # where n-grams of its text occur, for drafts
+    store: bool = True  # its KV goes to the store when it ends (not an answer's, see DecodeStream)
 
 
 def _most_draft(n_rows: int) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from .._errors import CotscopeError
-from ..backends.base import Backend, Completion, GenerationParams, Prompt
+from ..backends.base import Backend, Completion, GenerationParams, Prompt, Then
 from ..backends.registry import register_backend
 from ..systems.thinking import THINK_CLOSE, THINK_OPEN
 from .checkpoints import checkpoint_dir
@@ -61,8 +61,25 @@ class _AtTheEdge(Backend):
         return self.generate_each(prompts, [params] * len(prompts))
 
     def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:
-        asked, kept, state = self._edge_in(prompts, params)
+        asked, kept, state = self._edge_in(prompts, self._thens_in(prompts, params))
         return self._edge_out(state, self.inner.generate_each(asked, kept))
+
+    def _thens_in(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[GenerationParams]:
+        """`params` with each answer asked after a generation (`Then`) as the network sees it: the
+        generation's completion rewritten out through the edge before the caller's `ask` reads
+        it, the answer's prompt rewritten in, and the answer's completion rewritten out."""
+        return [q if q.then is None else replace(q, then=self._then_in(p, q)) for p, q in zip(prompts, params, strict=True)]
+
+    def _then_in(self, prompt: Prompt, params: GenerationParams) -> Then:
+        asked = params.then.ask  # type: ignore[union-attr]
+        state = self._edge_in([prompt], [params])[2]
+
+        def ask(done: Completion):
+            answer, answer_params, read = asked(self._edge_out(state, [done])[0])
+            (inner,), (inner_params,), answer_state = self._edge_in([answer], [answer_params])
+            return inner, inner_params, lambda c: read(self._edge_out(answer_state, [c])[0])
+
+        return Then(ask)
 
     @property
     def open_stream(self):
@@ -86,7 +103,7 @@ class _EdgeStream:
         self.edge, self.inner, self.states = edge, inner, {}
 
     def add(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> int:
-        asked, kept, state = self.edge._edge_in(prompts, params)
+        asked, kept, state = self.edge._edge_in(prompts, self.edge._thens_in(prompts, params))
         ticket = self.inner.add(asked, kept)
         self.states[ticket] = state
         return ticket

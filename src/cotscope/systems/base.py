@@ -17,14 +17,14 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 from .._errors import CotscopeError
 from .._options import parse_options, split_spec
 from .._registry import Registry, is_import_path
 from ..backends import Backend, Completion, GenerationParams, Prompt
-from ..backends.base import cut_at_stop
+from ..backends.base import Then, cut_at_stop
 from ..tasks.base import LETTERS, Kind, Sample, extract_answer
 from ..trace import Answer, Continuation, Message, Step, Trace, join_steps, make_steps
 from .prompts import ANSWER_CUE, answer_prefix
@@ -46,9 +46,28 @@ class Reasoning:
     # only where `steps` are that text (not rewritten, not joined from several replies).
     logprob: float | None = None
     n_logprob_tokens: int = 0
+    answer: Completion | None = None  # the answer the backend forced after it in its row, where one was asked (`System.continue_from`)
 
 
 Cot = Sequence[Step] | Sequence[str]
+
+
+def answers_in_row(reason: Callable) -> Callable:
+    """Mark a `System.reason` that takes `thens` and builds its reasoning with `System.read`, so
+    that `continue_from` may ask for each answer with its continuation."""
+    reason.answers_in_row = True  # type: ignore[attr-defined]
+    return reason
+
+
+def generate(backend: Backend, prompts: Sequence[Prompt], params: GenerationParams, thens: Sequence[Then | None] | None) -> list[Completion]:
+    """`backend.generate`, each prompt's params with its `Then` where one is given."""
+    if not thens:
+        return backend.generate(prompts, params)
+    return backend.generate_each(prompts, [params if t is None else replace(params, then=t) for t in thens])
+
+
+def _same(c: Completion) -> Completion:
+    return c
 
 
 class System(ABC):
@@ -103,20 +122,24 @@ class System(ABC):
         """The prompt whose continuation is the answer, right after `cot`."""
         return self.prompt(sample).with_prefix(answer_prefix(cot, self.kind))
 
-    def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
-        """Reason on from each prefix up to the answer cue: one generation per sample."""
+    @answers_in_row
+    def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int,
+               thens: Sequence[Then | None] | None = None) -> list[Reasoning]:
+        """Reason on from each prefix up to the answer cue: one generation per sample (`thens`:
+        an answer to force after each, see `continue_from`)."""
         texts = [join_steps(p) for p in prefixes]
         prompts = [self.prompt(s).with_prefix(t + "\n" if t else "") for s, t in zip(samples, texts, strict=True)]
-        completions = self.backend.generate(prompts, self._params(max_new_tokens, stop=(ANSWER_CUE,)))
+        completions = generate(self.backend, prompts, self._params(max_new_tokens, stop=(ANSWER_CUE,)), thens)
         completions = self._past_a_leading_cue(prompts, texts, completions, max_new_tokens)
-        role = next(iter(self.roles))
-        return [
-            Reasoning(
-                steps=make_steps(c.text, self.backend.count_tokens), text=c.text.strip(), tokens_by_role={role: c.n_generated_tokens},
-                finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens,
-            )
-            for c in completions
-        ]
+        return [self.read(c) for c in completions]
+
+    def read(self, c: Completion) -> Reasoning:
+        """The reasoning a generation from `reason` wrote."""
+        return Reasoning(
+            steps=make_steps(c.text, self.backend.count_tokens), text=c.text.strip(), tokens_by_role={next(iter(self.roles)): c.n_generated_tokens},
+            finish_reason=c.finish_reason, n_prompt_tokens=c.n_prompt_tokens, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens,
+            answer=c.answer,
+        )
 
     def _past_a_leading_cue(self, prompts: Sequence[Prompt], prefixes: Sequence[str], completions: Sequence[Completion],
                             max_new_tokens: int) -> list[Completion]:
@@ -177,22 +200,56 @@ class System(ABC):
                 best = max(logps, key=logps.__getitem__)
                 out.append(Answer(answer=best, text=best, choice_logprobs=_normalize(logps)))
             return out
-        completions = backend.generate(prompts, self._params(12, stop=("\n",), temperature=0.0))
-        out = []
-        for c in completions:
-            ans, err = extract_answer(f"{ANSWER_CUE}{c.text}", self.kind)
-            out.append(Answer(answer=ans, answer_error=err, text=c.text.strip(), n_tokens=c.n_generated_tokens))
-        return out
+        return [self._answer(c) for c in backend.generate(prompts, self._answer_params())]
+
+    def _answer_params(self) -> GenerationParams:
+        """How a forced answer other than a choice is decoded: a short greedy line, whose KV no
+        later prompt reads (`GenerationParams.keep`)."""
+        return replace(self._params(12, stop=("\n",), temperature=0.0), keep=False)
+
+    def _answer(self, c: Completion) -> Answer:
+        ans, err = extract_answer(f"{ANSWER_CUE}{c.text}", self.kind)
+        return Answer(answer=ans, answer_error=err, text=c.text.strip(), n_tokens=c.n_generated_tokens)
 
     def continue_from(self, samples: Sequence[Sample], cots: Sequence[Cot], max_new_tokens: int | None = None) -> list[Continuation]:
-        """Hand the system each CoT prefix and let it reason on, then force its answer."""
-        added = self.reason(samples, cots, max_new_tokens or self.params.max_new_tokens)
+        """Hand the system each CoT prefix and let it reason on, then force its answer.
+
+        Where the backend can decode that answer in the continuation's own row, while its KV is
+        live (`answers_in_row`: the transformers engine's decode stream), the answer is asked
+        with the continuation (`Then`): its prompt is the one `answer_from` would send, built
+        from the continuation the same way. An answer the backend did not attach (another
+        provider, a sampled continuation, a cached one, a reply read on past a leading cue) is
+        asked as a call of its own."""
+        thens = self._thens(samples, cots)
+        added = self.reason(samples, cots, max_new_tokens or self.params.max_new_tokens, **({"thens": thens} if thens else {}))
         full = [[*_as_steps(c), *r.steps] for c, r in zip(cots, added, strict=True)]
-        answers = self.answer_from(samples, full)
+        answers: list[Answer | None] = [None if r.answer is None else self._answer(r.answer) for r in added]
+        asked = [i for i, a in enumerate(answers) if a is None]
+        for i, a in zip(asked, self.answer_from([samples[i] for i in asked], [full[i] for i in asked]) if asked else (), strict=True):
+            answers[i] = a
         return [
             Continuation(text=r.text, n_tokens=sum(r.tokens_by_role.values()), answer=a, finish_reason=r.finish_reason)
             for r, a in zip(added, answers, strict=True)
         ]
+
+    def _thens(self, samples: Sequence[Sample], cots: Sequence[Cot]) -> list[Then] | None:
+        """The answer to force after each continuation, asked with it (`continue_from`), or None
+        where it cannot be: a choice is read by scoring, another backend answers, this system
+        reasons its own way (a `reason` not marked `answers_in_row`), a sampled continuation, or a
+        backend that does not decode answers in the row."""
+        if (self.kind == "choice" or self.answer_backend is not self.backend or self.params.temperature > 0
+                or not getattr(type(self).reason, "answers_in_row", False) or getattr(self.backend, "answers_in_row", False) is not True):
+            return None
+        params = self._answer_params()
+
+        def then(sample: Sample, cot: Cot) -> Then:
+            def ask(done: Completion):
+                full = [*_as_steps(cot), *self.read(done).steps]
+                return self.answer_prompt(sample, join_steps(full)), params, _same
+
+            return Then(ask)
+
+        return [then(s, c) for s, c in zip(samples, cots, strict=True)]
 
     def run(self, samples: Sequence[Sample]) -> list[Trace]:
         """Reason from scratch, then answer after the reasoning.

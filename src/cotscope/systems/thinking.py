@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import CotscopeError
-from ..backends import Prompt
+from ..backends import Completion, Prompt
+from ..backends.base import Then
 from ..tasks.base import Sample, extract_answer
 from ..trace import Message, Trace, join_steps, make_steps
-from .base import Cot, Reasoning, System, register_system
+from .base import Cot, Reasoning, System, answers_in_row, generate, register_system
 from .prompts import ANSWER_CUE, answer_format, format_question
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # the delimiters R1-style templates write
@@ -141,24 +142,25 @@ class Think(System):
         closed = self.thinking_prefix(sample, cot) + self.close_tag + self.then + ANSWER_CUE + (" (" if self.kind == "choice" else "")
         return self.prompt(sample).with_prefix(closed)
 
-    def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int) -> list[Reasoning]:
-        """Think on from each partial thinking trace until the block closes."""
+    @answers_in_row
+    def reason(self, samples: Sequence[Sample], prefixes: Sequence[Cot], max_new_tokens: int,
+               thens: Sequence[Then | None] | None = None) -> list[Reasoning]:
+        """Think on from each partial thinking trace until the block closes (`thens`: an answer to
+        force after each, see `System.continue_from`)."""
         texts = [join_steps(p) for p in prefixes]
         prompts = [self.prompt(s).with_prefix(self.thinking_prefix(s, t)) for s, t in zip(samples, texts, strict=True)]
-        completions = self.backend.generate(prompts, self._params(max_new_tokens, stop=(self.close_tag,)))
-        role = next(iter(self.roles))
-        out = []
-        for c in completions:
-            split = split_thinking(c.text, self.open_tag, self.close_tag)
-            thinking = split.thinking
-            ended = _how_thinking_ended(c)
-            meta = {"thinking": "prompted in tags" if self.instruct else "native", "thinking_ended": ended}
-            out.append(Reasoning(
-                steps=make_steps(thinking, self.backend.count_tokens), text=thinking, tokens_by_role={role: c.n_generated_tokens},
-                finish_reason="stop" if ended in ("close tag", "unknown") else "length",
-                n_prompt_tokens=c.n_prompt_tokens, meta=meta, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens,
-            ))
-        return out
+        return [self.read(c) for c in generate(self.backend, prompts, self._params(max_new_tokens, stop=(self.close_tag,)), thens)]
+
+    def read(self, c: Completion) -> Reasoning:
+        split = split_thinking(c.text, self.open_tag, self.close_tag)
+        thinking = split.thinking
+        ended = _how_thinking_ended(c)
+        meta = {"thinking": "prompted in tags" if self.instruct else "native", "thinking_ended": ended}
+        return Reasoning(
+            steps=make_steps(thinking, self.backend.count_tokens), text=thinking, tokens_by_role={next(iter(self.roles)): c.n_generated_tokens},
+            finish_reason="stop" if ended in ("close tag", "unknown") else "length",
+            n_prompt_tokens=c.n_prompt_tokens, meta=meta, logprob=c.logprob, n_logprob_tokens=c.n_logprob_tokens, answer=c.answer,
+        )
 
     def run(self, samples: Sequence[Sample]) -> list[Trace]:
         if self.can_prefill:
