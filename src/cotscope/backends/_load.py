@@ -226,8 +226,9 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
     parsing the GGUF again), ``draft`` (default 4: the most draft tokens a greedy row of the
     decode stream checks a step, see `engine.draft`; 0: none), ``answer_in_row`` (true: the
     answer forced after a continuation runs in the continuation's own row of the decode stream, on
-    its live KV, and neither goes to the store, see `engine.stream.DecodeStream`; false: it is a
-    call of its own, which reads the continuation's KV from the store if it is still there; default
+    its live KV, and neither goes to the store, nor does any forced answer's, see
+    `engine.stream.DecodeStream`; false: it is a call of its own, which reads the continuation's KV
+    from the store if it is still there, and every generation's KV is kept; default
     true in float32, where both give the same text, false in half precision, where the rows that
     share a step change the rounding and so the text).
     """

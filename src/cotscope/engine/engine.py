@@ -41,7 +41,9 @@ class Engine(PrefixStore):
         self.drafter = Drafter(draft_tokens) if draft_tokens > 0 else None  # the decode stream's drafts, see draft
         self.n_draft_tokens = 0  # draft tokens the decode stream checked
         self.n_draft_kept = 0  # of those, the ones it kept
-        self.answer_in_row = answer_in_row  # the decode stream forces an answer asked with a generation in its row (option answer_in_row), see DecodeStream
+        # The decode stream forces an answer asked with a generation in its row, and a generation
+        # that asks not to be kept (a forced answer's) leaves no KV (option answer_in_row), see DecodeStream.
+        self.answer_in_row = answer_in_row
         self.n_answers_in_row = 0  # answers it decoded so
 
     def forget(self) -> None:
@@ -266,7 +268,7 @@ class Engine(PrefixStore):
                     gone = set(range(len(live))) - set(keep)
                     for j in sorted(gone):
                         r, valid = live[j], mask[j].bool()
-                        if not own[r].keep:
+                        if not own[r].keep and self.answer_in_row:
                             continue
                         self.keep_generated(list(prompts[r]) + new[r][:-1], [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in cache.layers])
                 if not keep:

@@ -245,7 +245,7 @@ class DecodeStream:
         take, self.queue = self.queue[:room], self.queue[room:]
         rows = b.families([self.row_of(prompt) for _, _, prompt, _ in take])
         live = [_Live(ticket, index, params, len(row.ids), b.stop_tail(params.stop), ids=row.ids,
-                      store=params.keep and (ticket, index) not in self.waiting)
+                      store=(params.keep or not b.answer_in_row) and (ticket, index) not in self.waiting)
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         # Prompts that feed a similar number of tokens past their shared prefix run together
         # (little padding); then all join the batch at once.
