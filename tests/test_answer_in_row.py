@@ -105,3 +105,26 @@ def _stripped(x):
     if isinstance(x, float):
         return round(x, 5)
     return x
+
+
+def test_only_a_system_that_reasons_and_answers_the_default_way_asks_with_the_continuation():
+    """`System._thens`: asked where the backend says it decodes answers in the row and the system
+    builds answers the default way; not for a choice, a backend that does not, a sampled
+    continuation, or a system with its own `answer_from` (it would be bypassed)."""
+    from cotscope.backends.mock import MockBackend
+    from cotscope.systems.builtin import CotSystem
+    from cotscope.tasks.base import Sample
+
+    class InRow(MockBackend):
+        answers_in_row = True
+
+    class OwnAnswers(CotSystem):
+        def answer_from(self, samples, cots):
+            return super().answer_from(samples, cots)
+
+    sample = Sample(id="s", question="q", answer="1")
+    assert CotSystem(InRow(), "numeric", "cot")._thens([sample], [["a"]]) is not None
+    assert CotSystem(MockBackend(), "numeric", "cot")._thens([sample], [["a"]]) is None
+    assert CotSystem(InRow(), "choice", "cot")._thens([sample], [["a"]]) is None
+    assert CotSystem(InRow(), "numeric", "cot", GenerationParams(temperature=0.7))._thens([sample], [["a"]]) is None
+    assert OwnAnswers(InRow(), "numeric", "cot")._thens([sample], [["a"]]) is None

@@ -235,10 +235,11 @@ class System(ABC):
     def _thens(self, samples: Sequence[Sample], cots: Sequence[Cot]) -> list[Then] | None:
         """The answer to force after each continuation, asked with it (`continue_from`), or None
         where it cannot be: a choice is read by scoring, another backend answers, this system
-        reasons its own way (a `reason` not marked `answers_in_row`), a sampled continuation, or a
-        backend that does not decode answers in the row."""
+        reasons or answers its own way (a `reason` not marked `answers_in_row`, its own
+        `answer_from`), a sampled continuation, or a backend that does not decode answers in the row."""
         if (self.kind == "choice" or self.answer_backend is not self.backend or self.params.temperature > 0
-                or not getattr(type(self).reason, "answers_in_row", False) or getattr(self.backend, "answers_in_row", False) is not True):
+                or not getattr(type(self).reason, "answers_in_row", False) or type(self).answer_from is not System.answer_from
+                or getattr(self.backend, "answers_in_row", False) is not True):
             return None
         params = self._answer_params()
 
