@@ -46,6 +46,12 @@ class Engine(PrefixStore):
         self.answer_in_row = answer_in_row
         self.n_answers_in_row = 0  # answers it decoded so
 
+    def keeps(self, params: GenerationParams) -> bool:
+        """Whether a finished row's KV goes to the store: unless it asks not to be kept (a forced
+        answer's, `GenerationParams.keep`) and answers run in the row (option answer_in_row; off,
+        every row's is kept, as before)."""
+        return params.keep or not self.answer_in_row
+
     def forget(self) -> None:
         """Drop the stored KV and the draft tables: what follows is computed as in a fresh process."""
         self.kv_store.clear()
@@ -268,7 +274,7 @@ class Engine(PrefixStore):
                     gone = set(range(len(live))) - set(keep)
                     for j in sorted(gone):
                         r, valid = live[j], mask[j].bool()
-                        if not own[r].keep and self.answer_in_row:
+                        if not self.keeps(own[r]):
                             continue
                         self.keep_generated(list(prompts[r]) + new[r][:-1], [(layer.keys[j][:, valid], layer.values[j][:, valid]) for layer in cache.layers])
                 if not keep:

@@ -168,9 +168,7 @@ class DecodeStream:
         self.waiting[(row.ticket, row.index)] = (done, read)
         ids = self.row_of(prompt)
         m = min(common_prefix((row.ids or []) + row.new[:-1], ids.ids), ids.limit)
-        fed = len(ids.ids) - m
-        width = 1 + _most_draft(n_rows) if b.drafter is not None else 1
-        if b.answer_in_row and row.ids is not None and 0 < fed <= JOIN_TOKENS and n_rows * (fed - width) <= FED_SLACK:
+        if b.answer_in_row and row.ids is not None and self._may_feed(len(ids.ids) - m, n_rows):
             return ids.ids, m, params
         self.queue.append((row.ticket, row.index, prompt, params))
         self.queue.sort(key=lambda x: x[3].max_new_tokens)
@@ -245,7 +243,7 @@ class DecodeStream:
         take, self.queue = self.queue[:room], self.queue[room:]
         rows = b.families([self.row_of(prompt) for _, _, prompt, _ in take])
         live = [_Live(ticket, index, params, len(row.ids), b.stop_tail(params.stop), ids=row.ids,
-                      store=(params.keep or not b.answer_in_row) and (ticket, index) not in self.waiting)
+                      store=b.keeps(params) and (ticket, index) not in self.waiting)
                 for (ticket, index, _, params), row in zip(take, rows, strict=True)]
         # Prompts that feed a similar number of tokens past their shared prefix run together
         # (little padding); then all join the batch at once.
@@ -305,14 +303,11 @@ class DecodeStream:
         if not alone:
             return None
         n_rows = len(self.rows) + len(alone)
-        width = 1 + _most_draft(n_rows) if b.drafter is not None else 1  # a check's widest row without them
         parts = []
         for i in alone:
             m, hit = b.stored(rows[i].group, rows[i].ids)
             m = min(m, rows[i].limit)
-            fed = len(rows[i].ids) - m
-            # Columns past that width cost every row: a few are cheaper than a pass of their own.
-            if hit is not None and 0 < fed <= JOIN_TOKENS and n_rows * (fed - width) <= FED_SLACK:
+            if hit is not None and self._may_feed(len(rows[i].ids) - m, n_rows):
                 parts.append((i, m, hit))
         if not parts:
             return None
@@ -326,6 +321,14 @@ class DecodeStream:
         last = torch.tensor([m - 1 for _, m, _ in parts])
         dev = b.model.device
         return cache, mask.to(dev), last.to(dev), None, [live[i] for i, _, _ in parts]
+
+    def _may_feed(self, fed: int, n_rows: int) -> bool:
+        """Whether `fed` prompt tokens of a row may run in a check of `n_rows` rows rather than in a
+        prompt pass of their own: at most `JOIN_TOKENS`, and the columns they add past a check's
+        usual width (its widest row's last token and draft) cost every row at most `FED_SLACK`
+        slots in all; a few are cheaper than a pass."""
+        width = 1 + _most_draft(n_rows) if self.b.drafter is not None else 1
+        return 0 < fed <= JOIN_TOKENS and n_rows * (fed - width) <= FED_SLACK
 
     def _crop(self) -> None:
         """Drop the columns that are padding in every row (left by rows that have gone), and

@@ -218,8 +218,8 @@ class System(ABC):
         live (`answers_in_row`: the transformers engine's decode stream), the answer is asked
         with the continuation (`Then`): its prompt is the one `answer_from` would send, built
         from the continuation the same way. An answer the backend did not attach (another
-        provider, a sampled continuation, a cached one, a reply read on past a leading cue) is
-        asked as a call of its own."""
+        provider, a call outside the decode stream, a sampled continuation, a cached one, a reply
+        read on past a leading cue) is asked as a call of its own."""
         thens = self._thens(samples, cots)
         added = self.reason(samples, cots, max_new_tokens or self.params.max_new_tokens, **({"thens": thens} if thens else {}))
         full = [[*_as_steps(c), *r.steps] for c, r in zip(cots, added, strict=True)]
