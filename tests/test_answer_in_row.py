@@ -27,7 +27,8 @@ def _run(stream, prompts, params):
 
 def _asking(prompt, tail):
     """A `Then` whose answer prompt is the CoT written, cut, then `tail` (what `System` asks
-    after a continuation: its text, a line break and the answer cue)."""
+    after a continuation: its text, a line break and the answer cue). Plumbing: it writes the
+    prompt; what the tests hold the answer to is the model's own decode of that prompt alone."""
     return Then(lambda done: (prompt.with_prefix(prompt.prefix + done.text.rstrip() + tail), ANSWER, lambda c: c))
 
 
