@@ -536,6 +536,43 @@ def test_an_entry_read_by_another_conversation_is_recently_used():
     assert a_ids in held and b_ids not in held
 
 
+def test_a_forced_answers_prompt_that_copies_a_stored_entry_is_not_stored():
+    """A prompt read again at most once (`passing`: a forced answer's) whose tokens a stored entry
+    holds all but a few of, and which does not extend that entry (a truncation point of a stored
+    trace), leaves no entry of its own: the stored entry serves it. Controls: the same prompt
+    not passing is stored; a passing prompt that is mostly new text, or that extends the entry
+    (it replaces it), is stored. The logits it starts from are the same either way."""
+    import cotscope.backends.hf as hf
+    from cotscope.engine.rows import FED_SLACK, Row
+
+    provider = organism_provider()
+    backend = hf.HFBackend(provider.model, provider.tok)
+    engine = backend.engine
+    base = Prompt.chat("Question: what is 12 plus 30? Think it through step by step, line by line.", prefix="Answer:")
+    backend.score([base], [[" 42"]])
+    held = next(iter(engine.kv_store.values()))[0]
+    cut = held[: len(held) - 6] + engine.encode(" So")  # all but six of the entry's tokens, then its own
+
+    def start(ids, passing, group):
+        [(_, _, _, logits, _)] = engine.start_alone([Row(ids, group, len(ids))], [passing])
+        return group in engine.kv_store, logits
+
+    stored_passing, logits_passing = start(cut, True, "cut-passing")
+    stored_kept, logits_kept = start(cut, False, "cut-kept")
+    assert not stored_passing and stored_kept
+    assert torch_allclose(logits_passing, logits_kept)
+    new_text = cut + engine.encode(" and then some more words" * 8)
+    assert len(new_text) - len(cut) > FED_SLACK
+    assert start(new_text, True, "new-text")[0]
+    assert start(held + engine.encode(" 42"), True, "extends")[0]
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
 def streamed(provider, prompts, params, waves=1):
     """Completions of `prompts` decoded by `provider`'s stream, admitted in `waves` calls, one
     a step (all at its first step by default); the stream is left with nothing running."""

@@ -253,7 +253,7 @@ class DecodeStream:
         if joining:
             parts.append(joining)
             alone = [i for i in alone if not live[i].feed]
-        for cache, mask, last, logits, which in b.start_alone([rows[i] for i in alone]) if alone else ():
+        for cache, mask, last, logits, which in b.start_alone([rows[i] for i in alone], [not b.keeps(live[i].params) for i in alone]) if alone else ():
             parts.append((cache, mask, last, logits, [live[alone[j]] for j in which]))
         rest = sorted(set(range(len(rows))) - set(alone) - {i for i, row in enumerate(live) if row.feed})
         fed = dict(zip(rest, b.fed_lengths([rows[i] for i in rest]), strict=True))
