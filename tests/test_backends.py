@@ -719,3 +719,28 @@ def test_cotscope_cpu_flags_stands_in_for_the_cpus_flags():
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "COTSCOPE_CPU_FLAGS": flags},
                              capture_output=True, text=True, check=True).stdout.split()
         assert out[0] == dtype, (flags, out)
+
+
+def test_the_default_batch_on_a_cpu_keeps_its_kv_within_a_budget():
+    """On a CPU the default batch holds at most CPU_BATCH_KV_MIB of KV at ROW_TOKENS a row: a
+    model whose token KV is large (SmolLM2-135M's shape in float32, 46 KB) gets fewer rows than
+    32; the same shape in bfloat16 (23 KB), a small model, and any model on a GPU keep 32. A
+    batch_size given in the spec is what runs."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cotscope.backends._load import BATCH_SIZE, CPU_BATCH_KV_MIB, ROW_TOKENS, default_batch_size, kv_bytes_per_token
+
+    def fake(dtype, device="cpu", heads=3):
+        config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=heads, hidden_size=576)
+        return SimpleNamespace(config=config, dtype=dtype, device=torch.device(device))
+
+    assert kv_bytes_per_token(fake(torch.float32)) == 2 * 30 * 3 * 64 * 4 == 46080
+    rows = default_batch_size(fake(torch.float32))
+    assert rows < BATCH_SIZE and rows * 46080 * ROW_TOKENS <= CPU_BATCH_KV_MIB * 2**20 < (rows + 1) * 46080 * ROW_TOKENS
+    assert default_batch_size(fake(torch.bfloat16)) == BATCH_SIZE
+    assert default_batch_size(fake(torch.float32, "meta")) == BATCH_SIZE  # not a CPU
+    assert default_batch_size(fake(torch.float32, heads=300)) == 1  # never none
+    given = get_backend("organism/faithful?batch_size=5", cache=False)
+    assert getattr(given.provider, "inner", given.provider).batch_size == 5

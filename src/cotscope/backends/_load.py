@@ -92,14 +92,39 @@ def gguf_parts(rest: str) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
-def _settings(dtype: Literal["float32", "float16", "bfloat16"] | None = None, device: str | None = None, batch_size: int = 32,
+def _settings(dtype: Literal["float32", "float16", "bfloat16"] | None = None, device: str | None = None, batch_size: int | None = None,
               prefix_cache: bool = True, kv_store: int = KV_STORE_MIB, gguf_cache: bool = True, draft: int = DRAFT_TOKENS,
               answer_in_row: bool | None = None) -> dict:
     """``hf/`` and ``gguf/``'s options with their types and defaults (the chat-template options
     aside): a spec's options are parsed against this signature (`_options.parse_options`).
-    ``dtype`` and ``device`` default by the machine (`default_dtype`); ``kv_store`` is in MiB (0:
-    only the last prefix run), ``draft`` in tokens (0: no drafts)."""
+    ``dtype`` and ``device`` default by the machine (`default_dtype`), ``batch_size`` by the model
+    (`default_batch_size`); ``kv_store`` is in MiB (0: only the last prefix run), ``draft`` in
+    tokens (0: no drafts)."""
     return dict(locals())
+
+
+BATCH_SIZE = 32  # rows decoded together by default
+CPU_BATCH_KV_MIB = 1024  # on a CPU, the default batch's KV at ROW_TOKENS a row stays within this, see default_batch_size
+ROW_TOKENS = 1024
+
+
+def kv_bytes_per_token(model) -> int:
+    """The bytes of KV one token takes in `model` (keys and values of every layer, in its dtype)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+
+
+def default_batch_size(model) -> int:
+    """`BATCH_SIZE` rows, but on a CPU no more than keep `CPU_BATCH_KV_MIB` of KV at
+    `ROW_TOKENS` tokens a row: the running batch's KV is the audit's largest memory after the
+    weights, and it doubles in float32 (a CPU without bfloat16 arithmetic). SmolLM2-135M: 32 rows
+    in bfloat16 (23 KB a token), 22 in float32 (46 KB), which keeps the default audit's peak
+    under 2 GiB there; a 7B model in bfloat16 (128 KB a token) 8 rows. A GPU keeps 32."""
+    if model.device.type != "cpu":
+        return BATCH_SIZE
+    return max(1, min(BATCH_SIZE, CPU_BATCH_KV_MIB * 2**20 // (kv_bytes_per_token(model) * ROW_TOKENS)))
 
 
 def settings(rest: str, opts: dict[str, str]) -> tuple[dict, dict]:
@@ -212,7 +237,8 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
 
     Options (after ``?``): ``dtype`` (float32, bfloat16, float16; default bfloat16 on a GPU and on
     a CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX), float32 on other CPUs),
-    ``device`` (cpu, cuda, ...), ``batch_size`` (default 32), ``prefix_cache`` (default true:
+    ``device`` (cpu, cuda, ...), ``batch_size`` (rows decoded together; default 32, fewer on a
+    CPU for a model whose KV a token is large, see `default_batch_size`), ``prefix_cache`` (default true:
     prompts of one conversation that differ only in their assistant prefix, such as the
     truncation points of one trace, run their common token prefix through the model once and
     reuse its KV cache; false gives the plain reference path), ``kv_store`` (MiB, default 192:
@@ -264,6 +290,8 @@ def load_model(source: str, gguf_file: str | None, opts: dict[str, str] | None):
         if keep is not None:
             _keep_converted(model, tok, keep)
     model.to(device).eval()
+    if batch_size is None:
+        batch_size = default_batch_size(model)
     if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and not has_windowed_layers(model):
         model.set_attn_implementation(cpu_attention())
     release_freed_memory(force=True)  # what de-quantizing and converting the weights left

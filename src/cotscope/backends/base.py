@@ -215,7 +215,7 @@ def spec_settings(signature: Callable[..., dict], opts: dict[str, str], where: s
     template = template_kwargs(opts, where)
     got = signature(**parse_options(signature, opts, where, also=TEMPLATE_OPTIONS))
     for k, bound in (least or {}).items():
-        if got[k] < bound:
+        if got[k] is not None and got[k] < bound:  # None: the default, chosen later
             raise CotscopeError(f"option {k}={got[k]} for {where}: must be " + ("0 or more" if bound == 0 else f"at least {bound}"))
     return got, template
 
