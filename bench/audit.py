@@ -4,8 +4,8 @@ Prints wall time, peak memory, generated tokens per second of wall time, the pro
 and decode row-steps, and checks the targets on 2 CPU cores: the default audit (every
 experiment, 20 samples) in under 5 minutes and under 2 GB at peak; the truncation experiment
 alone (``--experiments truncate``) in under 5 minutes; a full audit of a 0.5B-class instruct
-GGUF at n=16 (``--model llamacpp/<file.gguf> --n-samples 16 --task gsm8k --task-arg
-path=<file>``) in under 15 minutes.
+GGUF at n=16 (``--model gguf/<file.gguf>`` or ``llamacpp/<file.gguf>``, ``--n-samples 16
+--task gsm8k --task-arg path=bench/gsm8k_16.jsonl``) in under 15 minutes.
 
 ``--as-avx2`` runs the code paths of a CPU without AVX-512 or AMX on this one: cotscope is told
 the CPU's flags without them (``$COTSCOPE_CPU_FLAGS``: transformers in float32), torch's own
