@@ -542,6 +542,8 @@ def test_a_forced_answers_prompt_that_copies_a_stored_entry_is_not_stored():
     trace), leaves no entry of its own: the stored entry serves it. Controls: the same prompt
     not passing is stored; a passing prompt that is mostly new text, or that extends the entry
     (it replaces it), is stored. The logits it starts from are the same either way."""
+    import torch
+
     import cotscope.backends.hf as hf
     from cotscope.engine.rows import FED_SLACK, Row
 
@@ -560,17 +562,11 @@ def test_a_forced_answers_prompt_that_copies_a_stored_entry_is_not_stored():
     stored_passing, logits_passing = start(cut, True, "cut-passing")
     stored_kept, logits_kept = start(cut, False, "cut-kept")
     assert not stored_passing and stored_kept
-    assert torch_allclose(logits_passing, logits_kept)
+    assert torch.allclose(logits_passing.float(), logits_kept.float(), atol=1e-5)
     new_text = cut + engine.encode(" and then some more words" * 8)
     assert len(new_text) - len(cut) > FED_SLACK
     assert start(new_text, True, "new-text")[0]
     assert start(held + engine.encode(" 42"), True, "extends")[0]
-
-
-def torch_allclose(a, b) -> bool:
-    import torch
-
-    return torch.allclose(a.float(), b.float(), atol=1e-5)
 
 
 def streamed(provider, prompts, params, waves=1):

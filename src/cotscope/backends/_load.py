@@ -12,7 +12,7 @@ from typing import Literal
 from .._errors import CotscopeError, require
 from ..config import EMBEDDED_GGUF
 from ..engine.attention import cpu_attention, default_dtype, has_windowed_layers
-from ..engine.engine import DRAFT_TOKENS, KV_STORE_MIB
+from ..engine.engine import BATCH_SIZE, DRAFT_TOKENS, KV_STORE_MIB
 from ..engine.memory import release_freed_memory
 from .base import spec_settings
 
@@ -103,7 +103,6 @@ def _settings(dtype: Literal["float32", "float16", "bfloat16"] | None = None, de
     return dict(locals())
 
 
-BATCH_SIZE = 32  # rows decoded together by default
 CPU_BATCH_KV_MIB = 1024  # on a CPU, the default batch's KV at ROW_TOKENS a row stays within this, see default_batch_size
 ROW_TOKENS = 1024
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import CotscopeError
-from ..engine.engine import DRAFT_TOKENS, KV_STORE_MIB, Engine
+from ..engine.engine import BATCH_SIZE, DRAFT_TOKENS, KV_STORE_MIB, Engine
 from ..engine.rows import Row, eos_ids, left_pad
 from ._load import _check_gguf, _check_hf, cache_root, gguf_parts, has_windowed_layers, load_model, smollm2_path, smollm2_spec
 from ._tools import template_messages, template_tools, tool_chat
@@ -52,7 +52,7 @@ class HFBackend(Backend):
         decode stream's, under the prefix cache; option answer_in_row)."""
         return self.engine.prefix_cache and self.engine.answer_in_row
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
+    def __init__(self, model, tokenizer, batch_size: int = BATCH_SIZE, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
                  template_kwargs: dict | None = None, kv_store_bytes: int = KV_STORE_MIB * 2**20, answer_in_row: bool = True) -> None:
         self.model, self.tok = model, tokenizer
         self.template_kwargs = dict(template_kwargs or {})  # what the model's own chat template reads (enable_thinking, ...)
@@ -160,7 +160,7 @@ class WindowedHFBackend(HFBackend):
 
     open_stream = None  # type: ignore[assignment]  # no continuous batching: `Model` batches whole calls
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, template_kwargs: dict | None = None, **_ignored) -> None:
+    def __init__(self, model, tokenizer, batch_size: int = BATCH_SIZE, template_kwargs: dict | None = None, **_ignored) -> None:
         super().__init__(model, tokenizer, batch_size=batch_size, prefix_cache=False, draft_tokens=0, template_kwargs=template_kwargs)
 
     def generate_each(self, prompts: Sequence[Prompt], params: Sequence[GenerationParams]) -> list[Completion]:

@@ -17,6 +17,7 @@ from .store import PrefixStore
 if TYPE_CHECKING:
     from .stream import DecodeStream
 
+BATCH_SIZE = 32  # rows decoded together (option batch_size; on a CPU the loader may choose fewer, see backends._load.default_batch_size)
 KV_STORE_MIB = 192  # KV kept between calls (option kv_store); SmolLM2-135M: 23 KB a token in bfloat16, 46 KB in float32; a 7B model 128 KB
 DRAFT_TOKENS = 4  # draft tokens a row of the decode stream checks a step at most (option draft; 0: none), see draft
 
@@ -27,7 +28,7 @@ class Engine(PrefixStore):
     A row (`rows.Row`) is a prompt's token ids, the conversation it belongs to (rows of one may
     share KV) and how many of its leading tokens may come from a shared prefix."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
+    def __init__(self, model, tokenizer, batch_size: int = BATCH_SIZE, prefix_cache: bool = True, draft_tokens: int = DRAFT_TOKENS,
                  kv_store_bytes: int = KV_STORE_MIB * 2**20, answer_in_row: bool = True) -> None:
         self.model, self.tok = model, tokenizer
         self.batch_size = batch_size
